@@ -1,0 +1,178 @@
+"""Address fields rendered so that sheet data can never change the shape of a header.
+
+A value from the sheet that lands in a display name stays one display name, whatever
+commas, quotes or angle brackets it holds: the template is rendered with each ``{{ }}``
+output replaced by an opaque token, the template's own structure (commas, ``<>``, quotes)
+is parsed, and only then are the values put back. A cell that is the whole item
+(``cc: "{{ cc }}"``) may itself be an address list.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.headerregistry import Address
+from typing import Any
+
+import jinja2
+from email_validator import EmailNotValidError, validate_email
+
+from .campaign import AddressField
+
+_TOKEN = re.compile("\ue000(\\d+)\ue001")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class AddressProblem(ValueError):
+    """An address that is not valid; ``value`` is the offending sheet value, when one is."""
+
+    def __init__(self, message: str, value: str | None = None) -> None:
+        super().__init__(message)
+        self.value = value
+
+
+@jinja2.pass_context
+def _tokenize(context: jinja2.runtime.Context, value: Any) -> str:
+    values: list[str] = context["_mm_values"]
+    values.append("" if value is None else str(value))
+    return f"\ue000{len(values) - 1}\ue001"
+
+
+def make_address_environment(base: jinja2.Environment) -> jinja2.Environment:
+    """A copy of ``base`` whose ``{{ }}`` outputs become tokens (see module docstring)."""
+    return base.overlay(finalize=_tokenize, autoescape=False)
+
+
+@dataclass(frozen=True)
+class AddressTemplate:
+    """One compiled address field (`to`, `cc` ...)."""
+
+    key: str
+    template: jinja2.Template | None = None
+    pairs: tuple[tuple[jinja2.Template, jinja2.Template], ...] = ()
+
+    def render(self, context: Mapping[str, Any]) -> list[Address]:
+        """Render and parse the field. Raises AddressProblem for a bad address."""
+        if self.template is not None:
+            values: list[str] = []
+            text = self.template.render({**context, "_mm_values": values})
+            return parse_address_list(text, values)
+        result = []
+        for name_t, addr_t in self.pairs:
+            name = name_t.render(context).strip()
+            addr = addr_t.render(context).strip()
+            if addr:
+                result.append(make_address(_check_text(name, name), addr, addr))
+        return result
+
+
+def compile_address_field(key: str, value: AddressField, token_env: jinja2.Environment,
+                          plain_env: jinja2.Environment) -> AddressTemplate | None:
+    """Compile one address field; None when the campaign does not set it."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return AddressTemplate(key, template=token_env.from_string(value))
+    return AddressTemplate(key, pairs=tuple(
+        (plain_env.from_string(name), plain_env.from_string(addr)) for name, addr in value))
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are outside double quotes and angle brackets."""
+    items, current, quoted, angle, escaped = [], [], False, 0, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif not quoted and char == "<":
+            angle += 1
+        elif not quoted and char == ">" and angle:
+            angle -= 1
+        elif char == "," and not quoted and not angle:
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+    items.append("".join(current))
+    return items
+
+
+def _check_text(text: str, source: str | None) -> str:
+    if _CONTROL.search(text):
+        raise AddressProblem("holds a line break or control character, which could inject "
+                             "header fields", source)
+    return text
+
+
+def _substitute(text: str, values: list[str]) -> tuple[str, str | None]:
+    """Put the values back; also return the (last) value that was used, for error reports."""
+    used: list[str] = []
+
+    def put(match: re.Match[str]) -> str:
+        value = values[int(match.group(1))]
+        used.append(value)
+        return value
+
+    result = _TOKEN.sub(put, text)
+    return result, used[-1] if used else None
+
+
+def _unquote(name: str) -> str:
+    name = name.strip()
+    if len(name) >= 2 and name[0] == name[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", name[1:-1])
+    return name
+
+
+def parse_address_list(text: str, values: list[str] | None = None) -> list[Address]:
+    """Parse a tokenized address list (see module docstring). Raises AddressProblem."""
+    values = values or []
+    result: list[Address] = []
+    for raw_item in _split_top_level(text):
+        item = raw_item.strip()
+        if not item:
+            continue
+        whole = _TOKEN.fullmatch(item)
+        if whole:  # the cell is the whole item: it may itself be a list of addresses
+            value = values[int(whole.group(1))]
+            _check_text(value, value)
+            try:
+                result.extend(parse_address_list(value))
+            except AddressProblem as exc:
+                raise AddressProblem(str(exc), value) from None
+            continue
+        if item.endswith(">") and "<" in item:
+            cut = item.rindex("<")
+            name, name_source = _substitute(_unquote(item[:cut]), values)
+            addr, addr_source = _substitute(item[cut + 1:-1], values)
+            _check_text(name, name_source)
+            result.append(make_address(" ".join(name.split()), addr.strip(), addr_source))
+        else:
+            addr, addr_source = _substitute(item, values)
+            addr = addr.strip()
+            if addr:
+                result.append(make_address("", addr, addr_source))
+    return result
+
+
+def make_address(name: str, addr: str, source: str | None) -> Address:
+    """Validate ``addr`` (syntax only, no DNS) and build an Address with an ASCII domain."""
+    _check_text(addr, source)
+    try:
+        valid = validate_email(addr, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        shown = addr if len(addr) <= 80 else addr[:77] + "..."
+        raise AddressProblem(f"{shown!r} is not a valid email address ({exc})", source) from None
+    return Address(display_name=name, username=valid.local_part, domain=valid.ascii_domain)
+
+
+def addresses_text(addresses: list[Address]) -> str:
+    """Addresses as a reader would write them (for manifests and reports)."""
+    return ", ".join(a.addr_spec for a in addresses)
+
+
+Renderer = Callable[[Mapping[str, Any]], list[Address]]

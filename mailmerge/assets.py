@@ -1,0 +1,133 @@
+"""Files a message carries: embedded images and attachments, kept inside their folders.
+
+Paths may come from sheet cells, which are untrusted: every path is resolved (following
+symlinks) and must stay inside the folder it is allowed in; only regular files count.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import html
+import mimetypes
+import re
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_GLOB_MATCHES = 100
+_CACHE_ENTRIES = 32
+_IMG_SRC = re.compile(r"""(<img\b[^>]*?\bsrc\s*=\s*)(["'])(.*?)\2""", re.I | re.S)
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+class AssetProblem(ValueError):
+    """A file that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """A file to put in a message: an attachment, or an inline image when ``cid`` is set."""
+
+    data: bytes
+    maintype: str
+    subtype: str
+    filename: str
+    cid: str | None = None
+
+
+def guess_type(filename: str) -> tuple[str, str]:
+    mime, _ = mimetypes.guess_type(filename, strict=False)
+    maintype, _, subtype = (mime or "application/octet-stream").partition("/")
+    return maintype, subtype
+
+
+class FileCache:
+    """A small LRU of file contents: the same logo or brochure is read once per campaign."""
+
+    def __init__(self) -> None:
+        self._parts: OrderedDict[Path, Part] = OrderedDict()
+
+    def part(self, path: Path, cid_domain: str | None = None) -> Part:
+        cached = self._parts.get(path)
+        if cached is not None and (cid_domain is None) == (cached.cid is None):
+            self._parts.move_to_end(path)
+            return cached
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise AssetProblem(f"cannot read {path}: {exc.strerror}") from exc
+        maintype, subtype = guess_type(path.name)
+        cid = None
+        if cid_domain is not None:
+            cid = f"{hashlib.sha256(data).hexdigest()[:24]}@{cid_domain}"
+        part = Part(data, maintype, subtype, path.name, cid)
+        self._parts[path] = part
+        if len(self._parts) > _CACHE_ENTRIES:
+            self._parts.popitem(last=False)
+        return part
+
+
+def resolve_inside(root: Path, relative: str, what: str,
+                   allowed: tuple[Path, ...] = ()) -> Path:
+    """``root / relative`` as a real regular file inside ``root`` (or one of ``allowed``).
+
+    Raises AssetProblem when it escapes them, is missing, or is not a regular file.
+    """
+    if "\x00" in relative:
+        raise AssetProblem(f"the {what} path holds a NUL character")
+    target = (root / relative).resolve()
+    roots = (root, *allowed)
+    if not any(target.is_relative_to(r.resolve()) for r in roots):
+        raise AssetProblem(f"the {what} path {relative!r} points outside "
+                           f"{' and '.join(str(r) for r in roots)}; "
+                           f"only files inside {'that folder' if len(roots) == 1 else 'those'} "
+                           f"may be used")
+    if not target.exists():
+        raise AssetProblem(f"the {what} {relative!r} does not exist (looked for {target})")
+    if not target.is_file():
+        raise AssetProblem(f"the {what} {relative!r} is not a regular file")
+    return target
+
+
+def resolve_attachments(root: Path, pattern: str) -> list[Path]:
+    """The files an attachment entry names: one path, or a glob. Raises AssetProblem."""
+    if not glob.has_magic(pattern):
+        return [resolve_inside(root, pattern, "attachment")]
+    if Path(pattern).is_absolute():
+        raise AssetProblem(f"the attachment pattern {pattern!r} is absolute; write it "
+                           f"relative to {root}")
+    matches = []
+    for index, found in enumerate(glob.iglob(pattern, root_dir=root)):
+        if index >= MAX_GLOB_MATCHES:
+            raise AssetProblem(f"the attachment pattern {pattern!r} matches more than "
+                               f"{MAX_GLOB_MATCHES} files; make it narrower")
+        matches.append(found)
+    if not matches:
+        raise AssetProblem(f"the attachment pattern {pattern!r} matches no file in {root}")
+    return [resolve_inside(root, found, "attachment") for found in sorted(matches)]
+
+
+def is_local_src(src: str) -> bool:
+    return bool(src) and not _SCHEME.match(src) and not src.startswith(("//", "#"))
+
+
+def embed_images(document: str, resolve: Callable[[str], Part]) -> tuple[str, list[Part]]:
+    """Rewrite local ``<img src>`` to ``cid:`` and return the image parts, each once.
+
+    ``resolve(src) -> Part`` finds the file for a local src; it raises AssetProblem.
+    """
+    parts: dict[str, Part] = {}
+
+    def replace(match: re.Match[str]) -> str:
+        raw = match.group(3)
+        src = urllib.parse.unquote(html.unescape(raw).strip())
+        if not is_local_src(src):
+            return match.group(0)
+        part = resolve(src)
+        parts.setdefault(part.cid or "", part)
+        return f"{match.group(1)}{match.group(2)}cid:{part.cid}{match.group(2)}"
+
+    return _IMG_SRC.sub(replace, document), list(parts.values())

@@ -1,0 +1,365 @@
+"""The campaign file: YAML in, a frozen :class:`Campaign` out.
+
+``parse_campaign`` is pure (text in, value out); ``load_campaign`` adds the file I/O and
+checks that the files the campaign names exist. Every error names the key and its line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from .errors import ConfigError
+
+# An address field is a template string ("{{ name }} <{{ email }}>") or a list of
+# (display-name template, address template) pairs from the structured form.
+AddressField = Union[str, tuple[tuple[str, str], ...], None]
+
+SECURITY_MODES = ("none", "starttls", "ssl")
+
+# Headers the builder owns: a campaign may not set them through `headers:`.
+RESERVED_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID",
+        "MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Content-Disposition",
+        "List-Unsubscribe", "List-Unsubscribe-Post", "Return-Path", "Received",
+    )
+)
+_HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """Where the rows come from."""
+
+    path: Path
+    sheet: str | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Smtp:
+    """How to reach the SMTP server. The password is never here: only the variable naming it."""
+
+    host: str = "localhost"
+    port: int | None = None
+    security: str = "starttls"
+    username: str | None = None
+    password_env: str = "MAILMERGE_SMTP_PASSWORD"
+    ca_file: Path | None = None
+    timeout: float = 30.0
+    concurrency: int = 1
+    rate: str | None = None
+    retries: int = 5
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return {"ssl": 465, "starttls": 587}.get(self.security, 25)
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """Everything one campaign file says, with paths resolved against its folder."""
+
+    path: Path
+    name: str
+    from_: AddressField
+    subject: str
+    recipients: Recipients
+    html_template: Path | None = None
+    text_template: Path | None = None
+    to: AddressField = "{{ email }}"
+    sender: AddressField = None
+    reply_to: AddressField = None
+    cc: AddressField = None
+    bcc: AddressField = None
+    attachments: tuple[str, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    unsubscribe: str | None = None
+    smtp: Smtp = field(default_factory=Smtp)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def line_of(self, key: str) -> int | None:
+        return self.lines.get(key)
+
+
+_TOP_KEYS = {
+    "name", "from", "sender", "reply_to", "to", "cc", "bcc", "subject", "templates",
+    "recipients", "attachments", "headers", "unsubscribe", "smtp",
+}
+_TEMPLATE_KEYS = {"html", "text"}
+_RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
+_SMTP_KEYS = {
+    "host", "port", "security", "username", "password_env", "ca_file", "timeout",
+    "concurrency", "rate", "retries",
+}
+_PASSWORD_HINT = (
+    "passwords never go in the campaign file; set `password_env: VARIABLE` under `smtp:` "
+    "and put the password in that environment variable (default MAILMERGE_SMTP_PASSWORD), "
+    "or let `mailmerge send` prompt for it"
+)
+
+
+class _LineDict(dict):  # type: ignore[type-arg]
+    """A mapping that remembers the line of each key."""
+
+    lines: dict[Any, int]
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader that refuses aliases and duplicate keys and records key lines."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, "YAML aliases (*name) are not supported in campaign files; "
+                "write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
+    result = _LineDict()
+    result.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {result.lines[key]})",
+                key_node.start_mark)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.lines[key] = line
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _Reader:
+    """Typed access to a mapping from the YAML file, with errors that name key and line."""
+
+    def __init__(self, data: _LineDict, path: Path, where: str, line: int | None) -> None:
+        self.data, self.path, self.where, self.line = data, path, where, line
+
+    def error(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
+        line = self.data.lines.get(key, self.line) if key is not None else self.line
+        return ConfigError(message, path=self.path, line=line, hint=hint)
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for key in self.data:
+            if key == "password":
+                raise self.error(key, f"`{self.where}password` is not allowed", _PASSWORD_HINT)
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+                hint = f"did you mean `{close[0]}`?" if close else (
+                    "known keys: " + ", ".join(sorted(allowed)))
+                raise self.error(key, f"unknown key `{self.where}{key}`", hint)
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
+            required: bool = False) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if required:
+                raise self.error(None, f"missing required key `{self.where}{key}`",
+                                 f"add `{key}:` to the campaign file")
+            return default
+        value = self.data[key]
+        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            wanted = {"str": "a text", "int": "a whole number", "float": "a number",
+                      "dict": "a mapping", "list": "a list"}.get(names, names)
+            raise self.error(key, f"`{self.where}{key}` must be {wanted}, "
+                                  f"not {type(value).__name__} {value!r}")
+        return value
+
+    def sub(self, key: str) -> _Reader | None:
+        value = self.get(key, dict)
+        if value is None:
+            return None
+        return _Reader(value, self.path, f"{self.where}{key}.", self.data.lines.get(key))
+
+
+def _address_field(reader: _Reader, key: str, default: AddressField = None) -> AddressField:
+    value = reader.get(key, (str, dict, list))
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value
+    items = value if isinstance(value, list) else [value]
+    pairs = []
+    for item in items:
+        if not isinstance(item, dict) or "address" not in item or not set(item) <= {"name", "address"}:
+            raise reader.error(key, f"`{key}` entries must be text or {{name: ..., address: ...}}",
+                               'write e.g. `to: {name: "{{ name }}", address: "{{ email }}"}`')
+        pairs.append((str(item.get("name") or ""), str(item["address"])))
+    return tuple(pairs)
+
+
+def parse_campaign(text: str, path: Path) -> Campaign:
+    """Parse campaign YAML ``text`` read from ``path``. Raises ConfigError naming key and line."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(f"not valid YAML: {exc.problem or exc}", path=path, line=line,
+                          hint="fix the YAML syntax (indentation, quotes around values "
+                               "that start with {{ )") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", path=path) from exc
+    if not isinstance(data, dict):
+        raise ConfigError("the campaign file must be a mapping of keys such as `name:`, "
+                          "`from:`, `subject:`", path=path)
+    top = _Reader(data, path, "", None)
+    top.check_keys(_TOP_KEYS)
+    folder = path.parent
+
+    name = top.get("name", str, required=True)
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise top.error("name", f"`name` {name!r} may hold only letters, digits, '.', '_' and '-'",
+                        "it names the output folder and the journal")
+
+    templates = top.sub("templates")
+    if templates is None:
+        raise top.error(None, "missing required key `templates`",
+                        "add `templates: {html: ..., text: ...}` (at least one of them)")
+    templates.check_keys(_TEMPLATE_KEYS)
+    html = templates.get("html", str)
+    text_t = templates.get("text", str)
+    if not html and not text_t:
+        raise top.error("templates", "`templates` needs `html:`, `text:` or both")
+
+    raw_recipients = top.get("recipients", (str, dict), required=True)
+    if isinstance(raw_recipients, str):
+        recipients = Recipients(path=folder / raw_recipients)
+    else:
+        rec = _Reader(raw_recipients, path, "recipients.", data.lines.get("recipients"))
+        rec.check_keys(_RECIPIENT_KEYS)
+        delimiter = rec.get("delimiter", str)
+        if delimiter is not None:
+            delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+            if len(delimiter) != 1:
+                raise rec.error("delimiter", f"`recipients.delimiter` must be one character, "
+                                             f"not {delimiter!r}", 'use ",", ";" or "tab"')
+        encoding = rec.get("encoding", str)
+        if encoding is not None:
+            import codecs
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise rec.error("encoding", f"unknown encoding {encoding!r}",
+                                "use a name such as utf-8, latin-1, cp1252 or gbk") from None
+        recipients = Recipients(
+            path=folder / rec.get("path", str, required=True),
+            sheet=rec.get("sheet", str), encoding=encoding, delimiter=delimiter,
+            key=rec.get("key", str))
+
+    attachments = top.get("attachments", (list, str), default=[])
+    if isinstance(attachments, str):
+        attachments = [attachments]
+    for item in attachments:
+        if not isinstance(item, str):
+            raise top.error("attachments", f"each entry of `attachments` must be a text path, "
+                                           f"not {item!r}")
+
+    headers = top.sub("headers")
+    header_items: list[tuple[str, str]] = []
+    if headers is not None:
+        for hname in headers.data:
+            hname_s = str(hname)
+            if not _HEADER_NAME.match(hname_s):
+                raise headers.error(hname, f"{hname_s!r} is not a valid header name",
+                                    "use printable ASCII letters, digits and '-'")
+            if hname_s.lower() in RESERVED_HEADERS:
+                raise headers.error(hname, f"header {hname_s!r} is set by mailmerge itself",
+                                    "use the campaign key for it (from, to, subject, "
+                                    "unsubscribe ...) instead of `headers:`")
+            header_items.append((hname_s, headers.get(hname, str, default="")))
+
+    smtp_r = top.sub("smtp")
+    smtp = Smtp()
+    if smtp_r is not None:
+        smtp_r.check_keys(_SMTP_KEYS)
+        security = smtp_r.get("security", str, default="starttls")
+        if security not in SECURITY_MODES:
+            raise smtp_r.error("security", f"`smtp.security` must be one of "
+                                           f"{', '.join(SECURITY_MODES)}, not {security!r}")
+        ca_file = smtp_r.get("ca_file", str)
+        smtp = Smtp(
+            host=smtp_r.get("host", str, default="localhost"),
+            port=smtp_r.get("port", int),
+            security=security,
+            username=smtp_r.get("username", str),
+            password_env=smtp_r.get("password_env", str, default="MAILMERGE_SMTP_PASSWORD"),
+            ca_file=folder / ca_file if ca_file else None,
+            timeout=smtp_r.get("timeout", float, default=30.0),
+            concurrency=smtp_r.get("concurrency", int, default=1),
+            rate=smtp_r.get("rate", str),
+            retries=smtp_r.get("retries", int, default=5),
+        )
+
+    return Campaign(
+        path=path,
+        name=name,
+        from_=_address_field(top, "from") or top.get("from", str, required=True),
+        sender=_address_field(top, "sender"),
+        reply_to=_address_field(top, "reply_to"),
+        to=_address_field(top, "to", default="{{ email }}"),
+        cc=_address_field(top, "cc"),
+        bcc=_address_field(top, "bcc"),
+        subject=top.get("subject", str, required=True),
+        html_template=folder / html if html else None,
+        text_template=folder / text_t if text_t else None,
+        recipients=recipients,
+        attachments=tuple(attachments),
+        headers=tuple(header_items),
+        unsubscribe=top.get("unsubscribe", str),
+        smtp=smtp,
+        lines=dict(data.lines),
+    )
+
+
+def load_campaign(path: str | Path) -> Campaign:
+    """Read and parse the campaign file, and check that the files it names exist."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("campaign file not found", path=path,
+                          hint="check the path, or create one with a text editor") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"campaign file is not UTF-8 text ({exc.reason})", path=path,
+                          hint="save it as UTF-8") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read campaign file: {exc.strerror}", path=path) from exc
+    campaign = parse_campaign(text, path)
+    for key, target in (("templates", campaign.html_template),
+                        ("templates", campaign.text_template),
+                        ("recipients", campaign.recipients.path)):
+        if target is not None and not target.is_file():
+            raise ConfigError(f"`{key}` names {target}, which does not exist", path=path,
+                              line=campaign.line_of(key),
+                              hint="paths are relative to the campaign file's folder")
+    if campaign.smtp.ca_file is not None and not campaign.smtp.ca_file.is_file():
+        raise ConfigError(f"`smtp.ca_file` names {campaign.smtp.ca_file}, which does not exist",
+                          path=path, line=campaign.line_of("smtp"))
+    return campaign

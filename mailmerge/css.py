@@ -1,0 +1,113 @@
+"""CSS inlining, done once per campaign on the template source when that is safe.
+
+Inlining a 16 KB newsletter costs milliseconds; doing it once on the template instead
+of once per message gives the same result only when Jinja syntax survives it and no
+selector depends on what Jinja produces. So: Jinja syntax is swapped for inert
+placeholders, the source is inlined, the syntax is put back; templates where that could
+differ fall back to inlining every rendered message. ``Inliner.verify`` compares the two
+ways on real rows and switches to the per-message way when they disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+_STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
+_STRUCTURAL = re.compile(r":(nth-|first-|last-|only-|empty)|[+~]", re.I)
+_DOCTYPE = re.compile(r"^\s*(<!doctype[^>]*>)", re.I)
+_ATTR_BEFORE = re.compile(r"""([\w:-]+)\s*=\s*(["'])[^"']*$""")
+
+
+def inline_css(html: str) -> str:
+    """Inline the <style> rules of a whole HTML document (kept: @media and other at-rules)."""
+    import premailer  # heavy import, only when a campaign has HTML
+
+    inliner = premailer.Premailer(
+        html,
+        keep_style_tags=False,
+        remove_classes=False,
+        disable_validation=True,
+        disable_link_rewrites=True,
+        allow_network=False,
+        cssutils_logging_level=logging.CRITICAL,
+    )
+    result = inliner.transform()
+    doctype = _DOCTYPE.match(html)
+    if doctype and not _DOCTYPE.match(result):
+        result = doctype.group(1) + "\n" + result
+    return result
+
+
+def needs_inlining(html: str) -> bool:
+    return bool(_STYLE_BLOCK.search(html))
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The outcome of trying to inline a template once: source to compile, or why not."""
+
+    source: str | None
+    reason: str | None = None
+
+
+def inline_template_once(source: str) -> Prepared:
+    """Inline CSS on a Jinja template source, protecting its syntax; see module docstring."""
+    if "{% raw" in source or "{%- raw" in source:
+        return Prepared(None, "the template uses {% raw %}")
+    if re.search(r"\|\s*safe\b|autoescape\s+false", source):
+        return Prepared(None, "the template outputs unescaped HTML (|safe), which may need styles")
+    if re.search(r"\{%-?\s*(extends|include|import|from)\b", source):
+        return Prepared(None, "the template extends or includes other templates")
+    for block in _STYLE_BLOCK.finditer(source):
+        if _JINJA.search(block.group(1)):
+            return Prepared(None, "a <style> block contains Jinja syntax")
+        if _STRUCTURAL.search(block.group(1)) and "{%" in source:
+            return Prepared(None, "the CSS uses structural selectors (:nth-child, +, ~ ...) "
+                                  "and the template has loops or conditions")
+    originals: list[str] = []
+    pieces: list[str] = []
+    last = 0
+    for match in _JINJA.finditer(source):
+        before = source[last:match.start()]
+        pieces.append(before)
+        text = match.group(0)
+        context = "".join(pieces)
+        inside_tag = context.rfind("<") > context.rfind(">")
+        index = len(originals)
+        originals.append(text)
+        if text.startswith("{{"):
+            if inside_tag:
+                attr = _ATTR_BEFORE.search(context[context.rfind("<"):])
+                if attr is None:
+                    return Prepared(None, "a {{ }} expression stands inside a tag, outside "
+                                          "an attribute value")
+                if attr.group(1).lower() in ("class", "id"):
+                    return Prepared(None, f"a {attr.group(1)} attribute is computed by Jinja")
+            pieces.append(f"mmjv{index}x")
+        else:
+            if inside_tag:
+                return Prepared(None, "a {% %} statement stands inside a tag")
+            pieces.append(f"<!--mmjs{index}-->")
+        last = match.end()
+    pieces.append(source[last:])
+    protected = "".join(pieces)
+    inlined = inline_css(protected)
+
+    def restore(match: re.Match[str]) -> str:
+        return originals[int(match.group(1) or match.group(2))]
+
+    restored, count = re.subn(r"mmjv(\d+)x|<!--mmjs(\d+)-->", restore, inlined)
+    if count != len(originals):
+        return Prepared(None, "inlining moved or dropped some Jinja syntax")
+    return Prepared(restored)
+
+
+def canonical_html(html: str) -> str:
+    """A normal form for comparing two HTML documents (entity spelling, attribute quotes)."""
+    import lxml.html
+
+    document = lxml.html.document_fromstring(html)
+    return lxml.html.tostring(document, encoding="unicode", method="html")

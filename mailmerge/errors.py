@@ -1,0 +1,74 @@
+"""One exception base for everything a user can fix; location is formatted once, here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class MailmergeError(Exception):
+    """Base class. ``str(err)`` is the whole user-facing message: where, what, how to fix."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.line = line
+        self.row = row
+        self.column = column
+        self.hint = hint
+
+    @property
+    def where(self) -> str:
+        parts = [str(self.path)] if self.path else []
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        if self.row is not None:
+            parts.append(f"row {self.row}")
+        if self.column is not None:
+            parts.append(f"column {self.column!r}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        return f"{text}; {self.hint}" if self.hint else text
+
+
+class ConfigError(MailmergeError):
+    """The campaign file (or a file it names) is wrong: nothing can run until it is fixed."""
+
+
+class SheetError(MailmergeError):
+    """The recipient sheet cannot be read, or a row of it is malformed."""
+
+
+class TemplateError(MailmergeError):
+    """A template does not compile, or fails while rendering a row."""
+
+
+class RowError(MailmergeError):
+    """A row produced an invalid message (bad address, header injection, missing attachment ...)."""
+
+
+class SendError(MailmergeError):
+    """Delivery failed in a way that stops the campaign."""
+
+
+class RowErrors(MailmergeError):
+    """Every problem found in one row, so that ``check`` can list them all at once."""
+
+    def __init__(self, row: int, errors: Sequence[MailmergeError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors), row=row)
+        self.errors = list(errors)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)

@@ -1,0 +1,386 @@
+"""Rendering one row: Jinja2 templates, address fields, CSS, images and attachments.
+
+The :class:`Renderer` is built once per campaign (templates compiled, CSS inlined on the
+template source where that is safe, files cached) and then turns each row into a
+:class:`Rendered` value, or raises :class:`RowErrors` listing every problem of the row.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.headerregistry import Address
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+
+from . import css
+from .addresses import AddressProblem, AddressTemplate, compile_address_field, make_address_environment
+from .assets import AssetProblem, FileCache, Part, embed_images, resolve_attachments, resolve_inside
+from .campaign import Campaign
+from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
+from .sheet import Row
+
+# Rows on which once-per-campaign CSS inlining is compared with per-message inlining.
+VERIFY_ROWS = 3
+CID_DOMAIN = "mailmerge"
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_URL_UNSAFE = re.compile(r"[\s<>,\"]")
+# What a template expression may raise besides jinja2's own errors.
+_RUNTIME_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError,
+                   LookupError, AttributeError)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """Everything one message needs, rendered for one row; no MIME yet."""
+
+    row: int
+    key: str
+    from_: tuple[Address, ...]
+    sender: Address | None
+    reply_to: tuple[Address, ...]
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    bcc: tuple[Address, ...]
+    subject: str
+    text: str | None
+    html: str | None
+    images: tuple[Part, ...] = ()
+    attachments: tuple[Part, ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    unsubscribe: str | None = None
+
+    @property
+    def envelope_from(self) -> str:
+        return (self.sender or self.from_[0]).addr_spec
+
+    @property
+    def envelope_to(self) -> list[str]:
+        """Every recipient once (To, Cc and Bcc), in that order."""
+        seen: dict[str, str] = {}
+        for address in (*self.to, *self.cc, *self.bcc):
+            seen.setdefault(address.addr_spec.lower(), address.addr_spec)
+        return list(seen.values())
+
+
+def make_environment(search_path: list[Path]) -> SandboxedEnvironment:
+    """The Jinja2 environment: sandboxed, strict about undefined names, HTML autoescaped."""
+    return SandboxedEnvironment(
+        loader=jinja2.ChoiceLoader([jinja2.DictLoader({}),
+                                    jinja2.FileSystemLoader([str(p) for p in search_path])]),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(("html", "htm", "xml"), default_for_string=False),
+        keep_trailing_newline=True,
+    )
+
+
+def _template_line(exc: BaseException, filename: str) -> int | None:
+    """The template line an exception came from, from jinja2's rewritten traceback."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return exc.lineno
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == filename:
+            line = frame.lineno
+    return line
+
+
+class Renderer:
+    """Renders rows of one campaign. Build once; call :meth:`render` per row."""
+
+    def __init__(self, campaign: Campaign, columns: tuple[str, ...]) -> None:
+        self.campaign = campaign
+        self.columns = columns
+        self.sheet_path = campaign.recipients.path
+        self.notices: list[str] = []
+        self.files = FileCache()
+        key = campaign.recipients.key
+        if key is not None and key not in columns:
+            raise ConfigError(f"`recipients.key` names column {key!r}, which the sheet does not "
+                              f"have", path=campaign.path, line=campaign.line_of("recipients"),
+                              hint="its columns are: " + ", ".join(c for c in columns if c))
+        folders = [t.parent for t in (campaign.html_template, campaign.text_template) if t]
+        self.env = make_environment(list(dict.fromkeys(folders)))
+        token_env = make_address_environment(self.env)
+        self.address_fields: dict[str, AddressTemplate | None] = {
+            key: self._compile(key, lambda v=value: compile_address_field(
+                key, v, token_env, self.env))
+            for key, value in (("from", campaign.from_), ("sender", campaign.sender),
+                               ("reply_to", campaign.reply_to), ("to", campaign.to),
+                               ("cc", campaign.cc), ("bcc", campaign.bcc))
+        }
+        self.subject = self._compile("subject", lambda: self.env.from_string(campaign.subject))
+        self.headers = [(name, self._compile("headers", lambda v=value: self.env.from_string(v)))
+                        for name, value in campaign.headers]
+        self.attachments = [self._compile("attachments", lambda v=a: self.env.from_string(v))
+                            for a in campaign.attachments]
+        self.unsubscribe = (self._compile("unsubscribe",
+                                          lambda: self.env.from_string(campaign.unsubscribe))
+                            if campaign.unsubscribe else None)
+        self.text = self._load(campaign.text_template) if campaign.text_template else None
+        self.html = self._load(campaign.html_template) if campaign.html_template else None
+        self.fast_html: jinja2.Template | None = None
+        self.inline_each = False
+        self._verified = 0
+        if self.html is not None:
+            self._prepare_css()
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _compile(self, key: str, build: Callable[[], T]) -> T:
+        try:
+            return build()
+        except jinja2.TemplateSyntaxError as exc:
+            line = self.campaign.line_of(key)
+            raise TemplateError(f"`{key}` is not a valid template: {exc.message}",
+                                path=self.campaign.path, line=line,
+                                hint="check the {{ }} and {% %} pairs") from exc
+
+    def _load(self, path: Path) -> jinja2.Template:
+        try:
+            return self.env.get_template(path.name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"template syntax error: {exc.message}",
+                                path=exc.filename or path, line=exc.lineno,
+                                hint="fix the template; {{ }} and {% %} must be balanced") from exc
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"template {exc.name!r} not found", path=path,
+                                hint="{% include %} and {% extends %} paths are relative to "
+                                     "the template's folder") from exc
+        except UnicodeDecodeError as exc:
+            raise TemplateError("the template is not UTF-8 text", path=path,
+                                hint="save it as UTF-8") from exc
+
+    def _prepare_css(self) -> None:
+        assert self.html is not None and self.html.filename is not None
+        source = Path(self.html.filename).read_text(encoding="utf-8")
+        if not css.needs_inlining(source):
+            return
+        prepared = css.inline_template_once(source)
+        if prepared.source is None:
+            self.inline_each = True
+            self.notices.append(f"CSS is inlined in every message, not once: {prepared.reason}")
+            return
+        name = "\x00inlined/" + Path(self.html.filename).name
+        loader = self.env.loader
+        assert isinstance(loader, jinja2.ChoiceLoader)
+        dict_loader = loader.loaders[0]
+        assert isinstance(dict_loader, jinja2.DictLoader)
+        dict_loader.mapping[name] = prepared.source
+        self.fast_html = self.env.get_template(name)
+
+    # --- per row ----------------------------------------------------------------------------
+
+    def context(self, row: Row) -> dict[str, Any]:
+        ctx = dict(row.values)
+        ctx["row"] = row.values
+        return ctx
+
+    def render(self, row: Row) -> Rendered:
+        """Render one row. Raises RowErrors with every problem found in it."""
+        errors: list[MailmergeError] = []
+        ctx = self.context(row)
+
+        def attempt(key: str, work: Callable[[], T], default: T) -> T:
+            try:
+                return work()
+            except AddressProblem as exc:
+                errors.append(self._address_error(row, key, exc))
+            except AssetProblem as exc:
+                errors.append(self._located(row, str(exc), key, hint=None))
+            except _RUNTIME_ERRORS as exc:
+                errors.append(self._template_error(row, exc, key))
+            return default
+
+        unsubscribe = attempt("unsubscribe", lambda: self._render_unsubscribe(ctx, row), None)
+        ctx["unsubscribe_url"] = unsubscribe or ""
+        addresses = {key: tuple(attempt(key, lambda t=tpl: t.render(ctx) if t else [], []))
+                     for key, tpl in self.address_fields.items()}
+        subject = attempt("subject", lambda: self._header_value(self.subject, ctx), "")
+        if not subject and not any(e for e in errors if "subject" in e.message):
+            errors.append(self._located(row, "the subject is empty", "subject",
+                                        hint="give every message a subject"))
+        headers = tuple((name, attempt("headers", lambda t=tpl: self._header_value(t, ctx), ""))
+                        for name, tpl in self.headers)
+        html, images = attempt("html", lambda: self._render_html(ctx, row), (None, []))
+        if self.text is not None:
+            text = attempt("text", lambda: self.text.render(ctx), None)  # type: ignore[union-attr]
+        else:
+            text = attempt("text", lambda: html_to_text(html) if html else None, None)
+        attachments: list[Part] = []
+        for tpl in self.attachments:
+            attachments += attempt("attachments", lambda t=tpl: self._render_attachment(t, ctx), [])
+
+        from_, sender = addresses["from"], addresses["sender"]
+        if not errors:
+            problem = self._check_addresses(addresses)
+            if problem:
+                errors.append(self._located(row, problem[1], problem[0], hint=problem[2]))
+        if errors:
+            raise RowErrors(row.number, errors)
+        if sender and len(from_) == 1 and sender[0].addr_spec.lower() == from_[0].addr_spec.lower():
+            sender = ()
+        key_column = self.campaign.recipients.key
+        recipients = addresses["to"] or addresses["cc"] or addresses["bcc"]
+        key = str(row.values[key_column]) if key_column else recipients[0].addr_spec
+        return Rendered(
+            row=row.number, key=key, from_=from_, sender=sender[0] if sender else None,
+            reply_to=addresses["reply_to"], to=addresses["to"], cc=addresses["cc"],
+            bcc=addresses["bcc"], subject=subject, text=text, html=html, images=tuple(images),
+            attachments=tuple(attachments), headers=headers, unsubscribe=unsubscribe)
+
+    def _check_addresses(self, addresses: dict[str, tuple[Address, ...]]
+                         ) -> tuple[str, str, str] | None:
+        """The From/Sender rule of RFC 5322 3.6.2 and a recipient to send to."""
+        from_, sender = addresses["from"], addresses["sender"]
+        if not from_:
+            return ("from", "`from` rendered empty", "every message needs a From address")
+        if len(sender) > 1:
+            return ("sender", "`sender` must be exactly one address", "remove the others")
+        if len(from_) > 1 and not sender:
+            return ("from", "`from` holds several addresses, so RFC 5322 requires a Sender",
+                    "add `sender:` with the one address that actually sends")
+        if not (addresses["to"] or addresses["cc"] or addresses["bcc"]):
+            return ("to", "the message has no recipient: `to`, `cc` and `bcc` are all empty",
+                    "fill in the address cell, or remove the row")
+        return None
+
+    def _header_value(self, template: jinja2.Template, ctx: Mapping[str, Any]) -> str:
+        value = template.render(ctx).strip()
+        if _HEADER_CONTROL.search(value.replace("\t", " ")):
+            raise AddressProblem("holds a line break or control character, which could inject "
+                                 "header fields", _source_value(ctx, value))
+        return value
+
+    def _render_unsubscribe(self, ctx: Mapping[str, Any], row: Row) -> str | None:
+        if self.unsubscribe is None:
+            return None
+        url = self._header_value(self.unsubscribe, ctx)
+        if not url:
+            return None
+        if not re.match(r"^(https?|mailto):", url, re.I):
+            raise AddressProblem(f"the unsubscribe link {url[:80]!r} must start with https://, "
+                                 "http:// or mailto:", _source_value(ctx, url))
+        if _URL_UNSAFE.search(url):
+            raise AddressProblem(f"the unsubscribe link {url[:80]!r} holds spaces, quotes, "
+                                 "commas or angle brackets; use {{ value|urlencode }}",
+                                 _source_value(ctx, url))
+        return url
+
+    def _render_html(self, ctx: Mapping[str, Any], row: Row) -> tuple[str, list[Part]]:
+        assert self.html is not None
+        if self.fast_html is not None and not self.inline_each:
+            try:
+                html = self.fast_html.render(ctx)
+            except _RUNTIME_ERRORS:
+                self.html.render(ctx)  # the same error, with the real template line
+                raise
+            if self._verified < VERIFY_ROWS:
+                self._verify(html, ctx, row)
+                if self.inline_each:
+                    html = css.inline_css(self.html.render(ctx))
+        elif self.inline_each:
+            html = css.inline_css(self.html.render(ctx))
+        else:
+            html = self.html.render(ctx)
+        return embed_images(html, self._image)
+
+    def _verify(self, fast: str, ctx: Mapping[str, Any], row: Row) -> None:
+        """Compare once-per-campaign inlining with per-message inlining on a real row."""
+        assert self.html is not None
+        slow = css.inline_css(self.html.render(ctx))
+        self._verified += 1
+        if css.canonical_html(fast) != css.canonical_html(slow):
+            self.inline_each = True
+            self.notices.append(f"CSS is inlined in every message, not once: on row "
+                                f"{row.number} inlining the template once gave different HTML")
+
+    def _image(self, src: str) -> Part:
+        assert self.campaign.html_template is not None
+        folder = self.campaign.html_template.parent
+        path = resolve_inside(folder, src, "image", allowed=(self.campaign.folder,))
+        return self.files.part(path, cid_domain=CID_DOMAIN)
+
+    def _render_attachment(self, template: jinja2.Template, ctx: Mapping[str, Any]) -> list[Part]:
+        value = template.render(ctx).strip()
+        if not value:
+            return []
+        try:
+            paths = resolve_attachments(self.campaign.folder, value)
+        except AssetProblem as exc:
+            raise AssetProblem(str(exc)) from None
+        return [self.files.part(p) for p in paths]
+
+    # --- errors -----------------------------------------------------------------------------
+
+    def _located(self, row: Row, message: str, key: str, hint: str | None) -> RowError:
+        return RowError(f"`{key}`: {message}" if not message.startswith("`") else message,
+                        path=self.campaign.path, line=self.campaign.line_of(key),
+                        row=row.number, hint=hint)
+
+    def _address_error(self, row: Row, key: str, exc: AddressProblem) -> RowError:
+        column = _column_of(row, exc.value) if exc.value is not None else None
+        if column is not None:
+            return RowError(f"`{key}`: {exc}", path=self.sheet_path, row=row.number,
+                            column=column, hint="correct the cell in the sheet")
+        return RowError(f"`{key}`: {exc}", path=self.campaign.path,
+                        line=self.campaign.line_of(key), row=row.number,
+                        hint="correct the campaign file or the sheet")
+
+    def _template_error(self, row: Row, exc: BaseException, key: str) -> TemplateError:
+        message = getattr(exc, "message", None) or str(exc)
+        hint = None
+        undefined = re.match(r"'(.+?)' is undefined", message)
+        if undefined:
+            hint = (f"the sheet has no column {undefined.group(1)!r}; its columns are: "
+                    + ", ".join(c for c in self.columns if c)
+                    + ' (a column with spaces is row["Column Name"])')
+        elif isinstance(exc, jinja2.exceptions.SecurityError):
+            hint = "templates may not reach Python internals"
+        else:
+            message = f"{type(exc).__name__}: {message}" if not isinstance(
+                exc, jinja2.TemplateError) else message
+        template = {"html": self.html, "text": self.text}.get(key)
+        if template is not None and template.filename:
+            return TemplateError(message, path=template.filename,
+                                 line=_template_line(exc, template.filename),
+                                 row=row.number, hint=hint)
+        return TemplateError(f"`{key}`: {message}", path=self.campaign.path,
+                             line=self.campaign.line_of(key), row=row.number, hint=hint)
+
+
+def _source_value(ctx: Mapping[str, Any], rendered: str) -> str | None:
+    """The cell value that most likely produced a bad rendered value (for error reports)."""
+    row = ctx.get("row", {})
+    for value in row.values():
+        text = str(value)
+        if text and text.strip() and text.strip() in rendered:
+            if _HEADER_CONTROL.search(text.replace("\t", " ")) or _URL_UNSAFE.search(text):
+                return text
+    return None
+
+
+def _column_of(row: Row, value: str) -> str | None:
+    for column, cell in row.values.items():
+        if str(cell) == value:
+            return column
+    for column, cell in row.values.items():
+        if value and value in str(cell):
+            return column
+    return None
+
+
+def html_to_text(html: str) -> str:
+    """A plain-text alternative derived from the HTML, links shown as their URLs."""
+    from inscriptis import get_text
+    from inscriptis.model.config import ParserConfig
+
+    text = get_text(html, ParserConfig(display_links=True))
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

@@ -1,0 +1,288 @@
+"""Recipient sheets: CSV and Excel .xlsx, streamed row by row.
+
+Rows are numbered as a spreadsheet shows them: the header row is row 1 (or later, when
+blank rows come first), and blank rows still count.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .campaign import Recipients
+from .errors import SheetError
+
+CSV_DELIMITERS = (",", ";", "\t")
+_SNIFF_CHARS = 64 * 1024
+# csv's default cell limit is 128 KiB; a newsletter cell may hold a whole article.
+csv.field_size_limit(16 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One recipient: its values by column name, and its number as a spreadsheet shows it."""
+
+    number: int
+    values: Mapping[str, Any]
+
+
+class Sheet:
+    """An open recipient sheet: ``columns`` is known at once, rows are read as iterated."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...], rows: Iterator[Row],
+                 closer: Any = None) -> None:
+        self.path, self.columns, self._rows, self._closer = path, columns, rows, closer
+
+    def __iter__(self) -> Iterator[Row]:
+        return self._rows
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer.close()
+            self._closer = None
+
+    def __enter__(self) -> Sheet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_sheet(recipients: Recipients) -> Sheet:
+    """Open the recipient sheet and read its header. Raises SheetError when it cannot be read."""
+    path = recipients.path
+    try:
+        with open(path, "rb") as probe:
+            magic = probe.read(8)
+    except OSError as exc:
+        raise SheetError(f"cannot read the recipient sheet: {exc.strerror}", path=path) from exc
+    suffix = path.suffix.lower()
+    if magic.startswith(b"\xd0\xcf\x11\xe0"):
+        raise SheetError("this is an old Excel .xls workbook, which mailmerge cannot read",
+                         path=path, hint="open it in a spreadsheet program and save it as .xlsx "
+                                         "(Excel Workbook) or .csv")
+    if suffix in (".xlsx", ".xlsm") or magic.startswith(b"PK\x03\x04"):
+        return _open_xlsx(recipients)
+    if suffix in (".xls", ".ods", ".numbers"):
+        raise SheetError(f"{suffix} files cannot be read", path=path,
+                         hint="save the sheet as .xlsx or .csv")
+    return _open_csv(recipients)
+
+
+def _header(path: Path, number: int, cells: list[Any]) -> tuple[str, ...]:
+    columns = tuple("" if c is None else str(c).strip() for c in cells)
+    while columns and not columns[-1]:
+        columns = columns[:-1]
+    seen: dict[str, int] = {}
+    for index, name in enumerate(columns):
+        if name and name in seen:
+            raise SheetError(f"column name {name!r} appears twice (columns {_letter(seen[name])} "
+                             f"and {_letter(index)})", path=path, row=number,
+                             hint="give every column a different name")
+        seen[name] = index
+    if not any(columns):
+        raise SheetError("the header row has no column names", path=path, row=number)
+    return columns
+
+
+def _letter(index: int) -> str:
+    """Spreadsheet column letter for a 0-based index (0 -> A, 26 -> AA)."""
+    letters = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _make_row(path: Path, number: int, columns: tuple[str, ...], cells: list[Any] | tuple[Any, ...],
+              convert: Any) -> Row | None:
+    """Pair cells with columns; None for a blank row. Raises SheetError for stray cells."""
+    if all(_is_blank(c) for c in cells):
+        return None
+    values: dict[str, Any] = {}
+    for index, cell in enumerate(cells):
+        name = columns[index] if index < len(columns) else ""
+        if not name:
+            if not _is_blank(cell):
+                raise SheetError(f"cell {_letter(index)}{number} holds {str(cell)[:40]!r} but its "
+                                 "column has no name in the header row", path=path, row=number,
+                                 hint="name the column in the header row or delete the cell")
+            continue
+        values[name] = convert(cell)
+    for name in columns:
+        if name and name not in values:
+            values[name] = ""
+    return Row(number, values)
+
+
+# --- CSV -----------------------------------------------------------------------------------
+
+def _detect_delimiter(sample: str) -> str:
+    """The most frequent of , ; TAB outside quotes on the header line."""
+    counts = dict.fromkeys(CSV_DELIMITERS, 0)
+    quoted = False
+    for char in sample:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "\r\n":
+            break
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(CSV_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _open_csv(recipients: Recipients) -> Sheet:
+    path = recipients.path
+    encoding = recipients.encoding or "utf-8-sig"
+    if encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"  # same thing, but a BOM is not part of the first column name
+    try:
+        handle = open(path, encoding=encoding, newline="")  # noqa: SIM115 - Sheet closes it
+    except OSError as exc:
+        raise SheetError(f"cannot read the recipient sheet: {exc.strerror}", path=path) from exc
+
+    def decode_error(exc: UnicodeDecodeError, number: int) -> SheetError:
+        return SheetError(
+            f"the file is not valid {recipients.encoding or 'UTF-8'} text "
+            f"(byte 0x{exc.object[exc.start]:02x})", path=path, row=number,
+            hint="save it as UTF-8, or name its encoding: "
+                 "`recipients: {path: ..., encoding: latin-1}` (or cp1252, gbk ...)")
+
+    try:
+        sample = handle.read(_SNIFF_CHARS)
+        handle.seek(0)
+    except UnicodeDecodeError as exc:
+        handle.close()
+        raise decode_error(exc, 1) from exc
+    delimiter = recipients.delimiter or _detect_delimiter(sample)
+    reader = csv.reader(handle, delimiter=delimiter, strict=True)
+    number = 0
+
+    def next_record() -> list[str] | None:
+        nonlocal number
+        try:
+            record = next(reader)
+        except StopIteration:
+            return None
+        except UnicodeDecodeError as exc:
+            raise decode_error(exc, number + 1) from exc
+        except csv.Error as exc:
+            raise SheetError(f"malformed CSV: {exc}", path=path, row=number + 1,
+                             hint="check the quotes in this row: a cell that holds the "
+                                  "delimiter or a line break must be in double quotes, "
+                                  'and a quote inside it doubled ("")') from exc
+        number += 1
+        return record
+
+    try:
+        while True:
+            record = next_record()
+            if record is None:
+                raise SheetError("the sheet is empty: no header row", path=path,
+                                 hint="the first row must name the columns, e.g. email,name")
+            if any(c.strip() for c in record):
+                break
+        columns = _header(path, number, record)
+    except SheetError:
+        handle.close()
+        raise
+
+    def rows() -> Iterator[Row]:
+        try:
+            while (record := next_record()) is not None:
+                row = _make_row(path, number, columns, record, _plain)
+                if row is not None:
+                    yield row
+        finally:
+            handle.close()
+
+    return Sheet(path, columns, rows(), handle)
+
+
+def _plain(value: str) -> str:
+    return value
+
+
+# --- XLSX ----------------------------------------------------------------------------------
+
+def _xlsx_value(value: Any) -> Any:
+    """Numbers stay numbers (integral ones as int), date-only cells become dates, empty is ''."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dt.datetime) and value.time() == dt.time(0) and value.tzinfo is None:
+        return value.date()
+    return value
+
+
+def _open_xlsx(recipients: Recipients) -> Sheet:
+    import openpyxl  # imported here: CSV-only campaigns never pay for it
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    path = recipients.path
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, OSError,
+            EOFError, zipfile.LargeZipFile) as exc:
+        raise SheetError(f"not a readable Excel .xlsx workbook ({type(exc).__name__}: {exc})",
+                         path=path, hint="open it in a spreadsheet program and save it again "
+                                         "as .xlsx, or export it as .csv") from exc
+    try:
+        if recipients.sheet is not None:
+            if recipients.sheet not in workbook.sheetnames:
+                raise SheetError(f"the workbook has no sheet named {recipients.sheet!r}",
+                                 path=path, hint="its sheets are: " +
+                                 ", ".join(repr(s) for s in workbook.sheetnames))
+            worksheet = workbook[recipients.sheet]
+        else:
+            worksheet = workbook.worksheets[0]
+        cells = worksheet.iter_rows(values_only=True)
+        number = 0
+        for record in cells:
+            number += 1
+            if not all(_is_blank(c) for c in record):
+                break
+        else:
+            raise SheetError("the sheet is empty: no header row", path=path,
+                             hint="the first row must name the columns, e.g. email, name")
+        columns = _header(path, number, list(record))
+    except SheetError:
+        workbook.close()
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+        workbook.close()
+        raise SheetError(f"the workbook is damaged ({type(exc).__name__}: {exc})", path=path,
+                         hint="open it in a spreadsheet program and save it again") from exc
+
+    def rows() -> Iterator[Row]:
+        nonlocal number
+        try:
+            for record in cells:
+                number += 1
+                row = _make_row(path, number, columns, record, _xlsx_value)
+                if row is not None:
+                    yield row
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+            raise SheetError(f"the workbook is damaged ({type(exc).__name__}: {exc})",
+                             path=path, row=number + 1,
+                             hint="open it in a spreadsheet program and save it again") from exc
+        finally:
+            workbook.close()
+
+    return Sheet(path, columns, rows(), workbook)
+
+
+__all__ = ["Row", "Sheet", "open_sheet"]
