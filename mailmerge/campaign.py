@@ -6,7 +6,9 @@ checks that the files the campaign names exist. Every error names the key and it
 
 from __future__ import annotations
 
+import codecs
 import difflib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -139,6 +141,10 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         line = key_node.start_mark.line + 1
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping cannot be a key; a value that starts with {{ must be "
+                "in quotes, e.g. to: \"{{ email }}\"", key_node.start_mark)
         if key in result:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first on line {result.lines[key]})",
@@ -233,6 +239,9 @@ def parse_campaign(text: str, path: Path) -> Campaign:
     top.check_keys(_TOP_KEYS)
     folder = path.parent
 
+    def local(relative: str) -> Path:
+        return Path(os.path.normpath(folder / relative))
+
     name = top.get("name", str, required=True)
     if not re.fullmatch(r"[\w.-]+", name):
         raise top.error("name", f"`name` {name!r} may hold only letters, digits, '.', '_' and '-'",
@@ -250,7 +259,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
 
     raw_recipients = top.get("recipients", (str, dict), required=True)
     if isinstance(raw_recipients, str):
-        recipients = Recipients(path=folder / raw_recipients)
+        recipients = Recipients(path=local(raw_recipients))
     else:
         rec = _Reader(raw_recipients, path, "recipients.", data.lines.get("recipients"))
         rec.check_keys(_RECIPIENT_KEYS)
@@ -262,14 +271,13 @@ def parse_campaign(text: str, path: Path) -> Campaign:
                                              f"not {delimiter!r}", 'use ",", ";" or "tab"')
         encoding = rec.get("encoding", str)
         if encoding is not None:
-            import codecs
             try:
                 codecs.lookup(encoding)
             except LookupError:
                 raise rec.error("encoding", f"unknown encoding {encoding!r}",
                                 "use a name such as utf-8, latin-1, cp1252 or gbk") from None
         recipients = Recipients(
-            path=folder / rec.get("path", str, required=True),
+            path=local(rec.get("path", str, required=True)),
             sheet=rec.get("sheet", str), encoding=encoding, delimiter=delimiter,
             key=rec.get("key", str))
 
@@ -310,7 +318,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
             security=security,
             username=smtp_r.get("username", str),
             password_env=smtp_r.get("password_env", str, default="MAILMERGE_SMTP_PASSWORD"),
-            ca_file=folder / ca_file if ca_file else None,
+            ca_file=local(ca_file) if ca_file else None,
             timeout=smtp_r.get("timeout", float, default=30.0),
             concurrency=smtp_r.get("concurrency", int, default=1),
             rate=smtp_r.get("rate", str),
@@ -327,8 +335,8 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         cc=_address_field(top, "cc"),
         bcc=_address_field(top, "bcc"),
         subject=top.get("subject", str, required=True),
-        html_template=folder / html if html else None,
-        text_template=folder / text_t if text_t else None,
+        html_template=local(html) if html else None,
+        text_template=local(text_t) if text_t else None,
         recipients=recipients,
         attachments=tuple(attachments),
         headers=tuple(header_items),

@@ -193,7 +193,11 @@ class Renderer:
             except AddressProblem as exc:
                 errors.append(self._address_error(row, key, exc))
             except AssetProblem as exc:
-                errors.append(self._located(row, str(exc), key, hint=None))
+                template = self.html if key == "html" else None
+                if template is not None and template.filename:
+                    errors.append(RowError(str(exc), path=template.filename, row=row.number))
+                else:
+                    errors.append(self._located(row, str(exc), key, hint=None))
             except _RUNTIME_ERRORS as exc:
                 errors.append(self._template_error(row, exc, key))
             return default
@@ -208,7 +212,8 @@ class Renderer:
                                         hint="give every message a subject"))
         headers = tuple((name, attempt("headers", lambda t=tpl: self._header_value(t, ctx), ""))
                         for name, tpl in self.headers)
-        html, images = attempt("html", lambda: self._render_html(ctx, row), (None, []))
+        html, images = (attempt("html", lambda: self._render_html(ctx, row), (None, []))
+                        if self.html is not None else (None, []))
         if self.text is not None:
             text = attempt("text", lambda: self.text.render(ctx), None)  # type: ignore[union-attr]
         else:

@@ -6,20 +6,24 @@ blank rows come first), and blank rows still count.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime as dt
+import io
+import re
 
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .campaign import Recipients
 from .errors import SheetError
 
 CSV_DELIMITERS = (",", ";", "\t")
-_SNIFF_CHARS = 64 * 1024
+_SNIFF_BYTES = 64 * 1024
+_LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 # csv's default cell limit is 128 KiB; a newsletter cell may hold a whole article.
 csv.field_size_limit(16 * 1024 * 1024)
 
@@ -143,15 +147,42 @@ def _detect_delimiter(sample: str) -> str:
     return best if counts[best] else ","
 
 
+def _decoded_lines(handle: IO[bytes], encoding: str) -> Iterator[str]:
+    """Decode line by line, so that a bad byte is reported at its own row.
+
+    Every encoding handled here is ASCII-compatible, so b"\\n" always ends a line; a lone CR
+    (old Mac line ends, or mixed endings) ends one too.
+    """
+    decoder = codecs.getincrementaldecoder(encoding)()
+    for raw in handle:
+        text = decoder.decode(raw)
+        if "\r" in text.rstrip("\r\n"):
+            yield from (piece for piece in _LONE_CR.split(text) if piece)
+        else:
+            yield text
+    tail = decoder.decode(b"", final=True)
+    if tail:
+        yield tail
+
+
 def _open_csv(recipients: Recipients) -> Sheet:
     path = recipients.path
     encoding = recipients.encoding or "utf-8-sig"
-    if encoding.replace("_", "-").lower() in ("utf-8", "utf8"):
-        encoding = "utf-8-sig"  # same thing, but a BOM is not part of the first column name
     try:
-        handle = open(path, encoding=encoding, newline="")  # noqa: SIM115 - Sheet closes it
+        handle = open(path, "rb")  # noqa: SIM115 - the Sheet closes it
+        sample = handle.read(_SNIFF_BYTES)
+        handle.seek(0)
     except OSError as exc:
         raise SheetError(f"cannot read the recipient sheet: {exc.strerror}", path=path) from exc
+    if recipients.encoding is None and sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"  # what spreadsheet programs call "Unicode text"
+    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
+        encoding = "utf-8-sig"  # same thing, but a BOM is not part of the first column name
+    lines: Iterator[str]
+    if codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
+        lines = io.TextIOWrapper(handle, encoding=encoding, newline="")
+    else:
+        lines = _decoded_lines(handle, encoding)
 
     def decode_error(exc: UnicodeDecodeError, number: int) -> SheetError:
         return SheetError(
@@ -160,14 +191,9 @@ def _open_csv(recipients: Recipients) -> Sheet:
             hint="save it as UTF-8, or name its encoding: "
                  "`recipients: {path: ..., encoding: latin-1}` (or cp1252, gbk ...)")
 
-    try:
-        sample = handle.read(_SNIFF_CHARS)
-        handle.seek(0)
-    except UnicodeDecodeError as exc:
-        handle.close()
-        raise decode_error(exc, 1) from exc
-    delimiter = recipients.delimiter or _detect_delimiter(sample)
-    reader = csv.reader(handle, delimiter=delimiter, strict=True)
+    delimiter = recipients.delimiter or _detect_delimiter(
+        sample.decode(encoding, errors="replace"))
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     number = 0
 
     def next_record() -> list[str] | None:

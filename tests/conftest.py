@@ -1,0 +1,143 @@
+"""Shared helpers: campaigns written into tmp_path, messages parsed back as a client would."""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import textwrap
+from collections.abc import Callable, Sequence
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailmerge import Built, Outcome, iter_messages, load_campaign
+
+HTML = """<!DOCTYPE html>
+<html><head><style>p { color: #336699; }</style></head>
+<body><p>Hello {{ name }}</p></body></html>
+"""
+
+
+def write_csv(path: Path, rows: Sequence[Sequence[Any]], delimiter: str = ",",
+              encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding=encoding) as handle:
+        csv.writer(handle, delimiter=delimiter).writerows(rows)
+    return path
+
+
+def write_xlsx(path: Path, rows: Sequence[Sequence[Any]], title: str = "Sheet1") -> Path:
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.title = title
+    for row in rows:
+        sheet.append(list(row))
+    workbook.save(path)
+    return path
+
+
+def parse(data: bytes) -> EmailMessage:
+    """Parse as a mail client would (a UTF-8 header block is read as UTF-8: SMTPUTF8)."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    if head.isascii():
+        message = email.message_from_bytes(data, policy=email.policy.default)
+    else:
+        message = email.message_from_string(data.decode("utf-8"), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def content(msg: EmailMessage, kind: str) -> str:
+    """The decoded text of the plain or html body, with line ends as a client shows them."""
+    body = msg.get_body((kind,))
+    assert body is not None, f"no {kind} part"
+    return body.get_content().replace("\r\n", "\n")
+
+
+def tree(part: EmailMessage) -> Any:
+    """The MIME structure as nested tuples: ('multipart/mixed', [children]) or a type."""
+    if part.is_multipart():
+        return (part.get_content_type(), [tree(p) for p in part.iter_parts()])
+    return part.get_content_type()
+
+
+class CampaignDir:
+    """A campaign folder under tmp_path, with files written by the test."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "templates").mkdir(parents=True)
+        (root / "campaign").mkdir()
+
+    @property
+    def folder(self) -> Path:
+        return self.root / "campaign"
+
+    def file(self, relative: str, content: str | bytes) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(textwrap.dedent(content), encoding="utf-8")
+        return path
+
+    def yaml(self, text: str, name: str = "campaign.yaml") -> Path:
+        return self.file(f"campaign/{name}", text)
+
+    def csv(self, rows: Sequence[Sequence[Any]], name: str = "people.csv", **kw: Any) -> Path:
+        return write_csv(self.folder / name, rows, **kw)
+
+    def xlsx(self, rows: Sequence[Sequence[Any]], name: str = "people.xlsx") -> Path:
+        return write_xlsx(self.folder / name, rows)
+
+    def outcomes(self, name: str = "campaign.yaml") -> list[Outcome]:
+        return list(iter_messages(load_campaign(self.folder / name)))
+
+    def messages(self, name: str = "campaign.yaml") -> list[tuple[Built, EmailMessage]]:
+        result = []
+        for outcome in self.outcomes(name):
+            assert outcome.built is not None, [str(e) for e in outcome.errors]
+            result.append((outcome.built, parse(outcome.built.data)))
+        return result
+
+    def errors(self, name: str = "campaign.yaml") -> list[str]:
+        return [str(e) for o in self.outcomes(name) for e in o.errors]
+
+
+@pytest.fixture
+def cdir(tmp_path: Path) -> CampaignDir:
+    return CampaignDir(tmp_path)
+
+
+@pytest.fixture
+def basic(cdir: CampaignDir) -> Callable[..., CampaignDir]:
+    """A minimal working campaign; keyword arguments add or replace YAML lines."""
+
+    def make(extra: str = "", html: str | None = HTML, text: str | None = None,
+             rows: Sequence[Sequence[Any]] | None = None) -> CampaignDir:
+        templates = []
+        if html is not None:
+            cdir.file("templates/mail.html", html)
+            templates.append("  html: ../templates/mail.html")
+        if text is not None:
+            cdir.file("templates/mail.txt", text)
+            templates.append("  text: ../templates/mail.txt")
+        cdir.csv(rows or [["email", "name"], ["zoe@example.org", "Zoë"]])
+        body = textwrap.dedent(extra)
+        blocks = {"name": "name: test", "from": 'from: "Acme <news@acme.example>"',
+                  "subject": 'subject: "Hi {{ name }}"', "recipients": "recipients: people.csv",
+                  "templates": "\n".join(["templates:", *templates])}
+        for line in body.splitlines():
+            if line and not line[0].isspace():
+                blocks.pop(line.split(":")[0], None)
+        lines = list(blocks.values())
+        cdir.yaml("\n".join(lines) + "\n" + body)
+        return cdir
+
+    return make

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailmerge import ConfigError, load_campaign, parse_campaign
+
+P = Path("/c/campaign.yaml")
+BASE = """\
+name: autumn
+from: "Acme <news@acme.example>"
+subject: "Hi"
+templates:
+  html: mail.html
+recipients: people.csv
+"""
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_campaign(text, P)
+    return str(info.value)
+
+
+def test_parses_all_keys_with_paths_relative_to_the_campaign_file() -> None:
+    campaign = parse_campaign(BASE + """\
+to: "{{ name }} <{{ email }}>"
+cc: "{{ cc }}"
+bcc: archive@acme.example
+reply_to: help@acme.example
+sender: bot@acme.example
+attachments: ["invoices/{{ id }}.pdf"]
+headers:
+  X-Campaign: autumn
+unsubscribe: "https://acme.example/u/{{ token }}"
+smtp: {host: mail.acme.example, port: 587, security: starttls, username: news}
+""", P)
+    assert campaign.name == "autumn"
+    assert campaign.html_template == Path("/c/mail.html")
+    assert campaign.text_template is None
+    assert campaign.recipients.path == Path("/c/people.csv")
+    assert campaign.attachments == ("invoices/{{ id }}.pdf",)
+    assert campaign.headers == (("X-Campaign", "autumn"),)
+    assert campaign.smtp.host == "mail.acme.example"
+    assert campaign.smtp.username == "news"
+    assert campaign.smtp.password_env == "MAILMERGE_SMTP_PASSWORD"
+    assert campaign.line_of("smtp") == 16
+
+
+def test_to_defaults_to_the_email_column() -> None:
+    assert parse_campaign(BASE, P).to == "{{ email }}"
+
+
+def test_recipients_mapping_and_structured_addresses() -> None:
+    campaign = parse_campaign(BASE.replace("recipients: people.csv\n", "") + """\
+recipients: {path: people.csv, encoding: latin-1, delimiter: tab, key: id, sheet: S}
+to: [{name: "{{ name }}", address: "{{ email }}"}, {address: boss@acme.example}]
+""", P)
+    assert campaign.recipients.delimiter == "\t"
+    assert campaign.recipients.encoding == "latin-1"
+    assert campaign.recipients.key == "id"
+    assert campaign.to == (("{{ name }}", "{{ email }}"), ("", "boss@acme.example"))
+
+
+def test_unknown_key_suggests_the_nearest() -> None:
+    assert error_of(BASE + "subjcet: x\n") == (
+        "/c/campaign.yaml, line 7: unknown key `subjcet`; did you mean `subject`?")
+
+
+def test_unknown_nested_key_names_its_path_and_line() -> None:
+    assert error_of(BASE + "smtp:\n  host: x\n  prot: 25\n") == (
+        "/c/campaign.yaml, line 9: unknown key `smtp.prot`; did you mean `port`?")
+
+
+def test_password_is_refused_with_an_explanation() -> None:
+    message = error_of(BASE + "smtp:\n  host: x\n  password: hunter2\n")
+    assert message.startswith("/c/campaign.yaml, line 9: `smtp.password` is not allowed; "
+                              "passwords never go in the campaign file; set `password_env:")
+    assert "hunter2" not in message
+
+
+def test_missing_required_key() -> None:
+    assert error_of(BASE.replace('subject: "Hi"\n', "")) == (
+        "/c/campaign.yaml: missing required key `subject`; add `subject:` to the campaign file")
+
+
+def test_wrong_type_names_key_and_line() -> None:
+    assert error_of(BASE + "smtp:\n  port: many\n") == (
+        "/c/campaign.yaml, line 8: `smtp.port` must be a whole number, not str 'many'")
+
+
+def test_duplicate_key_is_an_error() -> None:
+    assert error_of(BASE + 'subject: "again"\n') == (
+        "/c/campaign.yaml, line 7: not valid YAML: duplicate key 'subject' (first on line 3); "
+        "fix the YAML syntax (indentation, quotes around values that start with {{ )")
+
+
+def test_aliases_are_refused() -> None:
+    assert "YAML aliases (*name) are not supported" in error_of(
+        BASE + "headers:\n  X-A: &a hello\n  X-B: *a\n")
+
+
+def test_python_object_tags_are_refused() -> None:
+    assert "could not determine a constructor" in error_of(
+        BASE + "headers:\n  X-A: !!python/object/apply:os.system ['true']\n")
+
+
+def test_broken_yaml_names_the_line() -> None:
+    assert error_of(BASE + "to: {{ email }}\n") == (
+        "/c/campaign.yaml, line 7: not valid YAML: a mapping cannot be a key; a value that "
+        'starts with {{ must be in quotes, e.g. to: "{{ email }}"; fix the YAML syntax '
+        "(indentation, quotes around values that start with {{ )")
+    assert error_of(BASE + "to: [a\n").startswith("/c/campaign.yaml, line 8: not valid YAML")
+
+
+def test_reserved_header_is_refused() -> None:
+    assert error_of(BASE + "headers:\n  Subject: x\n") == (
+        "/c/campaign.yaml, line 8: header 'Subject' is set by mailmerge itself; use the campaign "
+        "key for it (from, to, subject, unsubscribe ...) instead of `headers:`")
+
+
+def test_bad_security_mode() -> None:
+    assert error_of(BASE + "smtp: {security: tls}\n") == (
+        "/c/campaign.yaml, line 7: `smtp.security` must be one of none, starttls, ssl, not 'tls'")
+
+
+def test_templates_need_html_or_text() -> None:
+    assert error_of(BASE.replace("templates:\n  html: mail.html\n", "templates: {}\n")) == (
+        "/c/campaign.yaml, line 4: `templates` needs `html:`, `text:` or both")
+
+
+def test_load_reports_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "campaign.yaml").write_text(BASE)
+    (tmp_path / "people.csv").write_text("email\n")
+    with pytest.raises(ConfigError) as info:
+        load_campaign(tmp_path / "campaign.yaml")
+    assert str(info.value) == (
+        f"{tmp_path / 'campaign.yaml'}, line 4: `templates` names {tmp_path / 'mail.html'}, "
+        "which does not exist; paths are relative to the campaign file's folder")
+
+
+def test_load_reports_a_missing_campaign_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_campaign(tmp_path / "nope.yaml")
+    assert str(info.value) == (f"{tmp_path / 'nope.yaml'}: campaign file not found; check the "
+                               "path, or create one with a text editor")

@@ -1,0 +1,225 @@
+"""The six kinds of mail, built from campaign files and parsed back as a mail client would."""
+
+from __future__ import annotations
+
+import re
+from email.utils import parsedate_to_datetime
+
+from .conftest import CampaignDir, content, parse, tree
+
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00"
+       b"\x00\x90wS\xde\x00\x00\x00\x0cIDATx\x9cc\xf8\xcf\xc0\x00\x00\x03\x01\x01\x00\xc9\xfe"
+       b"\x92\xef\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+def assert_standard_headers(msg, sender_domain: str = "acme.example") -> None:
+    for name in ("From", "Date", "Message-ID", "MIME-Version", "Subject"):
+        assert len(msg.get_all(name, [])) == 1, name
+    assert msg["MIME-Version"] == "1.0"
+    assert parsedate_to_datetime(msg["Date"]).tzinfo is not None
+    assert re.fullmatch(r"<[^@<>]+@" + re.escape(sender_domain) + ">", msg["Message-ID"])
+    assert msg.get_all("Bcc") is None
+    assert not msg.defects
+
+
+def test_plain_utf8_text(basic) -> None:
+    c = basic(html=None, text="Grüße, {{ name }}!\nZeile zwei.\n")
+    (built, msg), = c.messages()
+    assert tree(msg) == "text/plain"
+    assert msg.get_content() == "Grüße, Zoë!\r\nZeile zwei.\r\n"
+    assert msg["Content-Transfer-Encoding"] == "quoted-printable"
+    assert msg["Subject"] == "Hi Zoë"
+    assert b"Subject: Hi =?utf-8?q?Zo=C3=AB?=" in built.data  # RFC 2047 on the wire
+    assert b"\r\n" in built.data and b"\n" not in built.data.replace(b"\r\n", b"")
+    assert_standard_headers(msg)
+
+
+def test_html_gets_a_derived_text_part_and_inlined_css(basic) -> None:
+    c = basic()
+    (built, msg), = c.messages()
+    assert tree(msg) == ("multipart/alternative", ["text/plain", "text/html"])
+    text = content(msg, "plain")
+    html = content(msg, "html")
+    assert text == "Hello Zoë\n"
+    assert '<p style="color:#369">Hello Zoë</p>' in html
+    assert "<style" not in html
+    assert_standard_headers(msg)
+
+
+def test_html_with_an_embedded_image(cdir: CampaignDir) -> None:
+    cdir.file("templates/logo.png", PNG)
+    cdir.file("templates/mail.html", """\
+        <html><body><img src="logo.png" alt="Logo"><img src='logo.png'>
+        <img src="https://cdn.acme.example/x.png"><img src="data:image/gif;base64,R0lG">
+        <p>{{ name }}</p></body></html>""")
+    cdir.file("templates/mail.txt", "{{ name }}\n")
+    cdir.csv([["email", "name"], ["zoe@example.org", "Zoë"]])
+    cdir.yaml("""\
+        name: t
+        from: news@acme.example
+        subject: Hi
+        recipients: people.csv
+        templates: {html: ../templates/mail.html, text: ../templates/mail.txt}
+        """)
+    (built, msg), = cdir.messages()
+    assert tree(msg) == ("multipart/alternative",
+                         ["text/plain", ("multipart/related", ["text/html", "image/png"])])
+    html = content(msg, "html")
+    image = [p for p in msg.walk() if p.get_content_type() == "image/png"][0]
+    cid = image["Content-ID"].strip("<>")
+    assert html.count(f'src="cid:{cid}"') == 1 and html.count(f"src='cid:{cid}'") == 1
+    assert 'src="https://cdn.acme.example/x.png"' in html
+    assert 'src="data:image/gif;base64,R0lG"' in html
+    assert image.get_content() == PNG
+    assert image.get_content_disposition() == "inline"
+
+
+def test_missing_local_image_is_a_row_error(cdir: CampaignDir) -> None:
+    cdir.file("templates/mail.html", '<img src="{{ photo }}">')
+    cdir.csv([["email", "photo"], ["a@x.org", "missing.png"], ["b@x.org", "../../../etc/passwd"]])
+    cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
+              "templates: {html: ../templates/mail.html}\n")
+    root = cdir.root
+    assert cdir.errors() == [
+        f"{root}/templates/mail.html, row 2: the image 'missing.png' does not "
+        f"exist (looked for {root}/templates/missing.png)",
+        f"{root}/templates/mail.html, row 3: the image path "
+        f"'../../../etc/passwd' points outside {root}/templates and {root}/campaign; only files "
+        "inside those may be used",
+    ]
+
+
+def test_attachment_with_non_ascii_name(cdir: CampaignDir) -> None:
+    cdir.file("campaign/files/Rechnung März 2026 — Ünal.pdf", b"%PDF-1.4 fake")
+    cdir.file("templates/mail.txt", "Anbei.\n")
+    cdir.csv([["email", "file"], ["a@x.org", "files/Rechnung März 2026 — Ünal.pdf"]])
+    cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
+              "templates: {text: ../templates/mail.txt}\nattachments: ['{{ file }}']\n")
+    (built, msg), = cdir.messages()
+    assert tree(msg) == ("multipart/mixed", ["text/plain", "application/pdf"])
+    attachment = next(msg.iter_attachments())
+    assert attachment.get_filename() == "Rechnung März 2026 — Ünal.pdf"
+    assert attachment.get_content() == b"%PDF-1.4 fake"
+    assert b"filename*" in built.data and b"utf-8''Rechnung%20M%C3%A4rz" in built.data
+
+
+def test_several_recipients_to_cc_bcc(cdir: CampaignDir) -> None:
+    cdir.file("templates/mail.txt", "x\n")
+    cdir.csv([["name", "email", "cc"],
+              ['Carol, "CJ"', "carol@example.org", "a@example.org, Bob <b@example.org>"]])
+    cdir.yaml("""\
+        name: t
+        from: "Acme <n@acme.example>"
+        to: '"{{ name }} Jones, Jr." <{{ email }}>, boss@acme.example'
+        cc: "{{ cc }}"
+        bcc: "archive@acme.example, {{ email }}"
+        subject: Hi
+        recipients: people.csv
+        templates: {text: ../templates/mail.txt}
+        """)
+    (built, msg), = cdir.messages()
+    to = msg["To"].addresses
+    assert [(a.display_name, a.addr_spec) for a in to] == [
+        ('Carol, "CJ" Jones, Jr.', "carol@example.org"), ("", "boss@acme.example")]
+    assert [a.addr_spec for a in msg["Cc"].addresses] == ["a@example.org", "b@example.org"]
+    assert msg.get_all("Bcc") is None and b"archive@" not in built.data
+    assert built.envelope_to == ("carol@example.org", "boss@acme.example", "a@example.org",
+                                 "b@example.org", "archive@acme.example")
+    assert built.envelope_from == "n@acme.example"
+
+
+def test_everything_together(cdir: CampaignDir) -> None:
+    cdir.file("templates/logo.png", PNG)
+    cdir.file("templates/mail.html", """\
+        <!DOCTYPE html><html><head><style>h1 { color: red; }
+        @media (max-width: 480px) { h1 { font-size: 12px; } }</style></head>
+        <body><img src="logo.png"><h1>Hallo {{ name }}</h1>
+        <a href="https://acme.example/u/{{ token }}">mehr</a></body></html>""")
+    cdir.file("templates/mail.txt", "Hallo {{ name }}\n")
+    cdir.file("campaign/doc.pdf", b"%PDF")
+    cdir.xlsx([["email", "name", "token", "cc"], ["zoe@example.org", "Zoë Ünal", "a b", "c@x.org"]])
+    cdir.yaml("""\
+        name: t
+        from: "Äcme <n@acme.example>"
+        reply_to: help@acme.example
+        to: "{{ name }} <{{ email }}>"
+        cc: "{{ cc }}"
+        bcc: archive@acme.example
+        subject: "Hallo {{ name }}"
+        recipients: people.xlsx
+        templates: {html: ../templates/mail.html, text: ../templates/mail.txt}
+        attachments: [doc.pdf]
+        headers: {X-Campaign: "herbst-{{ name }}"}
+        unsubscribe: "https://acme.example/u/{{ token|urlencode }}"
+        """)
+    (built, msg), = cdir.messages()
+    assert tree(msg) == ("multipart/mixed", [
+        ("multipart/alternative", ["text/plain", ("multipart/related", ["text/html", "image/png"])]),
+        "application/pdf"])
+    assert_standard_headers(msg)
+    assert str(msg["From"]) == "Äcme <n@acme.example>"
+    assert b"From: =?utf-8?q?=C3=84cme?= <n@acme.example>" in built.data
+    assert msg["To"].addresses[0].display_name == "Zoë Ünal"
+    assert msg["Reply-To"] == "help@acme.example"
+    assert msg["X-Campaign"] == "herbst-Zoë Ünal"
+    assert msg["List-Unsubscribe"] == "<https://acme.example/u/a%20b>"
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    html = content(msg, "html")
+    assert '<h1 style="color:red">Hallo Zoë Ünal</h1>' in html
+    assert "@media (max-width: 480px)" in html
+    assert 'href="https://acme.example/u/a b"' in html  # Jinja in href survives inlining
+    assert built.envelope_to == ("zoe@example.org", "c@x.org", "archive@acme.example")
+    assert all(len(line) <= 998 for line in built.data.split(b"\r\n"))
+    assert built.data.split(b"\r\n\r\n")[0].isascii()
+
+
+def test_from_with_several_mailboxes_needs_a_sender(basic) -> None:
+    c = basic('from: "a@acme.example, b@acme.example"\n')
+    assert c.errors() == [
+        f"{c.folder}/campaign.yaml, line 6, row 2: `from` holds several addresses, so "
+        "RFC 5322 requires a Sender; add `sender:` with the one address that actually sends"]
+    c = basic('from: "a@acme.example, b@acme.example"\nsender: "Bot <bot@acme.example>"\n')
+    (built, msg), = c.messages()
+    assert [a.addr_spec for a in msg["From"].addresses] == ["a@acme.example", "b@acme.example"]
+    assert msg["Sender"] == "Bot <bot@acme.example>"
+    assert built.envelope_from == "bot@acme.example"
+
+
+def test_sender_equal_to_the_only_from_is_dropped(basic) -> None:
+    c = basic("sender: NEWS@acme.example\nfrom: news@acme.example\n")
+    (built, msg), = c.messages()
+    assert msg.get_all("Sender") is None
+
+
+def test_empty_optional_fields_give_no_header(basic) -> None:
+    c = basic('cc: "{{ cc }}"\nreply_to: "{{ cc }}"\n',
+              rows=[["email", "name", "cc"], ["a@x.org", "A", ""]])
+    (built, msg), = c.messages()
+    assert msg.get_all("Cc") is None and msg.get_all("Reply-To") is None
+
+
+def test_message_ids_are_unique(basic) -> None:
+    c = basic(rows=[["email", "name"], *[[f"p{i}@x.org", "P"] for i in range(20)]])
+    ids = {msg["Message-ID"] for _, msg in c.messages()}
+    assert len(ids) == 20
+
+
+def test_non_ascii_local_part_is_sent_as_smtputf8(basic) -> None:
+    c = basic(rows=[["email", "name"], ["zoë@bücher.example", "Zoë"]])
+    (built, msg), = c.messages()
+    assert built.smtputf8
+    assert msg["To"].addresses[0].addr_spec == "zoë@xn--bcher-kva.example"
+    assert built.envelope_to == ("zoë@xn--bcher-kva.example",)
+
+
+def test_long_lines_are_encoded(basic) -> None:
+    c = basic(html="<p>" + "word " * 400 + "{{ name }}</p>", text="x" * 2000 + "\n")
+    (built, msg), = c.messages()
+    assert max(len(line) for line in built.data.split(b"\r\n")) <= 78
+    assert content(msg, "plain") == "x" * 2000 + "\n"
+
+
+def test_parse_back_is_unchanged_by_a_round_trip(basic) -> None:
+    (built, msg), = basic().messages()
+    assert parse(msg.as_bytes()).get_body(("html",)).get_content() == \
+        content(msg, "html")

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from mailmerge import SheetError, open_sheet
+from mailmerge.campaign import Recipients
+
+from .conftest import write_csv, write_xlsx
+
+
+def read(path: Path, **kw: object) -> tuple[tuple[str, ...], list[tuple[int, dict]]]:
+    with open_sheet(Recipients(path=path, **kw)) as sheet:  # type: ignore[arg-type]
+        return sheet.columns, [(r.number, dict(r.values)) for r in sheet]
+
+
+def error_of(path: Path, **kw: object) -> str:
+    with pytest.raises(SheetError) as info:
+        read(path, **kw)
+    return str(info.value)
+
+
+def test_csv_with_bom_and_stripped_column_names(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_bytes("\ufeff email , name\nzoe@example.org,Zoë\n".encode())
+    assert read(path) == (("email", "name"), [(2, {"email": "zoe@example.org", "name": "Zoë"})])
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t", ","])
+def test_csv_delimiter_is_detected(tmp_path: Path, delimiter: str) -> None:
+    path = write_csv(tmp_path / "p.csv", [["email", "name"], ["a@x.org", "Jones, Carol; Jr"]],
+                     delimiter=delimiter)
+    assert read(path)[1] == [(2, {"email": "a@x.org", "name": "Jones, Carol; Jr"})]
+
+
+def test_csv_delimiter_can_be_set(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("email|name\na@x.org|A\n")
+    assert read(path, delimiter="|")[1] == [(2, {"email": "a@x.org", "name": "A"})]
+
+
+def test_csv_other_encodings(tmp_path: Path) -> None:
+    latin = write_csv(tmp_path / "l.csv", [["email", "name"], ["a@x.org", "Søren"]],
+                      encoding="latin-1")
+    gbk = write_csv(tmp_path / "g.csv", [["email", "name"], ["a@x.org", "李小龙"]], encoding="gbk")
+    assert read(latin, encoding="latin-1")[1][0][1]["name"] == "Søren"
+    assert read(gbk, encoding="gbk")[1][0][1]["name"] == "李小龙"
+
+
+def test_csv_in_the_wrong_encoding_suggests_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"email,name\na@x.org,S\xf8ren\n")
+    assert error_of(path) == (
+        f"{path}, row 2: the file is not valid UTF-8 text (byte 0xf8); save it as UTF-8, or "
+        "name its encoding: `recipients: {path: ..., encoding: latin-1}` (or cp1252, gbk ...)")
+
+
+def test_rows_are_numbered_as_a_spreadsheet_shows_them(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("\n\nemail,note\na@x.org,\"two\nlines\"\n,\nb@x.org,x\n\n\n")
+    columns, rows = read(path)
+    assert columns == ("email", "note")
+    assert [n for n, _ in rows] == [4, 6]
+    assert rows[0][1]["note"] == "two\nlines"
+
+
+def test_duplicate_column_names_are_an_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", [["email", "name", "email "], ["a@x.org", "A", "b"]])
+    assert error_of(path) == (f"{path}, row 1: column name 'email' appears twice (columns A and "
+                              "C); give every column a different name")
+
+
+def test_unbalanced_quotes_are_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text('email,name\na@x.org,"Carol\n')
+    assert error_of(path) == (
+        f"{path}, row 2: malformed CSV: unexpected end of data; check the quotes in this row: a "
+        "cell that holds the delimiter or a line break must be in double quotes, and a quote "
+        'inside it doubled ("")')
+
+
+def test_cell_under_a_nameless_column_is_an_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", [["email", "name"], ["a@x.org", "A", "stray"]])
+    assert error_of(path) == (f"{path}, row 2: cell C2 holds 'stray' but its column has no name "
+                              "in the header row; name the column in the header row or delete "
+                              "the cell")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("")
+    assert error_of(path) == (f"{path}: the sheet is empty: no header row; the first row must "
+                              "name the columns, e.g. email,name")
+
+
+def test_xlsx_cell_types(tmp_path: Path) -> None:
+    path = write_xlsx(tmp_path / "p.xlsx", [
+        [None],
+        ["email", "points", "price", "joined", "at", "note", "vip"],
+        ["a@x.org", 42, 9.5, dt.date(2024, 2, 29), dt.datetime(2024, 1, 1, 12, 30), None, True],
+        [None, None, None],
+        ["b@x.org", 1001.0, 0, dt.datetime(2020, 1, 1), None, "=HYPERLINK(\"x\")", False],
+        [None], [None],
+    ])
+    columns, rows = read(path)
+    assert columns == ("email", "points", "price", "joined", "at", "note", "vip")
+    assert rows[0] == (3, {"email": "a@x.org", "points": 42, "price": 9.5,
+                           "joined": dt.date(2024, 2, 29), "at": dt.datetime(2024, 1, 1, 12, 30),
+                           "note": "", "vip": True})
+    assert rows[1][0] == 5
+    assert rows[1][1]["points"] == 1001 and isinstance(rows[1][1]["points"], int)
+    assert rows[1][1]["joined"] == dt.date(2020, 1, 1)
+    assert len(rows) == 2
+
+
+def test_xlsx_formulas_are_read_as_cached_values_never_evaluated(tmp_path: Path) -> None:
+    path = write_xlsx(tmp_path / "p.xlsx", [["email", "f"], ["a@x.org", "=1+1"]])
+    # openpyxl writes no cached value, so the cell reads as empty: nothing is computed.
+    assert read(path)[1] == [(2, {"email": "a@x.org", "f": ""})]
+
+
+def test_xlsx_named_sheet(tmp_path: Path) -> None:
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["nothing"])
+    other = workbook.create_sheet("Kunden")
+    other.append(["email"])
+    other.append(["k@x.org"])
+    workbook.save(tmp_path / "p.xlsx")
+    assert read(tmp_path / "p.xlsx", sheet="Kunden")[1] == [(2, {"email": "k@x.org"})]
+    assert error_of(tmp_path / "p.xlsx", sheet="Customers") == (
+        f"{tmp_path / 'p.xlsx'}: the workbook has no sheet named 'Customers'; its sheets are: "
+        "'Sheet', 'Kunden'")
+
+
+def test_old_xls_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "p.xls"
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\0" * 512)
+    assert error_of(path) == (
+        f"{path}: this is an old Excel .xls workbook, which mailmerge cannot read; open it in a "
+        "spreadsheet program and save it as .xlsx (Excel Workbook) or .csv")
+
+
+def test_not_a_workbook(tmp_path: Path) -> None:
+    path = tmp_path / "p.xlsx"
+    path.write_text("email\na@x.org\n")
+    assert error_of(path).startswith(f"{path}: not a readable Excel .xlsx workbook (")
+
+
+def test_truncated_workbook(tmp_path: Path) -> None:
+    good = write_xlsx(tmp_path / "good.xlsx", [["email"], ["a@x.org"]])
+    path = tmp_path / "p.xlsx"
+    path.write_bytes(good.read_bytes()[:2000])
+    assert "not a readable Excel .xlsx workbook" in error_of(path)
+
+
+def test_rows_are_streamed(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("email\na@x.org\nb@x.org,\"broken\n")
+    with open_sheet(Recipients(path=path)) as sheet:
+        rows = iter(sheet)
+        assert next(rows).values == {"email": "a@x.org"}  # read before the broken row is seen
+        with pytest.raises(SheetError):
+            next(rows)
+
+
+def test_bad_byte_is_reported_at_its_own_row(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"email,name\n" + b"".join(b"a%d@x.org,A\n" % i for i in range(20000))
+                     + b"z@x.org,S\xf8ren\n")
+    assert error_of(path).startswith(f"{path}, row 20002: the file is not valid UTF-8 text")
+
+
+def test_mixed_line_endings(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"email,name\r\na@x.org,A\rb@x.org,B\nc@x.org,\"C\r\nD\"\r\n")
+    assert read(path)[1] == [(2, {"email": "a@x.org", "name": "A"}),
+                             (3, {"email": "b@x.org", "name": "B"}),
+                             (4, {"email": "c@x.org", "name": "C\r\nD"})]
+
+
+def test_utf16_text_from_a_spreadsheet_program(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    path.write_bytes("email\tname\r\na@x.org\tZoë\r\n".encode("utf-16"))
+    assert read(path)[1] == [(2, {"email": "a@x.org", "name": "Zoë"})]
