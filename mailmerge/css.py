@@ -17,6 +17,7 @@ from dataclasses import dataclass
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
 _STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
 _STRUCTURAL = re.compile(r":(nth-|first-|last-|only-|empty)|[+~]", re.I)
+_REFERENCES = re.compile(r"\{%-?\s*(extends|include|import|from)\b")
 _DOCTYPE = re.compile(r"^\s*(<!doctype[^>]*>)", re.I)
 _ATTR_BEFORE = re.compile(r"""([\w:-]+)\s*=\s*(["'])[^"']*$""")
 
@@ -34,7 +35,7 @@ def inline_css(html: str) -> str:
         allow_network=False,
         cssutils_logging_level=logging.CRITICAL,
     )
-    result = inliner.transform()
+    result = inliner.transform(pretty_print=False)
     doctype = _DOCTYPE.match(html)
     if doctype and not _DOCTYPE.match(result):
         result = doctype.group(1) + "\n" + result
@@ -43,6 +44,10 @@ def inline_css(html: str) -> str:
 
 def needs_inlining(html: str) -> bool:
     return bool(_STYLE_BLOCK.search(html))
+
+
+def uses_other_templates(source: str) -> bool:
+    return bool(_REFERENCES.search(source))
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ def inline_template_once(source: str) -> Prepared:
         return Prepared(None, "the template uses {% raw %}")
     if re.search(r"\|\s*safe\b|autoescape\s+false", source):
         return Prepared(None, "the template outputs unescaped HTML (|safe), which may need styles")
-    if re.search(r"\{%-?\s*(extends|include|import|from)\b", source):
+    if uses_other_templates(source):
         return Prepared(None, "the template extends or includes other templates")
     for block in _STYLE_BLOCK.finditer(source):
         if _JINJA.search(block.group(1)):

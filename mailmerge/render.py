@@ -160,12 +160,13 @@ class Renderer:
     def _prepare_css(self) -> None:
         assert self.html is not None and self.html.filename is not None
         source = Path(self.html.filename).read_text(encoding="utf-8")
-        if not css.needs_inlining(source):
+        if not css.needs_inlining(source) and not css.uses_other_templates(source):
             return
         prepared = css.inline_template_once(source)
         if prepared.source is None:
             self.inline_each = True
-            self.notices.append(f"CSS is inlined in every message, not once: {prepared.reason}")
+            self.notices.append(f"CSS (if any) is inlined in every message, not once per "
+                                f"campaign: {prepared.reason}")
             return
         name = "\x00inlined/" + Path(self.html.filename).name
         loader = self.env.loader
@@ -291,7 +292,9 @@ class Renderer:
                 if self.inline_each:
                     html = css.inline_css(self.html.render(ctx))
         elif self.inline_each:
-            html = css.inline_css(self.html.render(ctx))
+            html = self.html.render(ctx)
+            if css.needs_inlining(html):
+                html = css.inline_css(html)
         else:
             html = self.html.render(ctx)
         return embed_images(html, self._image)

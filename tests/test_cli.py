@@ -1,0 +1,184 @@
+"""The command line: exit codes, output, the dry-run folder, and every shipped campaign."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailmerge.cli import cli
+
+from .conftest import CampaignDir, content, parse, tree
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted((ROOT / "campaigns").glob("*.yaml"))
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_check_clean_campaign(basic) -> None:
+    c = basic(rows=[["email", "name"], ["a@x.org", "A"], ["b@x.org", "B"]])
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 0
+    assert result.output == "2 rows: 2 messages ok.\n"
+
+
+def test_check_lists_every_problem_and_exits_1(basic) -> None:
+    rows = [["email", "name"], ["bob@", "A"], ["ok@x.org", "B"]] + [
+        [f"p{i}@x.org", "C"] for i in range(4)]
+    c = basic(text="{% if name == 'C' %}{{ missing }}{% endif %}\n",
+              rows=rows)
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 1
+    assert result.output == (
+        "Problems in 5 of 6 rows:\n"
+        f"  {c.folder}/people.csv, row 2, column 'email': `to`: 'bob@' is not a valid email "
+        "address (There must be something after the @-sign.); correct the cell in the sheet\n"
+        f"  {c.root}/templates/mail.txt, line 1: 'missing' is undefined; the sheet has no column "
+        "'missing'; its columns are: email, name (a column with spaces is row[\"Column Name\"]) "
+        "[rows 4-7]\n"
+        "6 rows: 1 messages ok, 5 rows with problems (fix them and run again).\n")
+
+
+def test_check_exits_2_when_the_campaign_file_is_wrong(basic) -> None:
+    c = basic("smtp: {password: x}\n")
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {c.folder}/campaign.yaml, line 7: `smtp.password` "
+                                    "is not allowed; passwords never go in the campaign file")
+    assert "Traceback" not in result.output
+
+
+def test_check_exits_2_on_a_template_syntax_error(basic) -> None:
+    c = basic(text="{{ name }\n")
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 2
+    assert result.output.startswith(f"Error: {c.root}/templates/mail.txt, line 1: template syntax")
+
+
+def test_missing_campaign_file_exits_2(tmp_path: Path) -> None:
+    result = run("preview", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 2
+    assert result.output == (f"Error: {tmp_path}/nope.yaml: campaign file not found; check the "
+                             "path, or create one with a text editor\n")
+
+
+def test_unreadable_sheet_exits_1(basic) -> None:
+    c = basic()
+    (c.folder / "people.csv").write_bytes(b"email,name\na@x.org,\"x\n")
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 1
+    assert "row 2: malformed CSV: unexpected end of data" in result.output
+
+
+def test_preview_writes_eml_manifest_and_index(basic, tmp_path: Path) -> None:
+    c = basic(rows=[["email", "name"], ["zoe@example.org", "Zoë"], ["bad@", "X"],
+                    ["li@example.com", "李"]])
+    out = tmp_path / "out"
+    result = run("preview", str(c.folder / "campaign.yaml"), "--out", str(out))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Wrote 2 .eml files, manifest.csv and index.html to {out}/\n")
+    assert "row 3, column 'email'" in result.output
+    files = sorted(p.name for p in out.glob("*.eml"))
+    assert files == ["00002-zoe@example.org.eml", "00004-li@example.com.eml"]
+    msg = parse((out / files[1]).read_bytes())
+    assert msg["Subject"] == "Hi 李"
+    with open(out / "manifest.csv", encoding="utf-8") as handle:
+        manifest = list(csv.DictReader(handle))
+    assert [(m["row"], m["key"], m["envelope_to"], m["subject"], m["file"]) for m in manifest] == [
+        ("2", "zoe@example.org", "zoe@example.org", "Hi Zoë", files[0]),
+        ("4", "li@example.com", "li@example.com", "Hi 李", files[1])]
+    assert int(manifest[0]["size"]) == (out / files[0]).stat().st_size
+    assert manifest[1]["message_id"] == msg["Message-ID"]
+    index = (out / "index.html").read_text()
+    assert 'href="html/00002-zoe@example.org.html"' in index
+    assert "bad@" in index and 'class="bad"' in index
+    assert "Hello Zoë" in (out / "html" / "00002-zoe@example.org.html").read_text()
+
+
+def test_preview_limit_and_rerun_clears_old_messages(basic, tmp_path: Path) -> None:
+    c = basic(rows=[["email", "name"], *[[f"p{i}@x.org", "P"] for i in range(5)]])
+    out = tmp_path / "out"
+    assert run("preview", str(c.folder / "campaign.yaml"), "-o", str(out)).exit_code == 0
+    assert len(list(out.glob("*.eml"))) == 5
+    assert run("preview", str(c.folder / "campaign.yaml"), "-o", str(out), "-n", "2").exit_code == 0
+    assert len(list(out.glob("*.eml"))) == 2
+
+
+def test_preview_refuses_a_foreign_non_empty_folder(basic, tmp_path: Path) -> None:
+    c = basic()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.txt").write_text("precious")
+    result = run("preview", str(c.folder / "campaign.yaml"), "-o", str(tmp_path / "mine"))
+    assert result.exit_code == 2
+    assert "is not empty and was not written by mailmerge" in result.output
+    assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
+
+
+def test_preview_default_folder_is_out_slash_name(basic, tmp_path: Path, monkeypatch) -> None:
+    c = basic()
+    monkeypatch.chdir(tmp_path)
+    assert run("preview", str(c.folder / "campaign.yaml")).exit_code == 0
+    assert len(list((tmp_path / "out" / "test").glob("*.eml"))) == 1
+
+
+def test_send_dry_run_is_preview(basic, tmp_path: Path) -> None:
+    c = basic()
+    result = run("send", str(c.folder / "campaign.yaml"), "--dry-run", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0
+    assert len(list((tmp_path / "o").glob("*.eml"))) == 1
+
+
+@pytest.mark.parametrize("command", ["check", "preview", "send"])
+def test_every_command_has_help_with_an_example_and_is_in_the_readme(command: str) -> None:
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    assert "Example:" in result.output
+    assert f"mailmerge {command}" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("campaign", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_campaign_dry_runs(campaign: Path, tmp_path: Path) -> None:
+    result = run("preview", str(campaign), "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "Note:" not in result.output  # CSS inlined once, verified against per-message
+    files = sorted(tmp_path.glob("*.eml"))
+    assert files
+    for path in files:
+        msg = parse(path.read_bytes())
+        assert not msg.defects
+        assert msg["Message-ID"] and msg["Date"] and msg["MIME-Version"] == "1.0"
+        assert content(msg, "plain").strip()
+        if msg.get_body(("html",)) is not None:
+            html = content(msg, "html")
+            assert "<style" not in html or "@media" in html
+            assert 'src="logo.png"' not in html
+
+
+def test_shipped_newsletter_has_logo_and_non_ascii_names(tmp_path: Path) -> None:
+    assert run("preview", str(ROOT / "campaigns" / "newsletter.yaml"), "-o", str(tmp_path)
+               ).exit_code == 0
+    msgs = {p.name: parse(p.read_bytes()) for p in tmp_path.glob("*.eml")}
+    zoe = msgs["00002-zoe@example.org.eml"]
+    assert tree(zoe) == ("multipart/alternative",
+                         ["text/plain", ("multipart/related", ["text/html", "image/png"])])
+    assert zoe["To"].addresses[0].display_name == "Zoë Ünal"
+    assert "You have <strong>1250</strong> points" in content(zoe, "html")
+    assert "Member since April 2019." in content(zoe, "html")
+
+
+def test_shipped_invoices_have_pdfs_and_cc(tmp_path: Path) -> None:
+    assert run("preview", str(ROOT / "campaigns" / "invoices.yaml"), "-o", str(tmp_path)
+               ).exit_code == 0
+    msg = parse((tmp_path / "00003-INV-1002.eml").read_bytes())
+    assert tree(msg) == ("multipart/mixed", [("multipart/alternative",
+                                              ["text/plain", "text/html"]), "application/pdf"])
+    assert [a.addr_spec for a in msg["Cc"].addresses] == ["accounts@example.org",
+                                                          "boss@example.org"]
+    assert next(msg.iter_attachments()).get_filename() == "INV-1002.pdf"
+    carol = parse((tmp_path / "00002-INV-1001.eml").read_bytes())
+    assert carol["To"].addresses[0].display_name == "Jones, Jr., Carol"

@@ -1,0 +1,268 @@
+"""Rendering: addresses from untrusted cells, escaping, template errors, CSS, attachments."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mailmerge import TemplateError, iter_messages, load_campaign
+from mailmerge.addresses import AddressProblem, parse_address_list
+from mailmerge.css import canonical_html, inline_css, inline_template_once
+
+from .conftest import CampaignDir, content
+
+
+# --- addresses ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", [
+    'Carol, "CJ"', "Jones, Jr.", "<evil@attacker.example>", 'a"b, c <d@e.org>', "Zoë 🎉",
+    "שלום עולם", "x@y.org, z@w.org",
+])
+def test_a_cell_in_a_display_name_stays_one_display_name(basic, cell: str) -> None:
+    c = basic('to: "{{ name }} <{{ email }}>"\n', rows=[["email", "name"], ["a@x.org", cell]])
+    (built, msg), = c.messages()
+    addresses = msg["To"].addresses
+    assert [(a.display_name, a.addr_spec) for a in addresses] == [(cell, "a@x.org")]
+    assert built.envelope_to == ("a@x.org",)
+
+
+def test_a_cell_that_is_the_whole_item_may_hold_a_list(basic) -> None:
+    c = basic('cc: "{{ cc }}"\n', rows=[["email", "name", "cc"],
+                                        ["a@x.org", "A", '"Doe, J" <j@x.org>; x, k@x.org']])
+    assert c.errors() == [
+        f"{c.folder}/people.csv, row 2, column 'cc': `cc`: '\"Doe, J\" <j@x.org>; x' is not a "
+        "valid email address (There can't be anything after the email address.); correct the "
+        "cell in the sheet"]
+    c = basic('cc: "{{ cc }}"\n', rows=[["email", "name", "cc"],
+                                        ["a@x.org", "A", '"Doe, J" <j@x.org>, k@x.org']])
+    (built, msg), = c.messages()
+    assert [(a.display_name, a.addr_spec) for a in msg["Cc"].addresses] == [
+        ("Doe, J", "j@x.org"), ("", "k@x.org")]
+
+
+@pytest.mark.parametrize("cell, reason", [
+    ("bob@", "There must be something after the @-sign."),
+    ("a@@b.org", "The part after the @-sign contains invalid characters: '@'."),
+    ("not an address", "An email address must have an @-sign."),
+    ("a" * 2000 + "@x.org", "The email address is too long (1752 characters too many)."),
+])
+def test_bad_addresses_name_the_cell(basic, cell: str, reason: str) -> None:
+    c = basic(rows=[["email", "name"], [cell, "A"]])
+    (message,) = c.errors()
+    assert message.startswith(f"{c.folder}/people.csv, row 2, column 'email': `to`: ")
+    assert reason in message
+    assert message.endswith("; correct the cell in the sheet")
+
+
+@pytest.mark.parametrize("column", ["name", "email"])
+def test_line_breaks_in_address_cells_are_refused(basic, column: str) -> None:
+    row = {"email": "a@x.org", "name": "A"}
+    row[column] += "\r\nBcc: victim@x.org"
+    c = basic('to: "{{ name }} <{{ email }}>"\nsubject: Hello\n',
+              rows=[["email", "name"], [row["email"], row["name"]]])
+    assert c.errors() == [
+        f"{c.folder}/people.csv, row 2, column '{column}': `to`: holds a line break or control "
+        "character, which could inject header fields; correct the cell in the sheet"]
+
+
+@pytest.mark.parametrize("field", ["subject", "headers"])
+def test_line_breaks_in_header_cells_are_refused(basic, field: str) -> None:
+    extra = ("headers: {X-Note: '{{ name }}'}\nsubject: Hi\n" if field == "headers"
+             else "subject: '{{ name }}'\n")
+    c = basic(extra, rows=[["email", "name"], ["a@x.org", "Hi\nBcc: v@x.org"]])
+    assert c.errors() == [
+        f"{c.folder}/people.csv, row 2, column 'name': `{field}`: holds a line break or control "
+        "character, which could inject header fields; correct the cell in the sheet"]
+
+
+def test_structured_address_form(basic) -> None:
+    c = basic('to: [{name: "{{ name }}", address: "{{ email }}"}, {address: boss@acme.example}]\n',
+              rows=[["email", "name"], ["a@x.org", "Doe, <Jane>"]])
+    (built, msg), = c.messages()
+    assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == [
+        ("Doe, <Jane>", "a@x.org"), ("", "boss@acme.example")]
+
+
+def test_parse_address_list_of_plain_text() -> None:
+    assert [str(a) for a in parse_address_list('"Doe, J" <j@x.org>, k@x.org,,')] == [
+        '"Doe, J" <j@x.org>', "k@x.org"]
+    with pytest.raises(AddressProblem):
+        parse_address_list("j@x.org <k@x.org")
+
+
+def test_a_row_with_no_recipient(basic) -> None:
+    c = basic(rows=[["email", "name"], ["", "A"]])
+    assert c.errors() == [
+        f"{c.folder}/campaign.yaml, row 2: `to`: the message has no recipient: `to`, `cc` and "
+        "`bcc` are all empty; fill in the address cell, or remove the row"]
+
+
+# --- templates ---------------------------------------------------------------------------
+
+def test_html_is_autoescaped_and_text_is_not(basic) -> None:
+    cell = '<script>alert(1)</script> "quoted" & <a href="javascript:x">'
+    c = basic(html='<p title="{{ name }}">{{ name }}</p>', text="{{ name }}\n",
+              rows=[["email", "name"], ["a@x.org", cell]])
+    (built, msg), = c.messages()
+    html = content(msg, "html")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert 'title="&lt;script&gt;alert(1)&lt;/script&gt; &#34;quoted&#34;' in html
+    assert content(msg, "plain") == cell + "\n"
+
+
+def test_undefined_name_names_the_template_line_and_the_columns(basic) -> None:
+    c = basic(html="<p>\n{{ name }}\n{{ nmae }}</p>")
+    root = c.root
+    assert c.errors() == [
+        f"{root}/templates/mail.html, line 3, row 2: 'nmae' is undefined; the sheet has no column "
+        "'nmae'; its columns are: email, name (a column with spaces is row[\"Column Name\"])"]
+
+
+def test_errors_in_a_row_are_all_listed(basic) -> None:
+    c = basic('subject: "{{ subjcet }}"\n', text="{{ x }}\n", rows=[["email", "name"], ["bob@", "A"]])
+    errors = c.errors()
+    assert len(errors) == 3
+    assert "column 'email': `to`" in errors[0]
+    assert "line 7, row 2: `subject`: 'subjcet' is undefined" in errors[1]
+    assert "mail.txt, line 1, row 2: 'x' is undefined" in errors[2]
+
+
+def test_template_syntax_error_stops_the_campaign(basic) -> None:
+    c = basic(html="<p>\n{% if name %}\n</p>")
+    with pytest.raises(TemplateError) as info:
+        list(iter_messages(load_campaign(c.folder / "campaign.yaml")))
+    assert str(info.value) == (
+        f"{c.root}/templates/mail.html, line 2: template syntax error: Unexpected end of "
+        "template. Jinja was looking for the following tags: 'elif' or 'else' or 'endif'. The "
+        "innermost block that needs to be closed is 'if'.; fix the template; {{ }} and {% %} "
+        "must be balanced")
+
+
+def test_templates_cannot_reach_python_internals(basic) -> None:
+    c = basic(text="{{ ''.__class__.__mro__[1].__subclasses__() }}\n", html=None)
+    (message,) = c.errors()
+    assert "access to attribute '__class__' of 'str' object is unsafe" in message
+    assert message.endswith("templates may not reach Python internals")
+
+
+def test_columns_with_spaces_via_row(basic) -> None:
+    c = basic("subject: Hi\n", text='{{ row["First Name"] }} {{ points > 1000 }}\n', html=None)
+    c.xlsx([["email", "First Name", "points"], ["a@x.org", "Zoë", 1001]])
+    c.yaml((c.folder / "campaign.yaml").read_text().replace("people.csv", "people.xlsx"))
+    (built, msg), = c.messages()
+    assert content(msg, "plain") == "Zoë True\n"
+
+
+def test_include_and_extends_work(cdir: CampaignDir) -> None:
+    cdir.file("templates/base.html", "<html><head><style>p {color: red}</style></head>"
+                                     "<body>{% block body %}{% endblock %}</body></html>")
+    cdir.file("templates/footer.html", "<p>Bye {{ name }}</p>")
+    cdir.file("templates/mail.html", '{% extends "base.html" %}{% block body %}<p>Hi {{ name }}'
+                                     '</p>{% include "footer.html" %}{% endblock %}')
+    cdir.csv([["email", "name"], ["a@x.org", "Zoë"]])
+    cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
+              "templates: {html: ../templates/mail.html}\n")
+    (built, msg), = cdir.messages()
+    html = content(msg, "html")
+    assert '<p style="color:red">Hi Zoë</p><p style="color:red">Bye Zoë</p>' in html
+
+
+# --- CSS ---------------------------------------------------------------------------------
+
+NEWSLETTER = """<!DOCTYPE html><html><head><style>
+.box { padding: 4px; } a { color: blue; } td.x { border: 1px solid #000; }
+@media (max-width: 480px) { .box { padding: 0; } }
+</style></head><body>
+<div class="box">{% if points > 100 %}<p>Gold {{ name }}</p>{% else %}<p>Plain</p>{% endif %}</div>
+<a href="https://acme.example/?u={{ token }}&amp;v=1">link</a>
+<table>{% for i in range(3) %}<tr><td class="x">{{ i }} {{ name }}</td></tr>{% endfor %}</table>
+{# a comment with <b> tags #}<p>{{ "<b>" }} {{ 3 > 2 }}</p>
+</body></html>"""
+
+
+def test_inlining_once_equals_inlining_every_message() -> None:
+    import jinja2
+
+    prepared = inline_template_once(NEWSLETTER)
+    assert prepared.source is not None, prepared.reason
+    assert "{{ token }}" in prepared.source  # not percent-encoded
+    env = jinja2.Environment(autoescape=True)
+    for row in ({"points": 500, "name": "Zoë <3", "token": "a b"},
+                {"points": 5, "name": "O'Neil & Co", "token": "x%y"}):
+        once = env.from_string(prepared.source).render(row)
+        each = inline_css(env.from_string(NEWSLETTER).render(row))
+        assert canonical_html(once) == canonical_html(each)
+
+
+@pytest.mark.parametrize("template, reason", [
+    ('<style>p {color: {{ c }}}</style><p>x</p>', "a <style> block contains Jinja syntax"),
+    ('<style>.a {color: red}</style><p class="{{ c }}">x</p>', "a class attribute is computed"),
+    ('<style>p {color: red}</style><p {{ attrs }}>x</p>', "stands inside a tag"),
+    ('<style>p {color: red}</style><p {% if a %}id="x"{% endif %}>x</p>', "inside a tag"),
+    ('<style>tr:nth-child(2) td {color: red}</style>{% for r in rows %}<tr><td>x</td></tr>'
+     '{% endfor %}', "structural selectors"),
+    ('<style>p {color: red}</style>{% include "x.html" %}', "extends or includes"),
+    ('<style>p {color: red}</style><p>{{ html|safe }}</p>', "unescaped HTML"),
+])
+def test_inlining_once_is_refused_where_it_could_differ(template: str, reason: str) -> None:
+    prepared = inline_template_once(template)
+    assert prepared.source is None
+    assert reason in (prepared.reason or "")
+
+
+def test_fallback_to_inlining_every_message_still_styles(basic) -> None:
+    c = basic(html='<html><head><style>.vip {color: red}</style></head><body>'
+                   '<p class="{{ kind }}">{{ name }}</p></body></html>',
+              rows=[["email", "name", "kind"], ["a@x.org", "A", "vip"], ["b@x.org", "B", "std"]])
+    (_, first), (_, second) = c.messages()
+    assert '<p class="vip" style="color:red">A</p>' in content(first, "html")
+    assert '<p class="std">B</p>' in content(second, "html")
+
+
+# --- attachments -------------------------------------------------------------------------
+
+def attach_campaign(cdir: CampaignDir, cells: list[str]) -> CampaignDir:
+    cdir.file("templates/mail.txt", "x\n")
+    cdir.csv([["email", "file"], *[[f"p{i}@x.org", cell] for i, cell in enumerate(cells)]])
+    cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
+              "templates: {text: ../templates/mail.txt}\nattachments: ['{{ file }}']\n")
+    return cdir
+
+
+def test_attachment_paths_stay_inside_the_campaign_folder(cdir: CampaignDir) -> None:
+    cdir.file("secret.txt", "secret")
+    cdir.file("campaign/docs/a.pdf", b"%PDF")
+    os.symlink(cdir.root / "secret.txt", cdir.folder / "docs" / "link.pdf")
+    (cdir.folder / "docs" / "dir.pdf").mkdir()
+    c = attach_campaign(cdir, ["../secret.txt", str(cdir.root / "secret.txt"), "docs/link.pdf",
+                               "docs/dir.pdf", "docs/missing.pdf", "/dev/null", "docs/a.pdf", ""])
+    folder = c.folder
+    outcomes = c.outcomes()
+    messages = [[str(e) for e in o.errors] for o in outcomes]
+    where = f"{folder}/campaign.yaml, line 6"
+    assert messages[0] == [f"{where}, row 2: `attachments`: the attachment path '../secret.txt' "
+                           f"points outside {folder}; only files inside that folder may be used"]
+    assert "points outside" in messages[1][0]
+    assert "points outside" in messages[2][0]
+    assert messages[3] == [f"{where}, row 5: `attachments`: the attachment 'docs/dir.pdf' is not "
+                           "a regular file"]
+    assert messages[4] == [f"{where}, row 6: `attachments`: the attachment 'docs/missing.pdf' does "
+                           f"not exist (looked for {folder}/docs/missing.pdf)"]
+    assert "points outside" in messages[5][0]
+    assert outcomes[6].ok and outcomes[6].built.rendered.attachments[0].filename == "a.pdf"
+    assert outcomes[7].ok and outcomes[7].built.rendered.attachments == ()
+
+
+def test_attachment_globs(cdir: CampaignDir) -> None:
+    for name in ("b.pdf", "a.pdf", "c.txt"):
+        cdir.file(f"campaign/docs/{name}", b"x")
+    for i in range(101):
+        cdir.file(f"campaign/many/{i}.pdf", b"x")
+    cdir.file("outside.pdf", b"x")
+    c = attach_campaign(cdir, ["docs/*.pdf", "nothing/*.pdf", "many/*.pdf", "../*.pdf"])
+    outcomes = c.outcomes()
+    assert [a.filename for a in outcomes[0].built.rendered.attachments] == ["a.pdf", "b.pdf"]
+    assert "matches no file" in str(outcomes[1].errors[0])
+    assert "matches more than 100 files; make it narrower" in str(outcomes[2].errors[0])
+    assert "points outside" in str(outcomes[3].errors[0])
