@@ -10,7 +10,7 @@ is parsed, and only then are the values put back. A cell that is the whole item
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from typing import Any
@@ -80,7 +80,9 @@ def compile_address_field(key: str, value: AddressField, token_env: jinja2.Envir
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are outside double quotes and angle brackets."""
-    items, current, quoted, angle, escaped = [], [], False, 0, False
+    items: list[str] = []
+    current: list[str] = []
+    quoted, angle, escaped = False, 0, False
     for char in text:
         if escaped:
             escaped = False
@@ -174,5 +176,3 @@ def addresses_text(addresses: list[Address]) -> str:
     """Addresses as a reader would write them (for manifests and reports)."""
     return ", ".join(a.addr_spec for a in addresses)
 
-
-Renderer = Callable[[Mapping[str, Any]], list[Address]]

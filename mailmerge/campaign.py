@@ -160,7 +160,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 class _Reader:
     """Typed access to a mapping from the YAML file, with errors that name key and line."""
 
-    def __init__(self, data: _LineDict, path: Path, where: str, line: int | None) -> None:
+    def __init__(self, data: Any, path: Path, where: str, line: int | None) -> None:
         self.data, self.path, self.where, self.line = data, path, where, line
 
     def error(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
@@ -232,7 +232,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
                                "that start with {{ )") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"not valid YAML: {exc}", path=path) from exc
-    if not isinstance(data, dict):
+    if not isinstance(data, _LineDict):
         raise ConfigError("the campaign file must be a mapping of keys such as `name:`, "
                           "`from:`, `subject:`", path=path)
     top = _Reader(data, path, "", None)

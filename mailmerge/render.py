@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import traceback
+from functools import partial
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
@@ -21,7 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from . import css
 from .addresses import AddressProblem, AddressTemplate, compile_address_field, make_address_environment
 from .assets import AssetProblem, FileCache, Part, embed_images, resolve_attachments, resolve_inside
-from .campaign import Campaign
+from .campaign import AddressField, Campaign
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .sheet import Row
 
@@ -107,21 +108,18 @@ class Renderer:
                               hint="its columns are: " + ", ".join(c for c in columns if c))
         folders = [t.parent for t in (campaign.html_template, campaign.text_template) if t]
         self.env = make_environment(list(dict.fromkeys(folders)))
-        token_env = make_address_environment(self.env)
+        self.token_env = make_address_environment(self.env)
         self.address_fields: dict[str, AddressTemplate | None] = {
-            key: self._compile(key, lambda v=value: compile_address_field(
-                key, v, token_env, self.env))
+            key: self._compile_address(key, value)
             for key, value in (("from", campaign.from_), ("sender", campaign.sender),
                                ("reply_to", campaign.reply_to), ("to", campaign.to),
                                ("cc", campaign.cc), ("bcc", campaign.bcc))
         }
-        self.subject = self._compile("subject", lambda: self.env.from_string(campaign.subject))
-        self.headers = [(name, self._compile("headers", lambda v=value: self.env.from_string(v)))
+        self.subject = self._compile("subject", campaign.subject)
+        self.headers = [(name, self._compile("headers", value))
                         for name, value in campaign.headers]
-        self.attachments = [self._compile("attachments", lambda v=a: self.env.from_string(v))
-                            for a in campaign.attachments]
-        self.unsubscribe = (self._compile("unsubscribe",
-                                          lambda: self.env.from_string(campaign.unsubscribe))
+        self.attachments = [self._compile("attachments", a) for a in campaign.attachments]
+        self.unsubscribe = (self._compile("unsubscribe", campaign.unsubscribe)
                             if campaign.unsubscribe else None)
         self.text = self._load(campaign.text_template) if campaign.text_template else None
         self.html = self._load(campaign.html_template) if campaign.html_template else None
@@ -133,14 +131,22 @@ class Renderer:
 
     # --- set-up -----------------------------------------------------------------------------
 
-    def _compile(self, key: str, build: Callable[[], T]) -> T:
+    def _syntax_error(self, key: str, exc: jinja2.TemplateSyntaxError) -> TemplateError:
+        return TemplateError(f"`{key}` is not a valid template: {exc.message}",
+                             path=self.campaign.path, line=self.campaign.line_of(key),
+                             hint="check the {{ }} and {% %} pairs")
+
+    def _compile(self, key: str, source: str) -> jinja2.Template:
         try:
-            return build()
+            return self.env.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
-            line = self.campaign.line_of(key)
-            raise TemplateError(f"`{key}` is not a valid template: {exc.message}",
-                                path=self.campaign.path, line=line,
-                                hint="check the {{ }} and {% %} pairs") from exc
+            raise self._syntax_error(key, exc) from exc
+
+    def _compile_address(self, key: str, value: AddressField) -> AddressTemplate | None:
+        try:
+            return compile_address_field(key, value, self.token_env, self.env)
+        except jinja2.TemplateSyntaxError as exc:
+            raise self._syntax_error(key, exc) from exc
 
     def _load(self, path: Path) -> jinja2.Template:
         try:
@@ -173,13 +179,13 @@ class Renderer:
         assert isinstance(loader, jinja2.ChoiceLoader)
         dict_loader = loader.loaders[0]
         assert isinstance(dict_loader, jinja2.DictLoader)
-        dict_loader.mapping[name] = prepared.source
+        dict_loader.mapping[name] = prepared.source  # type: ignore[index]
         self.fast_html = self.env.get_template(name)
 
     # --- per row ----------------------------------------------------------------------------
 
     def context(self, row: Row) -> dict[str, Any]:
-        ctx = dict(row.values)
+        ctx: dict[str, Any] = dict(row.values)
         ctx["row"] = row.values
         return ctx
 
@@ -205,23 +211,27 @@ class Renderer:
 
         unsubscribe = attempt("unsubscribe", lambda: self._render_unsubscribe(ctx, row), None)
         ctx["unsubscribe_url"] = unsubscribe or ""
-        addresses = {key: tuple(attempt(key, lambda t=tpl: t.render(ctx) if t else [], []))
-                     for key, tpl in self.address_fields.items()}
+        addresses: dict[str, tuple[Address, ...]] = {
+            key: tuple(attempt(key, partial(_render_addresses, tpl, ctx), []))
+            for key, tpl in self.address_fields.items()}
         subject = attempt("subject", lambda: self._header_value(self.subject, ctx), "")
         if not subject and not any(e for e in errors if "subject" in e.message):
             errors.append(self._located(row, "the subject is empty", "subject",
                                         hint="give every message a subject"))
-        headers = tuple((name, attempt("headers", lambda t=tpl: self._header_value(t, ctx), ""))
+        headers = tuple((name, attempt("headers", partial(self._header_value, tpl, ctx), ""))
                         for name, tpl in self.headers)
-        html, images = (attempt("html", lambda: self._render_html(ctx, row), (None, []))
-                        if self.html is not None else (None, []))
+        html: str | None = None
+        images: list[Part] = []
+        if self.html is not None:
+            no_html: tuple[str | None, list[Part]] = (None, [])
+            html, images = attempt("html", partial(self._render_html, ctx, row), no_html)
         if self.text is not None:
             text = attempt("text", lambda: self.text.render(ctx), None)  # type: ignore[union-attr]
         else:
             text = attempt("text", lambda: html_to_text(html) if html else None, None)
         attachments: list[Part] = []
         for tpl in self.attachments:
-            attachments += attempt("attachments", lambda t=tpl: self._render_attachment(t, ctx), [])
+            attachments += attempt("attachments", partial(self._render_attachment, tpl, ctx), [])
 
         from_, sender = addresses["from"], addresses["sender"]
         if not errors:
@@ -279,7 +289,7 @@ class Renderer:
                                  _source_value(ctx, url))
         return url
 
-    def _render_html(self, ctx: Mapping[str, Any], row: Row) -> tuple[str, list[Part]]:
+    def _render_html(self, ctx: Mapping[str, Any], row: Row) -> tuple[str | None, list[Part]]:
         assert self.html is not None
         if self.fast_html is not None and not self.inline_each:
             try:
@@ -361,6 +371,11 @@ class Renderer:
                                  row=row.number, hint=hint)
         return TemplateError(f"`{key}`: {message}", path=self.campaign.path,
                              line=self.campaign.line_of(key), row=row.number, hint=hint)
+
+
+def _render_addresses(template: AddressTemplate | None, ctx: Mapping[str, Any]
+                      ) -> list[Address]:
+    return template.render(ctx) if template is not None else []
 
 
 def _source_value(ctx: Mapping[str, Any], rendered: str) -> str | None:

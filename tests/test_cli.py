@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from mailmerge.cli import cli
 
-from .conftest import CampaignDir, content, parse, tree
+from .conftest import content, parse, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "campaigns").glob("*.yaml"))
