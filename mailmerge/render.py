@@ -359,6 +359,10 @@ class Renderer:
             hint = (f"the sheet has no column {undefined.group(1)!r}; its columns are: "
                     + ", ".join(c for c in self.columns if c)
                     + ' (a column with spaces is row["Column Name"])')
+        elif isinstance(exc, TypeError) and "'str'" in message:
+            hint = ("CSV cells are text: convert numbers with |int or |float, e.g. "
+                    "{% if points|int > 1000 %}")
+            message = f"{type(exc).__name__}: {message}"
         elif isinstance(exc, jinja2.exceptions.SecurityError):
             hint = "templates may not reach Python internals"
         else:
