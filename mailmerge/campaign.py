@@ -62,6 +62,8 @@ class Smtp:
     concurrency: int = 1
     rate: str | None = None
     retries: int = 5
+    retry_delay: float = 60.0
+    retry_for: float = 1800.0
 
     @property
     def effective_port(self) -> int:
@@ -90,6 +92,7 @@ class Campaign:
     headers: tuple[tuple[str, str], ...] = ()
     unsubscribe: str | None = None
     smtp: Smtp = field(default_factory=Smtp)
+    journal: Path | None = None
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -102,19 +105,34 @@ class Campaign:
 
 _TOP_KEYS = {
     "name", "from", "sender", "reply_to", "to", "cc", "bcc", "subject", "templates",
-    "recipients", "attachments", "headers", "unsubscribe", "smtp",
+    "recipients", "attachments", "headers", "unsubscribe", "smtp", "journal",
 }
 _TEMPLATE_KEYS = {"html", "text"}
 _RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
 _SMTP_KEYS = {
     "host", "port", "security", "username", "password_env", "ca_file", "timeout",
-    "concurrency", "rate", "retries",
+    "concurrency", "rate", "retries", "retry_delay", "retry_for",
 }
 _PASSWORD_HINT = (
     "passwords never go in the campaign file; set `password_env: VARIABLE` under `smtp:` "
     "and put the password in that environment variable (default MAILMERGE_SMTP_PASSWORD), "
     "or let `mailmerge send` prompt for it"
 )
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(second|sec|s|minute|min|m|hour|h)\s*$", re.I)
+_PER = {"second": 1, "sec": 1, "s": 1, "minute": 60, "min": 60, "m": 60, "hour": 3600, "h": 3600}
+
+
+def parse_rate(text: str | None) -> float | None:
+    """Seconds between messages for a rate such as ``20/second`` or ``600/minute``."""
+    if not text:
+        return None
+    match = _RATE.match(text)
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"rate {text!r} is not like 20/second, 600/minute or 10000/hour")
+    return _PER[match.group(2).lower()] / float(match.group(1))
+
 
 
 class _LineDict(dict):  # type: ignore[type-arg]
@@ -323,7 +341,17 @@ def parse_campaign(text: str, path: Path) -> Campaign:
             concurrency=smtp_r.get("concurrency", int, default=1),
             rate=smtp_r.get("rate", str),
             retries=smtp_r.get("retries", int, default=5),
+            retry_delay=smtp_r.get("retry_delay", float, default=60.0),
+            retry_for=smtp_r.get("retry_for", float, default=1800.0),
         )
+        if smtp.concurrency < 1 or smtp.concurrency > 32:
+            raise smtp_r.error("concurrency", "`smtp.concurrency` must be from 1 to 32")
+        if smtp.retries < 0:
+            raise smtp_r.error("retries", "`smtp.retries` must be 0 or more")
+        try:
+            parse_rate(smtp.rate)
+        except ValueError as exc:
+            raise smtp_r.error("rate", str(exc), "write e.g. `rate: 20/second`") from None
 
     return Campaign(
         path=path,
@@ -342,6 +370,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         headers=tuple(header_items),
         unsubscribe=top.get("unsubscribe", str),
         smtp=smtp,
+        journal=local(top.get("journal", str)) if top.get("journal", str) else None,
         lines=dict(data.lines),
     )
 

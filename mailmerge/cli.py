@@ -1,11 +1,14 @@
 """The ``mailmerge`` command: a thin layer over the library (``mailmerge.pipeline``).
 
-Exit codes: 0 success, 1 problems in the data (some rows), 2 usage or configuration error.
+Exit codes: 0 success, 1 problems in the data (some rows), 2 usage or configuration error,
+130 interrupted.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -13,19 +16,18 @@ from typing import Any
 
 import click
 
-from .campaign import Campaign, load_campaign
-from .errors import ConfigError, MailmergeError, SheetError, TemplateError
+from .campaign import Campaign, Smtp, load_campaign
+from .delivery import Event, SendOptions, SendPlan, SendReport, journal_path, prepare_send, send_test
+from .journal import Journal
+from .errors import ConfigError, MailmergeError
 from .pipeline import Outcome, Report, check_campaign, preview_campaign
 
-EXIT_OK, EXIT_DATA, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _fail(exc: MailmergeError) -> None:
     click.echo(f"Error: {exc}", err=True)
-    code = EXIT_CONFIG if isinstance(exc, (ConfigError, TemplateError)) else EXIT_DATA
-    if isinstance(exc, SheetError) and exc.row is None:
-        code = EXIT_DATA
-    sys.exit(code)
+    sys.exit(exc.exit_code)
 
 
 def _load(path: str) -> Campaign:
@@ -176,24 +178,246 @@ def preview(campaign: str, out: str | None, limit: int | None, quiet: bool) -> N
     _preview(campaign, out, limit, quiet)
 
 
+def _password(smtp: Smtp) -> str | None:
+    """The SMTP password: from the environment, else a prompt on a terminal."""
+    if not smtp.username:
+        return None
+    value = os.environ.get(smtp.password_env)
+    if value:
+        return value
+    if sys.stdin.isatty():
+        return str(click.prompt(f"Password for {smtp.username} at {smtp.host}", hide_input=True,
+                                err=True))
+    _fail(ConfigError(f"no SMTP password: the environment variable {smtp.password_env} is not "
+                      "set", hint=f"export {smtp.password_env}=... (or run on a terminal to be "
+                                  "asked)"))
+    return None
+
+
+def _describe_plan(plan: SendPlan) -> None:
+    campaign, counts = plan.campaign, plan.counts
+    smtp = campaign.smtp
+    click.echo(f"Campaign {campaign.name}: {plan.to_send} to send"
+               f" ({counts['sent']} already sent, {counts['failed']} failed earlier).")
+    click.echo(f"  Server: {smtp.host}:{smtp.effective_port} ({smtp.security}"
+               + (f", as {smtp.username}" if smtp.username else "") + ")"
+               + (f", {smtp.concurrency} connections" if smtp.concurrency > 1 else "")
+               + (f", at most {smtp.rate}" if smtp.rate else ""))
+    from_ = campaign.from_ if isinstance(campaign.from_, str) else "(structured)"
+    click.echo(f"  From: {from_}")
+    click.echo(f"  Journal: {plan.journal.path}")
+    if plan.uncertain:
+        verb = "will be sent again" if plan.options.resend_uncertain else (
+            "will NOT be sent again (use --resend-uncertain to resend them)")
+        click.echo(f"  {len(plan.uncertain)} recipients are uncertain: a run stopped while "
+                   f"their message was with the server; they {verb}:")
+        for record in plan.uncertain[:20]:
+            click.echo(f"    row {record.row}: {record.key}")
+        if len(plan.uncertain) > 20:
+            click.echo(f"    ... and {len(plan.uncertain) - 20} more (mailmerge status)")
+    if plan.removed:
+        click.echo(f"  {len(plan.removed)} recipients in the journal are no longer in the sheet "
+                   "(they are left alone): "
+                   + ", ".join(r.key for r in plan.removed[:5])
+                   + (" ..." if len(plan.removed) > 5 else ""))
+
+
+def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
+    tty = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    started = time.monotonic()
+    done = {"sent": 0, "failed": 0, "deferred": 0}
+
+    def show(event: Event) -> None:
+        if event.kind in done:
+            done[event.kind] += 1
+        if quiet:
+            return
+        if tty:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            rate = done["sent"] / elapsed
+            left = max(total - done["sent"] - done["failed"], 0)
+            eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+            click.echo(f"\r  sent {done['sent']}/{total}  {rate:.1f}/s  ETA {eta}  "
+                       f"failed {done['failed']}  deferred {done['deferred']}   ",
+                       nl=False, err=True)
+        elif event.kind == "retry-wait":
+            click.echo(f"waiting {event.detail}s to retry deferred recipients", err=True)
+        else:
+            click.echo(f"{event.kind} row {event.row} {event.key}: {event.detail}", err=True)
+
+    return show
+
+
 @cli.command()
 @click.argument("campaign", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending "
                                               "(same as `mailmerge preview`).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (needed when not "
+                                                "on a terminal).")
+@click.option("--to", "test_to", metavar="ADDRESS",
+              help="Test send: deliver rendered messages to ADDRESS instead of their "
+                   "recipients (never recorded as sent).")
+@click.option("--row", type=int, multiple=True, help="With --to: which sheet row(s) to render.")
+@click.option("--skip-invalid", is_flag=True,
+              help="Send the valid rows even though some rows have problems; the invalid "
+                   "ones are recorded as failed.")
+@click.option("--allow-changes", is_flag=True,
+              help="Resume although the campaign file or templates changed.")
+@click.option("--restart", is_flag=True,
+              help="Begin a new journal (the old one is kept beside it): everyone is sent "
+                   "again.")
+@click.option("--resend-uncertain", is_flag=True,
+              help="Also resend recipients whose message was with the server when a run died.")
 @_OUT
 @_LIMIT
 @_QUIET
-def send(campaign: str, dry_run: bool, out: str | None, limit: int | None, quiet: bool) -> None:
-    """Send the campaign (with --dry-run: write .eml files, like `preview`).
+def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tuple[int, ...],
+         skip_invalid: bool, allow_changes: bool, restart: bool, resend_uncertain: bool,
+         out: str | None, limit: int | None, quiet: bool) -> None:
+    """Send the campaign over SMTP, resumably.
+
+    Every row is checked first; nothing is sent while a row has problems. Each
+    recipient's state is kept in a journal beside the campaign file, so running
+    the same command again after a failure, a kill or Ctrl-C resumes: sent
+    recipients are skipped, deferred ones retried, new rows sent. A recipient
+    whose message was with the server when a run died is *uncertain*: it is
+    named and not sent again unless you add --resend-uncertain.
+
+    The password comes from the variable named by `smtp.password_env`
+    (default MAILMERGE_SMTP_PASSWORD), or a prompt on a terminal.
+
+    Exit codes: 0 all sent, 1 some failed, deferred or invalid, 2 configuration
+    or server set-up error, 130 interrupted (run again to resume).
 
     \b
     Example:
+      mailmerge send campaigns/newsletter.yaml --to me@example.org --row 2
+      MAILMERGE_SMTP_PASSWORD=... mailmerge send campaigns/newsletter.yaml
       mailmerge send campaigns/newsletter.yaml --dry-run --out /tmp/check
     """
-    if not dry_run:
-        _fail(ConfigError("sending over SMTP is not available in this version yet",
-                          hint="use --dry-run (or `mailmerge preview`) to write .eml files"))
-    _preview(campaign, out, limit, quiet)
+    if dry_run:
+        _preview(campaign, out, limit, quiet)
+        return
+    loaded = _load(campaign)
+    if test_to:
+        _send_test(loaded, test_to, set(row) or None, limit or 1)
+        return
+    options = SendOptions(limit=limit, skip_invalid=skip_invalid, allow_changes=allow_changes,
+                          restart=restart, resend_uncertain=resend_uncertain)
+    try:
+        plan = prepare_send(loaded, options)
+    except MailmergeError as exc:
+        _fail(exc)
+    with plan:
+        if plan.problems:
+            click.echo(f"Problems in {len(plan.problems)} rows:")
+            _print_problems(Report(rows=0, problems=plan.problems))
+            if plan.blocked:
+                click.echo("Nothing was sent. Fix the rows and run again, or send the others "
+                           "with --skip-invalid.")
+                sys.exit(EXIT_DATA)
+        _describe_plan(plan)
+        if plan.to_send == 0:
+            click.echo("Nothing to send.")
+            sys.exit(EXIT_DATA if plan.uncertain or plan.counts["failed"] else EXIT_OK)
+        if not yes:
+            if not sys.stdin.isatty():
+                _fail(ConfigError("not on a terminal, so no confirmation can be asked",
+                                  hint="add --yes to send without asking"))
+            if not click.confirm("Send now?", default=False):
+                sys.exit(EXIT_DATA)
+        password = _password(loaded.smtp)
+        try:
+            sent = plan.run(password, events=_send_events(quiet, plan.to_send))
+        except MailmergeError as exc:
+            _fail(exc)
+    if sys.stderr.isatty() and not quiet:
+        click.echo("", err=True)
+    _send_summary(sent, loaded)
+
+
+def _send_summary(report: SendReport, campaign: Campaign) -> None:
+    counts = report.counts
+    click.echo(f"This run: {report.sent} sent, {report.failed} failed, {report.deferred} "
+               f"deferrals. Journal: {counts.get('sent', 0)} sent, "
+               f"{counts.get('deferred', 0) + counts.get('pending', 0)} waiting, "
+               f"{counts.get('failed', 0)} failed, {len(report.uncertain)} uncertain.")
+    if report.uncertain:
+        click.echo("Uncertain (may or may not have been delivered): "
+                   + ", ".join(f"row {r.row} {r.key}" for r in report.uncertain[:10])
+                   + (" ..." if len(report.uncertain) > 10 else ""))
+    if report.stopped is not None:
+        click.echo(f"Error: stopped: {report.stopped}", err=True)
+        sys.exit(EXIT_CONFIG)
+    if report.interrupted:
+        click.echo(f"Interrupted. Run the same command again to resume "
+                   f"(mailmerge send {campaign.path}).", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    waiting = counts.get("deferred", 0) + counts.get("pending", 0)
+    if waiting:
+        click.echo(f"{waiting} recipients are still waiting (deferred by the server or beyond "
+                   f"--limit); run the same command again later to continue.")
+    bad = counts.get("failed", 0) or waiting or report.uncertain or report.problems
+    sys.exit(EXIT_DATA if bad else EXIT_OK)
+
+
+def _send_test(campaign: Campaign, address: str, rows: set[int] | None, limit: int) -> None:
+    password = _password(campaign.smtp)
+    try:
+        results = send_test(campaign, address, password, rows=rows, limit=limit)
+    except MailmergeError as exc:
+        _fail(exc)
+    ok = True
+    for number, delivery in results:
+        if delivery.accepted:
+            click.echo(f"row {number}: sent to {address} (test; not recorded)")
+        else:
+            ok = False
+            click.echo(f"row {number}: not sent: {delivery.summary()}")
+    if not results:
+        click.echo("No row to send.")
+    sys.exit(EXIT_OK if ok and results else EXIT_DATA)
+
+
+@cli.command()
+@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
+              help="Also write one line per recipient to this CSV file ('-' for stdout).")
+def status(campaign: str, csv_path: str | None) -> None:
+    """Show how far sending got: counts per state, failed and uncertain recipients.
+
+    Reads the journal only; nothing is sent and the sheet is not read.
+
+    \b
+    Example:
+      mailmerge status campaigns/newsletter.yaml
+      mailmerge status campaigns/newsletter.yaml --csv report.csv
+    """
+    loaded = _load(campaign)
+    path = journal_path(loaded)
+    if not path.exists():
+        _fail(ConfigError(f"no journal yet at {path}", hint="nothing has been sent; "
+                                                            "run `mailmerge send` first"))
+    with Journal(path) as journal:
+        counts = journal.counts()
+        click.echo(f"Campaign {loaded.name} ({path}):")
+        labels = {"sending": "uncertain"}
+        click.echo("  " + ", ".join(f"{labels.get(k, k)} {v}" for k, v in counts.items()))
+        for state, title in (("failed", "Failed"), ("sending", "Uncertain"),
+                             ("deferred", "Deferred")):
+            records = list(journal.records(state))
+            if records:
+                click.echo(f"{title}:")
+                for record in records:
+                    click.echo(f"  row {record.row} {record.key}: {record.last_reply or '-'} "
+                               f"(attempts {record.attempts})")
+        if csv_path:
+            if csv_path == "-":
+                journal.write_csv(sys.stdout)
+            else:
+                with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+                    count = journal.write_csv(handle)
+                click.echo(f"Wrote {count} lines to {csv_path}")
 
 
 def main() -> None:

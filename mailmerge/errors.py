@@ -7,7 +7,13 @@ from pathlib import Path
 
 
 class MailmergeError(Exception):
-    """Base class. ``str(err)`` is the whole user-facing message: where, what, how to fix."""
+    """Base class. ``str(err)`` is the whole user-facing message: where, what, how to fix.
+
+    ``exit_code`` is what the command line exits with: 2 for set-up and configuration
+    problems, 1 for problems in the data.
+    """
+
+    exit_code = 2
 
     def __init__(
         self,
@@ -50,6 +56,8 @@ class ConfigError(MailmergeError):
 class SheetError(MailmergeError):
     """The recipient sheet cannot be read, or a row of it is malformed."""
 
+    exit_code = 1
+
 
 class TemplateError(MailmergeError):
     """A template does not compile, or fails while rendering a row."""
@@ -58,13 +66,21 @@ class TemplateError(MailmergeError):
 class RowError(MailmergeError):
     """A row produced an invalid message (bad address, header injection, missing attachment ...)."""
 
+    exit_code = 1
+
 
 class SendError(MailmergeError):
     """Delivery failed in a way that stops the campaign."""
 
 
+class JournalError(MailmergeError):
+    """The journal cannot be read or does not match the campaign."""
+
+
 class RowErrors(MailmergeError):
     """Every problem found in one row, so that ``check`` can list them all at once."""
+
+    exit_code = 1
 
     def __init__(self, row: int, errors: Sequence[MailmergeError]) -> None:
         super().__init__("; ".join(str(e) for e in errors), row=row)

@@ -16,7 +16,7 @@ from .campaign import Campaign
 from .errors import MailmergeError, RowErrors, SheetError
 from .message import Built, build_message
 from .output import EmlFolder
-from .render import Renderer
+from .render import Rendered, Renderer
 from .sheet import open_sheet
 
 
@@ -49,8 +49,14 @@ class Report:
 
 
 def iter_messages(campaign: Campaign, *, limit: int | None = None,
-                  notices: list[str] | None = None) -> Iterator[Outcome]:
+                  notices: list[str] | None = None,
+                  want: Callable[[Rendered], bool] | None = None,
+                  message_id: Callable[[Rendered], str | None] | None = None,
+                  ) -> Iterator[Outcome]:
     """Render and build every row (at most ``limit``), in sheet order.
+
+    ``want`` may pass over rendered rows (no message is built and nothing is yielded);
+    ``message_id`` may supply the Message-ID to reuse (a retry keeps its first one).
 
     Raises MailmergeError when the campaign cannot run at all (sheet unreadable, template
     syntax); a bad row is an Outcome with errors, and the rows after it go on. A sheet that
@@ -63,10 +69,13 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
             for row in rows:
                 try:
                     rendered = renderer.render(row)
-                    built = build_message(rendered)
                 except RowErrors as exc:
                     yield Outcome(row.number, errors=tuple(exc.errors))
                     continue
+                if want is not None and not want(rendered):
+                    continue
+                built = build_message(rendered,
+                                      message_id=message_id(rendered) if message_id else None)
                 yield Outcome(row.number, built=built)
         except SheetError as exc:
             yield Outcome(exc.row or 0, errors=(exc,))

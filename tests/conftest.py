@@ -141,3 +141,23 @@ def basic(cdir: CampaignDir) -> Callable[..., CampaignDir]:
         return cdir
 
     return make
+
+
+@pytest.fixture
+def smtp_server():
+    from .smtpserver import Server
+
+    server = Server()
+    yield server
+    server.stop()
+
+
+SMTP_BLOCK = """\
+smtp:
+  host: 127.0.0.1
+  port: {port}
+  security: none
+  timeout: 5
+  retry_delay: 0.01
+  retry_for: 30
+"""

@@ -1,0 +1,459 @@
+"""Sending a campaign: validation first, then SMTP workers, a journal and retries.
+
+``prepare_send`` opens the journal and checks every row (nothing is sent when a row is
+bad, unless ``skip_invalid``); the returned :class:`SendPlan` says what will happen and
+``SendPlan.run`` does it. The journal is only written from the calling thread; worker
+threads own one SMTP connection each and hand back what the server said.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .campaign import Campaign, parse_rate
+from .errors import JournalError, MailmergeError, RowError, SendError
+from .journal import Journal, Record, default_journal_path, format_time
+from .message import Built
+from .pipeline import Outcome, iter_messages
+from .render import Rendered
+from .send import Delivery, RateLimiter, Reply, SmtpConnection, backoff
+
+MAX_CONNECT_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    limit: int | None = None
+    skip_invalid: bool = False
+    allow_changes: bool = False
+    restart: bool = False
+    resend_uncertain: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to one recipient (for progress displays and logs)."""
+
+    kind: str  # sent, deferred, failed, retry-wait
+    row: int
+    key: str
+    detail: str = ""
+
+
+@dataclass
+class SendReport:
+    """What a run did; ``counts`` are the journal's totals afterwards."""
+
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    abandoned: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    uncertain: list[Record] = field(default_factory=list)
+    problems: list[Outcome] = field(default_factory=list)
+    stopped: SendError | None = None
+
+
+def fingerprint(campaign: Campaign) -> str:
+    """A hash of the campaign file and its templates: a journal belongs to one version."""
+    digest = hashlib.sha256()
+    for path in (campaign.path, campaign.html_template, campaign.text_template):
+        if path is not None:
+            digest.update(path.read_bytes())
+            digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def journal_path(campaign: Campaign) -> Path:
+    return campaign.journal or default_journal_path(campaign.path, campaign.name)
+
+
+def _content_hash(built: Built) -> str:
+    r = built.rendered
+    digest = hashlib.sha256()
+    for piece in (r.subject, r.text or "", r.html or "", *(a.filename for a in r.attachments)):
+        digest.update(piece.encode("utf-8", "surrogatepass") + b"\0")
+    for part in r.attachments:
+        digest.update(part.data)
+    return digest.hexdigest()[:32]
+
+
+class SendPlan:
+    """A validated campaign with its journal open: what will be sent, and the means to."""
+
+    def __init__(self, campaign: Campaign, journal: Journal, run: int, options: SendOptions,
+                 problems: list[Outcome], uncertain: list[Record], removed: list[Record]) -> None:
+        self.campaign, self.journal, self.run_number = campaign, journal, run
+        self.options, self.problems = options, problems
+        self.uncertain, self.removed = uncertain, removed
+        self.counts = journal.counts()
+
+    @property
+    def to_send(self) -> int:
+        count = self.counts["pending"] + self.counts["deferred"]
+        if self.options.resend_uncertain:
+            count += self.counts["sending"]
+        return min(count, self.options.limit) if self.options.limit else count
+
+    @property
+    def blocked(self) -> bool:
+        """Rows are invalid and the user did not ask to send the rest."""
+        return bool(self.problems) and not self.options.skip_invalid
+
+    def close(self) -> None:
+        self.journal.close()
+
+    def __enter__(self) -> SendPlan:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, password: str | None, *, events: Callable[[Event], None] | None = None,
+            clock: Callable[[], float] = time.time,
+            sleep: Callable[[float], None] = time.sleep) -> SendReport:
+        """Send what the plan says. Raises SendError when the campaign must stop."""
+        if self.blocked:
+            raise MailmergeError("rows have problems; nothing was sent",
+                                 hint="fix them, or send the rest with --skip-invalid")
+        runner = _Runner(self, password, events or (lambda event: None), clock, sleep)
+        report = runner.run()
+        report.counts = self.journal.counts()
+        report.uncertain = list(self.journal.records("sending"))
+        report.problems = self.problems
+        return report
+
+
+def prepare_send(campaign: Campaign, options: SendOptions = SendOptions()) -> SendPlan:
+    """Open (or start) the journal and check every row. Nothing goes over the network."""
+    path = journal_path(campaign)
+    if options.restart and path.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for suffix in ("", "-wal", "-shm"):
+            old = Path(f"{path}{suffix}")
+            if old.exists():
+                old.rename(f"{path}.{stamp}{suffix}")
+    journal = Journal(path)
+    try:
+        current = fingerprint(campaign)
+        known = journal.meta("fingerprint")
+        if known is not None and known != current and any(journal.counts().values()):
+            if not options.allow_changes:
+                began = journal.meta("began")
+                raise JournalError(
+                    "the campaign file or its templates changed since this journal began"
+                    + (f" ({began})" if began else ""), path=path,
+                    hint="recipients already sent got the old version; re-run with "
+                         "--allow-changes to send the rest with the new one, or --restart to "
+                         "begin a new journal (the old one is kept)")
+        journal.set_meta("fingerprint", current)
+        if journal.meta("began") is None:
+            journal.set_meta("began", format_time(time.time()))
+        run = journal.begin_run()
+        problems = _validate(campaign, journal, run, options)
+        uncertain = list(journal.records("sending"))
+        removed = journal.removed(run)
+    except BaseException:
+        journal.close()
+        raise
+    return SendPlan(campaign, journal, run, options, problems, uncertain, removed)
+
+
+def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptions
+              ) -> list[Outcome]:
+    """Render and build every row; note every good key in the journal (one transaction)."""
+    problems: list[Outcome] = []
+    with journal.batch():
+        for outcome in iter_messages(campaign):
+            if outcome.built is None:
+                problems.append(outcome)
+                continue
+            rendered = outcome.built.rendered
+            before = journal.see(rendered.key, rendered.row, run)
+            if before is not None and before.seen_run == run:
+                problems.append(Outcome(rendered.row, errors=(RowError(
+                    f"recipient key {rendered.key!r} is also on row {before.row}",
+                    path=campaign.recipients.path, row=rendered.row,
+                    column=campaign.recipients.key,
+                    hint="each recipient must appear once; remove the duplicate row"
+                         + ("" if campaign.recipients.key else
+                            " (or name a unique column with `recipients: {key: ...}`)")),)))
+        if options.skip_invalid:
+            for outcome in problems:
+                key = f"row {outcome.row}"
+                journal.see(key, outcome.row, run)
+                journal.mark(key, "failed", "invalid: " + "; ".join(
+                    e.message for e in outcome.errors))
+    return problems
+
+
+@dataclass
+class _Job:
+    key: str
+    row: int
+    built: Built
+    recipients: list[str]
+    attempts: int
+
+
+@dataclass
+class _Result:
+    job: _Job
+    delivery: Delivery | None = None
+    error: SendError | None = None
+
+
+class _Runner:
+    """One run of a plan: feeds jobs to workers and writes their results to the journal."""
+
+    def __init__(self, plan: SendPlan, password: str | None, events: Callable[[Event], None],
+                 clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self.plan, self.journal, self.campaign = plan, plan.journal, plan.campaign
+        self.smtp = plan.campaign.smtp
+        self.password, self.events, self.clock, self.sleep = password, events, clock, sleep
+        self.limiter = RateLimiter(parse_rate(self.smtp.rate), sleep=sleep)
+        self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=self.smtp.concurrency * 2)
+        self.results: queue.Queue[_Result] = queue.Queue()
+        self.report = SendReport()
+        self.in_flight = 0
+        self.started = 0
+        self.connect_failures = 0
+        self.stop = threading.Event()
+
+    # --- workers ----------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        connection = SmtpConnection(self.smtp, self.password)
+        try:
+            while True:
+                job = self.jobs.get()
+                if job is None or self.stop.is_set():
+                    if job is not None:
+                        self.results.put(_Result(job, delivery=None))
+                    return
+                self.limiter.wait()
+                try:
+                    delivery = connection.send(job.built.envelope_from, job.recipients,
+                                               job.built.data, job.built.smtputf8)
+                except SendError as exc:
+                    self.results.put(_Result(job, error=exc))
+                    continue
+                except OSError as exc:  # could not connect at all
+                    delivery = Delivery(deferred={a: Reply(0, f"cannot connect to "
+                                                              f"{self.smtp.host}: {exc}")
+                                                  for a in job.recipients}, reconnect=True)
+                    connection.drop()
+                self.results.put(_Result(job, delivery=delivery))
+        finally:
+            connection.close()
+
+    # --- main thread ------------------------------------------------------------------------
+
+    def run(self) -> SendReport:
+        workers = [threading.Thread(target=self._worker, daemon=True, name=f"smtp-{i}")
+                   for i in range(self.smtp.concurrency)]
+        for worker in workers:
+            worker.start()
+        deadline = self.clock() + self.smtp.retry_for
+        try:
+            try:
+                self._pass(lambda record: True)
+                while not self._stopping():
+                    while self.in_flight:  # their deferrals decide when to retry
+                        self._handle(self.results.get())
+                    due = self.journal.next_due()
+                    if due is None or due > deadline:
+                        break
+                    wait = due - self.clock()
+                    if wait > 0:
+                        self.events(Event("retry-wait", 0, "", f"{wait:.0f}"))
+                        self._drain(until=self.clock() + wait)
+                    now = self.clock()
+                    self._pass(lambda record: record.state == "deferred"
+                               and record.next_attempt <= now)
+                self._finish(workers)
+            except KeyboardInterrupt:
+                self.report.interrupted = True
+                self.stop.set()
+                try:
+                    self._finish(workers)
+                except KeyboardInterrupt:  # a second Ctrl-C abandons what is in flight
+                    self.report.abandoned = self.in_flight
+        finally:
+            self.stop.set()
+        return self.report
+
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.report.stopped is not None
+
+    def _finish(self, workers: list[threading.Thread]) -> None:
+        while self.in_flight:
+            self._handle(self.results.get())
+        for _ in workers:
+            self.jobs.put(None)
+        for worker in workers:
+            worker.join()
+
+    def _drain(self, until: float | None = None) -> None:
+        """Handle results that are ready; with ``until``, wait for them up to that time."""
+        while True:
+            timeout = None if until is None else until - self.clock()
+            if until is not None and timeout is not None and timeout <= 0:
+                return
+            try:
+                if until is None:
+                    result = self.results.get_nowait()
+                elif self.in_flight:
+                    result = self.results.get(timeout=timeout)
+                else:
+                    self.sleep(max(timeout or 0, 0))
+                    return
+            except queue.Empty:
+                return
+            self._handle(result)
+
+    def _pass(self, select: Callable[[Record], bool]) -> None:
+        """Go through the sheet once, sending what ``select`` picks among the unsent."""
+        for job in self._jobs(select):
+            if self._stopping():
+                self.journal.mark(job.key, "deferred" if job.attempts > 1 else "pending",
+                                  "not attempted: the run stopped")
+                continue
+            self.journal.mark_sending(job.key, job.built.message_id,
+                                      _content_hash(job.built), list(job.built.envelope_to),
+                                      job.recipients)
+            self.in_flight += 1
+            self.started += 1
+            while True:
+                try:
+                    self.jobs.put(job, timeout=0.05)
+                    break
+                except queue.Full:
+                    self._drain()
+            self._drain()
+            if self._stopping():
+                break
+
+    def _jobs(self, select: Callable[[Record], bool]) -> Iterator[_Job]:
+        limit = self.plan.options.limit
+        resend = self.plan.options.resend_uncertain
+        records: dict[str, Record] = {}
+
+        def want(rendered: Rendered) -> bool:
+            if limit is not None and self.started >= limit:
+                return False
+            record = self.journal.get(rendered.key)
+            if record is None or record.seen_run != self.plan.run_number:
+                return False
+            if record.state not in ("pending", "deferred") and not (
+                    resend and record.state == "sending"):
+                return False
+            if not select(record):
+                return False
+            records[rendered.key] = record
+            return True
+
+        def message_id(rendered: Rendered) -> str | None:
+            return records[rendered.key].message_id
+
+        for outcome in iter_messages(self.campaign, want=want, message_id=message_id):
+            if outcome.built is None or self._stopping():
+                continue
+            record = records.pop(outcome.built.rendered.key)
+            recipients = record.remaining_list if record.state == "deferred" else []
+            yield _Job(record.key, record.row, outcome.built,
+                       recipients or list(outcome.built.envelope_to), record.attempts + 1)
+
+    def _handle(self, result: _Result) -> None:
+        self.in_flight -= 1
+        job = result.job
+        if result.error is not None:
+            self.journal.mark(job.key, "deferred", f"not sent: {result.error.message}",
+                              remaining=job.recipients)
+            if self.report.stopped is None:
+                self.report.stopped = result.error
+            self.stop.set()
+            return
+        delivery = result.delivery
+        if delivery is None:  # the worker stopped before sending it
+            self.journal.mark(job.key, "deferred" if job.attempts > 1 else "pending",
+                              "not attempted: the run stopped", remaining=job.recipients)
+            return
+        if delivery.reconnect:
+            self.limiter.slow_down()
+        cannot_connect = (not delivery.accepted and delivery.deferred
+                          and all(r.code == 0 and r.text.startswith("cannot connect")
+                                  for r in delivery.deferred.values()))
+        self.connect_failures = self.connect_failures + 1 if cannot_connect else 0
+        summary = delivery.summary()
+        if delivery.deferred:
+            remaining = list(delivery.deferred)
+            if job.attempts > self.smtp.retries:
+                self.journal.mark(job.key, "failed", f"gave up after {job.attempts} attempts: "
+                                  f"{summary}", remaining=remaining)
+                self.report.failed += 1
+                self.events(Event("failed", job.row, job.key, summary))
+            else:
+                due = self.clock() + backoff(job.attempts, self.smtp.retry_delay)
+                self.journal.mark(job.key, "deferred", summary, remaining=remaining,
+                                  next_attempt=due)
+                self.report.deferred += 1
+                self.events(Event("deferred", job.row, job.key, summary))
+        elif delivery.accepted:
+            self.journal.mark(job.key, "sent", summary, remaining=[])
+            self.report.sent += 1
+            self.events(Event("sent", job.row, job.key, summary))
+        else:
+            self.journal.mark(job.key, "failed", summary, remaining=[])
+            self.report.failed += 1
+            self.events(Event("failed", job.row, job.key, summary))
+        if self.connect_failures >= MAX_CONNECT_FAILURES and self.report.stopped is None:
+            reply = next(iter(delivery.deferred.values()))
+            self.report.stopped = SendError(
+                f"gave up after {self.connect_failures} failed connections in a row ({reply.text})",
+                hint="check `smtp.host`, `smtp.port` and `smtp.security`, then run send "
+                     "again to resume")
+            self.stop.set()
+
+
+def send_test(campaign: Campaign, address: str, password: str | None, *,
+              rows: set[int] | None = None, limit: int = 1) -> list[tuple[int, Delivery]]:
+    """Send rendered messages to ``address`` instead of their recipients; no journal.
+
+    Picks the given sheet ``rows`` (default: the first ``limit`` good rows).
+    Raises SendError when the server cannot be used, RowErrors-style problems as MailmergeError.
+    """
+    from .addresses import AddressProblem, make_address
+
+    try:
+        target = make_address("", address.strip(), None).addr_spec
+    except AddressProblem as exc:
+        raise MailmergeError(f"--to {exc}", hint="give one email address") from None
+    connection = SmtpConnection(campaign.smtp, password)
+    results: list[tuple[int, Delivery]] = []
+    try:
+        for outcome in iter_messages(campaign):
+            if rows is not None and outcome.row not in rows:
+                continue
+            if outcome.built is None:
+                if rows is not None:
+                    raise outcome.errors[0]
+                continue
+            built = outcome.built
+            results.append((outcome.row, connection.send(
+                built.envelope_from, [target], built.data,
+                built.smtputf8 or not target.isascii())))
+            if rows is None and len(results) >= limit:
+                break
+            if rows is not None and len(results) >= len(rows):
+                break
+    finally:
+        connection.close()
+    return results

@@ -1,0 +1,212 @@
+"""The resume journal: one SQLite record per recipient, every change durable before use.
+
+States: ``pending`` (known, not yet tried), ``sending`` (handed to the server; if the
+process dies now the outcome is unknown: *uncertain*), ``sent``, ``deferred`` (a 4xx or a
+lost connection; retried), ``failed`` (5xx, or invalid with --skip-invalid), ``skipped``.
+The journal is in WAL mode with synchronous=FULL, and every state change is its own
+transaction, so a kill at any moment leaves it consistent.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .errors import JournalError
+
+STATES = ("pending", "sending", "sent", "deferred", "failed", "skipped")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS recipients (
+    key TEXT PRIMARY KEY,
+    row INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_reply TEXT NOT NULL DEFAULT '',
+    message_id TEXT,
+    content_hash TEXT,
+    envelope TEXT NOT NULL DEFAULT '',
+    remaining TEXT NOT NULL DEFAULT '',
+    next_attempt REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    seen_run INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS recipients_state ON recipients (state);
+"""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One recipient as the journal knows it."""
+
+    key: str
+    row: int
+    state: str
+    attempts: int
+    last_reply: str
+    message_id: str | None
+    content_hash: str | None
+    envelope: str
+    remaining: str
+    next_attempt: float
+    created: float
+    updated: float
+    seen_run: int
+
+    @property
+    def remaining_list(self) -> list[str]:
+        return [a for a in self.remaining.split(" ") if a]
+
+
+class Journal:
+    """The journal file of one campaign. Use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._clock = time.time
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise JournalError(f"the journal cannot be opened: {exc}", path=path,
+                               hint="if it is damaged, start again with --restart (the old "
+                                    "file is kept)") from exc
+        self.db.row_factory = _record_factory
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- meta ---------------------------------------------------------------------------------
+
+    def meta(self, name: str) -> str | None:
+        cur = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,))
+        cur.row_factory = None
+        found = cur.fetchone()
+        return found[0] if found else None
+
+    def set_meta(self, name: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) "
+                        "DO UPDATE SET value = excluded.value", (name, value))
+
+    def begin_run(self) -> int:
+        run = int(self.meta("runs") or 0) + 1
+        self.set_meta("runs", str(run))
+        return run
+
+    # --- records ------------------------------------------------------------------------------
+
+    def get(self, key: str) -> Record | None:
+        return self.db.execute("SELECT * FROM recipients WHERE key = ?", (key,)).fetchone()
+
+    def see(self, key: str, row: int, run: int) -> Record | None:
+        """Note that ``key`` is in the sheet at ``row`` in this run; returns the record as it
+        was before (None when new). Call inside :meth:`batch` for speed."""
+        before = self.get(key)
+        now = self._clock()
+        if before is None:
+            self.db.execute("INSERT INTO recipients (key, row, state, created, updated, seen_run)"
+                            " VALUES (?, ?, 'pending', ?, ?, ?)", (key, row, now, now, run))
+        else:
+            self.db.execute("UPDATE recipients SET row = ?, seen_run = ? WHERE key = ?",
+                            (row, run, key))
+        return before
+
+    def batch(self) -> _Batch:
+        return _Batch(self.db)
+
+    def mark_sending(self, key: str, message_id: str, content_hash: str, envelope: list[str],
+                     remaining: list[str]) -> None:
+        """Durably record that the message is about to be handed to the server."""
+        self.db.execute(
+            "UPDATE recipients SET state = 'sending', attempts = attempts + 1, message_id = ?, "
+            "content_hash = ?, envelope = ?, remaining = ?, updated = ? WHERE key = ?",
+            (message_id, content_hash, " ".join(envelope), " ".join(remaining), self._clock(),
+             key))
+
+    def mark(self, key: str, state: str, reply: str, remaining: list[str] | None = None,
+             next_attempt: float = 0.0) -> None:
+        assert state in STATES
+        if remaining is None:
+            self.db.execute("UPDATE recipients SET state = ?, last_reply = ?, next_attempt = ?, "
+                            "updated = ? WHERE key = ?",
+                            (state, reply, next_attempt, self._clock(), key))
+        else:
+            self.db.execute("UPDATE recipients SET state = ?, last_reply = ?, remaining = ?, "
+                            "next_attempt = ?, updated = ? WHERE key = ?",
+                            (state, reply, " ".join(remaining), next_attempt, self._clock(), key))
+
+    def records(self, state: str | None = None) -> Iterator[Record]:
+        if state is None:
+            yield from self.db.execute("SELECT * FROM recipients ORDER BY row")
+        else:
+            yield from self.db.execute("SELECT * FROM recipients WHERE state = ? ORDER BY row",
+                                       (state,))
+
+    def counts(self) -> dict[str, int]:
+        cur = self.db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state")
+        cur.row_factory = None
+        found = dict(cur.fetchall())
+        return {state: found.get(state, 0) for state in STATES}
+
+    def removed(self, run: int) -> list[Record]:
+        """Records not seen in the sheet during ``run``."""
+        return list(self.db.execute("SELECT * FROM recipients WHERE seen_run < ? ORDER BY row",
+                                    (run,)))
+
+    def next_due(self) -> float | None:
+        cur = self.db.execute("SELECT MIN(next_attempt) FROM recipients WHERE state = 'deferred'")
+        cur.row_factory = None
+        return cur.fetchone()[0]
+
+    def write_csv(self, handle: IO[str]) -> int:
+        writer = csv.writer(handle)
+        writer.writerow(["row", "key", "state", "attempts", "last_reply", "message_id",
+                         "time"])
+        count = 0
+        for record in self.records():
+            writer.writerow([record.row, record.key, record.state, record.attempts,
+                             record.last_reply, record.message_id or "",
+                             format_time(record.updated)])
+            count += 1
+        return count
+
+
+class _Batch:
+    """One transaction around many cheap writes (the validation pass)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _record_factory(cursor: sqlite3.Cursor, row: tuple) -> Record:  # type: ignore[type-arg]
+    return Record(*row)
+
+
+def format_time(stamp: float) -> str:
+    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).astimezone().isoformat(
+        timespec="seconds")
+
+
+def default_journal_path(campaign_path: Path, name: str) -> Path:
+    return campaign_path.parent / f"{name}.journal.sqlite"

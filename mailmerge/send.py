@@ -1,0 +1,278 @@
+"""SMTP delivery: one persistent connection per worker, per-recipient replies, rate limits.
+
+The transport knows nothing of campaigns or journals: it is handed an envelope and bytes
+and says, for every recipient, whether the server accepted, deferred (4xx, or the
+connection was lost before the final reply) or refused (5xx) it. Problems that make
+going on pointless (authentication, certificates, policy refusals of the sender) raise
+:class:`SendError` and stop the campaign.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import smtplib
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .campaign import Smtp
+from .errors import SendError
+
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".strip()
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500 or self.code == 0
+
+    @property
+    def policy(self) -> bool:
+        """A 5.7.x refusal (authentication or policy) that no retry will fix."""
+        return self.code >= 500 and bool(re.match(r"5\.7\.\d", self.text))
+
+
+@dataclass
+class Delivery:
+    """What the server said about each envelope recipient of one message."""
+
+    accepted: list[str] = field(default_factory=list)
+    deferred: dict[str, Reply] = field(default_factory=dict)
+    refused: dict[str, Reply] = field(default_factory=dict)
+    reconnect: bool = False  # the connection was lost or closed by the server (421)
+
+    def summary(self) -> str:
+        parts = []
+        if self.accepted:
+            parts.append("250 accepted")
+        parts += [f"{addr}: {reply}" for addr, reply in {**self.deferred, **self.refused}.items()]
+        return "; ".join(parts)
+
+
+class RateLimiter:
+    """Spaces messages exactly ``interval`` seconds apart on average, across threads.
+
+    Slots are handed out from a running schedule, so the rate holds over any span of
+    time instead of being rounded to whole seconds.
+    """
+
+    def __init__(self, interval: float | None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval, self.clock, self.sleep = interval, clock, sleep
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self._lock:
+            now = self.clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            self.sleep(slot - now)
+
+    def slow_down(self) -> None:
+        """After a 421 or a dropped connection: leave a gap before the next message."""
+        with self._lock:
+            self._next = max(self._next, self.clock()) + max(self.interval or 0, 1.0)
+
+
+def backoff(attempt: int, first: float, rand: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter: about first, 2*first, 4*first ..."""
+    base = first * (2 ** max(attempt - 1, 0))
+    return base / 2 + rand() * base / 2
+
+
+class SmtpConnection:
+    """One persistent SMTP session, opened on first use and reopened when lost."""
+
+    def __init__(self, settings: Smtp, password: str | None) -> None:
+        self.settings = settings
+        self._password = password
+        self._smtp: smtplib.SMTP | None = None
+
+    def _context(self) -> ssl.SSLContext:
+        cafile = str(self.settings.ca_file) if self.settings.ca_file else None
+        return ssl.create_default_context(cafile=cafile)
+
+    def open(self) -> smtplib.SMTP:
+        """Connect, secure and log in. Raises SendError (stop) or OSError (try again)."""
+        s = self.settings
+        where = f"{s.host}:{s.effective_port}"
+        try:
+            if s.security == "ssl":
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.effective_port,
+                                                      timeout=s.timeout, context=self._context())
+            else:
+                smtp = smtplib.SMTP(s.host, s.effective_port, timeout=s.timeout)
+            try:
+                smtp.ehlo()
+                if s.security == "starttls":
+                    if not smtp.has_extn("starttls"):
+                        raise SendError(f"the server at {where} does not offer STARTTLS",
+                                        hint="set `smtp.security: ssl` (port 465) if it uses "
+                                             "implicit TLS, or `none` only for a local relay")
+                    smtp.starttls(context=self._context())
+                    smtp.ehlo()
+                if s.username:
+                    if self._password is None:
+                        raise SendError("`smtp.username` is set but no password was given",
+                                        hint=f"set the environment variable {s.password_env}")
+                    smtp.login(s.username, self._password)
+            except BaseException:
+                smtp.close()
+                raise
+        except ssl.SSLCertVerificationError as exc:
+            raise SendError(f"the TLS certificate of {where} could not be verified "
+                            f"({exc.verify_message})",
+                            hint="for a private CA, set `smtp.ca_file` to its certificate") from exc
+        except smtplib.SMTPAuthenticationError as exc:
+            reply = Reply(exc.smtp_code, _text(exc.smtp_error))
+            raise SendError(f"the server at {where} refused the login for "
+                            f"{s.username!r} ({reply})",
+                            hint=f"check `smtp.username` and the password in "
+                                 f"${s.password_env}") from exc
+        except smtplib.SMTPNotSupportedError as exc:
+            raise SendError(f"the server at {where} does not support AUTH: {exc}",
+                            hint="remove `smtp.username`, or use STARTTLS/SSL "
+                                 "(servers offer AUTH only over TLS)") from exc
+        except smtplib.SMTPConnectError as exc:
+            raise ConnectionError(f"{where} refused the session: {exc.smtp_code} "
+                                  f"{_text(exc.smtp_error)}") from exc
+        self._smtp = smtp
+        return smtp
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            try:
+                self._smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                self._smtp.close()
+            self._smtp = None
+
+    def drop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+    def send(self, sender: str, recipients: list[str], data: bytes, smtputf8: bool) -> Delivery:
+        """One transaction. Raises SendError to stop, OSError when no session can be had."""
+        smtp = self._smtp
+        if smtp is None:
+            smtp = self.open()
+        else:
+            try:
+                code, text = smtp.rset()
+                if code != 250:
+                    raise smtplib.SMTPServerDisconnected(f"RSET: {code}")
+            except (smtplib.SMTPServerDisconnected, OSError):
+                self.drop()
+                smtp = self.open()
+        delivery = Delivery()
+        try:
+            self._transaction(smtp, sender, recipients, data, smtputf8, delivery)
+        except smtplib.SMTPServerDisconnected as exc:
+            self._lost(delivery, recipients, Reply(0, f"connection lost: {exc}"))
+        except smtplib.SMTPResponseException as exc:  # e.g. DATA refused before the body
+            reply = Reply(exc.smtp_code, _text(exc.smtp_error))
+            pending = [a for a in recipients if a not in delivery.refused]
+            delivery.accepted.clear()
+            self._all(delivery, pending, reply)
+            delivery.reconnect = True
+        except OSError as exc:  # timeouts, resets
+            self._lost(delivery, recipients,
+                       Reply(0, f"connection lost: {exc or type(exc).__name__}"))
+        if delivery.reconnect:
+            self.drop()
+        return delivery
+
+    def _transaction(self, smtp: smtplib.SMTP, sender: str, recipients: list[str], data: bytes,
+                     smtputf8: bool, delivery: Delivery) -> None:
+        options = []
+        if smtputf8:
+            if not smtp.has_extn("smtputf8"):
+                for address in recipients:
+                    delivery.refused[address] = Reply(
+                        555, "the server does not support SMTPUTF8, needed for a non-ASCII "
+                             "address")
+                return
+            options += ["SMTPUTF8", "BODY=8BITMIME"]
+        if smtp.has_extn("size"):
+            limit = int(smtp.esmtp_features.get("size") or 0)
+            if limit and len(data) > limit:
+                for address in recipients:
+                    delivery.refused[address] = Reply(
+                        552, f"message of {len(data)} bytes exceeds the server's limit of "
+                             f"{limit} bytes")
+                return
+            options.append(f"SIZE={len(data)}")
+        code, text = smtp.mail(sender, options)
+        reply = Reply(code, _text(text))
+        if code != 250:
+            if reply.policy:
+                raise SendError(f"the server refused the sender {sender} ({reply})",
+                                hint="check `from`/`sender` and that the account may send "
+                                     "as that address")
+            self._all(delivery, recipients, reply)
+            smtp.rset()
+            return
+        for address in recipients:
+            code, text = smtp.rcpt(address)
+            reply = Reply(code, _text(text))
+            if code in (250, 251):
+                delivery.accepted.append(address)
+            elif code == 421:
+                self._all(delivery, [a for a in recipients if a not in delivery.refused], reply)
+                delivery.accepted.clear()
+                delivery.reconnect = True
+                return
+            elif reply.temporary:
+                delivery.deferred[address] = reply
+            else:
+                delivery.refused[address] = reply
+        if not delivery.accepted:
+            smtp.rset()
+            return
+        code, text = smtp.data(data)
+        reply = Reply(code, _text(text))
+        if code != 250:
+            accepted, delivery.accepted = delivery.accepted, []
+            self._all(delivery, accepted, reply)
+            if code == 421:
+                delivery.reconnect = True
+
+    @staticmethod
+    def _lost(delivery: Delivery, recipients: list[str], reply: Reply) -> None:
+        """The session died mid-transaction: nothing was accepted, all not refused may retry."""
+        delivery.accepted.clear()
+        for address in recipients:
+            if address not in delivery.refused:
+                delivery.deferred[address] = reply
+        delivery.reconnect = True
+
+    @staticmethod
+    def _all(delivery: Delivery, recipients: list[str], reply: Reply) -> None:
+        for address in recipients:
+            if reply.temporary:
+                delivery.deferred[address] = reply
+            else:
+                delivery.refused[address] = reply
+        if reply.code == 421:
+            delivery.reconnect = True
+
+
+def _text(value: bytes | str) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return " ".join(value.split())
+

@@ -1,0 +1,327 @@
+"""Sending against a real aiosmtpd server on loopback: faults, journal, resume."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailmerge.cli import cli
+from mailmerge.send import RateLimiter, backoff
+
+from .conftest import SMTP_BLOCK, CampaignDir, parse
+from .smtpserver import Server
+
+PEOPLE = [["email", "name"], *[[f"p{i}@example.org", f"Person {i}"] for i in range(5)]]
+
+
+def run(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def make(basic, server: Server, extra: str = "", rows=PEOPLE, **smtp: object) -> CampaignDir:
+    block = SMTP_BLOCK.format(port=server.port)
+    for key, value in smtp.items():
+        lines = [line for line in block.splitlines() if not line.startswith(f"  {key}:")]
+        block = "\n".join(lines + [f"  {key}: {value}"]) + "\n"
+    return basic(block + extra, rows=rows)
+
+
+def send(c: CampaignDir, *args: str, env: dict[str, str] | None = None):
+    return run("send", str(c.folder / "campaign.yaml"), "--yes", *args, env=env)
+
+
+def journal_rows(c: CampaignDir) -> dict[str, tuple]:
+    db = sqlite3.connect(c.folder / "test.journal.sqlite")
+    try:
+        return {r[0]: r[1:] for r in db.execute(
+            "SELECT key, state, attempts, last_reply, message_id FROM recipients")}
+    finally:
+        db.close()
+
+
+def test_sends_one_message_per_row_over_one_connection(basic, smtp_server) -> None:
+    c = make(basic, smtp_server)
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    received = smtp_server.handler.received
+    assert [r.rcpt_tos for r in received] == [[f"p{i}@example.org"] for i in range(5)]
+    assert smtp_server.handler.sessions == 1
+    first = parse(received[0].content)
+    assert first["Subject"] == "Hi Person 0" and first["To"] == "p0@example.org"
+    assert received[0].mail_from == "news@acme.example"
+    journal = journal_rows(c)
+    assert {v[0] for v in journal.values()} == {"sent"}
+    assert journal["p0@example.org"][3] == first["Message-ID"]
+    assert "This run: 5 sent, 0 failed, 0 deferrals." in result.output
+    again = send(c)
+    assert again.exit_code == 0 and "Nothing to send." in again.output
+    assert len(smtp_server.handler.received) == 5
+
+
+def test_permanent_refusal_fails_that_recipient_only(basic, smtp_server) -> None:
+    smtp_server.handler.rcpt_rule = lambda a, n: "550 5.1.1 No such user" if a == "p2@example.org" else None
+    c = make(basic, smtp_server)
+    result = send(c)
+    assert result.exit_code == 1
+    assert len(smtp_server.handler.received) == 4
+    assert journal_rows(c)["p2@example.org"][:3] == ("failed", 1, "p2@example.org: 550 5.1.1 No such user")
+    status = run("status", str(c.folder / "campaign.yaml"))
+    assert "sent 4" in status.output and "failed 1" in status.output
+    assert "row 4 p2@example.org: p2@example.org: 550 5.1.1 No such user (attempts 1)" in status.output
+
+
+def test_temporary_refusal_is_retried_with_the_same_message_id(basic, smtp_server) -> None:
+    smtp_server.handler.rcpt_rule = lambda a, n: "451 4.7.1 Greylisted" if a == "p1@example.org" and n < 3 else None
+    c = make(basic, smtp_server)
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert smtp_server.handler.by_recipient()["p1@example.org"] == 1
+    state, attempts, reply, message_id = journal_rows(c)["p1@example.org"]
+    assert (state, attempts) == ("sent", 3)
+    delivered = [parse(r.content) for r in smtp_server.handler.received if r.rcpt_tos == ["p1@example.org"]]
+    assert delivered[0]["Message-ID"] == message_id
+
+
+def test_gives_up_after_retries_and_resumes_later(basic, smtp_server) -> None:
+    smtp_server.handler.rcpt_rule = lambda a, n: "452 4.2.2 Mailbox full" if a == "p3@example.org" else None
+    c = make(basic, smtp_server, retries=1)
+    result = send(c)
+    assert result.exit_code == 1
+    assert journal_rows(c)["p3@example.org"][:2] == ("failed", 2)
+    assert "gave up after 2 attempts" in journal_rows(c)["p3@example.org"][2]
+
+
+def test_deferred_beyond_the_time_limit_stay_deferred(basic, smtp_server) -> None:
+    smtp_server.handler.rcpt_rule = lambda a, n: "451 try later" if a == "p3@example.org" and n < 2 else None
+    c = make(basic, smtp_server, retry_delay=60, retry_for=1)
+    result = send(c)
+    assert result.exit_code == 1
+    assert "1 recipients are still waiting" in result.output
+    assert journal_rows(c)["p3@example.org"][0] == "deferred"
+    result = send(c)  # a later run retries the deferred one at once
+    assert result.exit_code == 0, result.output
+    assert smtp_server.handler.by_recipient()["p3@example.org"] == 1
+
+
+def test_421_closes_the_connection_and_sending_goes_on(basic, smtp_server) -> None:
+    smtp_server.handler.data_rule = lambda env, i: "421 4.3.2 Closing, try later" if i == 2 else None
+    c = make(basic, smtp_server)
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert sorted(smtp_server.handler.by_recipient().values()) == [1] * 5
+    assert smtp_server.handler.sessions >= 2
+
+
+def test_connection_dropped_mid_data_is_retried(basic, smtp_server) -> None:
+    smtp_server.handler.data_rule = lambda env, i: "DROP" if i in (1, 3) else None
+    c = make(basic, smtp_server)
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert sorted(smtp_server.handler.by_recipient().values()) == [1] * 5
+
+
+def test_slow_server_times_out_and_is_deferred(basic, smtp_server) -> None:
+    smtp_server.handler.rcpt_delay = 1.0
+    c = make(basic, smtp_server, rows=PEOPLE[:2], timeout=0.2, retries=0)
+    result = send(c)
+    assert result.exit_code == 1
+    state, attempts, reply, _ = journal_rows(c)["p0@example.org"]
+    assert state == "failed" and "connection lost" in reply and "timed out" in reply
+
+
+def test_partial_rcpt_refusal_is_recorded(basic, smtp_server) -> None:
+    smtp_server.handler.rcpt_rule = lambda a, n: "550 5.1.1 unknown" if a == "gone@example.org" else None
+    c = make(basic, smtp_server, extra="cc: gone@example.org\n", rows=PEOPLE[:3])
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert [r.rcpt_tos for r in smtp_server.handler.received] == [["p0@example.org"], ["p1@example.org"]]
+    state, _, reply, _ = journal_rows(c)["p0@example.org"]
+    assert state == "sent" and reply == "250 accepted; gone@example.org: 550 5.1.1 unknown"
+
+
+def test_partial_deferral_retries_only_the_deferred_address(basic, smtp_server) -> None:
+    smtp_server.handler.rcpt_rule = lambda a, n: "451 later" if a == "slow@example.org" and n == 1 else None
+    c = make(basic, smtp_server, extra="cc: slow@example.org\n", rows=PEOPLE[:2])
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert [r.rcpt_tos for r in smtp_server.handler.received] == [["p0@example.org"], ["slow@example.org"]]
+    first, second = (parse(r.content) for r in smtp_server.handler.received)
+    assert first["Message-ID"] == second["Message-ID"]
+
+
+def test_policy_refusal_of_the_sender_stops_the_campaign(basic, smtp_server) -> None:
+    c = make(basic, smtp_server)
+    original = smtp_server.handler.handle_RCPT
+
+    async def refuse_mail(server, session, envelope, address, options):
+        return "550 5.7.1 Sender not allowed"
+
+    smtp_server.handler.handle_RCPT = original
+    smtp_server.handler.handle_MAIL = refuse_mail  # type: ignore[attr-defined]
+    result = send(c)
+    assert result.exit_code == 2
+    assert "Error: stopped: the server refused the sender news@acme.example (550 5.7.1 Sender not allowed)" in result.output
+    assert smtp_server.handler.received == []
+    assert send(c).exit_code == 2  # resumable: nothing was recorded as failed
+
+
+def test_unreachable_server_stops_after_repeated_failures(basic) -> None:
+    from .smtpserver import free_port
+
+    c = basic(SMTP_BLOCK.format(port=free_port()), rows=PEOPLE)
+    result = send(c)
+    assert result.exit_code == 2
+    assert "gave up after 5 failed connections in a row" in result.output
+    assert {v[0] for v in journal_rows(c).values()} <= {"deferred", "pending"}
+
+
+def test_invalid_rows_block_sending_unless_skip_invalid(basic, smtp_server) -> None:
+    rows = PEOPLE[:3] + [["bad@", "X"]]
+    c = make(basic, smtp_server, rows=rows)
+    result = send(c)
+    assert result.exit_code == 1
+    assert "row 4, column 'email'" in result.output and "Nothing was sent." in result.output
+    assert smtp_server.handler.received == []
+    result = send(c, "--skip-invalid")
+    assert result.exit_code == 1
+    assert len(smtp_server.handler.received) == 2
+    assert journal_rows(c)["row 4"][0] == "failed"
+
+
+def test_duplicate_recipients_are_a_problem(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, rows=PEOPLE[:3] + [["p1@example.org", "Again"]])
+    result = send(c)
+    assert result.exit_code == 1
+    assert "row 4: recipient key 'p1@example.org' is also on row 3" in result.output
+
+
+def test_changed_templates_need_allow_changes(basic, smtp_server) -> None:
+    c = make(basic, smtp_server)
+    assert send(c, "--limit", "2").exit_code == 1
+    assert len(smtp_server.handler.received) == 2
+    (c.root / "templates" / "mail.html").write_text("<p>New {{ name }}</p>")
+    result = send(c)
+    assert result.exit_code == 2
+    assert "the campaign file or its templates changed since this journal began" in result.output
+    assert "--allow-changes" in result.output
+    assert send(c, "--allow-changes").exit_code == 0
+    assert len(smtp_server.handler.received) == 5
+    assert "New Person 4" in smtp_server.handler.received[-1].content.decode()
+
+
+def test_restart_keeps_the_old_journal(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, rows=PEOPLE[:3])
+    assert send(c).exit_code == 0
+    assert send(c, "--restart").exit_code == 0
+    assert len(smtp_server.handler.received) == 4
+    assert len(list(c.folder.glob("test.journal.sqlite.*"))) >= 1
+
+
+def test_new_and_removed_rows(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, rows=PEOPLE[:3])  # p0, p1
+    assert send(c).exit_code == 0
+    c.csv([PEOPLE[0], PEOPLE[2], PEOPLE[3]])  # p1, p2
+    result = send(c)
+    assert result.exit_code == 0
+    assert ("1 recipients in the journal are no longer in the sheet (they are left alone): "
+            "p0@example.org") in result.output
+    assert smtp_server.handler.by_recipient() == {f"p{i}@example.org": 1 for i in range(3)}
+
+
+def test_test_send_goes_to_the_given_address_only(basic, smtp_server) -> None:
+    c = make(basic, smtp_server)
+    result = run("send", str(c.folder / "campaign.yaml"), "--to", "me@test.example", "--row", "4")
+    assert result.exit_code == 0, result.output
+    assert result.output == "row 4: sent to me@test.example (test; not recorded)\n"
+    (message,) = smtp_server.handler.received
+    assert message.rcpt_tos == ["me@test.example"]
+    assert parse(message.content)["Subject"] == "Hi Person 2"
+    assert not (c.folder / "test.journal.sqlite").exists()
+
+
+def test_not_on_a_terminal_needs_yes(basic, smtp_server) -> None:
+    c = make(basic, smtp_server)
+    result = run("send", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 2
+    assert "Error: not on a terminal, so no confirmation can be asked; add --yes" in result.output
+    assert smtp_server.handler.received == []
+
+
+def test_concurrent_connections_deliver_everyone_once(basic, smtp_server) -> None:
+    rows = [["email", "name"], *[[f"c{i}@example.org", "C"] for i in range(30)]]
+    smtp_server.handler.rcpt_rule = lambda a, n: "451 later" if a.endswith("7@example.org") and n == 1 else None
+    c = make(basic, smtp_server, rows=rows, concurrency=3)
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert smtp_server.handler.by_recipient() == {f"c{i}@example.org": 1 for i in range(30)}
+    assert smtp_server.handler.sessions >= 3
+
+
+def test_non_ascii_address_goes_with_smtputf8(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, rows=[["email", "name"], ["zoë@bücher.example", "Zoë"]])
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    (message,) = smtp_server.handler.received
+    assert message.rcpt_tos == ["zoë@xn--bcher-kva.example"]
+    assert parse(message.content)["To"] == "zoë@xn--bcher-kva.example"
+
+
+def test_status_csv(basic, smtp_server, tmp_path: Path) -> None:
+    c = make(basic, smtp_server, rows=PEOPLE[:3])
+    assert send(c).exit_code == 0
+    out = tmp_path / "report.csv"
+    result = run("status", str(c.folder / "campaign.yaml"), "--csv", str(out))
+    assert result.exit_code == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "row,key,state,attempts,last_reply,message_id,time"
+    assert lines[1].startswith("2,p0@example.org,sent,1,250 accepted,<")
+
+
+def test_status_without_journal(basic) -> None:
+    c = basic()
+    result = run("status", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 2
+    assert "no journal yet" in result.output
+
+
+# --- rate and backoff, with an injected clock ----------------------------------------------
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_rate_limiter_holds_the_rate_exactly() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(60 / 600, clock=clock, sleep=clock.sleep)  # 600/minute
+    start = clock.now
+    for _ in range(1000):
+        limiter.wait()
+    assert clock.now - start == pytest.approx(99.9)  # 1000 messages: 999 gaps of 0.1 s
+
+
+def test_rate_limiter_does_not_bank_idle_time() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0.5, clock=clock, sleep=clock.sleep)
+    limiter.wait()
+    clock.now += 10  # idle
+    limiter.wait()
+    limiter.wait()
+    assert clock.sleeps == [0.5]
+
+
+def test_backoff_grows_with_jitter() -> None:
+    assert backoff(1, 60, rand=lambda: 0.0) == 30
+    assert backoff(1, 60, rand=lambda: 1.0) == 60
+    assert backoff(3, 60, rand=lambda: 1.0) == 240
