@@ -234,10 +234,11 @@ class _Runner:
         try:
             while True:
                 job = self.jobs.get()
-                if job is None or self.stop.is_set():
-                    if job is not None:
-                        self.results.put(_Result(job, delivery=None))
+                if job is None:
                     return
+                if self.stop.is_set():  # hand it back unsent; keep draining to the sentinel
+                    self.results.put(_Result(job, delivery=None))
+                    continue
                 self.limiter.wait()
                 try:
                     delivery = connection.send(job.built.envelope_from, job.recipients,

@@ -39,6 +39,7 @@ class Recorder:
     rcpt_rule: Callable[[str, int], str | None] = lambda address, seen: None
     data_rule: Callable[[Envelope, int], str | None] = lambda envelope, index: None
     rcpt_delay: float = 0.0
+    data_delay: float = 0.0
     rcpt_seen: Counter[str] = field(default_factory=Counter)
     data_seen: int = 0
     sessions: int = 0
@@ -68,6 +69,8 @@ class Recorder:
         with self.lock:
             index = self.data_seen
             self.data_seen += 1
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         action = self.data_rule(envelope, index)
         if action == "DROP":
             assert server.transport is not None
@@ -104,8 +107,10 @@ class Server:
                               mechanism: str, auth_data: object) -> AuthResult:
                 ok = (isinstance(auth_data, LoginPassword)
                       and users.get(auth_data.login.decode()) == auth_data.password.decode())
-                return AuthResult(success=ok)
-            kwargs.update(authenticator=authenticator, auth_require_tls=tls is not None)
+                return AuthResult(success=ok, handled=False)
+            # implicit TLS is TLS too, but aiosmtpd only counts STARTTLS as such
+            kwargs.update(authenticator=authenticator,
+                          auth_require_tls=tls is not None and not implicit_tls)
         if tls is not None and not implicit_tls:
             kwargs.update(tls_context=tls, require_starttls=True)
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,

@@ -1,0 +1,114 @@
+"""Kill and interrupt a real `mailmerge send` process, resume, and count what arrived."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import SMTP_BLOCK, CampaignDir
+from .smtpserver import Server
+
+ROWS = 200
+
+
+def start_send(campaign: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "mailmerge", "send", str(campaign), "--yes",
+                             "-q", *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def journal_states(c: CampaignDir) -> dict[str, str]:
+    db = sqlite3.connect(c.folder / "test.journal.sqlite")
+    try:
+        return dict(db.execute("SELECT key, state FROM recipients"))
+    finally:
+        db.close()
+
+
+def wait_for(server: Server, count: int, limit: float = 30) -> None:
+    deadline = time.monotonic() + limit
+    while len(server.handler.received) < count and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
+def kill_and_resume(basic, kills: int, rows: int, seed: int) -> None:
+    rng = random.Random(seed)
+    server = Server()
+    server.handler.data_delay = 0.002
+    people = [["email", "name"], *[[f"k{i}@example.org", f"K {i}"] for i in range(rows)]]
+    c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
+    campaign = c.folder / "campaign.yaml"
+    uncertain_named: set[str] = set()
+    try:
+        for _ in range(kills):
+            before = len(server.handler.received)
+            if before >= rows - 5:
+                break
+            process = start_send(campaign)
+            wait_for(server, before + rng.randint(1, max(2, (rows - before) // (kills + 1))))
+            time.sleep(rng.random() * 0.01)
+            process.send_signal(signal.SIGKILL)
+            output, _ = process.communicate()
+            uncertain_named |= {line.split()[2] for line in output.splitlines()
+                                if line.startswith("    row ")}
+        process = start_send(campaign)
+        output, _ = process.communicate(timeout=120)
+        uncertain_named |= {line.split()[2] for line in output.splitlines()
+                            if line.startswith("    row ")}
+        assert process.returncode in (0, 1), output
+    finally:
+        server.stop()
+    delivered = server.handler.by_recipient()
+    states = journal_states(c)
+    uncertain = {key for key, state in states.items() if state == "sending"}
+    assert uncertain <= uncertain_named | uncertain  # every uncertain one was reported by name
+    for i in range(rows):
+        address = f"k{i}@example.org"
+        assert delivered[address] <= 1, f"{address} delivered {delivered[address]} times"
+        if address not in uncertain:
+            assert states[address] == "sent"
+            assert delivered[address] == 1, f"{address} lost"
+    # the last run names every uncertain recipient it leaves behind
+    assert uncertain <= uncertain_named
+
+
+def test_kill_at_random_moments_loses_nobody(basic) -> None:
+    kill_and_resume(basic, kills=4, rows=ROWS, seed=7)
+
+
+@pytest.mark.stress
+def test_kill_loop_twenty_times(basic) -> None:
+    kill_and_resume(basic, kills=20, rows=int(os.environ.get("MAILMERGE_STRESS_ROWS", 2000)),
+                    seed=int(os.environ.get("MAILMERGE_STRESS_SEED", 1)))
+
+
+def test_ctrl_c_finishes_in_flight_and_resumes(basic) -> None:
+    server = Server()
+    server.handler.data_delay = 0.005
+    people = [["email", "name"], *[[f"i{i}@example.org", "I"] for i in range(100)]]
+    c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
+    try:
+        process = start_send(c.folder / "campaign.yaml")
+        wait_for(server, 10)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 130, output
+        assert "Interrupted. Run the same command again to resume" in output
+        states = journal_states(c)
+        assert "sending" not in states.values()  # in-flight messages were finished
+        sent_before = sum(1 for s in states.values() if s == "sent")
+        assert sent_before == len(server.handler.received)
+        process = start_send(c.folder / "campaign.yaml")
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, output
+    finally:
+        server.stop()
+    assert server.handler.by_recipient() == {f"i{i}@example.org": 1 for i in range(100)}

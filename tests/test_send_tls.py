@@ -1,0 +1,112 @@
+"""TLS (STARTTLS and implicit) with a test CA, AUTH, and the password kept secret."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+from click.testing import CliRunner
+
+from mailmerge.cli import cli
+
+from .conftest import CampaignDir, parse
+from .smtpserver import Server
+
+SECRET = "s3cret-Pa55word!"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+def campaign(basic, ca: trustme.CA, port: int, security: str, ca_file: bool = True) -> CampaignDir:
+    c = basic(f"""\
+smtp:
+  host: 127.0.0.1
+  port: {port}
+  security: {security}
+  username: news
+  timeout: 5
+  retry_delay: 0.01
+""" + ("  ca_file: ca.pem\n" if ca_file else ""), rows=[["email", "name"], ["a@x.org", "A"]])
+    ca.cert_pem.write_to_path(str(c.folder / "ca.pem"))
+    return c
+
+
+def send(c: CampaignDir, password: str | None):
+    env = {"MAILMERGE_SMTP_PASSWORD": password} if password is not None else {}
+    return CliRunner().invoke(cli, ["send", str(c.folder / "campaign.yaml"), "--yes"], env=env,
+                              catch_exceptions=False)
+
+
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_tls_with_auth_delivers(basic, ca: trustme.CA, security: str) -> None:
+    server = Server(tls=server_context(ca), implicit_tls=security == "ssl", users={"news": SECRET})
+    try:
+        c = campaign(basic, ca, server.port, security)
+        result = send(c, SECRET)
+        assert result.exit_code == 0, result.output
+        (message,) = server.handler.received
+        assert parse(message.content)["To"] == "a@x.org"
+    finally:
+        server.stop()
+    leaked = [p for p in c.root.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaked == []
+    assert SECRET not in result.output
+
+
+def test_wrong_password_is_a_clear_error(basic, ca: trustme.CA) -> None:
+    server = Server(tls=server_context(ca), users={"news": SECRET})
+    try:
+        c = campaign(basic, ca, server.port, "starttls")
+        result = send(c, "wrong-password")
+    finally:
+        server.stop()
+    assert result.exit_code == 2
+    assert ("Error: stopped: the server at 127.0.0.1:" in result.output
+            and "refused the login for 'news' (535 5.7.8 Authentication credentials invalid); "
+                "check `smtp.username` and the password in $MAILMERGE_SMTP_PASSWORD"
+            in result.output)
+    assert "wrong-password" not in result.output
+    assert server.handler.received == []
+
+
+def test_unverifiable_certificate_is_refused(basic, ca: trustme.CA) -> None:
+    server = Server(tls=server_context(ca), users={"news": SECRET})
+    try:
+        c = campaign(basic, ca, server.port, "starttls", ca_file=False)
+        result = send(c, SECRET)
+    finally:
+        server.stop()
+    assert result.exit_code == 2
+    assert "could not be verified (unable to get local issuer certificate); for a private CA, " \
+           "set `smtp.ca_file` to its certificate" in result.output
+
+
+def test_missing_password_off_a_terminal(basic, ca: trustme.CA) -> None:
+    server = Server(tls=server_context(ca), users={"news": SECRET})
+    try:
+        c = campaign(basic, ca, server.port, "starttls")
+        result = send(c, None)
+    finally:
+        server.stop()
+    assert result.exit_code == 2
+    assert result.output.endswith(
+        "Error: no SMTP password: the environment variable MAILMERGE_SMTP_PASSWORD is not set; "
+        "export MAILMERGE_SMTP_PASSWORD=... (or run on a terminal to be asked)\n")
+
+
+def test_starttls_required_but_not_offered(basic, smtp_server) -> None:
+    c = basic(f"smtp: {{host: 127.0.0.1, port: {smtp_server.port}, security: starttls}}\n")
+    result = CliRunner().invoke(cli, ["send", str(c.folder / "campaign.yaml"), "--yes"])
+    assert result.exit_code == 2
+    assert "does not offer STARTTLS" in result.output
