@@ -211,10 +211,8 @@ def _describe_plan(plan: SendPlan) -> None:
             "will NOT be sent again (use --resend-uncertain to resend them)")
         click.echo(f"  {len(plan.uncertain)} recipients are uncertain: a run stopped while "
                    f"their message was with the server; they {verb}:")
-        for record in plan.uncertain[:20]:
+        for record in plan.uncertain:
             click.echo(f"    row {record.row}: {record.key}")
-        if len(plan.uncertain) > 20:
-            click.echo(f"    ... and {len(plan.uncertain) - 20} more (mailmerge status)")
     if plan.removed:
         click.echo(f"  {len(plan.removed)} recipients in the journal are no longer in the sheet "
                    "(they are left alone): "

@@ -231,6 +231,9 @@ class _Runner:
 
     def _worker(self) -> None:
         connection = SmtpConnection(self.smtp, self.password)
+        # Its own connection to the journal, so that `sending` is recorded at the last
+        # moment: a job still queued when the process dies is not uncertain.
+        journal = Journal(self.journal.path)
         try:
             while True:
                 job = self.jobs.get()
@@ -240,6 +243,8 @@ class _Runner:
                     self.results.put(_Result(job, delivery=None))
                     continue
                 self.limiter.wait()
+                journal.mark_sending(job.key, job.built.message_id, _content_hash(job.built),
+                                     list(job.built.envelope_to), job.recipients)
                 try:
                     delivery = connection.send(job.built.envelope_from, job.recipients,
                                                job.built.data, job.built.smtputf8)
@@ -254,6 +259,7 @@ class _Runner:
                 self.results.put(_Result(job, delivery=delivery))
         finally:
             connection.close()
+            journal.close()
 
     # --- main thread ------------------------------------------------------------------------
 
@@ -324,12 +330,7 @@ class _Runner:
         """Go through the sheet once, sending what ``select`` picks among the unsent."""
         for job in self._jobs(select):
             if self._stopping():
-                self.journal.mark(job.key, "deferred" if job.attempts > 1 else "pending",
-                                  "not attempted: the run stopped")
                 continue
-            self.journal.mark_sending(job.key, job.built.message_id,
-                                      _content_hash(job.built), list(job.built.envelope_to),
-                                      job.recipients)
             self.in_flight += 1
             self.started += 1
             while True:
@@ -383,9 +384,7 @@ class _Runner:
             self.stop.set()
             return
         delivery = result.delivery
-        if delivery is None:  # the worker stopped before sending it
-            self.journal.mark(job.key, "deferred" if job.attempts > 1 else "pending",
-                              "not attempted: the run stopped", remaining=job.recipients)
+        if delivery is None:  # the worker stopped before sending it: its state is unchanged
             return
         if delivery.reconnect:
             self.limiter.slow_down()
