@@ -133,7 +133,7 @@ def test_send_dry_run_is_preview(basic, tmp_path: Path) -> None:
     assert len(list((tmp_path / "o").glob("*.eml"))) == 1
 
 
-@pytest.mark.parametrize("command", ["check", "preview", "send"])
+@pytest.mark.parametrize("command", ["check", "preview", "send", "status"])
 def test_every_command_has_help_with_an_example_and_is_in_the_readme(command: str) -> None:
     result = run(command, "--help")
     assert result.exit_code == 0
