@@ -108,7 +108,7 @@ def main() -> int:
             break
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True)
-        time.sleep(0.3 + rng.random() * 1.5)
+        time.sleep(0.6 + rng.random() * 2.0)  # validation takes about half a second
         process.send_signal(signal.SIGKILL)
         output, _ = process.communicate()
         uncertain |= named_uncertain(output)
@@ -128,9 +128,11 @@ def main() -> int:
         missing = [a for a in wanted if received[a] == 0 and a not in uncertain]
         duplicates = [a for a in wanted if received[a] > 1]
         unexplained = [a for a in duplicates if a not in uncertain]
+        arrived = sum(1 for a in uncertain if received[a])
         print(f"mailbox: {sum(received[a] for a in wanted)} messages for {len(wanted)} "
               f"recipients; missing {len(missing)}; duplicated {len(duplicates)} "
-              f"(not named uncertain: {len(unexplained)})")
+              f"(not named uncertain: {len(unexplained)}); of the uncertain, {arrived} "
+              f"arrived and {len(uncertain) - arrived} did not")
         return 1 if missing or unexplained else 0
     return 0
 

@@ -165,7 +165,10 @@ def make_address(name: str, addr: str, source: str | None) -> Address:
     """Validate ``addr`` (syntax only, no DNS) and build an Address with an ASCII domain."""
     _check_text(addr, source)
     try:
-        valid = validate_email(addr, check_deliverability=False, allow_smtputf8=True)
+        # test_environment admits the reserved .test domain (test and staging set-ups);
+        # .local, localhost, .invalid and the like stay refused: no mail reaches them.
+        valid = validate_email(addr, check_deliverability=False, allow_smtputf8=True,
+                               test_environment=True)
     except EmailNotValidError as exc:
         shown = addr if len(addr) <= 80 else addr[:77] + "..."
         raise AddressProblem(f"{shown!r} is not a valid email address ({exc})", source) from None

@@ -51,8 +51,9 @@ def _ranges(rows: list[int]) -> str:
     return ", ".join(spans)
 
 
-def _print_problems(report: Report) -> None:
-    """Every problem once; the same problem on many rows is one line naming the rows."""
+def _print_problems(report: Report, most: int | None = None) -> None:
+    """Every problem once (or the first ``most``); the same problem on many rows is one line
+    naming the rows."""
     groups: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
     errors: dict[tuple[Any, ...], MailmergeError] = {}
     for outcome in report.problems:
@@ -61,7 +62,10 @@ def _print_problems(report: Report) -> None:
                    error.hint)
             groups.setdefault(sig, []).append(error.row or outcome.row)
             errors.setdefault(sig, error)
-    for sig, rows in groups.items():
+    for index, (sig, rows) in enumerate(groups.items()):
+        if most is not None and index == most:
+            click.echo(f"  ... and {len(groups) - most} more; `mailmerge check` lists them all")
+            break
         error = errors[sig]
         if len(rows) == 1:
             click.echo(f"  {error}")
@@ -309,7 +313,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
     with plan:
         if plan.problems:
             click.echo(f"Problems in {len(plan.problems)} rows:")
-            _print_problems(Report(rows=0, problems=plan.problems))
+            _print_problems(Report(rows=0, problems=plan.problems), most=20)
             if plan.blocked:
                 click.echo("Nothing was sent. Fix the rows and run again, or send the others "
                            "with --skip-invalid.")

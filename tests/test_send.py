@@ -325,3 +325,26 @@ def test_backoff_grows_with_jitter() -> None:
     assert backoff(1, 60, rand=lambda: 0.0) == 30
     assert backoff(1, 60, rand=lambda: 1.0) == 60
     assert backoff(3, 60, rand=lambda: 1.0) == 240
+
+
+def test_uncertain_recipients_are_named_and_resent_only_on_request(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, rows=PEOPLE[:4])
+    assert send(c, "--limit", "1").exit_code == 1
+    db = sqlite3.connect(c.folder / "test.journal.sqlite")
+    with db:  # as if the process had died during p1's transaction
+        db.execute("UPDATE recipients SET state = 'sending', attempts = 1, message_id = '<x@y>' "
+                   "WHERE key = 'p1@example.org'")
+    db.close()
+    result = send(c)
+    assert result.exit_code == 1
+    assert ("1 recipients are uncertain: a run stopped while their message was with the "
+            "server; they will NOT be sent again (use --resend-uncertain to resend them):\n"
+            "    row 3: p1@example.org\n") in result.output
+    assert smtp_server.handler.by_recipient() == {"p0@example.org": 1, "p2@example.org": 1}
+    status = run("status", str(c.folder / "campaign.yaml"))
+    assert "uncertain 1" in status.output and "row 3 p1@example.org" in status.output
+    result = send(c, "--resend-uncertain")
+    assert result.exit_code == 0, result.output
+    delivered = [parse(r.content) for r in smtp_server.handler.received
+                 if r.rcpt_tos == ["p1@example.org"]]
+    assert [m["Message-ID"] for m in delivered] == ["<x@y>"]  # the first attempt's id
