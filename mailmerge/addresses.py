@@ -103,10 +103,16 @@ def _split_top_level(text: str) -> list[str]:
     return items
 
 
+MAX_NAME_CHARS = 1000
+
+
 def _check_text(text: str, source: str | None) -> str:
     if _CONTROL.search(text):
         raise AddressProblem("holds a line break or control character, which could inject "
                              "header fields", source)
+    if len(text) > MAX_NAME_CHARS:
+        raise AddressProblem(f"holds {len(text):,} characters; a name or address may have at "
+                             f"most {MAX_NAME_CHARS:,}", source)
     return text
 
 

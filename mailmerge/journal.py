@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from .errors import JournalError
+from .output import csv_safe
 
 STATES = ("pending", "sending", "sent", "deferred", "failed", "skipped")
 _SCHEMA = """
@@ -179,9 +180,9 @@ class Journal:
                          "time"])
         count = 0
         for record in self.records():
-            writer.writerow([record.row, record.key, record.state, record.attempts,
-                             record.last_reply, record.message_id or "",
-                             format_time(record.updated)])
+            writer.writerow([csv_safe(v) for v in (
+                record.row, record.key, record.state, record.attempts, record.last_reply,
+                record.message_id or "", format_time(record.updated))])
             count += 1
         return count
 

@@ -46,6 +46,13 @@ _INDEX_TAIL = """</table></div>
 """
 
 
+def csv_safe(value: object) -> object:
+    """Keep a spreadsheet from running a cell as a formula when it opens this CSV."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def _safe_name(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._")[:80] or "message"
 
@@ -107,12 +114,12 @@ class EmlFolder:
         path = self.folder / f"{stem}.eml"
         path.write_bytes(built.data)
         attachments = [a.filename for a in rendered.attachments]
-        self._manifest.writerow({
+        self._manifest.writerow({name: csv_safe(value) for name, value in {
             "row": rendered.row, "key": rendered.key,
             "envelope_to": " ".join(built.envelope_to), "subject": rendered.subject,
             "file": path.name, "size": len(built.data), "attachments": "; ".join(attachments),
             "message_id": built.message_id,
-        })
+        }.items()})
         page = self._write_page(stem, built.data)
         self._index.write(
             f'<tr><td>{rendered.row}</td>'

@@ -65,8 +65,10 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
     with open_sheet(campaign.recipients) as sheet:
         renderer = Renderer(campaign, sheet.columns)
         rows = iter(sheet) if limit is None else itertools.islice(sheet, limit)
+        seen = 0
         try:
             for row in rows:
+                seen += 1
                 try:
                     rendered = renderer.render(row)
                 except RowErrors as exc:
@@ -79,9 +81,13 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
                 yield Outcome(row.number, built=built)
         except SheetError as exc:
             yield Outcome(exc.row or 0, errors=(exc,))
+            seen += 1
         finally:
             if notices is not None:
                 notices.extend(renderer.notices)
+        if not seen:
+            raise SheetError("the sheet has a header row but no recipients below it",
+                             path=sheet.path, hint="add a row per recipient")
 
 
 def _run(campaign: Campaign, limit: int | None, each: Callable[[Outcome], None]) -> Report:

@@ -7,6 +7,7 @@ template source where that is safe, files cached) and then turns each row into a
 
 from __future__ import annotations
 
+import html as html_module
 import re
 import traceback
 from functools import partial
@@ -31,6 +32,10 @@ VERIFY_ROWS = 3
 CID_DOMAIN = "mailmerge"
 _HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _URL_UNSAFE = re.compile(r"[\s<>,\"]")
+MAX_HEADER_CHARS = 1000
+_URL_ATTR = re.compile(r"""\b(href|src|action|formaction|background|xlink:href)\s*=\s*"""
+                       r"""(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
+_SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|livescript):", re.I)
 # What a template expression may raise besides jinja2's own errors.
 _RUNTIME_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError,
                    LookupError, AttributeError)
@@ -191,6 +196,8 @@ class Renderer:
 
     def render(self, row: Row) -> Rendered:
         """Render one row. Raises RowErrors with every problem found in it."""
+        if row.problem is not None:
+            raise RowErrors(row.number, [row.problem])
         errors: list[MailmergeError] = []
         ctx = self.context(row)
 
@@ -272,6 +279,9 @@ class Renderer:
         if _HEADER_CONTROL.search(value.replace("\t", " ")):
             raise AddressProblem("holds a line break or control character, which could inject "
                                  "header fields", _source_value(ctx, value))
+        if len(value) > MAX_HEADER_CHARS:
+            raise AddressProblem(f"is {len(value):,} characters long; a header may hold at "
+                                 f"most {MAX_HEADER_CHARS:,}", _longest_value(ctx, value))
         return value
 
     def _render_unsubscribe(self, ctx: Mapping[str, Any], row: Row) -> str | None:
@@ -307,6 +317,7 @@ class Renderer:
                 html = css.inline_css(html)
         else:
             html = self.html.render(ctx)
+        _refuse_script_links(html)
         return embed_images(html, self._image)
 
     def _verify(self, fast: str, ctx: Mapping[str, Any], row: Row) -> None:
@@ -380,6 +391,23 @@ class Renderer:
 def _render_addresses(template: AddressTemplate | None, ctx: Mapping[str, Any]
                       ) -> list[Address]:
     return template.render(ctx) if template is not None else []
+
+
+def _refuse_script_links(html: str) -> None:
+    """A javascript: URL in the HTML (most likely from a cell) is a row problem."""
+    for match in _URL_ATTR.finditer(html):
+        raw = match.group(2) or match.group(3) or match.group(4) or ""
+        value = re.sub(r"[\x00-\x20]", "", html_module.unescape(raw))
+        if _SCRIPT_SCHEME.match(value):
+            raise AssetProblem(f"the HTML has a {value.split(':')[0].lower()}: link "
+                               f"({match.group(1)}={raw[:60]!r}); mail must not carry scripts, "
+                               "check the cell that fills it")
+
+
+def _longest_value(ctx: Mapping[str, Any], rendered: str) -> str | None:
+    row = ctx.get("row", {})
+    values = [str(v) for v in row.values() if str(v) and str(v) in rendered]
+    return max(values, key=len) if values else None
 
 
 def _source_value(ctx: Mapping[str, Any], rendered: str) -> str | None:

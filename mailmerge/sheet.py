@@ -34,6 +34,9 @@ class Row:
 
     number: int
     values: Mapping[str, Any]
+    # A problem of this row alone (a stray cell, a NUL byte): the row is reported, the
+    # rest of the sheet goes on.
+    problem: SheetError | None = None
 
 
 class Sheet:
@@ -111,23 +114,30 @@ def _is_blank(value: Any) -> bool:
 
 def _make_row(path: Path, number: int, columns: tuple[str, ...], cells: list[Any] | tuple[Any, ...],
               convert: Any) -> Row | None:
-    """Pair cells with columns; None for a blank row. Raises SheetError for stray cells."""
+    """Pair cells with columns; None for a blank row. A stray cell or a NUL byte is kept as
+    the row's ``problem``."""
     if all(_is_blank(c) for c in cells):
         return None
     values: dict[str, Any] = {}
+    problem = None
     for index, cell in enumerate(cells):
         name = columns[index] if index < len(columns) else ""
         if not name:
-            if not _is_blank(cell):
-                raise SheetError(f"cell {_letter(index)}{number} holds {str(cell)[:40]!r} but its "
-                                 "column has no name in the header row", path=path, row=number,
-                                 hint="name the column in the header row or delete the cell")
+            if not _is_blank(cell) and problem is None:
+                problem = SheetError(
+                    f"cell {_letter(index)}{number} holds {str(cell)[:40]!r} but its column has "
+                    "no name in the header row", path=path, row=number,
+                    hint="name the column in the header row or delete the cell")
             continue
+        if isinstance(cell, str) and "\x00" in cell and problem is None:
+            problem = SheetError("the cell holds a NUL byte", path=path, row=number, column=name,
+                                 hint="remove it; a file full of NUL bytes is usually UTF-16: "
+                                      "save the sheet as UTF-8 CSV")
         values[name] = convert(cell)
     for name in columns:
         if name and name not in values:
             values[name] = ""
-    return Row(number, values)
+    return Row(number, values, problem)
 
 
 # --- CSV -----------------------------------------------------------------------------------
@@ -254,11 +264,33 @@ def _xlsx_value(value: Any) -> Any:
     return value
 
 
+MAX_XLSX_EXPANDED = 2 * 1024**3
+MAX_XLSX_STRINGS = 256 * 1024**2
+
+
+def _refuse_bombs(path: Path) -> None:
+    """Refuse a workbook that would expand to gigabytes (a zip bomb) before reading it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise SheetError(f"not a readable Excel .xlsx workbook ({type(exc).__name__}: {exc})",
+                         path=path, hint="open it in a spreadsheet program and save it again "
+                                         "as .xlsx, or export it as .csv") from exc
+    total = sum(m.file_size for m in members)
+    strings = sum(m.file_size for m in members if m.filename.endswith("sharedStrings.xml"))
+    if total > MAX_XLSX_EXPANDED or strings > MAX_XLSX_STRINGS:
+        raise SheetError(f"the workbook would expand to {total / 1024**2:,.0f} MB, more than a "
+                         "recipient sheet can need; it may be a zip bomb", path=path,
+                         hint="export the sheet as .csv instead")
+
+
 def _open_xlsx(recipients: Recipients) -> Sheet:
     import openpyxl  # imported here: CSV-only campaigns never pay for it
     from openpyxl.utils.exceptions import InvalidFileException
 
     path = recipients.path
+    _refuse_bombs(path)
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, OSError,

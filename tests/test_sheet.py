@@ -81,11 +81,25 @@ def test_unbalanced_quotes_are_an_error(tmp_path: Path) -> None:
         'inside it doubled ("")')
 
 
-def test_cell_under_a_nameless_column_is_an_error(tmp_path: Path) -> None:
-    path = write_csv(tmp_path / "p.csv", [["email", "name"], ["a@x.org", "A", "stray"]])
-    assert error_of(path) == (f"{path}, row 2: cell C2 holds 'stray' but its column has no name "
-                              "in the header row; name the column in the header row or delete "
-                              "the cell")
+def test_cell_under_a_nameless_column_is_a_problem_of_its_row(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", [["email", "name"], ["a@x.org", "A", "stray"],
+                                          ["b@x.org", "B"]])
+    with open_sheet(Recipients(path=path)) as sheet:
+        first, second = list(sheet)
+    assert str(first.problem) == (f"{path}, row 2: cell C2 holds 'stray' but its column has no "
+                                  "name in the header row; name the column in the header row "
+                                  "or delete the cell")
+    assert second.problem is None and second.values == {"email": "b@x.org", "name": "B"}
+
+
+def test_nul_byte_is_a_problem_of_its_row(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"email,name\na@x.org,A\x00B\n")
+    with open_sheet(Recipients(path=path)) as sheet:
+        (row,) = list(sheet)
+    assert str(row.problem) == (f"{path}, row 2, column 'name': the cell holds a NUL byte; "
+                                "remove it; a file full of NUL bytes is usually UTF-16: save "
+                                "the sheet as UTF-8 CSV")
 
 
 def test_empty_file(tmp_path: Path) -> None:
