@@ -21,7 +21,9 @@ from email_validator import EmailNotValidError, validate_email
 from .campaign import AddressField
 
 _TOKEN = re.compile("\ue000(\\d+)\ue001")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# C0 controls (CR and LF inject header fields), and the bidirectional overrides that can
+# disguise an address or a subject. Tab is allowed.
+HEADER_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 
 
 class AddressProblem(ValueError):
@@ -107,7 +109,7 @@ MAX_NAME_CHARS = 1000
 
 
 def _check_text(text: str, source: str | None) -> str:
-    if _CONTROL.search(text):
+    if HEADER_CONTROL.search(text):
         raise AddressProblem("holds a line break or control character, which could inject "
                              "header fields", source)
     if len(text) > MAX_NAME_CHARS:

@@ -21,7 +21,8 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from . import css
-from .addresses import AddressProblem, AddressTemplate, compile_address_field, make_address_environment
+from .addresses import (HEADER_CONTROL, AddressProblem, AddressTemplate, compile_address_field,
+                        make_address_environment)
 from .assets import AssetProblem, FileCache, Part, embed_images, resolve_attachments, resolve_inside
 from .campaign import AddressField, Campaign
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
@@ -30,7 +31,6 @@ from .sheet import Row
 # Rows on which once-per-campaign CSS inlining is compared with per-message inlining.
 VERIFY_ROWS = 3
 CID_DOMAIN = "mailmerge"
-_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _URL_UNSAFE = re.compile(r"[\s<>,\"]")
 MAX_HEADER_CHARS = 1000
 _URL_ATTR = re.compile(r"""\b(href|src|action|formaction|background|xlink:href)\s*=\s*"""
@@ -276,7 +276,7 @@ class Renderer:
 
     def _header_value(self, template: jinja2.Template, ctx: Mapping[str, Any]) -> str:
         value = template.render(ctx).strip()
-        if _HEADER_CONTROL.search(value.replace("\t", " ")):
+        if HEADER_CONTROL.search(value):
             raise AddressProblem("holds a line break or control character, which could inject "
                                  "header fields", _source_value(ctx, value))
         if len(value) > MAX_HEADER_CHARS:
@@ -416,7 +416,7 @@ def _source_value(ctx: Mapping[str, Any], rendered: str) -> str | None:
     for value in row.values():
         text = str(value)
         if text and text.strip() and text.strip() in rendered:
-            if _HEADER_CONTROL.search(text.replace("\t", " ")) or _URL_UNSAFE.search(text):
+            if HEADER_CONTROL.search(text) or _URL_UNSAFE.search(text):
                 return text
     return None
 

@@ -1,0 +1,291 @@
+"""The hostile-input corpus: each case ends in one clear error or a correctly escaped message.
+
+Every case runs `mailmerge preview` and `mailmerge send` (against a real SMTP server): no
+traceback, no file outside the output folder, and no send at all while any row is bad.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from mailmerge import sheet as sheet_module
+from mailmerge.cli import cli
+
+from .conftest import SMTP_BLOCK, CampaignDir, content, parse, write_xlsx
+
+HTML = '<html><body><p>Hi {{ name }}</p><a href="https://acme.example/{{ token }}">x</a></body></html>'
+TEXT = "Hi {{ name }}\n"
+
+
+@dataclass
+class Case:
+    id: str
+    cells: dict[str, Any] = field(default_factory=dict)     # row values over the defaults
+    yaml: str = ""                                          # extra campaign lines
+    html: str = HTML
+    text: str | None = TEXT
+    setup: Callable[[CampaignDir], None] | None = None      # writes files, replaces the sheet
+    error: str | None = None                                # expected message (regex)
+    exit: int = 1
+    check: Callable[[list[Any]], None] | None = None        # on the parsed messages
+
+
+def cases() -> list[Case]:
+    out: list[Case] = []
+    for char, label in (("\r", "CR"), ("\n", "LF"), ("\x00", "NUL")):
+        bad = f"Zoë{char}Bcc: victim@evil.example"
+        control = "NUL byte" if char == "\x00" else "line break or control character"
+        out += [
+            Case(f"name-{label}", cells={"name": bad}, yaml='to: "{{ name }} <{{ email }}>"\n',
+                 error=control),
+            Case(f"subject-{label}", cells={"topic": bad}, yaml='subject: "{{ topic }}"\n',
+                 error=control),
+            Case(f"reply_to-{label}", cells={"reply": f"r@x.org{char}Bcc: v@evil.example"},
+                 yaml='reply_to: "{{ reply }}"\n', error=control),
+            Case(f"header-{label}", cells={"topic": bad}, yaml="headers: {X-Note: '{{ topic }}'}\n",
+                 error=control),
+        ]
+    out += [
+        Case("cc-LF", cells={"cc": "a@x.org\nBcc: v@evil.example"}, yaml='cc: "{{ cc }}"\n',
+             error="line break"),
+        Case("unsubscribe-CRLF", cells={"token": "abc\r\nBcc: v@evil.example"},
+             yaml='unsubscribe: "https://acme.example/u/{{ token }}"\n', error="line break"),
+        Case("from-CR", cells={"topic": "Acme\rBcc: v@evil.example"},
+             yaml='from: "{{ topic }} <news@acme.example>"\n', error="line break"),
+        # addresses that are not addresses
+        Case("addr-no-domain", cells={"email": "bob@"}, error="'bob@' is not a valid email address"),
+        Case("addr-two-ats", cells={"email": "a@@b.org"}, error="'a@@b.org' is not a valid"),
+        Case("addr-quoted-comma", cells={"email": '"a,b"@x.org'},
+             error=r"not a valid email address \(Quoting the part before the @-sign"),
+        Case("addr-two-in-brackets", cells={"email": "a@x.org, b@x.org"},
+             yaml='to: "{{ name }} <{{ email }}>"\n', error="not a valid email address"),
+        Case("addr-two-as-list", cells={"email": "a@x.org, b@x.org"},
+             check=lambda msgs: _assert_to(msgs, [("", "a@x.org"), ("", "b@x.org")])),
+        Case("addr-2000-local", cells={"email": "a" * 2000 + "@x.org"},
+             error="holds 2,006 characters"),
+        Case("addr-angle-in-name", cells={"name": "Evil <evil@attacker.example>"},
+             yaml='to: "{{ name }} <{{ email }}>"\n',
+             check=lambda msgs: _assert_to(msgs, [("Evil <evil@attacker.example>", "zoe@x.org")])),
+        # display names that are fine and must stay one name
+        Case("name-commas-quotes", cells={"name": 'Jones, "CJ", Jr.'},
+             yaml='to: "{{ name }} <{{ email }}>"\n',
+             check=lambda msgs: _assert_to(msgs, [('Jones, "CJ", Jr.', "zoe@x.org")])),
+        Case("name-emoji", cells={"name": "Zoë 🎉🦄"}, yaml='to: "{{ name }} <{{ email }}>"\n',
+             check=lambda msgs: _assert_to(msgs, [("Zoë 🎉🦄", "zoe@x.org")])),
+        Case("name-bidi-override", cells={"name": "\u202eZoë gpj.exe"},
+             yaml='to: "{{ name }} <{{ email }}>"\n', error="control character"),
+        Case("name-rtl", cells={"name": "שלום עולם"}, yaml='to: "{{ name }} <{{ email }}>"\n',
+             check=lambda msgs: _assert_to(msgs, [("שלום עולם", "zoe@x.org")])),
+        Case("name-arabic", cells={"name": "أميرة حداد"}, yaml='to: "{{ name }} <{{ email }}>"\n',
+             check=lambda msgs: _assert_to(msgs, [("أميرة حداد", "zoe@x.org")])),
+        # attachments from cells
+        Case("attach-dotdot", cells={"file": "../../../etc/passwd"}, yaml=_ATTACH,
+             error="points outside"),
+        Case("attach-absolute", cells={"file": "/etc/passwd"}, yaml=_ATTACH, error="points outside"),
+        Case("attach-symlink-out", cells={"file": "link.pdf"}, yaml=_ATTACH,
+             setup=lambda c: os.symlink("/etc/hostname", c.folder / "link.pdf"),
+             error="points outside"),
+        Case("attach-device", cells={"file": "zero.pdf"}, yaml=_ATTACH,
+             setup=lambda c: os.symlink("/dev/zero", c.folder / "zero.pdf"),
+             error="points outside"),
+        Case("attach-directory", cells={"file": "docs"}, yaml=_ATTACH,
+             setup=lambda c: (c.folder / "docs").mkdir(), error="is not a regular file"),
+        Case("attach-glob-thousands", cells={"file": "many/*"}, yaml=_ATTACH,
+             setup=_many_files, error="matches more than 100 files"),
+        # HTML from cells
+        Case("html-script", cells={"name": "<script>alert(1)</script>"},
+             check=lambda msgs: _assert_html(msgs, "&lt;script&gt;alert(1)&lt;/script&gt;",
+                                             "<script>alert(1)</script>")),
+        Case("html-attr-break", cells={"token": '" onmouseover="alert(1)'},
+             check=lambda msgs: _assert_html(msgs, "&#34; onmouseover=&#34;alert(1)", None)),
+        Case("html-javascript-link", cells={"link": "javascript:alert(1)"},
+             html='<a href="{{ link }}">x</a>', error="the HTML has a javascript: link"),
+        Case("html-javascript-obfuscated", cells={"link": " java\tscript:alert(1)"},
+             html='<a href="{{ link }}">x</a>', error="the HTML has a javascript: link"),
+        Case("jinja-in-cell", cells={"name": "{{ 7*7 }}{% for x in range(9**9) %}"},
+             check=lambda msgs: _assert_html(msgs, "{{ 7*7 }}{% for x in range(9**9) %}", "49")),
+        Case("sandbox", text="{{ ''.__class__.__mro__[1].__subclasses__() }}",
+             error="access to attribute '__class__' of 'str' object is unsafe"),
+        # spreadsheets
+        Case("xlsx-formula-cached", setup=lambda c: _xlsx_formula(c, "HYPERLINK(\"http://evil\",\"Zoë\")", "Zoë"),
+             check=lambda msgs: _assert_html(msgs, "Hi Zoë", "HYPERLINK")),
+        Case("xlsx-dde-formula", setup=lambda c: _xlsx_formula(c, "cmd|' /C calc'!A0", "0"),
+             check=lambda msgs: _assert_html(msgs, "Hi 0", "calc")),
+        Case("csv-formula-text", cells={"name": "=cmd|' /C calc'!A0"},
+             yaml='subject: "{{ name }}"\n', check=_assert_formula_kept_as_text),
+        Case("xlsx-truncated", setup=_truncated_xlsx, error="not a readable Excel .xlsx workbook"),
+        Case("xlsx-zip-bomb", setup=_zip_bomb, error="it may be a zip bomb"),
+        Case("csv-unbalanced-quotes", setup=lambda c: _raw_csv(c, b'email,name,token\nzoe@x.org,"Zo\n'),
+             error="malformed CSV: unexpected end of data"),
+        Case("csv-mixed-line-ends", setup=lambda c: _raw_csv(
+            c, b"email,name,token\r\nzoe@x.org,A,t\rbob@x.org,B,t\nli@x.org,C,t\r\n"),
+             check=lambda msgs: len(msgs) == 3 or pytest.fail("3 messages expected")),
+        Case("csv-nul-byte", setup=lambda c: _raw_csv(c, b"email,name,token\nzoe@x.org,Z\x00e,t\n"),
+             error="the cell holds a NUL byte"),
+        Case("csv-binary-garbage", setup=lambda c: _raw_csv(c, bytes(range(256)) * 40),
+             error="not valid UTF-8 text"),
+        Case("cell-10MB-body", cells={"name": "x" * 10_000_000}, text=None, yaml="subject: Hi\n",
+             check=lambda msgs: len(content(msgs[0], "html")) > 10_000_000
+             or pytest.fail("body lost")),
+        Case("cell-10MB-subject", cells={"topic": "y" * 10_000_000}, yaml='subject: "{{ topic }}"\n',
+             error="a header may hold at most 1,000"),
+        Case("columns-10000", setup=_wide_sheet, check=lambda msgs: len(msgs) == 1
+             or pytest.fail("one message expected")),
+        Case("header-only", setup=lambda c: _raw_csv(c, b"email,name,token\n"),
+             error="the sheet has a header row but no recipients below it"),
+        Case("empty-file", setup=lambda c: _raw_csv(c, b""), error="the sheet is empty"),
+        # campaign files
+        Case("yaml-alias-bomb", yaml=_ALIAS_BOMB, exit=2, error="YAML aliases"),
+        Case("yaml-python-object", yaml="headers: {X-A: !!python/object/apply:os.system [touch /tmp/pwned]}\n",
+             exit=2, error="could not determine a constructor"),
+        Case("yaml-duplicate-key", yaml='subject: "one"\nsubject: "two"\n', exit=2,
+             error="duplicate key 'subject'"),
+        Case("yaml-password", yaml="password: hunter2\n", exit=2,
+             error="`password` is not allowed; passwords never go in the campaign file"),
+        Case("key-path-traversal", cells={"id": "../../../../tmp/evil"},
+             yaml="recipients: {path: people.csv, key: id}\n",
+             check=lambda msgs: len(msgs) == 1 or pytest.fail("one message expected")),
+    ]
+    return out
+
+
+_ATTACH = "attachments: ['{{ file }}']\n"
+_ALIAS_BOMB = """\
+x-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+x-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+x-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+x-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+"""
+DEFAULT_ROW = {"email": "zoe@x.org", "name": "Zoë", "token": "t1", "topic": "News", "reply": "",
+               "cc": "", "file": "", "link": "https://acme.example", "id": "k1"}
+
+
+def _assert_to(msgs: list[Any], expected: list[tuple[str, str]]) -> None:
+    (msg,) = msgs
+    assert [(a.display_name, a.addr_spec) for a in msg["To"].addresses] == expected
+    assert len(msg.get_all("To")) == 1 and msg.get_all("Bcc") is None
+
+
+def _assert_html(msgs: list[Any], present: str, absent: str | None) -> None:
+    html = content(msgs[0], "html")
+    assert present in html, html[:500]
+    if absent is not None:
+        assert absent not in html
+
+
+def _assert_formula_kept_as_text(msgs: list[Any]) -> None:
+    assert msgs[0]["Subject"] == "=cmd|' /C calc'!A0"
+
+
+def _many_files(c: CampaignDir) -> None:
+    (c.folder / "many").mkdir()
+    for i in range(1500):
+        (c.folder / "many" / f"{i}.pdf").write_bytes(b"x")
+
+
+def _raw_csv(c: CampaignDir, data: bytes) -> None:
+    (c.folder / "people.csv").write_bytes(data)
+
+
+def _xlsx_formula(c: CampaignDir, formula: str, cached: str) -> None:
+    """A workbook whose name cell is a formula with a saved value, as Excel writes it."""
+    path = write_xlsx(c.folder / "people.xlsx", [["email", "name", "token"],
+                                                 ["zoe@x.org", "=" + formula, "t"]])
+    with zipfile.ZipFile(path) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    sheet, count = re.subn(r'<c r="B2"[^>]*><f>(.*?)</f><v\s*/?>(</v>)?</c>',
+                           lambda m: f'<c r="B2" t="str"><f>{m.group(1)}</f><v>{cached}</v></c>',
+                           sheet)
+    assert count == 1, sheet
+    parts["xl/worksheets/sheet1.xml"] = sheet.encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    _use_sheet(c, "people.xlsx")
+
+
+def _truncated_xlsx(c: CampaignDir) -> None:
+    good = write_xlsx(c.folder / "good.xlsx", [["email", "name", "token"], ["zoe@x.org", "Z", "t"]])
+    (c.folder / "people.xlsx").write_bytes(good.read_bytes()[:1500])
+    _use_sheet(c, "people.xlsx")
+
+
+def _zip_bomb(c: CampaignDir) -> None:
+    with zipfile.ZipFile(c.folder / "people.xlsx", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/worksheets/sheet1.xml", b"\0" * 20_000_000)
+    _use_sheet(c, "people.xlsx")
+
+
+def _wide_sheet(c: CampaignDir) -> None:
+    header = ["email", "name", "token"] + [f"c{i}" for i in range(10_000)]
+    c.csv([header, ["zoe@x.org", "Z", "t"] + ["v"] * 10_000])
+
+
+def _use_sheet(c: CampaignDir, name: str) -> None:
+    path = c.folder / "campaign.yaml"
+    path.write_text(path.read_text().replace("recipients: people.csv", f"recipients: {name}"))
+
+
+CASES = cases()
+
+
+def test_the_corpus_is_big_enough() -> None:
+    assert len(CASES) >= 40
+
+
+def build(basic, case: Case, port: int) -> CampaignDir:
+    row = {**DEFAULT_ROW, **case.cells}
+    c = basic(case.yaml + SMTP_BLOCK.format(port=port), html=case.html, text=case.text,
+              rows=[list(row), list(row.values())])
+    if case.setup:
+        case.setup(c)
+    return c
+
+
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_hostile_case(case: Case, basic, smtp_server, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sheet_module, "MAX_XLSX_EXPANDED", 10_000_000)
+    c = build(basic, case, smtp_server.port)
+    out = tmp_path / "out"
+    before = files_under(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(cli, ["preview", str(c.folder / "campaign.yaml"), "-o", str(out)],
+                           catch_exceptions=False)
+    assert "Traceback" not in result.output
+    created = {p for p in files_under(tmp_path) - before if not p.is_relative_to(out)}
+    assert created <= {c.folder / "people.csv"} | set(c.folder.glob("*.xlsx")), created
+    if case.error is not None:
+        assert result.exit_code == case.exit, result.output
+        assert re.search(case.error, result.output), result.output
+        assert not list(out.glob("*.eml")) if out.exists() else True
+    else:
+        assert result.exit_code == 0, result.output
+        emls = sorted(out.glob("*.eml"))
+        assert all(p.parent == out for p in out.rglob("*.eml"))
+        msgs = [parse(p.read_bytes()) for p in emls]
+        assert all(not m.defects for m in msgs)
+        assert case.check is not None
+        case.check(msgs)
+    sent = runner.invoke(cli, ["send", str(c.folder / "campaign.yaml"), "--yes", "-q"],
+                         catch_exceptions=False)
+    assert "Traceback" not in sent.output
+    if case.error is not None:
+        assert smtp_server.handler.received == []  # never a partial send
+        assert sent.exit_code == case.exit
+    else:
+        assert sent.exit_code == 0, sent.output
+        assert len(smtp_server.handler.received) == len(msgs)
