@@ -21,9 +21,11 @@ from email_validator import EmailNotValidError, validate_email
 from .campaign import AddressField
 
 _TOKEN = re.compile("\ue000(\\d+)\ue001")
-# C0 controls (CR and LF inject header fields), and the bidirectional overrides that can
-# disguise an address or a subject. Tab is allowed.
-HEADER_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+# C0 and C1 controls and Unicode line separators (CR, LF, NEL, U+2028 all end a header
+# line somewhere), and the bidirectional overrides that can disguise an address or a
+# subject. Tab is allowed.
+HEADER_CONTROL = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 class AddressProblem(ValueError):
