@@ -60,6 +60,9 @@ class Recorder:
             self.rcpt_seen[address] += 1
             seen = self.rcpt_seen[address]
         status = self.rcpt_rule(address, seen)
+        if status is not None and status.startswith("STALL "):  # reply late, then accept
+            await asyncio.sleep(float(status.split()[1]))
+            status = None
         if status is not None:
             return status
         envelope.rcpt_tos.append(address)

@@ -110,3 +110,31 @@ def test_starttls_required_but_not_offered(basic, smtp_server) -> None:
     result = CliRunner().invoke(cli, ["send", str(c.folder / "campaign.yaml"), "--yes"])
     assert result.exit_code == 2
     assert "does not offer STARTTLS" in result.output
+
+
+def test_the_password_appears_in_no_output_of_a_full_run(basic, ca: trustme.CA,
+                                                         tmp_path: Path) -> None:
+    server = Server(tls=server_context(ca), users={"news": SECRET})
+    runner = CliRunner()
+    env = {"MAILMERGE_SMTP_PASSWORD": SECRET}
+    try:
+        c = campaign(basic, ca, server.port, "starttls")
+        config = str(c.folder / "campaign.yaml")
+        runs = [
+            runner.invoke(cli, ["check", config], env=env),
+            runner.invoke(cli, ["preview", config, "-o", str(tmp_path / "out")], env=env),
+            runner.invoke(cli, ["send", config, "--yes"], env=env),
+            runner.invoke(cli, ["send", config, "--yes", "--to", "me@x.org"], env=env),
+            runner.invoke(cli, ["status", config, "--csv", str(tmp_path / "status.csv")], env=env),
+        ]
+        wrong = runner.invoke(cli, ["send", config, "--yes", "--restart"],
+                              env={"MAILMERGE_SMTP_PASSWORD": SECRET + "x"})
+    finally:
+        server.stop()
+    assert [r.exit_code for r in runs] == [0, 0, 0, 0, 0], [r.output for r in runs]
+    assert wrong.exit_code == 2
+    outputs = [r.output for r in [*runs, wrong]]
+    assert not [o for o in outputs if SECRET in o]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".eml" for p in files) and any(p.name.endswith(".sqlite") for p in files)
+    assert [p for p in files if SECRET.encode() in p.read_bytes()] == []

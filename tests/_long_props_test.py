@@ -1,0 +1,117 @@
+"""Property tests: arbitrary rows through render and build never give a broken message."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from email.header import decode_header, make_header
+
+import markupsafe
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from mailmerge import RowErrors, build_message, load_campaign
+from mailmerge.render import Renderer
+from mailmerge.sheet import Row
+
+from .conftest import content, parse
+
+CAMPAIGN = """\
+name: prop
+from: "Acme <news@acme.example>"
+to: "{{ name }} <{{ email }}>"
+cc: "{{ cc }}"
+subject: "{{ topic }}"
+headers: {X-Note: "{{ topic }}"}
+recipients: people.csv
+templates: {html: mail.html, text: mail.txt}
+"""
+# Problems a hostile row may legitimately cause; anything else is a bug.
+EXPECTED = ("line break or control character", "is not a valid email address",
+            "characters long; a header may hold", "a name or address may have at most",
+            "the subject is empty", "the message has no recipient")
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
+clean = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cf")), max_size=200)
+long_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=900, max_size=1500)
+local = st.from_regex(r"[a-z0-9]{1,10}([._+-][a-z0-9]{1,5}){0,2}", fullmatch=True)
+addresses = st.builds(lambda u, d: f"{u}@{d}.example", local,
+                      st.sampled_from(["acme", "xn--bcher-kva", "b-c"]))
+
+
+def display_name(data: bytes, parsed: str) -> str:
+    """The To display name as RFC 2047 6.2 reads it: white space between two encoded words
+    is dropped. (CPython's parser keeps it inside a phrase; mail clients do not.)"""
+    raw = email.message_from_bytes(data, policy=email.policy.compat32)["To"]
+    phrase = re.sub(r"\r?\n[ \t]", " ", str(raw))
+    phrase = phrase[:phrase.rindex("<")].strip() if "<" in phrase else ""
+    if "=?" not in phrase:
+        return parsed
+    return str(make_header(decode_header(phrase)))
+
+
+@pytest.fixture(scope="module")
+def renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
+    folder = tmp_path_factory.mktemp("prop")
+    (folder / "campaign.yaml").write_text(CAMPAIGN)
+    (folder / "mail.html").write_text("<html><body><p>{{ name }}</p><p>{{ body }}</p></body></html>")
+    (folder / "mail.txt").write_text("{{ name }}\n{{ body }}\n")
+    (folder / "people.csv").write_text("email,name,cc,topic,body\n")
+    return Renderer(load_campaign(folder / "campaign.yaml"), ("email", "name", "cc", "topic", "body"))
+
+
+@settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(email=st.one_of(addresses, addresses, addresses, text),
+       name=st.one_of(clean, clean, clean, text, long_text),
+       topic=st.one_of(clean.map("Re: ".__add__), text), body=st.one_of(text, long_text),
+       cc=st.one_of(st.just(""), addresses, st.lists(addresses, max_size=3).map(", ".join),
+                    text))
+def test_any_row_gives_a_clean_message_or_a_known_problem(renderer: Renderer, email: str,
+                                                          name: str, topic: str, body: str,
+                                                          cc: str) -> None:
+    row = Row(2, {"email": email, "name": name, "cc": cc, "topic": topic, "body": body})
+    try:
+        rendered = renderer.render(row)
+    except RowErrors as exc:
+        for error in exc.errors:
+            event("refused: " + next((t for t in EXPECTED if t in error.message), "?"))
+            assert any(text in error.message for text in EXPECTED), str(error)
+        return
+    event("message built")
+    built = build_message(rendered)
+    msg = parse(built.data)
+    assert not msg.defects and all(not part.defects for part in msg.walk())
+    names = sorted(k.lower() for k in msg.keys())
+    expected = ["content-type", "date", "from", "message-id", "mime-version", "subject", "to",
+                "x-note"] + (["cc"] if rendered.cc else [])
+    assert names == sorted(expected)
+    assert msg["Subject"] == topic.strip() == msg["X-Note"]
+    (to,) = msg["To"].addresses
+    assert display_name(built.data, to.display_name) == " ".join(name.split())
+    assert to.addr_spec.lower() == email.lower() or to.domain.startswith("xn--")
+    assert list(built.envelope_to) == list(dict.fromkeys(
+        a.addr_spec for a in (*rendered.to, *rendered.cc)))
+    assert all(len(line) <= 998 for line in built.data.split(b"\r\n"))
+    plain = content(msg, "plain")
+    html = content(msg, "html")
+    normal = body.replace("\r\n", "\n").replace("\r", "\n")
+    assert normal in plain
+    assert str(markupsafe.escape(normal)) in html
+
+
+@settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(email=addresses, name=clean, topic=clean.map("Re: ".__add__), body=st.one_of(text, long_text),
+       cc=st.lists(addresses, max_size=3).map(", ".join))
+def test_well_formed_rows_always_give_a_message(renderer: Renderer, email: str, name: str,
+                                                topic: str, body: str, cc: str) -> None:
+    row = Row(2, {"email": email, "name": name, "cc": cc, "topic": topic, "body": body})
+    rendered = renderer.render(row)
+    data = build_message(rendered).data
+    msg = parse(data)
+    assert not msg.defects and all(not part.defects for part in msg.walk())
+    parsed = msg["To"].addresses[0].display_name
+    assert display_name(data, parsed) == " ".join(name.split())
+    assert msg["Subject"] == topic.strip()
+    assert body.replace("\r\n", "\n").replace("\r", "\n") in content(msg, "plain")
