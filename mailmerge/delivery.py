@@ -301,12 +301,22 @@ class _Runner:
         return self.stop.is_set() or self.report.stopped is not None
 
     def _finish(self, workers: list[threading.Thread]) -> None:
-        while self.in_flight:
-            self._handle(self.results.get())
+        """Let the workers finish what they hold, then stop them; handle every result.
+
+        Counts nothing: an interrupt may have come between queueing a job and counting it.
+        """
         for _ in workers:
-            self.jobs.put(None)
-        for worker in workers:
-            worker.join()
+            while True:
+                try:
+                    self.jobs.put(None, timeout=0.05)
+                    break
+                except queue.Full:
+                    self._drain()
+        while any(worker.is_alive() for worker in workers) or not self.results.empty():
+            try:
+                self._handle(self.results.get(timeout=0.05))
+            except queue.Empty:
+                pass
 
     def _drain(self, until: float | None = None) -> None:
         """Handle results that are ready; with ``until``, wait for them up to that time."""
@@ -331,7 +341,6 @@ class _Runner:
         for job in self._jobs(select):
             if self._stopping():
                 continue
-            self.in_flight += 1
             self.started += 1
             while True:
                 try:
@@ -339,6 +348,7 @@ class _Runner:
                     break
                 except queue.Full:
                     self._drain()
+            self.in_flight += 1
             self._drain()
             if self._stopping():
                 break

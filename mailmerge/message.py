@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import email.policy
+import re
+from email import quoprimime
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
@@ -23,8 +25,72 @@ from email.utils import format_datetime, make_msgid
 from .assets import Part
 from .render import Rendered
 
-POLICY = email.policy.SMTP
-POLICY_UTF8 = email.policy.SMTPUTF8
+# Header values we encode ourselves (see _encoded_words) are written as they are.
+POLICY = email.policy.SMTP.clone(refold_source="none")
+POLICY_UTF8 = email.policy.SMTPUTF8.clone(refold_source="none")
+_WORD_LIMIT = 75  # RFC 2047: an encoded word is at most 75 characters
+_LINE_LIMIT = 78
+
+
+def _encoded_words(text: str, first_line_used: int) -> list[str]:
+    """``text`` as RFC 2047 Q-encoded words, one per line, every space inside a word.
+
+    The email package folds long non-ASCII headers at a space *between* two encoded
+    words, where RFC 2047 6.2 says readers drop it: names and subjects lost a space
+    (found by the property tests). Here a space always stays inside the encoded text.
+    """
+    words: list[str] = []
+    current = ""
+    budget = min(_WORD_LIMIT, _LINE_LIMIT - first_line_used)
+
+    def encoded(chunk: str) -> str:
+        return quoprimime.header_encode(chunk.encode("utf-8"), charset="utf-8")
+
+    for piece in re.split(r"(?<= )", text):
+        if len(encoded(current + piece)) <= budget:
+            current += piece
+            continue
+        for char in piece:  # start a new word; split inside a long word if it must
+            if current and len(encoded(current + char)) > budget:
+                words.append(encoded(current))
+                current, budget = "", _WORD_LIMIT
+            current += char
+    if current or not words:
+        words.append(encoded(current))
+    return words
+
+
+def _set_unstructured(msg: EmailMessage, name: str, value: str) -> None:
+    if value.isascii():
+        msg[name] = value
+    else:
+        msg.set_raw(name, "\n ".join(_encoded_words(value, len(name) + 2)))
+
+
+def _set_addresses(msg: EmailMessage, name: str, addresses: tuple[Address, ...]) -> None:
+    """An address header, non-ASCII names encoded with :func:`_encoded_words`."""
+    if all(a.display_name.isascii() for a in addresses):
+        msg[name] = addresses
+        return
+    lines: list[str] = []
+    used = len(name) + 2
+    for index, address in enumerate(addresses):
+        comma = "," if index < len(addresses) - 1 else ""
+        if not address.display_name:
+            parts = [address.addr_spec]
+        elif address.display_name.isascii():
+            parts = [str(Address(display_name=address.display_name, addr_spec=address.addr_spec))]
+        else:
+            parts = _encoded_words(address.display_name, used)
+            angle = f"<{address.addr_spec}>"
+            if len(parts[-1]) + 1 + len(angle) + len(comma) + 1 <= _LINE_LIMIT:
+                parts[-1] += " " + angle
+            else:
+                parts.append(angle)
+        parts[-1] += comma
+        lines += parts
+        used = 1
+    msg.set_raw(name, "\n ".join(lines))
 
 
 @dataclass(frozen=True)
@@ -100,16 +166,16 @@ def build_message(rendered: Rendered, *, message_id: str | None = None,
                   date: dt.datetime | None = None) -> Built:
     """Build the message for ``rendered``; Bcc recipients go only into the envelope."""
     msg = EmailMessage(policy=POLICY)
-    msg["From"] = rendered.from_
+    _set_addresses(msg, "From", rendered.from_)
     if rendered.sender is not None:
-        msg["Sender"] = rendered.sender
+        _set_addresses(msg, "Sender", (rendered.sender,))
     if rendered.reply_to:
-        msg["Reply-To"] = rendered.reply_to
+        _set_addresses(msg, "Reply-To", rendered.reply_to)
     if rendered.to:
-        msg["To"] = rendered.to
+        _set_addresses(msg, "To", rendered.to)
     if rendered.cc:
-        msg["Cc"] = rendered.cc
-    msg["Subject"] = rendered.subject
+        _set_addresses(msg, "Cc", rendered.cc)
+    _set_unstructured(msg, "Subject", rendered.subject)
     msg["Date"] = format_datetime(date or dt.datetime.now(dt.timezone.utc).astimezone())
     message_id = message_id or new_message_id(rendered)
     msg["Message-ID"] = message_id
@@ -119,7 +185,7 @@ def build_message(rendered: Rendered, *, message_id: str | None = None,
             msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     for name, value in rendered.headers:
         if value:
-            msg[name] = value
+            _set_unstructured(msg, name, value)
     msg["MIME-Version"] = "1.0"
     body = _body(rendered)
     for name, value in body.items():
