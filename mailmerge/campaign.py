@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -93,6 +93,7 @@ class Campaign:
     unsubscribe: str | None = None
     smtp: Smtp = field(default_factory=Smtp)
     journal: Path | None = None
+    where: str | None = None
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -105,7 +106,7 @@ class Campaign:
 
 _TOP_KEYS = {
     "name", "from", "sender", "reply_to", "to", "cc", "bcc", "subject", "templates",
-    "recipients", "attachments", "headers", "unsubscribe", "smtp", "journal",
+    "recipients", "attachments", "headers", "unsubscribe", "smtp", "journal", "where",
 }
 _TEMPLATE_KEYS = {"html", "text"}
 _RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
@@ -178,8 +179,8 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 class _Reader:
     """Typed access to a mapping from the YAML file, with errors that name key and line."""
 
-    def __init__(self, data: Any, path: Path, where: str, line: int | None) -> None:
-        self.data, self.path, self.where, self.line = data, path, where, line
+    def __init__(self, data: Any, path: Path, prefix: str, line: int | None) -> None:
+        self.data, self.path, self.prefix, self.line = data, path, prefix, line
 
     def error(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
         line = self.data.lines.get(key, self.line) if key is not None else self.line
@@ -188,18 +189,18 @@ class _Reader:
     def check_keys(self, allowed: set[str]) -> None:
         for key in self.data:
             if key == "password":
-                raise self.error(key, f"`{self.where}password` is not allowed", _PASSWORD_HINT)
+                raise self.error(key, f"`{self.prefix}password` is not allowed", _PASSWORD_HINT)
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
                 hint = f"did you mean `{close[0]}`?" if close else (
                     "known keys: " + ", ".join(sorted(allowed)))
-                raise self.error(key, f"unknown key `{self.where}{key}`", hint)
+                raise self.error(key, f"unknown key `{self.prefix}{key}`", hint)
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
             required: bool = False) -> Any:
         if key not in self.data or self.data[key] is None:
             if required:
-                raise self.error(None, f"missing required key `{self.where}{key}`",
+                raise self.error(None, f"missing required key `{self.prefix}{key}`",
                                  f"add `{key}:` to the campaign file")
             return default
         value = self.data[key]
@@ -211,7 +212,7 @@ class _Reader:
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             wanted = {"str": "a text", "int": "a whole number", "float": "a number",
                       "dict": "a mapping", "list": "a list"}.get(names, names)
-            raise self.error(key, f"`{self.where}{key}` must be {wanted}, "
+            raise self.error(key, f"`{self.prefix}{key}` must be {wanted}, "
                                   f"not {type(value).__name__} {value!r}")
         return value
 
@@ -219,7 +220,7 @@ class _Reader:
         value = self.get(key, dict)
         if value is None:
             return None
-        return _Reader(value, self.path, f"{self.where}{key}.", self.data.lines.get(key))
+        return _Reader(value, self.path, f"{self.prefix}{key}.", self.data.lines.get(key))
 
 
 def _address_field(reader: _Reader, key: str, default: AddressField = None) -> AddressField:
@@ -371,8 +372,24 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         unsubscribe=top.get("unsubscribe", str),
         smtp=smtp,
         journal=local(top.get("journal", str)) if top.get("journal", str) else None,
+        where=top.get("where", str),
         lines=dict(data.lines),
     )
+
+
+def where_expression(text: str) -> str:
+    """The Jinja expression of a `where:` filter; ``{{ ... }}`` around it is optional."""
+    text = text.strip()
+    match = re.fullmatch(r"\{\{(.*)\}\}", text, re.S)
+    return (match.group(1) if match else text).strip()
+
+
+def with_where(campaign: Campaign, extra: str | None) -> Campaign:
+    """The campaign with ``extra`` (from the command line) added to its `where:` filter."""
+    if not extra:
+        return campaign
+    parts = [where_expression(w) for w in (campaign.where, extra) if w]
+    return replace(campaign, where=" and ".join(f"({p})" for p in parts))
 
 
 def load_campaign(path: str | Path) -> Campaign:

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from .campaign import Campaign, Smtp, load_campaign
+from .campaign import Campaign, Smtp, load_campaign, with_where
 from .delivery import Event, SendOptions, SendPlan, SendReport, journal_path, prepare_send, send_test
 from .journal import Journal
 from .errors import ConfigError, MailmergeError
@@ -24,15 +24,25 @@ from .pipeline import Outcome, Report, check_campaign, preview_campaign
 
 EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+_OUT = click.option("-o", "--out", type=click.Path(file_okay=False),
+                    help="Folder for the .eml files. Default: out/<campaign name>/.")
+_LIMIT = click.option("-n", "--limit", type=click.IntRange(min=1),
+                      help="Only the first N rows.")
+_QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+_WHERE = click.option("-w", "--where", metavar="EXPRESSION",
+                      help="Only rows for which this Jinja expression is true, e.g. "
+                           "\"country == 'CN' and points|int > 100\" (added to the campaign's "
+                           "`where:`).")
+
 
 def _fail(exc: MailmergeError) -> None:
     click.echo(f"Error: {exc}", err=True)
     sys.exit(exc.exit_code)
 
 
-def _load(path: str) -> Campaign:
+def _load(path: str, where: str | None = None) -> Campaign:
     try:
-        return load_campaign(path)
+        return with_where(load_campaign(path), where)
     except MailmergeError as exc:
         _fail(exc)
         raise  # unreachable: _fail exits
@@ -99,6 +109,8 @@ def _finish(report: Report, verb: str) -> None:
         click.echo(f"Problems in {report.failed_rows} of {report.rows} rows:")
         _print_problems(report)
     summary = f"{report.rows} rows: {report.messages} messages {verb}"
+    if report.skipped:
+        summary += f", {report.skipped} rows skipped by `where`"
     if report.problems:
         summary += f", {report.failed_rows} rows with problems (fix them and run again)"
     click.echo(summary + ".")
@@ -121,8 +133,9 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("campaign", type=click.Path(dir_okay=False))
-@click.option("-q", "--quiet", is_flag=True, help="No progress line.")
-def check(campaign: str, quiet: bool) -> None:
+@_WHERE
+@_QUIET
+def check(campaign: str, where: str | None, quiet: bool) -> None:
     """Render every row without writing or sending, and list every problem.
 
     Each problem names the file, the row and the column or template line, and
@@ -133,7 +146,7 @@ def check(campaign: str, quiet: bool) -> None:
     Example:
       mailmerge check campaigns/invoices.yaml
     """
-    loaded = _load(campaign)
+    loaded = _load(campaign, where)
     try:
         report = check_campaign(loaded, progress=_progress(quiet))
     except MailmergeError as exc:
@@ -141,8 +154,9 @@ def check(campaign: str, quiet: bool) -> None:
     _finish(report, "ok")
 
 
-def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool) -> None:
-    loaded = _load(campaign)
+def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool,
+             where: str | None = None, open_: bool = False) -> None:
+    loaded = _load(campaign, where)
     try:
         report = preview_campaign(loaded, Path(out) if out else None, limit=limit,
                                   progress=_progress(quiet))
@@ -150,22 +164,21 @@ def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool) -> 
         _fail(exc)
     click.echo(f"Wrote {report.messages} .eml files, manifest.csv and index.html "
                f"to {report.folder}/")
+    if open_ and report.folder is not None:
+        click.launch((report.folder / "index.html").resolve().as_uri())
     _finish(report, "written")
 
-
-_OUT = click.option("-o", "--out", type=click.Path(file_okay=False),
-                    help="Folder for the .eml files. Default: out/<campaign name>/.")
-_LIMIT = click.option("-n", "--limit", type=click.IntRange(min=1),
-                      help="Only the first N rows.")
-_QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress line.")
 
 
 @cli.command()
 @click.argument("campaign", type=click.Path(dir_okay=False))
 @_OUT
 @_LIMIT
+@_WHERE
+@click.option("--open", "open_", is_flag=True, help="Open index.html in the web browser.")
 @_QUIET
-def preview(campaign: str, out: str | None, limit: int | None, quiet: bool) -> None:
+def preview(campaign: str, out: str | None, limit: int | None, where: str | None, open_: bool,
+            quiet: bool) -> None:
     """Dry run: write every message as an .eml file instead of sending it.
 
     Each file holds exactly the bytes that would go over SMTP and opens in any
@@ -176,10 +189,10 @@ def preview(campaign: str, out: str | None, limit: int | None, quiet: bool) -> N
 
     \b
     Example:
-      mailmerge preview campaigns/newsletter.yaml --limit 10
-      open out/newsletter/index.html
+      mailmerge preview campaigns/newsletter.yaml --limit 10 --open
+      mailmerge preview campaigns/newsletter.yaml --where "city == 'Zürich'"
     """
-    _preview(campaign, out, limit, quiet)
+    _preview(campaign, out, limit, quiet, where, open_)
 
 
 def _password(smtp: Smtp) -> str | None:
@@ -202,7 +215,8 @@ def _describe_plan(plan: SendPlan) -> None:
     campaign, counts = plan.campaign, plan.counts
     smtp = campaign.smtp
     click.echo(f"Campaign {campaign.name}: {plan.to_send} to send"
-               f" ({counts['sent']} already sent, {counts['failed']} failed earlier).")
+               f" ({counts['sent']} already sent, {counts['failed']} failed earlier"
+               + (f", {plan.skipped} rows skipped by `where`" if plan.skipped else "") + ").")
     click.echo(f"  Server: {smtp.host}:{smtp.effective_port} ({smtp.security}"
                + (f", as {smtp.username}" if smtp.username else "") + ")"
                + (f", {smtp.concurrency} connections" if smtp.concurrency > 1 else "")
@@ -219,7 +233,7 @@ def _describe_plan(plan: SendPlan) -> None:
             click.echo(f"    row {record.row}: {record.key}")
     if plan.removed:
         click.echo(f"  {len(plan.removed)} recipients in the journal are no longer in the sheet "
-                   "(they are left alone): "
+                   "or are left out by `where` (they are left alone): "
                    + ", ".join(r.key for r in plan.removed[:5])
                    + (" ..." if len(plan.removed) > 5 else ""))
 
@@ -272,10 +286,11 @@ def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
               help="Also resend recipients whose message was with the server when a run died.")
 @_OUT
 @_LIMIT
+@_WHERE
 @_QUIET
 def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tuple[int, ...],
          skip_invalid: bool, allow_changes: bool, restart: bool, resend_uncertain: bool,
-         out: str | None, limit: int | None, quiet: bool) -> None:
+         out: str | None, limit: int | None, where: str | None, quiet: bool) -> None:
     """Send the campaign over SMTP, resumably.
 
     Every row is checked first; nothing is sent while a row has problems. Each
@@ -298,9 +313,9 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
       mailmerge send campaigns/newsletter.yaml --dry-run --out /tmp/check
     """
     if dry_run:
-        _preview(campaign, out, limit, quiet)
+        _preview(campaign, out, limit, quiet, where)
         return
-    loaded = _load(campaign)
+    loaded = _load(campaign, where)
     if test_to:
         _send_test(loaded, test_to, set(row) or None, limit or 1)
         return

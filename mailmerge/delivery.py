@@ -94,6 +94,7 @@ class SendPlan:
         self.options, self.problems = options, problems
         self.uncertain, self.removed = uncertain, removed
         self.counts = journal.counts()
+        self.skipped = 0  # rows left out by the `where:` filter
 
     @property
     def to_send(self) -> int:
@@ -157,21 +158,27 @@ def prepare_send(campaign: Campaign, options: SendOptions = SendOptions()) -> Se
         if journal.meta("began") is None:
             journal.set_meta("began", format_time(time.time()))
         run = journal.begin_run()
-        problems = _validate(campaign, journal, run, options)
+        skipped: list[int] = []
+        problems = _validate(campaign, journal, run, options, skipped)
         uncertain = list(journal.records("sending"))
         removed = journal.removed(run)
     except BaseException:
         journal.close()
         raise
-    return SendPlan(campaign, journal, run, options, problems, uncertain, removed)
+    plan = SendPlan(campaign, journal, run, options, problems, uncertain, removed)
+    plan.skipped = len(skipped)
+    return plan
 
 
-def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptions
-              ) -> list[Outcome]:
+def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptions,
+              skipped: list[int]) -> list[Outcome]:
     """Render and build every row; note every good key in the journal (one transaction)."""
     problems: list[Outcome] = []
     with journal.batch():
         for outcome in iter_messages(campaign):
+            if outcome.skipped:
+                skipped.append(outcome.row)
+                continue
             if outcome.built is None:
                 problems.append(outcome)
                 continue
@@ -451,6 +458,8 @@ def send_test(campaign: Campaign, address: str, password: str | None, *,
     try:
         for outcome in iter_messages(campaign):
             if rows is not None and outcome.row not in rows:
+                continue
+            if outcome.skipped:
                 continue
             if outcome.built is None:
                 if rows is not None:

@@ -103,6 +103,8 @@ class EmlFolder:
     def write(self, outcome: Outcome) -> Path | None:
         """Write one outcome: a good one as .eml + preview page, a bad one as an index line."""
         assert self._index is not None
+        if outcome.skipped:
+            return None
         if outcome.built is None:
             problems = "<br>".join(html.escape(str(e)) for e in outcome.errors)
             self._index.write(f'<tr class="bad"><td>{outcome.row}</td>'

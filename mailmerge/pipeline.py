@@ -27,6 +27,7 @@ class Outcome:
     row: int
     built: Built | None = None
     errors: tuple[MailmergeError, ...] = ()
+    skipped: bool = False  # left out by the `where:` filter
 
     @property
     def ok(self) -> bool:
@@ -39,6 +40,7 @@ class Report:
 
     rows: int = 0
     messages: int = 0
+    skipped: int = 0
     problems: list[Outcome] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     folder: Path | None = None
@@ -70,6 +72,9 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
             for row in rows:
                 seen += 1
                 try:
+                    if not renderer.selects(row):
+                        yield Outcome(row.number, skipped=True)
+                        continue
                     rendered = renderer.render(row)
                 except RowErrors as exc:
                     yield Outcome(row.number, errors=tuple(exc.errors))
@@ -96,6 +101,8 @@ def _run(campaign: Campaign, limit: int | None, each: Callable[[Outcome], None])
         report.rows += 1
         if outcome.ok:
             report.messages += 1
+        elif outcome.skipped:
+            report.skipped += 1
         else:
             report.problems.append(outcome)
         each(outcome)

@@ -24,7 +24,7 @@ from . import css
 from .addresses import (HEADER_CONTROL, AddressProblem, AddressTemplate, compile_address_field,
                         make_address_environment)
 from .assets import AssetProblem, FileCache, Part, embed_images, resolve_attachments, resolve_inside
-from .campaign import AddressField, Campaign
+from .campaign import AddressField, Campaign, where_expression
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .sheet import Row
 
@@ -126,6 +126,7 @@ class Renderer:
         self.attachments = [self._compile("attachments", a) for a in campaign.attachments]
         self.unsubscribe = (self._compile("unsubscribe", campaign.unsubscribe)
                             if campaign.unsubscribe else None)
+        self.where = self._compile_where(campaign.where) if campaign.where else None
         self.text = self._load(campaign.text_template) if campaign.text_template else None
         self.html = self._load(campaign.html_template) if campaign.html_template else None
         self.fast_html: jinja2.Template | None = None
@@ -152,6 +153,21 @@ class Renderer:
             return compile_address_field(key, value, self.token_env, self.env)
         except jinja2.TemplateSyntaxError as exc:
             raise self._syntax_error(key, exc) from exc
+
+    def _compile_where(self, text: str) -> Callable[..., Any]:
+        try:
+            return self.env.compile_expression(where_expression(text), undefined_to_none=False)
+        except jinja2.TemplateSyntaxError as exc:
+            raise self._syntax_error("where", exc) from exc
+
+    def selects(self, row: Row) -> bool:
+        """Whether the `where:` filter keeps this row. Raises RowErrors when it fails."""
+        if self.where is None or row.problem is not None:
+            return True
+        try:
+            return bool(self.where(**self.context(row)))
+        except _RUNTIME_ERRORS as exc:
+            raise RowErrors(row.number, [self._template_error(row, exc, "where")]) from None
 
     def _load(self, path: Path) -> jinja2.Template:
         try:

@@ -182,3 +182,30 @@ def test_shipped_invoices_have_pdfs_and_cc(tmp_path: Path) -> None:
     assert next(msg.iter_attachments()).get_filename() == "INV-1002.pdf"
     carol = parse((tmp_path / "00002-INV-1001.eml").read_bytes())
     assert carol["To"].addresses[0].display_name == "Jones, Jr., Carol"
+
+
+WHERE_ROWS = [["email", "name", "country", "points"], ["a@x.org", "A", "CN", "5"],
+              ["b@x.org", "B", "DE", "50"], ["c@x.org", "C", "CN", "500"]]
+
+
+def test_where_in_the_campaign_and_on_the_command_line(basic, tmp_path: Path) -> None:
+    c = basic("where: \"{{ country == 'CN' }}\"\n", rows=WHERE_ROWS)
+    config = str(c.folder / "campaign.yaml")
+    result = run("check", config)
+    assert result.exit_code == 0
+    assert result.output == "3 rows: 2 messages ok, 1 rows skipped by `where`.\n"
+    result = run("preview", config, "-o", str(tmp_path / "o"), "--where", "points|int > 100")
+    assert result.exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.eml")) == ["00004-c@x.org.eml"]
+    assert "3 rows: 1 messages written, 2 rows skipped by `where`." in result.output
+
+
+def test_where_errors(basic) -> None:
+    c = basic("where: \"{{ contry == 'CN' }}\"\n", rows=WHERE_ROWS)
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 1
+    assert (f"{c.folder}/campaign.yaml, line 7: `where`: 'contry' is undefined; the sheet has "
+            "no column 'contry'") in result.output
+    result = run("check", str(c.folder / "campaign.yaml"), "--where", "country ==")
+    assert result.exit_code == 2
+    assert "`where` is not a valid template" in result.output

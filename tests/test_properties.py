@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
 import re
 from email.header import decode_header, make_header
 
@@ -33,6 +34,7 @@ EXPECTED = ("line break or control character", "is not a valid email address",
             "characters long; a header may hold", "a name or address may have at most",
             "the subject is empty", "the message has no recipient")
 
+EXAMPLES = int(os.environ.get("MAILMERGE_PROPERTY_EXAMPLES", 300))
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=200)
 clean = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Cf")), max_size=200)
 long_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=900, max_size=1500)
@@ -62,7 +64,7 @@ def renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
     return Renderer(load_campaign(folder / "campaign.yaml"), ("email", "name", "cc", "topic", "body"))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(email=st.one_of(addresses, addresses, addresses, text),
        name=st.one_of(clean, clean, clean, text, long_text),
        topic=st.one_of(clean.map("Re: ".__add__), text), body=st.one_of(text, long_text),
@@ -101,7 +103,7 @@ def test_any_row_gives_a_clean_message_or_a_known_problem(renderer: Renderer, em
     assert str(markupsafe.escape(normal)) in html
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(email=addresses, name=clean, topic=clean.map("Re: ".__add__), body=st.one_of(text, long_text),
        cc=st.lists(addresses, max_size=3).map(", ".join))
 def test_well_formed_rows_always_give_a_message(renderer: Renderer, email: str, name: str,

@@ -226,7 +226,8 @@ def test_new_and_removed_rows(basic, smtp_server) -> None:
     c.csv([PEOPLE[0], PEOPLE[2], PEOPLE[3]])  # p1, p2
     result = send(c)
     assert result.exit_code == 0
-    assert ("1 recipients in the journal are no longer in the sheet (they are left alone): "
+    assert ("1 recipients in the journal are no longer in the sheet or are left out by `where` "
+            "(they are left alone): "
             "p0@example.org") in result.output
     assert smtp_server.handler.by_recipient() == {f"p{i}@example.org": 1 for i in range(3)}
 
