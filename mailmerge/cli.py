@@ -19,6 +19,7 @@ import click
 from .campaign import Campaign, Smtp, load_campaign, with_where
 from .delivery import Event, SendOptions, SendPlan, SendReport, journal_path, prepare_send, send_test
 from .journal import Journal
+from .starter import create_campaign
 from .errors import ConfigError, MailmergeError
 from .pipeline import Outcome, Report, check_campaign, preview_campaign
 
@@ -195,6 +196,27 @@ def preview(campaign: str, out: str | None, limit: int | None, where: str | None
     _preview(campaign, out, limit, quiet, where, open_)
 
 
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+def init(folder: str) -> None:
+    """Create a working campaign to start from, in a new folder.
+
+    It holds campaign.yaml, a sheet (people.csv), HTML and text templates and a
+    logo; `preview` renders it at once. Existing files are never overwritten.
+
+    \b
+    Example:
+      mailmerge init demo && mailmerge preview demo/campaign.yaml --open
+    """
+    try:
+        written = create_campaign(Path(folder))
+    except MailmergeError as exc:
+        _fail(exc)
+    for path in written:
+        click.echo(f"  created {path}")
+    click.echo(f"Next: mailmerge preview {Path(folder) / 'campaign.yaml'} --open")
+
+
 def _password(smtp: Smtp) -> str | None:
     """The SMTP password: from the environment, else a prompt on a terminal."""
     if not smtp.username:
@@ -238,8 +260,24 @@ def _describe_plan(plan: SendPlan) -> None:
                    + (" ..." if len(plan.removed) > 5 else ""))
 
 
+def _fancy() -> bool:
+    """A live progress bar: on a terminal, unless NO_COLOR asks for plain output."""
+    return sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+
+
+def progress_line(done: dict[str, int], total: int, elapsed: float, width: int = 24) -> str:
+    """``[#####.....] 40/100  12.3/s  ETA 0:05  failed 1  deferred 2``."""
+    finished = done["sent"] + done["failed"]
+    filled = int(width * finished / total) if total else width
+    rate = done["sent"] / elapsed if elapsed > 0 else 0.0
+    left = max(total - finished, 0)
+    eta = f"{int(left / rate) // 60}:{int(left / rate) % 60:02d}" if rate > 0 else "?"
+    return (f"[{'#' * filled}{'.' * (width - filled)}] {finished}/{total}  {rate:.1f}/s  "
+            f"ETA {eta}  failed {done['failed']}  deferred {done['deferred']}")
+
+
 def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
-    tty = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+    fancy = _fancy()
     started = time.monotonic()
     done = {"sent": 0, "failed": 0, "deferred": 0}
 
@@ -248,13 +286,9 @@ def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
             done[event.kind] += 1
         if quiet:
             return
-        if tty:
-            elapsed = max(time.monotonic() - started, 1e-6)
-            rate = done["sent"] / elapsed
-            left = max(total - done["sent"] - done["failed"], 0)
-            eta = f"{left / rate:.0f}s" if rate > 0 else "?"
-            click.echo(f"\r  sent {done['sent']}/{total}  {rate:.1f}/s  ETA {eta}  "
-                       f"failed {done['failed']}  deferred {done['deferred']}   ",
+        if fancy:
+            line = progress_line(done, total, time.monotonic() - started)
+            click.echo("\r" + click.style(line, fg="red" if done["failed"] else "green") + "  ",
                        nl=False, err=True)
         elif event.kind == "retry-wait":
             click.echo(f"waiting {event.detail}s to retry deferred recipients", err=True)
@@ -348,17 +382,21 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
             sent = plan.run(password, events=_send_events(quiet, plan.to_send))
         except MailmergeError as exc:
             _fail(exc)
-    if sys.stderr.isatty() and not quiet:
+    if _fancy() and not quiet:
         click.echo("", err=True)
     _send_summary(sent, loaded)
 
 
 def _send_summary(report: SendReport, campaign: Campaign) -> None:
     counts = report.counts
-    click.echo(f"This run: {report.sent} sent, {report.failed} failed, {report.deferred} "
-               f"deferrals. Journal: {counts.get('sent', 0)} sent, "
-               f"{counts.get('deferred', 0) + counts.get('pending', 0)} waiting, "
-               f"{counts.get('failed', 0)} failed, {len(report.uncertain)} uncertain.")
+    rows = [("sent", report.sent, counts.get("sent", 0)),
+            ("failed", report.failed, counts.get("failed", 0)),
+            ("deferred", report.deferred, counts.get("deferred", 0)),
+            ("not yet sent", None, counts.get("pending", 0)),
+            ("uncertain", None, len(report.uncertain))]
+    click.echo(f"{'':14}{'this run':>10}{'in all':>10}")
+    for label, this_run, total in rows:
+        click.echo(f"{label:14}{'' if this_run is None else this_run:>10}{total:>10}")
     if report.uncertain:
         click.echo("Uncertain (may or may not have been delivered): "
                    + ", ".join(f"row {r.row} {r.key}" for r in report.uncertain[:10])

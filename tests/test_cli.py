@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -95,9 +96,16 @@ def test_preview_writes_eml_manifest_and_index(basic, tmp_path: Path) -> None:
     assert int(manifest[0]["size"]) == (out / files[0]).stat().st_size
     assert manifest[1]["message_id"] == msg["Message-ID"]
     index = (out / "index.html").read_text()
-    assert 'href="html/00002-zoe@example.org.html"' in index
-    assert "bad@" in index and 'class="bad"' in index
+    assert "const CHUNKS = 1, TOTAL = 3," in index
+    chunk = (out / "list" / "00000.js").read_text()
+    entries = json.loads(chunk[len("mm.add("):-len(");\n")])
+    assert [e["row"] for e in entries] == [2, 3, 4]
+    assert entries[0]["html"] == "html/00002-zoe@example.org.html"
+    assert entries[0]["text"] == "html/00002-zoe@example.org.txt"
+    assert entries[0]["to"] == "zoe@example.org" and entries[0]["subject"] == "Hi Zoë"
+    assert "'bad@' is not a valid email address" in entries[1]["error"]
     assert "Hello Zoë" in (out / "html" / "00002-zoe@example.org.html").read_text()
+    assert (out / "html" / "00002-zoe@example.org.txt").read_text() == "Hello Zoë\n"
 
 
 def test_preview_limit_and_rerun_clears_old_messages(basic, tmp_path: Path) -> None:
@@ -133,7 +141,7 @@ def test_send_dry_run_is_preview(basic, tmp_path: Path) -> None:
     assert len(list((tmp_path / "o").glob("*.eml"))) == 1
 
 
-@pytest.mark.parametrize("command", ["check", "preview", "send", "status"])
+@pytest.mark.parametrize("command", sorted(cli.commands))
 def test_every_command_has_help_with_an_example_and_is_in_the_readme(command: str) -> None:
     result = run(command, "--help")
     assert result.exit_code == 0
@@ -209,3 +217,20 @@ def test_where_errors(basic) -> None:
     result = run("check", str(c.folder / "campaign.yaml"), "--where", "country ==")
     assert result.exit_code == 2
     assert "`where` is not a valid template" in result.output
+
+
+def test_init_creates_a_campaign_that_previews(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("init", "demo")
+    assert result.exit_code == 0
+    assert "Next: mailmerge preview demo/campaign.yaml --open" in result.output
+    preview = run("preview", "demo/campaign.yaml")
+    assert preview.exit_code == 0, preview.output
+    emls = sorted((tmp_path / "out" / "demo").glob("*.eml"))
+    assert len(emls) == 3
+    msg = parse(emls[1].read_bytes())
+    assert msg["To"].addresses[0].display_name == "Jones, Carol"
+    assert tree(msg)[1][1][0] == "multipart/related"  # the logo is embedded
+    again = run("init", "demo")
+    assert again.exit_code == 2
+    assert "demo already exists and is not empty; choose a new name" in again.output

@@ -55,7 +55,12 @@ def test_sends_one_message_per_row_over_one_connection(basic, smtp_server) -> No
     journal = journal_rows(c)
     assert {v[0] for v in journal.values()} == {"sent"}
     assert journal["p0@example.org"][3] == first["Message-ID"]
-    assert "This run: 5 sent, 0 failed, 0 deferrals." in result.output
+    assert ("                this run    in all\n"
+            "sent                   5         5\n"
+            "failed                 0         0\n"
+            "deferred               0         0\n"
+            "not yet sent                     0\n"
+            "uncertain                        0\n") in result.output
     again = send(c)
     assert again.exit_code == 0 and "Nothing to send." in again.output
     assert len(smtp_server.handler.received) == 5
@@ -349,3 +354,12 @@ def test_uncertain_recipients_are_named_and_resent_only_on_request(basic, smtp_s
     delivered = [parse(r.content) for r in smtp_server.handler.received
                  if r.rcpt_tos == ["p1@example.org"]]
     assert [m["Message-ID"] for m in delivered] == ["<x@y>"]  # the first attempt's id
+
+
+def test_progress_line() -> None:
+    from mailmerge.cli import progress_line
+
+    assert progress_line({"sent": 30, "failed": 10, "deferred": 2}, 100, 10.0, width=10) == (
+        "[####......] 40/100  3.0/s  ETA 0:20  failed 10  deferred 2")
+    assert progress_line({"sent": 0, "failed": 0, "deferred": 0}, 0, 0.0, width=4) == (
+        "[####] 0/0  0.0/s  ETA ?  failed 0  deferred 0")

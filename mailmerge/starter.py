@@ -1,0 +1,31 @@
+"""``mailmerge init``: a small working campaign to start from."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+from .errors import ConfigError
+
+_FILES = ("campaign.yaml", "people.csv", "templates/mail.html", "templates/mail.txt",
+          "templates/logo.png")
+
+
+def create_campaign(folder: Path) -> list[Path]:
+    """Write a starter campaign into ``folder`` (new or empty). Never overwrites a file."""
+    name = re.sub(r"[^\w.-]+", "-", folder.resolve().name).strip("-.") or "campaign"
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ConfigError(f"{folder} already exists and is not empty",
+                          hint="choose a new name; init never overwrites files")
+    source = resources.files("mailmerge").joinpath("static/init")
+    written = []
+    for relative in _FILES:
+        data = source.joinpath(relative).read_bytes()
+        if relative == "campaign.yaml":
+            data = data.decode("utf-8").replace("__NAME__", name).encode("utf-8")
+        target = folder / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        written.append(target)
+    return written
