@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import webbrowser
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -166,7 +167,9 @@ def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool,
     click.echo(f"Wrote {report.messages} .eml files, manifest.csv and index.html "
                f"to {report.folder}/")
     if open_ and report.folder is not None:
-        click.launch((report.folder / "index.html").resolve().as_uri())
+        page = (report.folder / "index.html").resolve().as_uri()
+        if not webbrowser.open(page):
+            click.echo(f"No web browser was found; open {page} in one.")
     _finish(report, "written")
 
 
