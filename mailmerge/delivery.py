@@ -307,18 +307,22 @@ class _Runner:
     def _stopping(self) -> bool:
         return self.stop.is_set() or self.report.stopped is not None
 
+    def _put(self, job: _Job | None) -> None:
+        """Queue a job (or a worker's stop sentinel), handling results while the queue is full."""
+        while True:
+            try:
+                self.jobs.put(job, timeout=0.05)
+                return
+            except queue.Full:
+                self._drain()
+
     def _finish(self, workers: list[threading.Thread]) -> None:
         """Let the workers finish what they hold, then stop them; handle every result.
 
         Counts nothing: an interrupt may have come between queueing a job and counting it.
         """
         for _ in workers:
-            while True:
-                try:
-                    self.jobs.put(None, timeout=0.05)
-                    break
-                except queue.Full:
-                    self._drain()
+            self._put(None)
         while any(worker.is_alive() for worker in workers) or not self.results.empty():
             try:
                 self._handle(self.results.get(timeout=0.05))
@@ -349,12 +353,7 @@ class _Runner:
             if self._stopping():
                 continue
             self.started += 1
-            while True:
-                try:
-                    self.jobs.put(job, timeout=0.05)
-                    break
-                except queue.Full:
-                    self._drain()
+            self._put(job)
             self.in_flight += 1
             self._drain()
             if self._stopping():
