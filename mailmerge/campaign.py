@@ -31,7 +31,8 @@ RESERVED_HEADERS = frozenset(
     for h in (
         "From", "Sender", "Reply-To", "To", "Cc", "Bcc", "Subject", "Date", "Message-ID",
         "MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Content-Disposition",
-        "List-Unsubscribe", "List-Unsubscribe-Post", "Return-Path", "Received",
+        "List-Unsubscribe", "List-Unsubscribe-Post", "List-Id", "Return-Path", "Received",
+        "DKIM-Signature",
     )
 )
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
@@ -90,7 +91,9 @@ class Campaign:
     bcc: AddressField = None
     attachments: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
-    unsubscribe: str | None = None
+    unsubscribe: tuple[str, ...] = ()
+    list_id: str | None = None
+    transactional: bool = False
     smtp: Smtp = field(default_factory=Smtp)
     journal: Path | None = None
     where: str | None = None
@@ -107,6 +110,7 @@ class Campaign:
 _TOP_KEYS = {
     "name", "from", "sender", "reply_to", "to", "cc", "bcc", "subject", "templates",
     "recipients", "attachments", "headers", "unsubscribe", "smtp", "journal", "where",
+    "list_id", "transactional",
 }
 _TEMPLATE_KEYS = {"html", "text"}
 _RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
@@ -206,6 +210,8 @@ class _Reader:
         value = self.data[key]
         if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
+        if kind is bool and not isinstance(value, bool):
+            raise self.error(key, f"`{self.prefix}{key}` must be true or false, not {value!r}")
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -237,6 +243,33 @@ def _address_field(reader: _Reader, key: str, default: AddressField = None) -> A
                                'write e.g. `to: {name: "{{ name }}", address: "{{ email }}"}`')
         pairs.append((str(item.get("name") or ""), str(item["address"])))
     return tuple(pairs)
+
+
+def _unsubscribe(top: _Reader) -> tuple[str, ...]:
+    value = top.get("unsubscribe", (str, list), default=[])
+    links = [value] if isinstance(value, str) else value
+    if not all(isinstance(link, str) and link.strip() for link in links) or len(links) > 2:
+        raise top.error("unsubscribe", "`unsubscribe` must be a link, or a list of an https "
+                                       "link and a mailto: link",
+                        'write e.g. `unsubscribe: ["https://acme.example/u/{{ token }}", '
+                        '"mailto:unsubscribe@acme.example?subject={{ token }}"]`')
+    return tuple(links)
+
+
+def _list_id(top: _Reader) -> str | None:
+    value = top.get("list_id", str)
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(?:(.*?)\s*<([^<>\s]+)>|([^<>\s]+))\s*", value)
+    list_id = match and (match.group(2) or match.group(3))
+    if not list_id or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)+",
+                                       list_id):
+        raise top.error("list_id", f"`list_id` {value!r} is not like "
+                                   "\"Acme News <news.acme.example>\" (RFC 2919)",
+                        "use a dotted name under a domain you own")
+    assert match is not None
+    phrase = (match.group(1) or "").strip()
+    return f"{phrase} <{list_id}>" if phrase else f"<{list_id}>"
 
 
 def parse_campaign(text: str, path: Path) -> Campaign:
@@ -369,7 +402,9 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         recipients=recipients,
         attachments=tuple(attachments),
         headers=tuple(header_items),
-        unsubscribe=top.get("unsubscribe", str),
+        unsubscribe=_unsubscribe(top),
+        list_id=_list_id(top),
+        transactional=top.get("transactional", bool, default=False),
         smtp=smtp,
         journal=local(top.get("journal", str)) if top.get("journal", str) else None,
         where=top.get("where", str),

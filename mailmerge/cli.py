@@ -106,7 +106,10 @@ def _finish(report: Report, verb: str) -> None:
     if sys.stderr.isatty():
         click.echo("\r" + " " * 30 + "\r", nl=False, err=True)
     for notice in report.notices:
-        click.echo(f"Note: {notice}")
+        if notice.startswith("warning: "):
+            click.echo(f"Warning: {notice[len('warning: '):]}")
+        else:
+            click.echo(f"Note: {notice}")
     if report.problems:
         click.echo(f"Problems in {report.failed_rows} of {report.rows} rows:")
         _print_problems(report)

@@ -180,9 +180,11 @@ def build_message(rendered: Rendered, *, message_id: str | None = None,
     message_id = message_id or new_message_id(rendered)
     msg["Message-ID"] = message_id
     if rendered.unsubscribe:
-        msg["List-Unsubscribe"] = f"<{rendered.unsubscribe}>"
-        if rendered.unsubscribe.lower().startswith("https:"):
-            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        msg["List-Unsubscribe"] = ", ".join(f"<{link}>" for link in rendered.unsubscribe)
+        if any(link.lower().startswith("https:") for link in rendered.unsubscribe):
+            msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"  # RFC 8058
+    if rendered.list_id:
+        msg["List-Id"] = rendered.list_id
     for name, value in rendered.headers:
         if value:
             _set_unstructured(msg, name, value)

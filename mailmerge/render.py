@@ -60,7 +60,8 @@ class Rendered:
     images: tuple[Part, ...] = ()
     attachments: tuple[Part, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
-    unsubscribe: str | None = None
+    unsubscribe: tuple[str, ...] = ()
+    list_id: str | None = None
 
     @property
     def envelope_from(self) -> str:
@@ -124,8 +125,12 @@ class Renderer:
         self.headers = [(name, self._compile("headers", value))
                         for name, value in campaign.headers]
         self.attachments = [self._compile("attachments", a) for a in campaign.attachments]
-        self.unsubscribe = (self._compile("unsubscribe", campaign.unsubscribe)
-                            if campaign.unsubscribe else None)
+        self.unsubscribe = [self._compile("unsubscribe", u) for u in campaign.unsubscribe]
+        if not campaign.unsubscribe and not campaign.transactional:
+            self.notices.append(
+                "warning: no `unsubscribe:` link: Gmail and Yahoo junk or refuse bulk mail without "
+                "one-click unsubscribe; add one, or set `transactional: true` for invoices, "
+                "receipts and other one-to-one mail")
         self.where = self._compile_where(campaign.where) if campaign.where else None
         self.text = self._load(campaign.text_template) if campaign.text_template else None
         self.html = self._load(campaign.html_template) if campaign.html_template else None
@@ -232,8 +237,10 @@ class Renderer:
                 errors.append(self._template_error(row, exc, key))
             return default
 
-        unsubscribe = attempt("unsubscribe", lambda: self._render_unsubscribe(ctx, row), None)
-        ctx["unsubscribe_url"] = unsubscribe or ""
+        unsubscribe: tuple[str, ...] = tuple(attempt(
+            "unsubscribe", lambda: self._render_unsubscribe(ctx, row), []))
+        ctx["unsubscribe_url"] = next((u for u in unsubscribe if u.lower().startswith("http")),
+                                      unsubscribe[0] if unsubscribe else "")
         addresses: dict[str, tuple[Address, ...]] = {
             key: tuple(attempt(key, partial(_render_addresses, tpl, ctx), []))
             for key, tpl in self.address_fields.items()}
@@ -272,7 +279,8 @@ class Renderer:
             row=row.number, key=key, from_=from_, sender=sender[0] if sender else None,
             reply_to=addresses["reply_to"], to=addresses["to"], cc=addresses["cc"],
             bcc=addresses["bcc"], subject=subject, text=text, html=html, images=tuple(images),
-            attachments=tuple(attachments), headers=headers, unsubscribe=unsubscribe)
+            attachments=tuple(attachments), headers=headers, unsubscribe=unsubscribe,
+            list_id=self.campaign.list_id)
 
     def _check_addresses(self, addresses: dict[str, tuple[Address, ...]]
                          ) -> tuple[str, str, str] | None:
@@ -300,20 +308,21 @@ class Renderer:
                                  f"most {MAX_HEADER_CHARS:,}", _longest_value(ctx, value))
         return value
 
-    def _render_unsubscribe(self, ctx: Mapping[str, Any], row: Row) -> str | None:
-        if self.unsubscribe is None:
-            return None
-        url = self._header_value(self.unsubscribe, ctx)
-        if not url:
-            return None
-        if not re.match(r"^(https?|mailto):", url, re.I):
-            raise AddressProblem(f"the unsubscribe link {url[:80]!r} must start with https://, "
-                                 "http:// or mailto:", _source_value(ctx, url))
-        if _URL_UNSAFE.search(url):
-            raise AddressProblem(f"the unsubscribe link {url[:80]!r} holds spaces, quotes, "
-                                 "commas or angle brackets; use {{ value|urlencode }}",
-                                 _source_value(ctx, url))
-        return url
+    def _render_unsubscribe(self, ctx: Mapping[str, Any], row: Row) -> list[str]:
+        links = []
+        for template in self.unsubscribe:
+            url = self._header_value(template, ctx)
+            if not url:
+                continue
+            if not re.match(r"^(https?|mailto):", url, re.I):
+                raise AddressProblem(f"the unsubscribe link {url[:80]!r} must start with "
+                                     "https://, http:// or mailto:", _source_value(ctx, url))
+            if _URL_UNSAFE.search(url):
+                raise AddressProblem(f"the unsubscribe link {url[:80]!r} holds spaces, quotes, "
+                                     "commas or angle brackets; use {{ value|urlencode }}",
+                                     _source_value(ctx, url))
+            links.append(url)
+        return links
 
     def _render_html(self, ctx: Mapping[str, Any], row: Row) -> tuple[str | None, list[Part]]:
         assert self.html is not None

@@ -133,10 +133,12 @@ def basic(cdir: CampaignDir) -> Callable[..., CampaignDir]:
         blocks = {"name": "name: test", "from": 'from: "Acme <news@acme.example>"',
                   "subject": 'subject: "Hi {{ name }}"', "recipients": "recipients: people.csv",
                   "templates": "\n".join(["templates:", *templates])}
-        for line in body.splitlines():
-            if line and not line[0].isspace():
-                blocks.pop(line.split(":")[0], None)
+        given = {line.split(":")[0] for line in body.splitlines() if line and not line[0].isspace()}
+        for key in given:
+            blocks.pop(key, None)
         lines = list(blocks.values())
+        if "transactional" not in given and "unsubscribe" not in given:
+            body += "\ntransactional: true\n"  # last, so that line numbers stay put
         cdir.yaml("\n".join(lines) + "\n" + body)
         return cdir
 

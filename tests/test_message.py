@@ -262,3 +262,52 @@ def test_long_non_ascii_names_and_subjects_keep_every_space(basic, seed: int) ->
                                                               "boss@acme.example"]
         assert max(len(line) for line in built.data.split(b"\r\n")) <= 78
         assert not msg.defects
+
+
+def test_unsubscribe_https_and_mailto_with_list_id(basic) -> None:
+    c = basic('unsubscribe: ["https://acme.example/u/{{ name|urlencode }}", '
+              '"mailto:leave@acme.example?subject=leave-{{ name|urlencode }}"]\n'
+              'list_id: "Acme News <news.acme.example>"\n',
+              html="<a href='{{ unsubscribe_url }}'>leave</a>")
+    (built, msg), = c.messages()
+    assert msg["List-Unsubscribe"] == ("<https://acme.example/u/Zo%C3%AB>, "
+                                       "<mailto:leave@acme.example?subject=leave-Zo%C3%AB>")
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["List-Id"] == "Acme News <news.acme.example>"
+    assert "href='https://acme.example/u/Zo%C3%AB'" in content(msg, "html")
+
+
+def test_mailto_only_unsubscribe_has_no_one_click_post(basic) -> None:
+    c = basic('unsubscribe: "mailto:leave@acme.example"\n')
+    (built, msg), = c.messages()
+    assert msg["List-Unsubscribe"] == "<mailto:leave@acme.example>"
+    assert msg.get("List-Unsubscribe-Post") is None
+
+
+def test_check_warns_without_unsubscribe_unless_transactional(basic) -> None:
+    from click.testing import CliRunner
+
+    from mailmerge.cli import cli
+
+    c = basic("transactional: false\n")
+    result = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml")])
+    assert result.exit_code == 0
+    assert result.output.startswith("Warning: no `unsubscribe:` link: Gmail and Yahoo junk or "
+                                    "refuse bulk mail without one-click unsubscribe")
+    c = basic("transactional: true\n")
+    result = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml")])
+    assert "Warning" not in result.output
+
+
+@pytest.mark.parametrize("line, message", [
+    ('list_id: "no dots"\n', "`list_id` 'no dots' is not like"),
+    ("unsubscribe: [a, b, c]\n", "`unsubscribe` must be a link, or a list of an https link"),
+    ("transactional: maybe\n", "`transactional` must be true or false, not 'maybe'"),
+])
+def test_deliverability_keys_are_checked(basic, line: str, message: str) -> None:
+    from mailmerge import ConfigError, load_campaign
+
+    c = basic(line)
+    with pytest.raises(ConfigError) as info:
+        load_campaign(c.folder / "campaign.yaml")
+    assert message in str(info.value)
