@@ -94,6 +94,7 @@ class Campaign:
     unsubscribe: tuple[str, ...] = ()
     list_id: str | None = None
     transactional: bool = False
+    suppress: tuple[Path, ...] = ()
     smtp: Smtp = field(default_factory=Smtp)
     journal: Path | None = None
     where: str | None = None
@@ -110,7 +111,7 @@ class Campaign:
 _TOP_KEYS = {
     "name", "from", "sender", "reply_to", "to", "cc", "bcc", "subject", "templates",
     "recipients", "attachments", "headers", "unsubscribe", "smtp", "journal", "where",
-    "list_id", "transactional",
+    "list_id", "transactional", "suppress",
 }
 _TEMPLATE_KEYS = {"html", "text"}
 _RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
@@ -243,6 +244,14 @@ def _address_field(reader: _Reader, key: str, default: AddressField = None) -> A
                                'write e.g. `to: {name: "{{ name }}", address: "{{ email }}"}`')
         pairs.append((str(item.get("name") or ""), str(item["address"])))
     return tuple(pairs)
+
+
+def _paths(top: _Reader, key: str) -> list[str]:
+    value = top.get(key, (str, list), default=[])
+    paths = [value] if isinstance(value, str) else value
+    if not all(isinstance(p, str) and p.strip() for p in paths):
+        raise top.error(key, f"`{key}` must be a file name or a list of them")
+    return paths
 
 
 def _unsubscribe(top: _Reader) -> tuple[str, ...]:
@@ -405,6 +414,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         unsubscribe=_unsubscribe(top),
         list_id=_list_id(top),
         transactional=top.get("transactional", bool, default=False),
+        suppress=tuple(local(p) for p in _paths(top, "suppress")),
         smtp=smtp,
         journal=local(top.get("journal", str)) if top.get("journal", str) else None,
         where=top.get("where", str),

@@ -116,6 +116,8 @@ def _finish(report: Report, verb: str) -> None:
     summary = f"{report.rows} rows: {report.messages} messages {verb}"
     if report.skipped:
         summary += f", {report.skipped} rows skipped by `where`"
+    if report.suppressed:
+        summary += f", {report.suppressed} suppressed"
     if report.problems:
         summary += f", {report.failed_rows} rows with problems (fix them and run again)"
     click.echo(summary + ".")
@@ -244,7 +246,8 @@ def _describe_plan(plan: SendPlan) -> None:
     smtp = campaign.smtp
     click.echo(f"Campaign {campaign.name}: {plan.to_send} to send"
                f" ({counts['sent']} already sent, {counts['failed']} failed earlier"
-               + (f", {plan.skipped} rows skipped by `where`" if plan.skipped else "") + ").")
+               + (f", {plan.skipped} rows skipped by `where` or suppressed" if plan.skipped
+                  else "") + ").")
     click.echo(f"  Server: {smtp.host}:{smtp.effective_port} ({smtp.security}"
                + (f", as {smtp.username}" if smtp.username else "") + ")"
                + (f", {smtp.concurrency} connections" if smtp.concurrency > 1 else "")

@@ -94,7 +94,7 @@ class SendPlan:
         self.options, self.problems = options, problems
         self.uncertain, self.removed = uncertain, removed
         self.counts = journal.counts()
-        self.skipped = 0  # rows left out by the `where:` filter
+        self.skipped = 0  # rows left out by the `where:` filter or suppressed
 
     @property
     def to_send(self) -> int:
@@ -176,6 +176,12 @@ def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptio
     problems: list[Outcome] = []
     with journal.batch():
         for outcome in iter_messages(campaign):
+            if outcome.skip == "suppressed" and outcome.key is not None:
+                record = journal.see(outcome.key, outcome.row, run)
+                if record is None or record.state in ("pending", "deferred"):
+                    journal.mark(outcome.key, "skipped", "suppressed: on a suppression list")
+                skipped.append(outcome.row)
+                continue
             if outcome.skipped:
                 skipped.append(outcome.row)
                 continue

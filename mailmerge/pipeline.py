@@ -16,7 +16,7 @@ from .campaign import Campaign
 from .errors import MailmergeError, RowErrors, SheetError
 from .message import Built, build_message
 from .output import EmlFolder
-from .render import Rendered, Renderer
+from .render import Rendered, Renderer, Suppressed
 from .sheet import open_sheet
 
 
@@ -27,7 +27,12 @@ class Outcome:
     row: int
     built: Built | None = None
     errors: tuple[MailmergeError, ...] = ()
-    skipped: bool = False  # left out by the `where:` filter
+    skip: str | None = None  # "where" (left out by the filter) or "suppressed"
+    key: str | None = None  # known for suppressed rows
+
+    @property
+    def skipped(self) -> bool:
+        return self.skip is not None
 
     @property
     def ok(self) -> bool:
@@ -41,6 +46,7 @@ class Report:
     rows: int = 0
     messages: int = 0
     skipped: int = 0
+    suppressed: int = 0
     problems: list[Outcome] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     folder: Path | None = None
@@ -73,9 +79,12 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
                 seen += 1
                 try:
                     if not renderer.selects(row):
-                        yield Outcome(row.number, skipped=True)
+                        yield Outcome(row.number, skip="where")
                         continue
                     rendered = renderer.render(row)
+                except Suppressed as exc:
+                    yield Outcome(row.number, skip="suppressed", key=exc.key)
+                    continue
                 except RowErrors as exc:
                     yield Outcome(row.number, errors=tuple(exc.errors))
                     continue
@@ -101,6 +110,8 @@ def _run(campaign: Campaign, limit: int | None, each: Callable[[Outcome], None])
         report.rows += 1
         if outcome.ok:
             report.messages += 1
+        elif outcome.skip == "suppressed":
+            report.suppressed += 1
         elif outcome.skipped:
             report.skipped += 1
         else:

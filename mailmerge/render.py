@@ -27,6 +27,7 @@ from .assets import AssetProblem, FileCache, Part, embed_images, resolve_attachm
 from .campaign import AddressField, Campaign, where_expression
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .sheet import Row
+from .suppress import load_suppressions, normal
 
 # Rows on which once-per-campaign CSS inlining is compared with per-message inlining.
 VERIFY_ROWS = 3
@@ -40,6 +41,14 @@ _SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|livescript):", re.I)
 _RUNTIME_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError,
                    LookupError, AttributeError)
 T = TypeVar("T")
+
+
+class Suppressed(Exception):
+    """The row's recipient is on a suppression list: it is not to be mailed."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,7 @@ class Renderer:
                 "one-click unsubscribe; add one, or set `transactional: true` for invoices, "
                 "receipts and other one-to-one mail")
         self.where = self._compile_where(campaign.where) if campaign.where else None
+        self.suppressed = load_suppressions(campaign.suppress)
         self.text = self._load(campaign.text_template) if campaign.text_template else None
         self.html = self._load(campaign.html_template) if campaign.html_template else None
         self.fast_html: jinja2.Template | None = None
@@ -263,6 +273,8 @@ class Renderer:
         for tpl in self.attachments:
             attachments += attempt("attachments", partial(self._render_attachment, tpl, ctx), [])
 
+        if self.suppressed and not errors:
+            addresses = self._suppress(addresses, row)
         from_, sender = addresses["from"], addresses["sender"]
         if not errors:
             problem = self._check_addresses(addresses)
@@ -281,6 +293,21 @@ class Renderer:
             bcc=addresses["bcc"], subject=subject, text=text, html=html, images=tuple(images),
             attachments=tuple(attachments), headers=headers, unsubscribe=unsubscribe,
             list_id=self.campaign.list_id)
+
+    def _suppress(self, addresses: dict[str, tuple[Address, ...]], row: Row
+                  ) -> dict[str, tuple[Address, ...]]:
+        """Leave suppressed addresses out of Cc and Bcc; a suppressed To skips the row."""
+        def allowed(address: Address) -> bool:
+            return normal(address.addr_spec) not in self.suppressed
+
+        kept = {**addresses, **{key: tuple(filter(allowed, addresses[key])) for key in ("cc", "bcc")}}
+        recipients = kept["to"] + kept["cc"] + kept["bcc"]
+        if not all(allowed(a) for a in kept["to"]) or not recipients:
+            column = self.campaign.recipients.key
+            first = (addresses["to"] + addresses["cc"] + addresses["bcc"])
+            raise Suppressed(str(row.values[column]) if column else
+                             (first[0].addr_spec if first else f"row {row.number}"))
+        return kept
 
     def _check_addresses(self, addresses: dict[str, tuple[Address, ...]]
                          ) -> tuple[str, str, str] | None:

@@ -363,3 +363,30 @@ def test_progress_line() -> None:
         "[####......] 40/100  3.0/s  ETA 0:20  failed 10  deferred 2")
     assert progress_line({"sent": 0, "failed": 0, "deferred": 0}, 0, 0.0, width=4) == (
         "[####] 0/0  0.0/s  ETA ?  failed 0  deferred 0")
+
+
+def test_suppressed_recipients_are_skipped_and_reported(basic, smtp_server) -> None:
+    rows = [["email", "name", "cc"], ["p0@example.org", "A", "boss@example.org, ok@example.org"],
+            ["P1@Example.ORG", "B", ""], ["p2@example.org", "C", ""]]
+    c = make(basic, smtp_server, rows=rows, extra="cc: '{{ cc }}'\nsuppress: [bounces.csv, unsubscribed.txt]\n")
+    (c.folder / "bounces.csv").write_text("Email,reason\nboss@example.org,hard bounce\n")
+    (c.folder / "unsubscribed.txt").write_text("# unsubscribed\np1@example.org\n\n")
+    check = run("check", str(c.folder / "campaign.yaml"))
+    assert check.exit_code == 0
+    assert check.output.endswith("3 rows: 2 messages ok, 1 suppressed.\n")
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert [r.rcpt_tos for r in smtp_server.handler.received] == [
+        ["p0@example.org", "ok@example.org"], ["p2@example.org"]]
+    assert parse(smtp_server.handler.received[0].content)["Cc"] == "ok@example.org"
+    journal = journal_rows(c)
+    assert journal["P1@example.org"][:3] == ("skipped", 0, "suppressed: on a suppression list")
+    status = run("status", str(c.folder / "campaign.yaml"))
+    assert "sent 2" in status.output and "skipped 1" in status.output
+
+
+def test_missing_suppression_list_is_a_configuration_error(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, extra="suppress: nope.txt\n")
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 2
+    assert "the suppression list" in result.output and "nope.txt does not exist" in result.output
