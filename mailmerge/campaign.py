@@ -74,6 +74,15 @@ class Smtp:
 
 
 @dataclass(frozen=True)
+class Dkim:
+    """How to sign: the signing domain (d=), the selector (s=) and the private key file."""
+
+    domain: str
+    selector: str
+    key_file: Path
+
+
+@dataclass(frozen=True)
 class Campaign:
     """Everything one campaign file says, with paths resolved against its folder."""
 
@@ -95,6 +104,7 @@ class Campaign:
     list_id: str | None = None
     transactional: bool = False
     suppress: tuple[Path, ...] = ()
+    dkim: Dkim | None = None
     smtp: Smtp = field(default_factory=Smtp)
     journal: Path | None = None
     where: str | None = None
@@ -111,7 +121,7 @@ class Campaign:
 _TOP_KEYS = {
     "name", "from", "sender", "reply_to", "to", "cc", "bcc", "subject", "templates",
     "recipients", "attachments", "headers", "unsubscribe", "smtp", "journal", "where",
-    "list_id", "transactional", "suppress",
+    "list_id", "transactional", "suppress", "dkim",
 }
 _TEMPLATE_KEYS = {"html", "text"}
 _RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
@@ -252,6 +262,20 @@ def _paths(top: _Reader, key: str) -> list[str]:
     if not all(isinstance(p, str) and p.strip() for p in paths):
         raise top.error(key, f"`{key}` must be a file name or a list of them")
     return paths
+
+
+def _dkim(top: _Reader, local: Any) -> Dkim | None:
+    reader = top.sub("dkim")
+    if reader is None:
+        return None
+    reader.check_keys({"domain", "selector", "key_file"})
+    domain = reader.get("domain", str, required=True)
+    selector = reader.get("selector", str, required=True)
+    for key, value in (("domain", domain), ("selector", selector)):
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*",
+                            value):
+            raise reader.error(key, f"`dkim.{key}` {value!r} is not a DNS name")
+    return Dkim(domain.lower(), selector, local(reader.get("key_file", str, required=True)))
 
 
 def _unsubscribe(top: _Reader) -> tuple[str, ...]:
@@ -415,6 +439,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         list_id=_list_id(top),
         transactional=top.get("transactional", bool, default=False),
         suppress=tuple(local(p) for p in _paths(top, "suppress")),
+        dkim=_dkim(top, local),
         smtp=smtp,
         journal=local(top.get("journal", str)) if top.get("journal", str) else None,
         where=top.get("where", str),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .campaign import Campaign
@@ -92,6 +92,8 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
                     continue
                 built = build_message(rendered,
                                       message_id=message_id(rendered) if message_id else None)
+                if renderer.signer is not None:
+                    built = replace(built, data=renderer.signer.sign(built.data))
                 yield Outcome(row.number, built=built)
         except SheetError as exc:
             yield Outcome(exc.row or 0, errors=(exc,))

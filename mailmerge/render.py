@@ -27,6 +27,7 @@ from .assets import AssetProblem, FileCache, Part, embed_images, resolve_attachm
 from .campaign import AddressField, Campaign, where_expression
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .sheet import Row
+from .signing import load_signer
 from .suppress import load_suppressions, normal
 
 # Rows on which once-per-campaign CSS inlining is compared with per-message inlining.
@@ -142,6 +143,12 @@ class Renderer:
                 "receipts and other one-to-one mail")
         self.where = self._compile_where(campaign.where) if campaign.where else None
         self.suppressed = load_suppressions(campaign.suppress)
+        self.signer = None
+        if campaign.dkim is not None:
+            self.signer = load_signer(campaign.dkim.domain, campaign.dkim.selector,
+                                      campaign.dkim.key_file, campaign.path,
+                                      campaign.line_of("dkim"))
+        self._dkim_checked = False
         self.text = self._load(campaign.text_template) if campaign.text_template else None
         self.html = self._load(campaign.html_template) if campaign.html_template else None
         self.fast_html: jinja2.Template | None = None
@@ -282,6 +289,14 @@ class Renderer:
                 errors.append(self._located(row, problem[1], problem[0], hint=problem[2]))
         if errors:
             raise RowErrors(row.number, errors)
+        if self.signer is not None and not self._dkim_checked:
+            self._dkim_checked = True
+            author = (sender or from_)[0].domain.lower()
+            if author != self.signer.domain and not author.endswith("." + self.signer.domain):
+                self.notices.append(
+                    f"warning: mail from {author} is signed for {self.signer.domain}: DMARC "
+                    "needs the DKIM domain to match the From domain; sign with the From "
+                    "domain (`dkim.domain`)")
         if sender and len(from_) == 1 and sender[0].addr_spec.lower() == from_[0].addr_spec.lower():
             sender = ()
         key_column = self.campaign.recipients.key
