@@ -65,6 +65,8 @@ class Smtp:
     retries: int = 5
     retry_delay: float = 60.0
     retry_for: float = 1800.0
+    auth: str = "password"
+    token_command: str | None = None
 
     @property
     def effective_port(self) -> int:
@@ -127,7 +129,7 @@ _TEMPLATE_KEYS = {"html", "text"}
 _RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
 _SMTP_KEYS = {
     "host", "port", "security", "username", "password_env", "ca_file", "timeout",
-    "concurrency", "rate", "retries", "retry_delay", "retry_for",
+    "concurrency", "rate", "retries", "retry_delay", "retry_for", "auth", "token_command",
 }
 _PASSWORD_HINT = (
     "passwords never go in the campaign file; set `password_env: VARIABLE` under `smtp:` "
@@ -410,7 +412,16 @@ def parse_campaign(text: str, path: Path) -> Campaign:
             retries=smtp_r.get("retries", int, default=5),
             retry_delay=smtp_r.get("retry_delay", float, default=60.0),
             retry_for=smtp_r.get("retry_for", float, default=1800.0),
+            auth=smtp_r.get("auth", str, default="password"),
+            token_command=smtp_r.get("token_command", str),
         )
+        if smtp.auth not in ("password", "xoauth2"):
+            raise smtp_r.error("auth", f"`smtp.auth` must be password or xoauth2, not "
+                                       f"{smtp.auth!r}")
+        if smtp.auth == "xoauth2" and not (smtp.username and smtp.token_command):
+            raise smtp_r.error("auth", "`smtp.auth: xoauth2` needs `username` and "
+                                       "`token_command`",
+                               'e.g. token_command: "gcloud auth print-access-token"')
         if smtp.concurrency < 1 or smtp.concurrency > 32:
             raise smtp_r.error("concurrency", "`smtp.concurrency` must be from 1 to 32")
         if smtp.retries < 0:

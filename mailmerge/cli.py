@@ -227,7 +227,7 @@ def init(folder: str) -> None:
 
 def _password(smtp: Smtp) -> str | None:
     """The SMTP password: from the environment, else a prompt on a terminal."""
-    if not smtp.username:
+    if not smtp.username or smtp.auth == "xoauth2":
         return None
     value = os.environ.get(smtp.password_env)
     if value:

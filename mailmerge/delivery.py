@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .campaign import Campaign, parse_rate
+from .campaign import Campaign, Smtp, parse_rate
 from .errors import JournalError, MailmergeError, RowError, SendError
 from .journal import Journal, Record, default_journal_path, format_time
 from .message import Built
+from .oauth import TokenSource
 from .pipeline import Outcome, iter_messages
 from .render import Rendered
 from .send import Delivery, RateLimiter, Reply, SmtpConnection, backoff
@@ -59,6 +60,10 @@ class SendReport:
     uncertain: list[Record] = field(default_factory=list)
     problems: list[Outcome] = field(default_factory=list)
     stopped: SendError | None = None
+
+
+def token_source(smtp: Smtp) -> TokenSource | None:
+    return TokenSource(smtp.token_command) if smtp.token_command else None
 
 
 def fingerprint(campaign: Campaign) -> str:
@@ -232,6 +237,7 @@ class _Runner:
         self.smtp = plan.campaign.smtp
         self.password, self.events, self.clock, self.sleep = password, events, clock, sleep
         self.limiter = RateLimiter(parse_rate(self.smtp.rate), sleep=sleep)
+        self.tokens = token_source(self.smtp)
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=self.smtp.concurrency * 2)
         self.results: queue.Queue[_Result] = queue.Queue()
         self.report = SendReport()
@@ -243,7 +249,7 @@ class _Runner:
     # --- workers ----------------------------------------------------------------------------
 
     def _worker(self) -> None:
-        connection = SmtpConnection(self.smtp, self.password)
+        connection = SmtpConnection(self.smtp, self.password, self.tokens)
         # Its own connection to the journal, so that `sending` is recorded at the last
         # moment: a job still queued when the process dies is not uncertain.
         journal = Journal(self.journal.path)
@@ -458,7 +464,7 @@ def send_test(campaign: Campaign, address: str, password: str | None, *,
         target = make_address("", address.strip(), None).addr_spec
     except AddressProblem as exc:
         raise MailmergeError(f"--to {exc}", hint="give one email address") from None
-    connection = SmtpConnection(campaign.smtp, password)
+    connection = SmtpConnection(campaign.smtp, password, token_source(campaign.smtp))
     results: list[tuple[int, Delivery]] = []
     try:
         for outcome in iter_messages(campaign):

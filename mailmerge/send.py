@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from .campaign import Smtp
 from .errors import SendError
+from .oauth import TokenSource, xoauth2
 
 
 
@@ -96,10 +97,32 @@ def backoff(attempt: int, first: float, rand: Callable[[], float] = random.rando
 class SmtpConnection:
     """One persistent SMTP session, opened on first use and reopened when lost."""
 
-    def __init__(self, settings: Smtp, password: str | None) -> None:
+    def __init__(self, settings: Smtp, password: str | None,
+                 tokens: TokenSource | None = None) -> None:
         self.settings = settings
         self._password = password
+        self._tokens = tokens
         self._smtp: smtplib.SMTP | None = None
+
+    def _login(self, smtp: smtplib.SMTP) -> None:
+        s = self.settings
+        assert s.username is not None
+        if s.auth == "xoauth2":
+            assert self._tokens is not None
+            for refresh in (False, True):  # a rejected token has most likely expired
+                response = xoauth2(s.username, self._tokens.get(refresh=refresh))
+                try:
+                    smtp.auth("XOAUTH2", lambda challenge=None: response if challenge is None
+                              else "")
+                    return
+                except smtplib.SMTPAuthenticationError:
+                    if refresh:
+                        raise
+            return
+        if self._password is None:
+            raise SendError("`smtp.username` is set but no password was given",
+                            hint=f"set the environment variable {s.password_env}")
+        smtp.login(s.username, self._password)
 
     def _context(self) -> ssl.SSLContext:
         cafile = str(self.settings.ca_file) if self.settings.ca_file else None
@@ -125,10 +148,7 @@ class SmtpConnection:
                     smtp.starttls(context=self._context())
                     smtp.ehlo()
                 if s.username:
-                    if self._password is None:
-                        raise SendError("`smtp.username` is set but no password was given",
-                                        hint=f"set the environment variable {s.password_env}")
-                    smtp.login(s.username, self._password)
+                    self._login(smtp)
             except BaseException:
                 smtp.close()
                 raise
@@ -138,10 +158,11 @@ class SmtpConnection:
                             hint="for a private CA, set `smtp.ca_file` to its certificate") from exc
         except smtplib.SMTPAuthenticationError as exc:
             reply = Reply(exc.smtp_code, _text(exc.smtp_error))
+            secret = ("the token from `smtp.token_command` (fetched twice)"
+                      if s.auth == "xoauth2" else f"the password in ${s.password_env}")
             raise SendError(f"the server at {where} refused the login for "
                             f"{s.username!r} ({reply})",
-                            hint=f"check `smtp.username` and the password in "
-                                 f"${s.password_env}") from exc
+                            hint=f"check `smtp.username` and {secret}") from exc
         except smtplib.SMTPNotSupportedError as exc:
             raise SendError(f"the server at {where} does not support AUTH: {exc}",
                             hint="remove `smtp.username`, or use STARTTLS/SSL "

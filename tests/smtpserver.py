@@ -92,6 +92,23 @@ class Recorder:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), content))
         return "250 2.0.0 Message accepted"
 
+    valid_tokens: set[str] = field(default_factory=set)
+    xoauth2_seen: list[str] = field(default_factory=list)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        """XOAUTH2 as the large providers speak it: a bad token gets a 334 JSON error,
+        the client answers with an empty line, then 535."""
+        import base64
+
+        raw = base64.b64decode(args[1]).decode() if len(args) > 1 else ""
+        fields = dict(part.split("=", 1) for part in raw.split("\x01") if "=" in part)
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        self.xoauth2_seen.append(token)
+        if fields.get("user") == "news" and token in self.valid_tokens:
+            return AuthResult(success=True, handled=False)
+        await server.challenge_auth('{"status":"401","schemes":"bearer"}')
+        return AuthResult(success=False, handled=False)
+
     def by_recipient(self) -> Counter[str]:
         with self.lock:
             return Counter(r for message in self.received for r in message.rcpt_tos)
@@ -101,8 +118,10 @@ class Server:
     """A running server; ``stop()`` shuts it down."""
 
     def __init__(self, *, tls: ssl.SSLContext | None = None, implicit_tls: bool = False,
-                 users: dict[str, str] | None = None, smtputf8: bool = True) -> None:
+                 users: dict[str, str] | None = None, smtputf8: bool = True,
+                 tokens: set[str] | None = None) -> None:
         self.handler = Recorder()
+        self.handler.valid_tokens = tokens or set()
         self.port = free_port()
         kwargs: dict[str, object] = {"enable_SMTPUTF8": smtputf8, "data_size_limit": 50_000_000}
         if users is not None:
@@ -114,6 +133,8 @@ class Server:
             # implicit TLS is TLS too, but aiosmtpd only counts STARTTLS as such
             kwargs.update(authenticator=authenticator,
                           auth_require_tls=tls is not None and not implicit_tls)
+        if tokens is not None:
+            kwargs.update(auth_require_tls=tls is not None and not implicit_tls)
         if tls is not None and not implicit_tls:
             kwargs.update(tls_context=tls, require_starttls=True)
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,71 @@ def test_the_password_appears_in_no_output_of_a_full_run(basic, ca: trustme.CA,
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.suffix == ".eml" for p in files) and any(p.name.endswith(".sqlite") for p in files)
     assert [p for p in files if SECRET.encode() in p.read_bytes()] == []
+
+
+TOKEN_SCRIPT = """\
+import pathlib, sys
+state, tokens = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_text().split()
+n = int(state.read_text()) if state.exists() else 0
+state.write_text(str(n + 1))
+print(tokens[min(n, len(tokens) - 1)])
+"""
+
+
+def oauth_campaign(basic, ca: trustme.CA, port: int, tokens: list[str]) -> CampaignDir:
+    c = campaign(basic, ca, port, "starttls")
+    script = c.folder / "token.py"
+    script.write_text(TOKEN_SCRIPT)
+    (c.root / "provider-tokens.txt").write_text("\n".join(tokens))  # the provider's side
+    command = " ".join([sys.executable, str(script), str(c.folder / "count"),
+                        str(c.root / "provider-tokens.txt")])
+    config = c.folder / "campaign.yaml"
+    config.write_text(config.read_text().replace(
+        "  username: news\n", f"  username: news\n  auth: xoauth2\n  token_command: '{command}'\n"))
+    return c
+
+
+def test_xoauth2_refreshes_an_expired_token(basic, ca: trustme.CA) -> None:
+    server = Server(tls=server_context(ca), tokens={"fresh-token-2"})
+    try:
+        c = oauth_campaign(basic, ca, server.port, ["expired-token-1", "fresh-token-2"])
+        result = send(c, None)
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert server.handler.xoauth2_seen == ["expired-token-1", "fresh-token-2"]
+    assert len(server.handler.received) == 1
+    files = [p for p in c.root.rglob("*") if p.is_file() and p.name != "provider-tokens.txt"]
+    for secret in ("expired-token-1", "fresh-token-2"):
+        assert secret not in result.output
+        assert [p for p in files if secret.encode() in p.read_bytes()] == []
+
+
+def test_xoauth2_gives_up_when_the_fresh_token_is_refused_too(basic, ca: trustme.CA) -> None:
+    server = Server(tls=server_context(ca), tokens={"never"})
+    try:
+        c = oauth_campaign(basic, ca, server.port, ["bad-1", "bad-2"])
+        result = send(c, None)
+    finally:
+        server.stop()
+    assert result.exit_code == 2
+    assert "refused the login for 'news' (535 5.7.8 Authentication credentials invalid); " \
+           "check `smtp.username` and the token from `smtp.token_command` (fetched twice)" \
+           in result.output
+    assert "bad-1" not in result.output and "bad-2" not in result.output
+
+
+def test_a_failing_token_command_is_a_clear_error(basic, ca: trustme.CA) -> None:
+    server = Server(tls=server_context(ca), tokens={"x"})
+    try:
+        c = campaign(basic, ca, server.port, "starttls")
+        config = c.folder / "campaign.yaml"
+        config.write_text(config.read_text().replace(
+            "  username: news\n", "  username: news\n  auth: xoauth2\n"
+            "  token_command: 'echo token expired, log in again >&2; exit 3'\n"))
+        result = send(c, None)
+    finally:
+        server.stop()
+    assert result.exit_code == 2
+    assert ("Error: stopped: `smtp.token_command` failed (exit 3): token expired, log in again; "
+            "it must print one access token and nothing else") in result.output
