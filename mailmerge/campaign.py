@@ -76,6 +76,26 @@ class Smtp:
 
 
 @dataclass(frozen=True)
+class Imap:
+    """Where to keep a copy of each sent message (IMAP APPEND)."""
+
+    host: str
+    username: str
+    port: int | None = None
+    security: str = "ssl"
+    password_env: str = "MAILMERGE_IMAP_PASSWORD"
+    folder: str = "Sent"
+    ca_file: Path | None = None
+    timeout: float = 30.0
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        return 993 if self.security == "ssl" else 143
+
+
+@dataclass(frozen=True)
 class Dkim:
     """How to sign: the signing domain (d=), the selector (s=) and the private key file."""
 
@@ -107,6 +127,7 @@ class Campaign:
     transactional: bool = False
     suppress: tuple[Path, ...] = ()
     dkim: Dkim | None = None
+    imap: Imap | None = None
     smtp: Smtp = field(default_factory=Smtp)
     journal: Path | None = None
     where: str | None = None
@@ -123,7 +144,7 @@ class Campaign:
 _TOP_KEYS = {
     "name", "from", "sender", "reply_to", "to", "cc", "bcc", "subject", "templates",
     "recipients", "attachments", "headers", "unsubscribe", "smtp", "journal", "where",
-    "list_id", "transactional", "suppress", "dkim",
+    "list_id", "transactional", "suppress", "dkim", "imap",
 }
 _TEMPLATE_KEYS = {"html", "text"}
 _RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
@@ -264,6 +285,26 @@ def _paths(top: _Reader, key: str) -> list[str]:
     if not all(isinstance(p, str) and p.strip() for p in paths):
         raise top.error(key, f"`{key}` must be a file name or a list of them")
     return paths
+
+
+def _imap(top: _Reader, local: Any) -> Imap | None:
+    reader = top.sub("imap")
+    if reader is None:
+        return None
+    reader.check_keys({"host", "port", "security", "username", "password_env", "folder",
+                       "ca_file", "timeout"})
+    security = reader.get("security", str, default="ssl")
+    if security not in SECURITY_MODES:
+        raise reader.error("security", f"`imap.security` must be one of "
+                                       f"{', '.join(SECURITY_MODES)}, not {security!r}")
+    ca_file = reader.get("ca_file", str)
+    return Imap(host=reader.get("host", str, required=True),
+                username=reader.get("username", str, required=True),
+                port=reader.get("port", int), security=security,
+                password_env=reader.get("password_env", str, default="MAILMERGE_IMAP_PASSWORD"),
+                folder=reader.get("folder", str, default="Sent"),
+                ca_file=local(ca_file) if ca_file else None,
+                timeout=reader.get("timeout", float, default=30.0))
 
 
 def _dkim(top: _Reader, local: Any) -> Dkim | None:
@@ -451,6 +492,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         transactional=top.get("transactional", bool, default=False),
         suppress=tuple(local(p) for p in _paths(top, "suppress")),
         dkim=_dkim(top, local),
+        imap=_imap(top, local),
         smtp=smtp,
         journal=local(top.get("journal", str)) if top.get("journal", str) else None,
         where=top.get("where", str),

@@ -241,6 +241,21 @@ def _password(smtp: Smtp) -> str | None:
     return None
 
 
+def _imap_password(campaign: Campaign) -> str | None:
+    imap = campaign.imap
+    if imap is None:
+        return None
+    value = os.environ.get(imap.password_env)
+    if value:
+        return value
+    if sys.stdin.isatty():
+        return str(click.prompt(f"IMAP password for {imap.username} at {imap.host}",
+                                hide_input=True, err=True))
+    _fail(ConfigError(f"no IMAP password: the environment variable {imap.password_env} is not "
+                      "set", hint=f"export {imap.password_env}=... (or remove `imap:`)"))
+    return None
+
+
 def _describe_plan(plan: SendPlan) -> None:
     campaign, counts = plan.campaign, plan.counts
     smtp = campaign.smtp
@@ -377,18 +392,22 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
                            "with --skip-invalid.")
                 sys.exit(EXIT_DATA)
         _describe_plan(plan)
-        if plan.to_send == 0:
+        if plan.to_send == 0 and not plan.waiting_copies:
             click.echo("Nothing to send.")
             sys.exit(EXIT_DATA if plan.uncertain or plan.counts["failed"] else EXIT_OK)
-        if not yes:
+        if plan.waiting_copies:
+            click.echo(f"  {plan.waiting_copies} copies wait to be saved in the Sent folder.")
+        if not yes and plan.to_send:
             if not sys.stdin.isatty():
                 _fail(ConfigError("not on a terminal, so no confirmation can be asked",
                                   hint="add --yes to send without asking"))
             if not click.confirm("Send now?", default=False):
                 sys.exit(EXIT_DATA)
         password = _password(loaded.smtp)
+        imap_password = _imap_password(loaded)
         try:
-            sent = plan.run(password, events=_send_events(quiet, plan.to_send))
+            sent = plan.run(password, events=_send_events(quiet, plan.to_send),
+                            imap_password=imap_password)
         except MailmergeError as exc:
             _fail(exc)
     if _fancy() and not quiet:
@@ -406,6 +425,11 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
     click.echo(f"{'':14}{'this run':>10}{'in all':>10}")
     for label, this_run, total in rows:
         click.echo(f"{label:14}{'' if this_run is None else this_run:>10}{total:>10}")
+    copies = report.sent_copies
+    if copies is not None:
+        click.echo(f"Copies in the Sent folder: {copies.saved} saved"
+                   + (f", {copies.failed} not saved ({copies.last_error}); they are kept and "
+                      "saved on the next run" if copies.failed else ""))
     if report.uncertain:
         click.echo("Uncertain (may or may not have been delivered): "
                    + ", ".join(f"row {r.row} {r.key}" for r in report.uncertain[:10])

@@ -21,6 +21,7 @@ from .errors import JournalError, MailmergeError, RowError, SendError
 from .journal import Journal, Record, default_journal_path, format_time
 from .message import Built
 from .oauth import TokenSource
+from .sentcopy import SaveReport, Saver
 from .pipeline import Outcome, iter_messages
 from .render import Rendered
 from .send import Delivery, RateLimiter, Reply, SmtpConnection, backoff
@@ -60,6 +61,7 @@ class SendReport:
     uncertain: list[Record] = field(default_factory=list)
     problems: list[Outcome] = field(default_factory=list)
     stopped: SendError | None = None
+    sent_copies: SaveReport | None = None  # with `imap:`: copies saved in the Sent folder
 
 
 def token_source(smtp: Smtp) -> TokenSource | None:
@@ -100,6 +102,8 @@ class SendPlan:
         self.uncertain, self.removed = uncertain, removed
         self.counts = journal.counts()
         self.skipped = 0  # rows left out by the `where:` filter or suppressed
+        # copies for the Sent folder that an earlier run could not save
+        self.waiting_copies = len(journal.spool_keys()) if campaign.imap else 0
 
     @property
     def to_send(self) -> int:
@@ -124,12 +128,14 @@ class SendPlan:
 
     def run(self, password: str | None, *, events: Callable[[Event], None] | None = None,
             clock: Callable[[], float] = time.time,
-            sleep: Callable[[float], None] = time.sleep) -> SendReport:
+            sleep: Callable[[float], None] = time.sleep,
+            imap_password: str | None = None) -> SendReport:
         """Send what the plan says. Raises SendError when the campaign must stop."""
         if self.blocked:
             raise MailmergeError("rows have problems; nothing was sent",
                                  hint="fix them, or send the rest with --skip-invalid")
-        runner = _Runner(self, password, events or (lambda event: None), clock, sleep)
+        runner = _Runner(self, password, events or (lambda event: None), clock, sleep,
+                         imap_password)
         report = runner.run()
         report.counts = self.journal.counts()
         report.uncertain = list(self.journal.records("sending"))
@@ -232,12 +238,16 @@ class _Runner:
     """One run of a plan: feeds jobs to workers and writes their results to the journal."""
 
     def __init__(self, plan: SendPlan, password: str | None, events: Callable[[Event], None],
-                 clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+                 clock: Callable[[], float], sleep: Callable[[float], None],
+                 imap_password: str | None = None) -> None:
         self.plan, self.journal, self.campaign = plan, plan.journal, plan.campaign
         self.smtp = plan.campaign.smtp
         self.password, self.events, self.clock, self.sleep = password, events, clock, sleep
         self.limiter = RateLimiter(parse_rate(self.smtp.rate), sleep=sleep)
         self.tokens = token_source(self.smtp)
+        imap = plan.campaign.imap
+        self.saver = (Saver(imap, imap_password, plan.journal.path)
+                      if imap is not None else None)
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=self.smtp.concurrency * 2)
         self.results: queue.Queue[_Result] = queue.Queue()
         self.report = SendReport()
@@ -287,6 +297,8 @@ class _Runner:
                    for i in range(self.smtp.concurrency)]
         for worker in workers:
             worker.start()
+        if self.saver is not None:
+            self.saver.start(self.journal.spool_keys())
         deadline = self.clock() + self.smtp.retry_for
         try:
             try:
@@ -314,6 +326,8 @@ class _Runner:
                     self.report.abandoned = self.in_flight
         finally:
             self.stop.set()
+            if self.saver is not None:
+                self.report.sent_copies = self.saver.finish()
         return self.report
 
     def _stopping(self) -> bool:
@@ -435,7 +449,12 @@ class _Runner:
                 self.report.deferred += 1
                 self.events(Event("deferred", job.row, job.key, summary))
         elif delivery.accepted:
-            self.journal.mark(job.key, "sent", summary, remaining=[])
+            if self.saver is not None:
+                self.journal.mark_sent_and_spool(job.key, summary, job.built.message_id,
+                                                 job.built.data)
+                self.saver.save(job.key)
+            else:
+                self.journal.mark(job.key, "sent", summary, remaining=[])
             self.report.sent += 1
             self.events(Event("sent", job.row, job.key, summary))
         else:

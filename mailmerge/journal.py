@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS recipients (
     seen_run INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS recipients_state ON recipients (state);
+CREATE TABLE IF NOT EXISTS spool (
+    key TEXT PRIMARY KEY,
+    message_id TEXT,
+    data BLOB NOT NULL,
+    error TEXT NOT NULL DEFAULT ''
+);
 """
 
 
@@ -150,6 +156,30 @@ class Journal:
             self.db.execute("UPDATE recipients SET state = ?, last_reply = ?, remaining = ?, "
                             "next_attempt = ?, updated = ? WHERE key = ?",
                             (state, reply, " ".join(remaining), next_attempt, self._clock(), key))
+
+    def mark_sent_and_spool(self, key: str, reply: str, message_id: str, data: bytes) -> None:
+        """Record a message as sent and keep its bytes for the Sent folder, in one step."""
+        with self.batch():
+            self.mark(key, "sent", reply, remaining=[])
+            self.db.execute("INSERT OR REPLACE INTO spool (key, message_id, data) VALUES (?, ?, ?)",
+                            (key, message_id, data))
+
+    def spooled(self, key: str) -> tuple[str | None, bytes] | None:
+        cur = self.db.execute("SELECT message_id, data FROM spool WHERE key = ?", (key,))
+        cur.row_factory = None
+        found = cur.fetchone()
+        return (found[0], bytes(found[1])) if found else None
+
+    def spool_keys(self) -> list[str]:
+        cur = self.db.execute("SELECT key FROM spool ORDER BY rowid")
+        cur.row_factory = None
+        return [row[0] for row in cur.fetchall()]
+
+    def unspool(self, key: str) -> None:
+        self.db.execute("DELETE FROM spool WHERE key = ?", (key,))
+
+    def spool_error(self, key: str, error: str) -> None:
+        self.db.execute("UPDATE spool SET error = ? WHERE key = ?", (error, key))
 
     def records(self, state: str | None = None) -> Iterator[Record]:
         if state is None:
