@@ -94,3 +94,25 @@ def test_dkim_keys_are_checked(basic) -> None:
     with pytest.raises(ConfigError) as info:
         load_campaign(c.folder / "campaign.yaml")
     assert "`dkim.domain` 'acme example' is not a DNS name" in str(info.value)
+
+
+SHIPPED = sorted((ROOT / "campaigns").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_message_signed_verifies_and_meets_the_standards(path: Path,
+                                                                       keypair) -> None:
+    from dataclasses import replace
+
+    from mailmerge import iter_messages
+    from mailmerge.campaign import Dkim
+
+    key, record = keypair
+    campaign = replace(load_campaign(path), dkim=Dkim("acme.example", "mm2026", key))
+    count = 0
+    for outcome in iter_messages(campaign):
+        assert outcome.built is not None
+        assert dkim.verify(outcome.built.data, dnsfunc=dns(record))
+        assert standard_problems(outcome.built.data) == []
+        count += 1
+    assert count >= 3
