@@ -263,6 +263,11 @@ class _Reader:
         return _Reader(value, self.path, f"{self.prefix}{key}.", self.data.lines.get(key))
 
 
+def _missing(reader: _Reader, key: str) -> AddressField:
+    raise reader.error(None, f"missing required key `{key}`",
+                       f"add `{key}:` to the campaign file")
+
+
 def _address_field(reader: _Reader, key: str, default: AddressField = None) -> AddressField:
     value = reader.get(key, (str, dict, list))
     if value is None:
@@ -475,7 +480,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
     return Campaign(
         path=path,
         name=name,
-        from_=_address_field(top, "from") or top.get("from", str, required=True),
+        from_=_address_field(top, "from") or _missing(top, "from"),
         sender=_address_field(top, "sender"),
         reply_to=_address_field(top, "reply_to"),
         to=_address_field(top, "to", default="{{ email }}"),
