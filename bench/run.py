@@ -1,0 +1,227 @@
+"""Benchmark mailmerge against the classic `mailmerge` CLI (2.3.0) on one realistic campaign.
+
+    python bench/run.py [--rows 2000] [--rss-rows 10000,100000] [--send-rows 500] [--no-peer]
+
+Generates a newsletter (about 16 KB of HTML, a <style> block of about 50 rules with a
+media query, 5 article blocks, about 20 placeholders, conditions and a loop over the
+row, a logo, a 1 KB text template, 14 columns) as CSV and .xlsx under bench/work/, then
+measures and prints: dry-run and `check` messages/s, .xlsx rows/s, peak RSS of `check`
+at two sizes, and sending to a local sink (bench/sink.py) without and with a 20 ms delay
+on every reply. The peer runs in its own virtual environment (bench/work/peer-venv) in
+the same run, so every ratio compares like with like. Only loopback addresses are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / "work" / "bench"
+PEER = HERE / "work" / "peer-venv"
+ROOT = HERE.parent
+COLUMNS = ["email", "first_name", "last_name", "city", "country", "points", "member_since",
+           "token", "plan", "language", "interests", "manager", "phone", "company"]
+
+RULES = "\n".join(f".c{i} {{ color: #{i:02d}{i:02d}{i:02d}; padding: {i % 7}px; }}" for i in range(44))
+STYLE = f"""<style>
+body {{ margin: 0; background: #f3f1ec; font-family: Georgia, serif; }}
+.wrap {{ max-width: 600px; margin: 0 auto; background: #ffffff; }}
+h1 {{ font-size: 24px; color: #222222; }}
+h2 {{ font-size: 18px; color: #c0392b; }}
+p {{ font-size: 15px; line-height: 1.5; color: #333333; }}
+{RULES}
+@media (max-width: 480px) {{ h1 {{ font-size: 20px; }} .wrap {{ padding: 4px; }} }}
+</style>"""
+ARTICLE = """<div class="c{n}"><h2 class="c{m}">{title}, {{{{ city }}}}</h2>
+<p class="c{k}">{text}</p>
+<p>Hello {{{{ first_name }}}}, this one is for {{{{ company }}}} readers in {{{{ country }}}}.</p></div>
+"""
+LOREM = ("Our harvest festival returns on the second Saturday of October, with apple pressing, "
+         "bread from the village bakery and a stall where the children plant their own herbs. "
+         "Everything on the tables comes from farms within thirty kilometres of the shop. ") * 5
+HTML = ("<!DOCTYPE html><html><head><meta charset=\"utf-8\">" + STYLE + "</head><body>"
+        "<div class=\"wrap\"><img src=\"logo.png\" alt=\"Acme\" width=\"120\" height=\"40\">"
+        "<h1>Hello {{ first_name }} {{ last_name }},</h1>"
+        "{% if points|int > 1000 %}<p class=\"c1\">You have {{ points }} points: a free coffee!</p>"
+        "{% else %}<p class=\"c2\">You have {{ points }} points.</p>{% endif %}"
+        "<ul>{% for interest in interests.split(';') %}<li class=\"c3\">{{ interest }}</li>{% endfor %}</ul>"
+        + "".join(ARTICLE.format(n=i, m=i + 5, k=i + 10, title=f"Article {i + 1}", text=LOREM)
+                  for i in range(5))
+        + "<p class=\"c4\">Plan {{ plan }}, language {{ language }}, since {{ member_since }}; "
+          "your manager {{ manager }} ({{ phone }}).</p>"
+          "<p><a href=\"https://acme.example/u/{{ token }}\">Unsubscribe</a></p></div></body></html>")
+TEXT = ("Hello {{ first_name }} {{ last_name }},\n\n"
+        "{% if points|int > 1000 %}You have {{ points }} points: a free coffee!\n"
+        "{% else %}You have {{ points }} points.\n{% endif %}"
+        "Interests: {{ interests }}\n\n" + LOREM[:700] + "\n\nUnsubscribe: https://acme.example/u/{{ token }}\n")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_campaign(folder: Path, rows: int, port: int = 2525, xlsx: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "templates" / "logo.png", folder / "logo.png")
+    (folder / "mail.html").write_text(HTML)
+    (folder / "mail.txt").write_text(TEXT)
+    data = [[f"p{i}@example.org", f"Zoë{i}", "Ünal", "Zürich", "CH", str(i * 7 % 2000),
+             "2020-01-01", f"t{i:06d}", "gold", "de", "tea;books;bikes", "Ann", "+41 1 234",
+             "Acme"] for i in range(rows)]
+    with open(folder / "people.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        writer.writerows(data)
+    sheet = "people.csv"
+    if xlsx:
+        import openpyxl
+
+        workbook = openpyxl.Workbook(write_only=True)
+        worksheet = workbook.create_sheet()
+        worksheet.append(COLUMNS)
+        for row in data:
+            worksheet.append(row)
+        workbook.save(folder / "people.xlsx")
+        sheet = "people.xlsx"
+    (folder / "campaign.yaml").write_text(f"""\
+name: bench
+from: "Acme News <news@acme.example>"
+to: "{{{{ first_name }}}} {{{{ last_name }}}} <{{{{ email }}}}>"
+subject: "{{{{ first_name }}}}, your autumn update"
+templates: {{html: mail.html, text: mail.txt}}
+recipients: {sheet}
+unsubscribe: "https://acme.example/u/{{{{ token }}}}"
+smtp: {{host: 127.0.0.1, port: {port}, security: none, timeout: 30}}
+""")
+    # the peer's template: the same HTML, no inlining, no text part
+    (folder / "peer_template.txt").write_text(
+        "TO: {{ email }}\nSUBJECT: {{ first_name }}, your autumn update\n"
+        "FROM: Acme News <news@acme.example>\nContent-Type: text/html\n\n" + HTML + "\n")
+    (folder / "peer_server.conf").write_text(
+        f"[smtp_server]\nhost = 127.0.0.1\nport = {port}\nsecurity = Never\nratelimit = 0\n")
+    return folder / "campaign.yaml"
+
+
+def timed(command: list[str], cwd: Path) -> tuple[float, int]:
+    """Wall time and peak RSS (KB) of one command."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"{' '.join(command)} failed: {process.stderr.read().decode()[-2000:]}")
+    process.stderr.close()
+    return elapsed, usage.ru_maxrss
+
+
+def ours(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mailmerge", *args]
+
+
+def peer(*args: str) -> list[str]:
+    return [str(PEER / "bin" / "mailmerge"), "--template", "peer_template.txt", "--database",
+            "people.csv", "--config", "peer_server.conf", "--no-limit", *args]
+
+
+def ensure_peer() -> bool:
+    if (PEER / "bin" / "mailmerge").exists():
+        return True
+    subprocess.run([sys.executable, "-m", "venv", str(PEER)], check=True)
+    done = subprocess.run([str(PEER / "bin" / "pip"), "install", "-q", "mailmerge==2.3.0"])
+    return done.returncode == 0
+
+
+def with_sink(delay: float, run: object) -> float:
+    port = free_port()
+    sink = subprocess.Popen([sys.executable, str(HERE / "sink.py"), str(port), str(delay)])
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        return run(port)  # type: ignore[operator]
+    finally:
+        sink.terminate()
+        sink.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--rss-rows", default="10000,100000")
+    parser.add_argument("--send-rows", type=int, default=500)
+    parser.add_argument("--no-peer", action="store_true")
+    args = parser.parse_args()
+    shutil.rmtree(WORK, ignore_errors=True)
+    results: list[tuple[str, str, str, str]] = []
+    have_peer = not args.no_peer and ensure_peer()
+
+    folder = WORK / "main"
+    write_campaign(folder, args.rows, xlsx=True)
+    csv_config = write_campaign(WORK / "csv", args.rows)
+    dry, _ = timed(ours("preview", str(csv_config), "-o", str(WORK / "out"), "-q"), folder)
+    chk, _ = timed(ours("check", str(csv_config), "-q"), folder)
+    xls, _ = timed([sys.executable, "-c", "import sys\nfrom mailmerge.campaign import Recipients\n"
+                    "from mailmerge.sheet import open_sheet\n"
+                    "with open_sheet(Recipients(path=__import__('pathlib').Path(sys.argv[1]))) as s:\n"
+                    "    sum(1 for _ in s)", str(folder / "people.xlsx")], folder)
+    peer_dry = None
+    if have_peer:
+        peer_dry, _ = timed(peer("--dry-run", "--output-format", "raw"), WORK / "csv")
+    rate = lambda seconds, count=args.rows: count / seconds  # noqa: E731
+    results.append(("dry run, messages/s", f"{rate(dry):.0f}",
+                    f"{rate(peer_dry):.0f}" if peer_dry else "-",
+                    f"{peer_dry / dry:.2f}x (target 6x)" if peer_dry else ""))
+    results.append(("check, messages/s", f"{rate(chk):.0f}", "", f"{peer_dry / chk:.2f}x of the "
+                    "peer's dry run (target 10x)" if peer_dry else ""))
+    results.append((".xlsx read, rows/s", f"{rate(xls):.0f}", "", "target 20,000"))
+
+    sizes = [int(n) for n in args.rss_rows.split(",")]
+    rss = []
+    for size in sizes:
+        config = write_campaign(WORK / f"rss{size}", size)
+        _, peak = timed(ours("check", str(config), "-q"), config.parent)
+        rss.append(peak / 1024)
+    results.append(("check peak RSS, MB", " / ".join(f"{r:.0f} at {n:,}" for r, n in zip(rss, sizes)),
+                    "", f"growth {rss[-1] / rss[0] - 1:+.0%} (target within 10 %, < 100 MB)"))
+
+    for delay, label in ((0.0, "sink"), (0.020, "sink +20 ms/reply")):
+        def run_ours(port: int) -> float:
+            config = write_campaign(WORK / f"send{port}", args.send_rows, port)
+            seconds, _ = timed(ours("send", str(config), "--yes", "-q"), config.parent)
+            return args.send_rows / seconds
+
+        def run_peer(port: int) -> float:
+            folder = write_campaign(WORK / f"peersend{port}", args.send_rows, port).parent
+            seconds, _ = timed(peer("--no-dry-run", "--output-format", "raw"), folder)
+            return args.send_rows / seconds
+
+        mine = with_sink(delay, run_ours)
+        theirs = with_sink(delay, run_peer) if have_peer else None
+        target = "30x" if delay else "3x"
+        results.append((f"send to {label}, messages/s", f"{mine:.0f}",
+                        f"{theirs:.1f}" if theirs else "-",
+                        f"{mine / theirs:.2f}x (target {target})" if theirs else ""))
+
+    width = max(len(r[0]) for r in results)
+    print(f"{'':{width}}  {'mailmerge':>12}  {'peer 2.3.0':>12}  ratio")
+    for name, mine_, theirs_, ratio in results:
+        print(f"{name:{width}}  {mine_:>12}  {theirs_:>12}  {ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
