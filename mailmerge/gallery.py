@@ -9,28 +9,23 @@ as files the page shows in a sandboxed frame.
 
 from __future__ import annotations
 
-import email
-import email.message
-import email.policy
 import json
+from email.headerregistry import Address
 import re
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .message import Built
 
 CHUNK_SIZE = 1000
 _CID_SRC = re.compile(r"""(["'])cid:([^"']+)\1""")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def _shown(msg: email.message.EmailMessage, name: str) -> str:
-    """A header as a mail client shows it: names unquoted, no encoded words."""
-    header = msg.get(name)
-    if header is None:
-        return ""
-    addresses = getattr(header, "addresses", None)
-    if addresses is None:
-        return str(header)
+def _names(addresses: tuple[Address, ...]) -> str:
+    """Addresses as a mail client shows them: names unquoted, no encoded words."""
     return ", ".join(f"{a.display_name} <{a.addr_spec}>" if a.display_name else a.addr_spec
                      for a in addresses)
 
@@ -71,37 +66,35 @@ class Gallery:
     def add_problem(self, row: int, problems: str) -> None:
         self._write_entry({"row": row, "key": "", "error": problems})
 
-    def add_message(self, row: int, key: str, stem: str, data: bytes, eml: str) -> None:
-        """Show one message: its headers, HTML and text parts and attachments."""
-        msg = email.message_from_bytes(data, policy=email.policy.default)
+    def add_message(self, stem: str, built: Built, eml: str) -> None:
+        """Show one message: its headers, HTML and text parts and attachments.
+
+        Everything comes from the rendered values, which are what the message encodes;
+        parsing each .eml back took more time than making it.
+        """
+        rendered = built.rendered
         images: dict[str, str] = {}
-        files = []
-        for part in msg.walk():
-            cid = part.get("Content-ID")
-            if cid and not part.is_multipart():
-                cid = cid.strip("<>")
-                name = f"{_UNSAFE.sub('_', cid.split('@')[0])}.{part.get_content_subtype()}"
-                if name not in self._images:
-                    (self.folder / "html" / "images" / name).write_bytes(part.get_content())
-                    self._images.add(name)
-                images[cid] = f"images/{name}"
-            elif part.get_content_disposition() == "attachment":
-                files.append([part.get_filename() or "", len(part.get_content())])
+        for part in rendered.images:
+            assert part.cid is not None
+            name = f"{_UNSAFE.sub('_', part.cid.split('@')[0])}.{part.subtype}"
+            if name not in self._images:
+                (self.folder / "html" / "images" / name).write_bytes(part.data)
+                self._images.add(name)
+            images[part.cid] = f"images/{name}"
         entry: dict[str, Any] = {
-            "row": row, "key": key, "eml": eml, "size": len(data), "files": files,
-            **{name.lower(): _shown(msg, name) for name in
-               ("From", "To", "Cc", "Subject", "Date")},
+            "row": rendered.row, "key": rendered.key, "eml": eml, "size": len(built.data),
+            "files": [[a.filename, len(a.data)] for a in rendered.attachments],
+            "from": _names(rendered.from_), "to": _names(rendered.to),
+            "cc": _names(rendered.cc), "bcc": _names(rendered.bcc),
+            "subject": rendered.subject, "date": built.date,
         }
-        html = msg.get_body(("html",))
-        if html is not None:
+        if rendered.html is not None:
             content = _CID_SRC.sub(lambda m: f"{m.group(1)}{images.get(m.group(2), '')}"
-                                   f"{m.group(1)}", html.get_content())
+                                   f"{m.group(1)}", rendered.html)
             (self.folder / "html" / f"{stem}.html").write_text(content, encoding="utf-8")
             entry["html"] = f"html/{stem}.html"
-        text = msg.get_body(("plain",))
-        if text is not None:
-            (self.folder / "html" / f"{stem}.txt").write_text(
-                text.get_content().replace("\r\n", "\n"), encoding="utf-8")
+        if rendered.text is not None:
+            (self.folder / "html" / f"{stem}.txt").write_text(rendered.text, encoding="utf-8")
             entry["text"] = f"html/{stem}.txt"
         self._write_entry(entry)
 

@@ -103,6 +103,7 @@ class Built:
     envelope_from: str
     envelope_to: tuple[str, ...]
     smtputf8: bool
+    date: str = ""
 
 
 def new_message_id(rendered: Rendered) -> str:
@@ -176,7 +177,8 @@ def build_message(rendered: Rendered, *, message_id: str | None = None,
     if rendered.cc:
         _set_addresses(msg, "Cc", rendered.cc)
     _set_unstructured(msg, "Subject", rendered.subject)
-    msg["Date"] = format_datetime(date or dt.datetime.now(dt.timezone.utc).astimezone())
+    date_text = format_datetime(date or dt.datetime.now(dt.timezone.utc).astimezone())
+    msg["Date"] = date_text
     message_id = message_id or new_message_id(rendered)
     msg["Message-ID"] = message_id
     if rendered.unsubscribe:
@@ -200,4 +202,4 @@ def build_message(rendered: Rendered, *, message_id: str | None = None,
     data = msg.as_bytes(policy=POLICY_UTF8 if smtputf8 else POLICY)
     return Built(rendered=rendered, message_id=message_id, data=data,
                  envelope_from=rendered.envelope_from,
-                 envelope_to=tuple(rendered.envelope_to), smtputf8=smtputf8)
+                 envelope_to=tuple(rendered.envelope_to), smtputf8=smtputf8, date=date_text)

@@ -95,5 +95,5 @@ class EmlFolder:
             "file": path.name, "size": len(built.data), "attachments": "; ".join(attachments),
             "message_id": built.message_id,
         }.items()})
-        self._gallery.add_message(rendered.row, rendered.key, stem, built.data, path.name)
+        self._gallery.add_message(stem, built, path.name)
         return path
