@@ -1,0 +1,324 @@
+"""One sending run: worker threads that own an SMTP connection each, and the main thread
+that feeds them jobs, writes every result to the journal and retries deferred recipients.
+
+The journal is written from the main thread, except `sending`, which a worker records
+just before its transaction (see journal.py), and the Sent-folder copies (sentcopy.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .campaign import Smtp, parse_rate
+from .errors import SendError
+from .journal import Journal, Record
+from .message import Built
+from .oauth import TokenSource
+from .pipeline import Outcome, iter_messages
+from .render import Rendered
+from .send import Delivery, RateLimiter, Reply, SmtpConnection, backoff
+from .sentcopy import SaveReport, Saver
+
+if TYPE_CHECKING:
+    from .delivery import SendPlan
+
+MAX_CONNECT_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened to one recipient (for progress displays and logs)."""
+
+    kind: str  # sent, deferred, failed, retry-wait
+    row: int
+    key: str
+    detail: str = ""
+
+
+@dataclass
+class SendReport:
+    """What a run did; ``counts`` are the journal's totals afterwards."""
+
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    abandoned: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    uncertain: list[Record] = field(default_factory=list)
+    problems: list[Outcome] = field(default_factory=list)
+    stopped: SendError | None = None
+    sent_copies: SaveReport | None = None  # with `imap:`: copies saved in the Sent folder
+
+
+def token_source(smtp: Smtp) -> TokenSource | None:
+    return TokenSource(smtp.token_command) if smtp.token_command else None
+
+
+def _content_hash(built: Built) -> str:
+    r = built.rendered
+    digest = hashlib.sha256()
+    for piece in (r.subject, r.text or "", r.html or "", *(a.filename for a in r.attachments)):
+        digest.update(piece.encode("utf-8", "surrogatepass") + b"\0")
+    for part in r.attachments:
+        digest.update(part.data)
+    return digest.hexdigest()[:32]
+
+
+@dataclass
+class _Job:
+    key: str
+    row: int
+    built: Built
+    recipients: list[str]
+    attempts: int
+
+
+@dataclass
+class _Result:
+    job: _Job
+    delivery: Delivery | None = None
+    error: SendError | None = None
+
+
+class Runner:
+    """One run of a plan: feeds jobs to workers and writes their results to the journal."""
+
+    def __init__(self, plan: SendPlan, password: str | None, events: Callable[[Event], None],
+                 clock: Callable[[], float], sleep: Callable[[float], None],
+                 imap_password: str | None = None) -> None:
+        self.plan, self.journal, self.campaign = plan, plan.journal, plan.campaign
+        self.smtp = plan.campaign.smtp
+        self.password, self.events, self.clock, self.sleep = password, events, clock, sleep
+        self.limiter = RateLimiter(parse_rate(self.smtp.rate), sleep=sleep)
+        self.tokens = token_source(self.smtp)
+        imap = plan.campaign.imap
+        self.saver = (Saver(imap, imap_password, plan.journal.path)
+                      if imap is not None else None)
+        self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=self.smtp.concurrency * 2)
+        self.results: queue.Queue[_Result] = queue.Queue()
+        self.report = SendReport()
+        self.in_flight = 0
+        self.started = 0
+        self.connect_failures = 0
+        self.stop = threading.Event()
+
+    # --- workers ----------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        connection = SmtpConnection(self.smtp, self.password, self.tokens)
+        # Its own connection to the journal, so that `sending` is recorded at the last
+        # moment: a job still queued when the process dies is not uncertain.
+        journal = Journal(self.journal.path)
+        try:
+            while True:
+                job = self.jobs.get()
+                if job is None:
+                    return
+                if self.stop.is_set():  # hand it back unsent; keep draining to the sentinel
+                    self.results.put(_Result(job, delivery=None))
+                    continue
+                self.limiter.wait()
+                journal.mark_sending(job.key, job.built.message_id, _content_hash(job.built),
+                                     list(job.built.envelope_to), job.recipients)
+                try:
+                    delivery = connection.send(job.built.envelope_from, job.recipients,
+                                               job.built.data, job.built.smtputf8)
+                except SendError as exc:
+                    self.results.put(_Result(job, error=exc))
+                    continue
+                except OSError as exc:  # could not connect at all
+                    delivery = Delivery(deferred={a: Reply(0, f"cannot connect to "
+                                                              f"{self.smtp.host}: {exc}")
+                                                  for a in job.recipients}, reconnect=True)
+                    connection.drop()
+                self.results.put(_Result(job, delivery=delivery))
+        finally:
+            connection.close()
+            journal.close()
+
+    # --- main thread ------------------------------------------------------------------------
+
+    def run(self) -> SendReport:
+        workers = [threading.Thread(target=self._worker, daemon=True, name=f"smtp-{i}")
+                   for i in range(self.smtp.concurrency)]
+        for worker in workers:
+            worker.start()
+        if self.saver is not None:
+            self.saver.start(self.journal.spool_keys())
+        deadline = self.clock() + self.smtp.retry_for
+        try:
+            try:
+                self._pass(lambda record: True)
+                while not self._stopping():
+                    while self.in_flight:  # their deferrals decide when to retry
+                        self._handle(self.results.get())
+                    due = self.journal.next_due()
+                    if due is None or due > deadline:
+                        break
+                    wait = due - self.clock()
+                    if wait > 0:
+                        self.events(Event("retry-wait", 0, "", f"{wait:.0f}"))
+                        self._drain(until=self.clock() + wait)
+                    now = self.clock()
+                    self._pass(lambda record: record.state == "deferred"
+                               and record.next_attempt <= now)
+                self._finish(workers)
+            except KeyboardInterrupt:
+                self.report.interrupted = True
+                self.stop.set()
+                try:
+                    self._finish(workers)
+                except KeyboardInterrupt:  # a second Ctrl-C abandons what is in flight
+                    self.report.abandoned = self.in_flight
+        finally:
+            self.stop.set()
+            if self.saver is not None:
+                self.report.sent_copies = self.saver.finish()
+        return self.report
+
+    def _stopping(self) -> bool:
+        return self.stop.is_set() or self.report.stopped is not None
+
+    def _put(self, job: _Job | None) -> None:
+        """Queue a job (or a worker's stop sentinel), handling results while the queue is full."""
+        while True:
+            try:
+                self.jobs.put(job, timeout=0.05)
+                return
+            except queue.Full:
+                self._drain()
+
+    def _finish(self, workers: list[threading.Thread]) -> None:
+        """Let the workers finish what they hold, then stop them; handle every result.
+
+        Counts nothing: an interrupt may have come between queueing a job and counting it.
+        """
+        for _ in workers:
+            self._put(None)
+        while any(worker.is_alive() for worker in workers) or not self.results.empty():
+            try:
+                self._handle(self.results.get(timeout=0.05))
+            except queue.Empty:
+                pass
+
+    def _drain(self, until: float | None = None) -> None:
+        """Handle results that are ready; with ``until``, wait for them up to that time."""
+        while True:
+            timeout = None if until is None else until - self.clock()
+            if until is not None and timeout is not None and timeout <= 0:
+                return
+            try:
+                if until is None:
+                    result = self.results.get_nowait()
+                elif self.in_flight:
+                    result = self.results.get(timeout=timeout)
+                else:
+                    self.sleep(max(timeout or 0, 0))
+                    return
+            except queue.Empty:
+                return
+            self._handle(result)
+
+    def _pass(self, select: Callable[[Record], bool]) -> None:
+        """Go through the sheet once, sending what ``select`` picks among the unsent."""
+        for job in self._jobs(select):
+            if self._stopping():
+                continue
+            self.started += 1
+            self._put(job)
+            self.in_flight += 1
+            self._drain()
+            if self._stopping():
+                break
+
+    def _jobs(self, select: Callable[[Record], bool]) -> Iterator[_Job]:
+        limit = self.plan.options.limit
+        resend = self.plan.options.resend_uncertain
+        records: dict[str, Record] = {}
+
+        def want(rendered: Rendered) -> bool:
+            if limit is not None and self.started >= limit:
+                return False
+            record = self.journal.get(rendered.key)
+            if record is None or record.seen_run != self.plan.run_number:
+                return False
+            if record.state not in ("pending", "deferred") and not (
+                    resend and record.state == "sending"):
+                return False
+            if not select(record):
+                return False
+            records[rendered.key] = record
+            return True
+
+        def message_id(rendered: Rendered) -> str | None:
+            return records[rendered.key].message_id
+
+        for outcome in iter_messages(self.campaign, want=want, message_id=message_id):
+            if outcome.built is None or self._stopping():
+                continue
+            record = records.pop(outcome.built.rendered.key)
+            recipients = record.remaining_list if record.state == "deferred" else []
+            yield _Job(record.key, record.row, outcome.built,
+                       recipients or list(outcome.built.envelope_to), record.attempts + 1)
+
+    def _handle(self, result: _Result) -> None:
+        self.in_flight -= 1
+        job = result.job
+        if result.error is not None:
+            self.journal.mark(job.key, "deferred", f"not sent: {result.error.message}",
+                              remaining=job.recipients)
+            if self.report.stopped is None:
+                self.report.stopped = result.error
+            self.stop.set()
+            return
+        delivery = result.delivery
+        if delivery is None:  # the worker stopped before sending it: its state is unchanged
+            return
+        if delivery.reconnect:
+            self.limiter.slow_down()
+        cannot_connect = (not delivery.accepted and delivery.deferred
+                          and all(r.code == 0 and r.text.startswith("cannot connect")
+                                  for r in delivery.deferred.values()))
+        self.connect_failures = self.connect_failures + 1 if cannot_connect else 0
+        summary = delivery.summary()
+        if delivery.deferred:
+            remaining = list(delivery.deferred)
+            if job.attempts > self.smtp.retries:
+                self.journal.mark(job.key, "failed", f"gave up after {job.attempts} attempts: "
+                                  f"{summary}", remaining=remaining)
+                self.report.failed += 1
+                self.events(Event("failed", job.row, job.key, summary))
+            else:
+                due = self.clock() + backoff(job.attempts, self.smtp.retry_delay)
+                self.journal.mark(job.key, "deferred", summary, remaining=remaining,
+                                  next_attempt=due)
+                self.report.deferred += 1
+                self.events(Event("deferred", job.row, job.key, summary))
+        elif delivery.accepted:
+            if self.saver is not None:
+                self.journal.mark_sent_and_spool(job.key, summary, job.built.message_id,
+                                                 job.built.data)
+                self.saver.save(job.key)
+            else:
+                self.journal.mark(job.key, "sent", summary, remaining=[])
+            self.report.sent += 1
+            self.events(Event("sent", job.row, job.key, summary))
+        else:
+            self.journal.mark(job.key, "failed", summary, remaining=[])
+            self.report.failed += 1
+            self.events(Event("failed", job.row, job.key, summary))
+        if self.connect_failures >= MAX_CONNECT_FAILURES and self.report.stopped is None:
+            reply = next(iter(delivery.deferred.values()))
+            self.report.stopped = SendError(
+                f"gave up after {self.connect_failures} failed connections in a row ({reply.text})",
+                hint="check `smtp.host`, `smtp.port` and `smtp.security`, then run send "
+                     "again to resume")
+            self.stop.set()
+
+
