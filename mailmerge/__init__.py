@@ -9,8 +9,15 @@ Library use::
 """
 
 from .campaign import Campaign, load_campaign, parse_campaign
-from .errors import (ConfigError, MailmergeError, RowError, RowErrors, SendError, SheetError,
-                     TemplateError)
+from .errors import (
+                     ConfigError,
+                     MailmergeError,
+                     RowError,
+                     RowErrors,
+                     SendError,
+                     SheetError,
+                     TemplateError,
+)
 from .message import Built, build_message
 from .pipeline import Outcome, Report, check_campaign, iter_messages, preview_campaign
 from .render import Rendered, Renderer

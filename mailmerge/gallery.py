@@ -10,8 +10,8 @@ as files the page shows in a sandboxed frame.
 from __future__ import annotations
 
 import json
-from email.headerregistry import Address
 import re
+from email.headerregistry import Address
 from importlib import resources
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any

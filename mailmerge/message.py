@@ -16,8 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import email.policy
 import re
-from email import quoprimime
 from dataclasses import dataclass
+from email import quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime, make_msgid

@@ -10,10 +10,10 @@ from __future__ import annotations
 import html as html_module
 import re
 import traceback
-from functools import partial
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,9 +21,21 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
 from . import css
-from .addresses import (HEADER_CONTROL, AddressProblem, AddressTemplate, compile_address_field,
-                        make_address_environment)
-from .assets import AssetProblem, FileCache, Part, embed_images, resolve_attachments, resolve_inside
+from .addresses import (
+    HEADER_CONTROL,
+    AddressProblem,
+    AddressTemplate,
+    compile_address_field,
+    make_address_environment,
+)
+from .assets import (
+    AssetProblem,
+    FileCache,
+    Part,
+    embed_images,
+    resolve_attachments,
+    resolve_inside,
+)
 from .campaign import AddressField, Campaign, where_expression
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .sheet import Row

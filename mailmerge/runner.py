@@ -22,7 +22,7 @@ from .oauth import TokenSource
 from .pipeline import Outcome, iter_messages
 from .render import Rendered
 from .send import Delivery, RateLimiter, Reply, SmtpConnection, backoff
-from .sentcopy import SaveReport, Saver
+from .sentcopy import Saver, SaveReport
 
 if TYPE_CHECKING:
     from .delivery import SendPlan

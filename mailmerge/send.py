@@ -23,7 +23,6 @@ from .errors import SendError
 from .oauth import TokenSource, xoauth2
 
 
-
 @dataclass(frozen=True)
 class Reply:
     code: int

@@ -11,7 +11,6 @@ import csv
 import datetime as dt
 import io
 import re
-
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass

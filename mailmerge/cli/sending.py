@@ -1,228 +1,42 @@
-"""The ``mailmerge`` command: a thin layer over the library (``mailmerge.pipeline``).
-
-Exit codes: 0 success, 1 problems in the data (some rows), 2 usage or configuration error,
-130 interrupted.
-"""
+"""`mailmerge send` and `mailmerge status`: delivery over SMTP and its journal."""
 
 from __future__ import annotations
 
 import os
 import sys
 import time
-import webbrowser
-from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import click
 
-from .campaign import Campaign, Smtp, load_campaign, with_where
-from .delivery import Event, SendOptions, SendPlan, SendReport, journal_path, prepare_send, send_test
-from .journal import Journal
-from .starter import create_campaign
-from .errors import ConfigError, MailmergeError
-from .pipeline import Outcome, Report, check_campaign, preview_campaign
-
-EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-_OUT = click.option("-o", "--out", type=click.Path(file_okay=False),
-                    help="Folder for the .eml files. Default: out/<campaign name>/.")
-_LIMIT = click.option("-n", "--limit", type=click.IntRange(min=1),
-                      help="Only the first N rows.")
-_QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress line.")
-_WHERE = click.option("-w", "--where", metavar="EXPRESSION",
-                      help="Only rows for which this Jinja expression is true, e.g. "
-                           "\"country == 'CN' and points|int > 100\" (added to the campaign's "
-                           "`where:`).")
-
-
-def _fail(exc: MailmergeError) -> None:
-    click.echo(f"Error: {exc}", err=True)
-    sys.exit(exc.exit_code)
-
-
-def _load(path: str, where: str | None = None) -> Campaign:
-    try:
-        return with_where(load_campaign(path), where)
-    except MailmergeError as exc:
-        _fail(exc)
-        raise  # unreachable: _fail exits
-
-
-def _ranges(rows: list[int]) -> str:
-    spans: list[str] = []
-    start = prev = rows[0]
-    for row in rows[1:] + [None]:  # type: ignore[list-item]
-        if row is not None and row == prev + 1:
-            prev = row
-            continue
-        spans.append(str(start) if start == prev else f"{start}-{prev}")
-        if row is not None:
-            start = prev = row
-    return ", ".join(spans)
-
-
-def _print_problems(report: Report, most: int | None = None) -> None:
-    """Every problem once (or the first ``most``); the same problem on many rows is one line
-    naming the rows."""
-    groups: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
-    errors: dict[tuple[Any, ...], MailmergeError] = {}
-    for outcome in report.problems:
-        for error in outcome.errors:
-            sig = (type(error), str(error.path), error.line, error.column, error.message,
-                   error.hint)
-            groups.setdefault(sig, []).append(error.row or outcome.row)
-            errors.setdefault(sig, error)
-    for index, (sig, rows) in enumerate(groups.items()):
-        if most is not None and index == most:
-            click.echo(f"  ... and {len(groups) - most} more; `mailmerge check` lists them all")
-            break
-        error = errors[sig]
-        if len(rows) == 1:
-            click.echo(f"  {error}")
-            continue
-        row_saved = error.row
-        error.row = None
-        click.echo(f"  {error} [rows {_ranges(rows)}]")
-        error.row = row_saved
-
-
-def _progress(quiet: bool) -> Callable[[Outcome], None] | None:
-    if quiet or not sys.stderr.isatty():
-        return None
-    count = 0
-
-    def show(outcome: Outcome) -> None:
-        nonlocal count
-        count += 1
-        if count % 100 == 0:
-            click.echo(f"\r  {count} rows ...", nl=False, err=True)
-
-    return show
-
-
-def _finish(report: Report, verb: str) -> None:
-    if sys.stderr.isatty():
-        click.echo("\r" + " " * 30 + "\r", nl=False, err=True)
-    for notice in report.notices:
-        if notice.startswith("warning: "):
-            click.echo(f"Warning: {notice[len('warning: '):]}")
-        else:
-            click.echo(f"Note: {notice}")
-    if report.problems:
-        click.echo(f"Problems in {report.failed_rows} of {report.rows} rows:")
-        _print_problems(report)
-    summary = f"{report.rows} rows: {report.messages} messages {verb}"
-    if report.skipped:
-        summary += f", {report.skipped} rows skipped by `where`"
-    if report.suppressed:
-        summary += f", {report.suppressed} suppressed"
-    if report.problems:
-        summary += f", {report.failed_rows} rows with problems (fix them and run again)"
-    click.echo(summary + ".")
-    sys.exit(EXIT_DATA if report.problems else EXIT_OK)
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="mailmerge-campaign", prog_name="mailmerge")
-def cli() -> None:
-    """Personalised mail from a spreadsheet: Jinja2 templates, CSV or .xlsx rows, SMTP.
-
-    \b
-    Start with a dry run, then check, then send:
-      mailmerge preview campaigns/newsletter.yaml     # .eml files in out/newsletter/
-      mailmerge check campaigns/newsletter.yaml       # every problem of every row
-
-    Exit codes: 0 success, 1 some rows have problems, 2 the campaign file is wrong.
-    """
-
-
-@cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
-@_WHERE
-@_QUIET
-def check(campaign: str, where: str | None, quiet: bool) -> None:
-    """Render every row without writing or sending, and list every problem.
-
-    Each problem names the file, the row and the column or template line, and
-    says what to do. Exit 0 when every row is fine, 1 when some rows have
-    problems, 2 when the campaign file itself is wrong.
-
-    \b
-    Example:
-      mailmerge check campaigns/invoices.yaml
-    """
-    loaded = _load(campaign, where)
-    try:
-        report = check_campaign(loaded, progress=_progress(quiet))
-    except MailmergeError as exc:
-        _fail(exc)
-    _finish(report, "ok")
-
-
-def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool,
-             where: str | None = None, open_: bool = False) -> None:
-    loaded = _load(campaign, where)
-    try:
-        report = preview_campaign(loaded, Path(out) if out else None, limit=limit,
-                                  progress=_progress(quiet))
-    except MailmergeError as exc:
-        _fail(exc)
-    click.echo(f"Wrote {report.messages} .eml files, manifest.csv and index.html "
-               f"to {report.folder}/")
-    if open_ and report.folder is not None:
-        page = (report.folder / "index.html").resolve().as_uri()
-        if not webbrowser.open(page):
-            click.echo(f"No web browser was found; open {page} in one.")
-    _finish(report, "written")
-
-
-
-@cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
-@_OUT
-@_LIMIT
-@_WHERE
-@click.option("--open", "open_", is_flag=True, help="Open index.html in the web browser.")
-@_QUIET
-def preview(campaign: str, out: str | None, limit: int | None, where: str | None, open_: bool,
-            quiet: bool) -> None:
-    """Dry run: write every message as an .eml file instead of sending it.
-
-    Each file holds exactly the bytes that would go over SMTP and opens in any
-    mail client. Beside them: manifest.csv (one line per message) and
-    index.html, which lists the messages and shows each one's HTML. No
-    network is used. Rows with problems get no file and are listed; the exit
-    code is then 1.
-
-    \b
-    Example:
-      mailmerge preview campaigns/newsletter.yaml --limit 10 --open
-      mailmerge preview campaigns/newsletter.yaml --where "city == 'Zürich'"
-    """
-    _preview(campaign, out, limit, quiet, where, open_)
-
-
-@cli.command()
-@click.argument("folder", type=click.Path(file_okay=False))
-def init(folder: str) -> None:
-    """Create a working campaign to start from, in a new folder.
-
-    It holds campaign.yaml, a sheet (people.csv), HTML and text templates and a
-    logo; `preview` renders it at once. Existing files are never overwritten.
-
-    \b
-    Example:
-      mailmerge init demo && mailmerge preview demo/campaign.yaml --open
-    """
-    try:
-        written = create_campaign(Path(folder))
-    except MailmergeError as exc:
-        _fail(exc)
-    for path in written:
-        click.echo(f"  created {path}")
-    click.echo(f"Next: mailmerge preview {Path(folder) / 'campaign.yaml'} --open")
+from ..campaign import Campaign, Smtp
+from ..delivery import (
+    Event,
+    SendOptions,
+    SendPlan,
+    SendReport,
+    journal_path,
+    prepare_send,
+    send_test,
+)
+from ..errors import ConfigError, MailmergeError
+from ..journal import Journal
+from ..pipeline import Report
+from .common import (
+    _LIMIT,
+    _OUT,
+    _QUIET,
+    _WHERE,
+    EXIT_CONFIG,
+    EXIT_DATA,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    _fail,
+    _load,
+    _preview,
+    _print_problems,
+    cli,
+)
 
 
 def _password(smtp: Smtp) -> str | None:
@@ -508,5 +322,3 @@ def status(campaign: str, csv_path: str | None) -> None:
                 click.echo(f"Wrote {count} lines to {csv_path}")
 
 
-def main() -> None:
-    cli(prog_name="mailmerge")

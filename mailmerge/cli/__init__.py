@@ -1,0 +1,103 @@
+"""The ``mailmerge`` command: a thin layer over the library (``mailmerge.pipeline``).
+
+Exit codes: 0 success, 1 problems in the data (some rows), 2 usage or configuration error,
+130 interrupted. Commands: check, preview, init here; send and status in sending.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import MailmergeError
+from ..pipeline import check_campaign
+from ..starter import create_campaign
+from .common import (
+    _LIMIT,
+    _OUT,
+    _QUIET,
+    _WHERE,
+    _fail,
+    _finish,
+    _load,
+    _preview,
+    _progress,
+    cli,
+)
+from .sending import progress_line, send, status
+
+__all__ = ["cli", "main", "progress_line", "send", "status"]
+
+
+@cli.command()
+@click.argument("campaign", type=click.Path(dir_okay=False))
+@_WHERE
+@_QUIET
+def check(campaign: str, where: str | None, quiet: bool) -> None:
+    """Render every row without writing or sending, and list every problem.
+
+    Each problem names the file, the row and the column or template line, and
+    says what to do. Exit 0 when every row is fine, 1 when some rows have
+    problems, 2 when the campaign file itself is wrong.
+
+    \b
+    Example:
+      mailmerge check campaigns/invoices.yaml
+    """
+    loaded = _load(campaign, where)
+    try:
+        report = check_campaign(loaded, progress=_progress(quiet))
+    except MailmergeError as exc:
+        _fail(exc)
+    _finish(report, "ok")
+
+
+@cli.command()
+@click.argument("campaign", type=click.Path(dir_okay=False))
+@_OUT
+@_LIMIT
+@_WHERE
+@click.option("--open", "open_", is_flag=True, help="Open index.html in the web browser.")
+@_QUIET
+def preview(campaign: str, out: str | None, limit: int | None, where: str | None, open_: bool,
+            quiet: bool) -> None:
+    """Dry run: write every message as an .eml file instead of sending it.
+
+    Each file holds exactly the bytes that would go over SMTP and opens in any
+    mail client. Beside them: manifest.csv (one line per message) and
+    index.html, which lists the messages and shows each one's HTML. No
+    network is used. Rows with problems get no file and are listed; the exit
+    code is then 1.
+
+    \b
+    Example:
+      mailmerge preview campaigns/newsletter.yaml --limit 10 --open
+      mailmerge preview campaigns/newsletter.yaml --where "city == 'Zürich'"
+    """
+    _preview(campaign, out, limit, quiet, where, open_)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+def init(folder: str) -> None:
+    """Create a working campaign to start from, in a new folder.
+
+    It holds campaign.yaml, a sheet (people.csv), HTML and text templates and a
+    logo; `preview` renders it at once. Existing files are never overwritten.
+
+    \b
+    Example:
+      mailmerge init demo && mailmerge preview demo/campaign.yaml --open
+    """
+    try:
+        written = create_campaign(Path(folder))
+    except MailmergeError as exc:
+        _fail(exc)
+    for path in written:
+        click.echo(f"  created {path}")
+    click.echo(f"Next: mailmerge preview {Path(folder) / 'campaign.yaml'} --open")
+
+
+def main() -> None:
+    cli(prog_name="mailmerge")

@@ -1,0 +1,146 @@
+"""What every `mailmerge` command shares: the click group, options, messages, exit codes."""
+
+from __future__ import annotations
+
+import sys
+import webbrowser
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..campaign import Campaign, load_campaign, with_where
+from ..errors import MailmergeError
+from ..pipeline import Outcome, Report, preview_campaign
+
+EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_OUT = click.option("-o", "--out", type=click.Path(file_okay=False),
+                    help="Folder for the .eml files. Default: out/<campaign name>/.")
+_LIMIT = click.option("-n", "--limit", type=click.IntRange(min=1),
+                      help="Only the first N rows.")
+_QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+_WHERE = click.option("-w", "--where", metavar="EXPRESSION",
+                      help="Only rows for which this Jinja expression is true, e.g. "
+                           "\"country == 'CN' and points|int > 100\" (added to the campaign's "
+                           "`where:`).")
+
+
+def _fail(exc: MailmergeError) -> None:
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def _load(path: str, where: str | None = None) -> Campaign:
+    try:
+        return with_where(load_campaign(path), where)
+    except MailmergeError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+def _ranges(rows: list[int]) -> str:
+    spans: list[str] = []
+    start = prev = rows[0]
+    for row in rows[1:] + [None]:  # type: ignore[list-item]
+        if row is not None and row == prev + 1:
+            prev = row
+            continue
+        spans.append(str(start) if start == prev else f"{start}-{prev}")
+        if row is not None:
+            start = prev = row
+    return ", ".join(spans)
+
+
+def _print_problems(report: Report, most: int | None = None) -> None:
+    """Every problem once (or the first ``most``); the same problem on many rows is one line
+    naming the rows."""
+    groups: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
+    errors: dict[tuple[Any, ...], MailmergeError] = {}
+    for outcome in report.problems:
+        for error in outcome.errors:
+            sig = (type(error), str(error.path), error.line, error.column, error.message,
+                   error.hint)
+            groups.setdefault(sig, []).append(error.row or outcome.row)
+            errors.setdefault(sig, error)
+    for index, (sig, rows) in enumerate(groups.items()):
+        if most is not None and index == most:
+            click.echo(f"  ... and {len(groups) - most} more; `mailmerge check` lists them all")
+            break
+        error = errors[sig]
+        if len(rows) == 1:
+            click.echo(f"  {error}")
+            continue
+        row_saved = error.row
+        error.row = None
+        click.echo(f"  {error} [rows {_ranges(rows)}]")
+        error.row = row_saved
+
+
+def _progress(quiet: bool) -> Callable[[Outcome], None] | None:
+    if quiet or not sys.stderr.isatty():
+        return None
+    count = 0
+
+    def show(outcome: Outcome) -> None:
+        nonlocal count
+        count += 1
+        if count % 100 == 0:
+            click.echo(f"\r  {count} rows ...", nl=False, err=True)
+
+    return show
+
+
+def _finish(report: Report, verb: str) -> None:
+    if sys.stderr.isatty():
+        click.echo("\r" + " " * 30 + "\r", nl=False, err=True)
+    for notice in report.notices:
+        if notice.startswith("warning: "):
+            click.echo(f"Warning: {notice[len('warning: '):]}")
+        else:
+            click.echo(f"Note: {notice}")
+    if report.problems:
+        click.echo(f"Problems in {report.failed_rows} of {report.rows} rows:")
+        _print_problems(report)
+    summary = f"{report.rows} rows: {report.messages} messages {verb}"
+    if report.skipped:
+        summary += f", {report.skipped} rows skipped by `where`"
+    if report.suppressed:
+        summary += f", {report.suppressed} suppressed"
+    if report.problems:
+        summary += f", {report.failed_rows} rows with problems (fix them and run again)"
+    click.echo(summary + ".")
+    sys.exit(EXIT_DATA if report.problems else EXIT_OK)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mailmerge-campaign", prog_name="mailmerge")
+def cli() -> None:
+    """Personalised mail from a spreadsheet: Jinja2 templates, CSV or .xlsx rows, SMTP.
+
+    \b
+    Start with a dry run, then check, then send:
+      mailmerge preview campaigns/newsletter.yaml     # .eml files in out/newsletter/
+      mailmerge check campaigns/newsletter.yaml       # every problem of every row
+
+    Exit codes: 0 success, 1 some rows have problems, 2 the campaign file is wrong.
+    """
+
+
+def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool,
+             where: str | None = None, open_: bool = False) -> None:
+    loaded = _load(campaign, where)
+    try:
+        report = preview_campaign(loaded, Path(out) if out else None, limit=limit,
+                                  progress=_progress(quiet))
+    except MailmergeError as exc:
+        _fail(exc)
+    click.echo(f"Wrote {report.messages} .eml files, manifest.csv and index.html "
+               f"to {report.folder}/")
+    if open_ and report.folder is not None:
+        page = (report.folder / "index.html").resolve().as_uri()
+        if not webbrowser.open(page):
+            click.echo(f"No web browser was found; open {page} in one.")
+    _finish(report, "written")
