@@ -7,7 +7,6 @@ checks that the files the campaign names exist. Every error names the key and it
 from __future__ import annotations
 
 import codecs
-import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -15,9 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
-import yaml
-
 from .errors import ConfigError
+from .yamlfile import Reader, load_yaml
 
 # An address field is a template string ("{{ name }} <{{ email }}>") or a list of
 # (display-name template, address template) pairs from the structured form.
@@ -152,13 +150,6 @@ _SMTP_KEYS = {
     "host", "port", "security", "username", "password_env", "ca_file", "timeout",
     "concurrency", "rate", "retries", "retry_delay", "retry_for", "auth", "token_command",
 }
-_PASSWORD_HINT = (
-    "passwords never go in the campaign file; set `password_env: VARIABLE` under `smtp:` "
-    "and put the password in that environment variable (default MAILMERGE_SMTP_PASSWORD), "
-    "or let `mailmerge send` prompt for it"
-)
-
-
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(second|sec|s|minute|min|m|hour|h)\s*$", re.I)
 _PER = {"second": 1, "sec": 1, "s": 1, "minute": 60, "min": 60, "m": 60, "hour": 3600, "h": 3600}
 
@@ -174,101 +165,12 @@ def parse_rate(text: str | None) -> float | None:
 
 
 
-class _LineDict(dict):  # type: ignore[type-arg]
-    """A mapping that remembers the line of each key."""
-
-    lines: dict[Any, int]
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe loader that refuses aliases and duplicate keys and records key lines."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.constructor.ConstructorError(
-                None, None, "YAML aliases (*name) are not supported in campaign files; "
-                "write the value out", event.start_mark)
-        return super().compose_node(parent, index)
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
-    result = _LineDict()
-    result.lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if not isinstance(key, (str, int, float, bool)) and key is not None:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping cannot be a key; a value that starts with {{ must be "
-                "in quotes, e.g. to: \"{{ email }}\"", key_node.start_mark)
-        if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {result.lines[key]})",
-                key_node.start_mark)
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.lines[key] = line
-    return result
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-class _Reader:
-    """Typed access to a mapping from the YAML file, with errors that name key and line."""
-
-    def __init__(self, data: Any, path: Path, prefix: str, line: int | None) -> None:
-        self.data, self.path, self.prefix, self.line = data, path, prefix, line
-
-    def error(self, key: str | None, message: str, hint: str | None = None) -> ConfigError:
-        line = self.data.lines.get(key, self.line) if key is not None else self.line
-        return ConfigError(message, path=self.path, line=line, hint=hint)
-
-    def check_keys(self, allowed: set[str]) -> None:
-        for key in self.data:
-            if key == "password":
-                raise self.error(key, f"`{self.prefix}password` is not allowed", _PASSWORD_HINT)
-            if key not in allowed:
-                close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
-                hint = f"did you mean `{close[0]}`?" if close else (
-                    "known keys: " + ", ".join(sorted(allowed)))
-                raise self.error(key, f"unknown key `{self.prefix}{key}`", hint)
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
-            required: bool = False) -> Any:
-        if key not in self.data or self.data[key] is None:
-            if required:
-                raise self.error(None, f"missing required key `{self.prefix}{key}`",
-                                 f"add `{key}:` to the campaign file")
-            return default
-        value = self.data[key]
-        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        if kind is bool and not isinstance(value, bool):
-            raise self.error(key, f"`{self.prefix}{key}` must be true or false, not {value!r}")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-            wanted = {"str": "a text", "int": "a whole number", "float": "a number",
-                      "dict": "a mapping", "list": "a list"}.get(names, names)
-            raise self.error(key, f"`{self.prefix}{key}` must be {wanted}, "
-                                  f"not {type(value).__name__} {value!r}")
-        return value
-
-    def sub(self, key: str) -> _Reader | None:
-        value = self.get(key, dict)
-        if value is None:
-            return None
-        return _Reader(value, self.path, f"{self.prefix}{key}.", self.data.lines.get(key))
-
-
-def _missing(reader: _Reader, key: str) -> AddressField:
+def _missing(reader: Reader, key: str) -> AddressField:
     raise reader.error(None, f"missing required key `{key}`",
                        f"add `{key}:` to the campaign file")
 
 
-def _address_field(reader: _Reader, key: str, default: AddressField = None) -> AddressField:
+def _address_field(reader: Reader, key: str, default: AddressField = None) -> AddressField:
     value = reader.get(key, (str, dict, list))
     if value is None:
         return default
@@ -284,7 +186,7 @@ def _address_field(reader: _Reader, key: str, default: AddressField = None) -> A
     return tuple(pairs)
 
 
-def _paths(top: _Reader, key: str) -> list[str]:
+def _paths(top: Reader, key: str) -> list[str]:
     value = top.get(key, (str, list), default=[])
     paths = [value] if isinstance(value, str) else value
     if not all(isinstance(p, str) and p.strip() for p in paths):
@@ -292,7 +194,7 @@ def _paths(top: _Reader, key: str) -> list[str]:
     return paths
 
 
-def _imap(top: _Reader, local: Any) -> Imap | None:
+def _imap(top: Reader, local: Any) -> Imap | None:
     reader = top.sub("imap")
     if reader is None:
         return None
@@ -312,7 +214,7 @@ def _imap(top: _Reader, local: Any) -> Imap | None:
                 timeout=reader.get("timeout", float, default=30.0))
 
 
-def _dkim(top: _Reader, local: Any) -> Dkim | None:
+def _dkim(top: Reader, local: Any) -> Dkim | None:
     reader = top.sub("dkim")
     if reader is None:
         return None
@@ -326,7 +228,7 @@ def _dkim(top: _Reader, local: Any) -> Dkim | None:
     return Dkim(domain.lower(), selector, local(reader.get("key_file", str, required=True)))
 
 
-def _unsubscribe(top: _Reader) -> tuple[str, ...]:
+def _unsubscribe(top: Reader) -> tuple[str, ...]:
     value = top.get("unsubscribe", (str, list), default=[])
     links = [value] if isinstance(value, str) else value
     if not all(isinstance(link, str) and link.strip() for link in links) or len(links) > 2:
@@ -337,7 +239,7 @@ def _unsubscribe(top: _Reader) -> tuple[str, ...]:
     return tuple(links)
 
 
-def _list_id(top: _Reader) -> str | None:
+def _list_id(top: Reader) -> str | None:
     value = top.get("list_id", str)
     if value is None:
         return None
@@ -355,20 +257,8 @@ def _list_id(top: _Reader) -> str | None:
 
 def parse_campaign(text: str, path: Path) -> Campaign:
     """Parse campaign YAML ``text`` read from ``path``. Raises ConfigError naming key and line."""
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        raise ConfigError(f"not valid YAML: {exc.problem or exc}", path=path, line=line,
-                          hint="fix the YAML syntax (indentation, quotes around values "
-                               "that start with {{ )") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", path=path) from exc
-    if not isinstance(data, _LineDict):
-        raise ConfigError("the campaign file must be a mapping of keys such as `name:`, "
-                          "`from:`, `subject:`", path=path)
-    top = _Reader(data, path, "", None)
+    data = load_yaml(text, path)
+    top = Reader(data, path, "", None)
     top.check_keys(_TOP_KEYS)
     folder = path.parent
 
@@ -394,7 +284,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
     if isinstance(raw_recipients, str):
         recipients = Recipients(path=local(raw_recipients))
     else:
-        rec = _Reader(raw_recipients, path, "recipients.", data.lines.get("recipients"))
+        rec = Reader(raw_recipients, path, "recipients.", data.lines.get("recipients"))
         rec.check_keys(_RECIPIENT_KEYS)
         delimiter = rec.get("delimiter", str)
         if delimiter is not None:
