@@ -7,7 +7,6 @@ template source where that is safe, files cached) and then turns each row into a
 
 from __future__ import annotations
 
-import html as html_module
 import re
 import traceback
 from collections.abc import Callable, Mapping
@@ -37,7 +36,9 @@ from .assets import (
     resolve_inside,
 )
 from .campaign import AddressField, Campaign, where_expression
+from .cells import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
+from .htmlpart import html_to_text, refuse_script_links
 from .sheet import Row
 from .signing import load_signer
 from .suppress import load_suppressions, normal
@@ -45,11 +46,7 @@ from .suppress import load_suppressions, normal
 # Rows on which once-per-campaign CSS inlining is compared with per-message inlining.
 VERIFY_ROWS = 3
 CID_DOMAIN = "mailmerge"
-_URL_UNSAFE = re.compile(r"[\s<>,\"]")
 MAX_HEADER_CHARS = 1000
-_URL_ATTR = re.compile(r"""\b(href|src|action|formaction|background|xlink:href)\s*=\s*"""
-                       r"""(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
-_SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|livescript):", re.I)
 # What a template expression may raise besides jinja2's own errors.
 _RUNTIME_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError,
                    LookupError, AttributeError)
@@ -356,10 +353,10 @@ class Renderer:
         value = template.render(ctx).strip()
         if HEADER_CONTROL.search(value):
             raise AddressProblem("holds a line break or control character, which could inject "
-                                 "header fields", _source_value(ctx, value))
+                                 "header fields", source_value(ctx, value))
         if len(value) > MAX_HEADER_CHARS:
             raise AddressProblem(f"is {len(value):,} characters long; a header may hold at "
-                                 f"most {MAX_HEADER_CHARS:,}", _longest_value(ctx, value))
+                                 f"most {MAX_HEADER_CHARS:,}", longest_value(ctx, value))
         return value
 
     def _render_unsubscribe(self, ctx: Mapping[str, Any], row: Row) -> list[str]:
@@ -370,11 +367,11 @@ class Renderer:
                 continue
             if not re.match(r"^(https?|mailto):", url, re.I):
                 raise AddressProblem(f"the unsubscribe link {url[:80]!r} must start with "
-                                     "https://, http:// or mailto:", _source_value(ctx, url))
-            if _URL_UNSAFE.search(url):
+                                     "https://, http:// or mailto:", source_value(ctx, url))
+            if URL_UNSAFE.search(url):
                 raise AddressProblem(f"the unsubscribe link {url[:80]!r} holds spaces, quotes, "
                                      "commas or angle brackets; use {{ value|urlencode }}",
-                                     _source_value(ctx, url))
+                                     source_value(ctx, url))
             links.append(url)
         return links
 
@@ -396,7 +393,7 @@ class Renderer:
                 html = css.inline_css(html)
         else:
             html = self.html.render(ctx)
-        _refuse_script_links(html)
+        refuse_script_links(html)
         return embed_images(html, self._image)
 
     def _verify(self, fast: str, ctx: Mapping[str, Any], row: Row) -> None:
@@ -433,7 +430,7 @@ class Renderer:
                         row=row.number, hint=hint)
 
     def _address_error(self, row: Row, key: str, exc: AddressProblem) -> RowError:
-        column = _column_of(row, exc.value) if exc.value is not None else None
+        column = column_of(row, exc.value) if exc.value is not None else None
         if column is not None:
             return RowError(f"`{key}`: {exc}", path=self.sheet_path, row=row.number,
                             column=column, hint="correct the cell in the sheet")
@@ -470,51 +467,3 @@ class Renderer:
 def _render_addresses(template: AddressTemplate | None, ctx: Mapping[str, Any]
                       ) -> list[Address]:
     return template.render(ctx) if template is not None else []
-
-
-def _refuse_script_links(html: str) -> None:
-    """A javascript: URL in the HTML (most likely from a cell) is a row problem."""
-    for match in _URL_ATTR.finditer(html):
-        raw = match.group(2) or match.group(3) or match.group(4) or ""
-        value = re.sub(r"[\x00-\x20]", "", html_module.unescape(raw))
-        if _SCRIPT_SCHEME.match(value):
-            raise AssetProblem(f"the HTML has a {value.split(':')[0].lower()}: link "
-                               f"({match.group(1)}={raw[:60]!r}); mail must not carry scripts, "
-                               "check the cell that fills it")
-
-
-def _longest_value(ctx: Mapping[str, Any], rendered: str) -> str | None:
-    row = ctx.get("row", {})
-    values = [str(v) for v in row.values() if str(v) and str(v) in rendered]
-    return max(values, key=len) if values else None
-
-
-def _source_value(ctx: Mapping[str, Any], rendered: str) -> str | None:
-    """The cell value that most likely produced a bad rendered value (for error reports)."""
-    row = ctx.get("row", {})
-    for value in row.values():
-        text = str(value)
-        if text and text.strip() and text.strip() in rendered:
-            if HEADER_CONTROL.search(text) or _URL_UNSAFE.search(text):
-                return text
-    return None
-
-
-def _column_of(row: Row, value: str) -> str | None:
-    for column, cell in row.values.items():
-        if str(cell) == value:
-            return column
-    for column, cell in row.values.items():
-        if value and value in str(cell):
-            return column
-    return None
-
-
-def html_to_text(html: str) -> str:
-    """A plain-text alternative derived from the HTML, links shown as their URLs."""
-    from inscriptis import get_text
-    from inscriptis.model.config import ParserConfig
-
-    text = get_text(html, ParserConfig(display_links=True))
-    lines = [line.rstrip() for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"

@@ -1,0 +1,33 @@
+"""The HTML part's neighbours: the text part derived from it, and links that must not be."""
+
+from __future__ import annotations
+
+import html as html_module
+import re
+
+from .assets import AssetProblem
+
+_URL_ATTR = re.compile(r"""\b(href|src|action|formaction|background|xlink:href)\s*=\s*"""
+                       r"""(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
+_SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|livescript):", re.I)
+
+
+def refuse_script_links(html: str) -> None:
+    """A javascript: URL in the HTML (most likely from a cell) is a row problem."""
+    for match in _URL_ATTR.finditer(html):
+        raw = match.group(2) or match.group(3) or match.group(4) or ""
+        value = re.sub(r"[\x00-\x20]", "", html_module.unescape(raw))
+        if _SCRIPT_SCHEME.match(value):
+            raise AssetProblem(f"the HTML has a {value.split(':')[0].lower()}: link "
+                               f"({match.group(1)}={raw[:60]!r}); mail must not carry scripts, "
+                               "check the cell that fills it")
+
+
+def html_to_text(html: str) -> str:
+    """A plain-text alternative derived from the HTML, links shown as their URLs."""
+    from inscriptis import get_text
+    from inscriptis.model.config import ParserConfig
+
+    text = get_text(html, ParserConfig(display_links=True))
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
