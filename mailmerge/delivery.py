@@ -138,7 +138,7 @@ def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptio
     """Render and build every row; note every good key in the journal (one transaction)."""
     problems: list[Outcome] = []
     with journal.batch():
-        for outcome in iter_messages(campaign):
+        for outcome in iter_messages(campaign, build=False):
             if outcome.skip == "suppressed" and outcome.key is not None:
                 record = journal.see(outcome.key, outcome.row, run)
                 if record is None or record.state in ("pending", "deferred"):
@@ -148,10 +148,10 @@ def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptio
             if outcome.skipped:
                 skipped.append(outcome.row)
                 continue
-            if outcome.built is None:
+            if outcome.rendered is None:
                 problems.append(outcome)
                 continue
-            rendered = outcome.built.rendered
+            rendered = outcome.rendered
             before = journal.see(rendered.key, rendered.row, run)
             if before is not None and before.seen_run == run:
                 problems.append(Outcome(rendered.row, errors=(RowError(
