@@ -163,9 +163,10 @@ def _needs_utf8(addresses: list[Address]) -> bool:
     return not all(a.username.isascii() for a in addresses)
 
 
-def build_message(rendered: Rendered, *, message_id: str | None = None,
-                  date: dt.datetime | None = None) -> Built:
-    """Build the message for ``rendered``; Bcc recipients go only into the envelope."""
+def build_reference(rendered: Rendered, *, message_id: str | None = None,
+                    date: dt.datetime | None = None) -> Built:
+    """The straightforward ``EmailMessage`` build, which the fast path (wire.py) is
+    compared with in the tests. Bcc recipients go only into the envelope."""
     msg = EmailMessage(policy=POLICY)
     _set_addresses(msg, "From", rendered.from_)
     if rendered.sender is not None:

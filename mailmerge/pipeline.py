@@ -14,10 +14,11 @@ from pathlib import Path
 
 from .campaign import Campaign
 from .errors import MailmergeError, RowErrors, SheetError
-from .message import Built, build_message
+from .message import Built
 from .output import EmlFolder
 from .render import Rendered, Renderer, Suppressed
 from .sheet import open_sheet
+from .wire import build_message
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ def standard_problems(data: bytes, smtputf8: bool = False) -> list[str]:
         header = msg["From"]
         if header.defects:
             problems.append(f"From has defects: {header.defects}")
-        raw = re.search(rb"^From:(.*(?:\r\n[ \t].*)*)", head, re.M | re.I)
+        raw = re.search(rb"^From:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", head, re.M | re.I)
         for address in header.addresses:
             if raw and address.addr_spec.encode() not in raw.group(1) and not smtputf8:
                 problems.append("From: the address is encoded, not only the name")
