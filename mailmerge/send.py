@@ -236,19 +236,32 @@ class SmtpConnection:
                              f"{limit} bytes")
                 return
             options.append(f"SIZE={len(data)}")
-        code, text = smtp.mail(sender, options)
-        reply = Reply(code, _text(text))
-        if code != 250:
-            if reply.policy:
-                raise SendError(f"the server refused the sender {sender} ({reply})",
+        pipelined = smtp.has_extn("pipelining")
+        data_reply: Reply | None = None
+        if pipelined:  # RFC 2920: MAIL, every RCPT and DATA in one go, then the replies
+            if "SMTPUTF8" in options:
+                smtp.command_encoding = "utf-8"
+            smtp.putcmd("mail", f"FROM:{smtplib.quoteaddr(sender)} {' '.join(options)}".rstrip())
+            for address in recipients:
+                smtp.putcmd("rcpt", f"TO:{smtplib.quoteaddr(address)}")
+            smtp.putcmd("data")
+            mail_reply = Reply(*_reply(smtp.getreply()))
+            rcpt_replies = [_reply(smtp.getreply()) for _ in recipients]
+            data_reply = Reply(*_reply(smtp.getreply()))
+        else:
+            mail_reply = Reply(*_reply(smtp.mail(sender, options)))
+        if mail_reply.code != 250:
+            self._end_empty_data(smtp, data_reply)
+            if mail_reply.policy:
+                raise SendError(f"the server refused the sender {sender} ({mail_reply})",
                                 hint="check `from`/`sender` and that the account may send "
                                      "as that address")
-            self._all(delivery, recipients, reply)
+            self._all(delivery, recipients, mail_reply)
             smtp.rset()
             return
-        for address in recipients:
-            code, text = smtp.rcpt(address)
-            reply = Reply(code, _text(text))
+        replies = iter(rcpt_replies) if pipelined else (_reply(smtp.rcpt(a)) for a in recipients)
+        for address, (code, text) in zip(recipients, replies):
+            reply = Reply(code, text)
             if code in (250, 251):
                 delivery.accepted.append(address)
             elif code == 421:
@@ -261,15 +274,30 @@ class SmtpConnection:
             else:
                 delivery.refused[address] = reply
         if not delivery.accepted:
+            self._end_empty_data(smtp, data_reply)
             smtp.rset()
             return
-        code, text = smtp.data(data)
-        reply = Reply(code, _text(text))
+        if data_reply is None:
+            code, text = _reply(smtp.data(data))
+        elif data_reply.code != 354:
+            code, text = data_reply.code, data_reply.text
+        else:
+            body = re.sub(rb"(?m)^\.", b"..", data)
+            smtp.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+            code, text = _reply(smtp.getreply())
+        reply = Reply(code, text)
         if code != 250:
             accepted, delivery.accepted = delivery.accepted, []
             self._all(delivery, accepted, reply)
             if code == 421:
                 delivery.reconnect = True
+
+    @staticmethod
+    def _end_empty_data(smtp: smtplib.SMTP, data_reply: Reply | None) -> None:
+        """A pipelined DATA the server accepted although nothing can be sent: end it empty."""
+        if data_reply is not None and data_reply.code == 354:
+            smtp.send(b".\r\n")
+            smtp.getreply()
 
     @staticmethod
     def _lost(delivery: Delivery, recipients: list[str], reply: Reply) -> None:
@@ -289,6 +317,10 @@ class SmtpConnection:
                 delivery.refused[address] = reply
         if reply.code == 421:
             delivery.reconnect = True
+
+
+def _reply(reply: tuple[int, bytes | str]) -> tuple[int, str]:
+    return reply[0], _text(reply[1])
 
 
 def _text(value: bytes | str) -> str:

@@ -145,11 +145,13 @@ def basic(cdir: CampaignDir) -> Callable[..., CampaignDir]:
     return make
 
 
-@pytest.fixture
-def smtp_server():
+@pytest.fixture(params=[True, False], ids=["pipelining", "classic"])
+def smtp_server(request):
+    """A real SMTP server, with and without PIPELINING (RFC 2920), which changes how the
+    client talks to it."""
     from .smtpserver import Server
 
-    server = Server()
+    server = Server(pipelining=request.param)
     yield server
     server.stop()
 

@@ -43,6 +43,7 @@ class Recorder:
     rcpt_seen: Counter[str] = field(default_factory=Counter)
     data_seen: int = 0
     sessions: int = 0
+    pipelining: bool = False  # advertise PIPELINING (aiosmtpd reads commands in order anyway)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
@@ -50,6 +51,8 @@ class Recorder:
         with self.lock:
             self.sessions += 1
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
@@ -119,8 +122,8 @@ class Server:
 
     def __init__(self, *, tls: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  users: dict[str, str] | None = None, smtputf8: bool = True,
-                 tokens: set[str] | None = None) -> None:
-        self.handler = Recorder()
+                 tokens: set[str] | None = None, pipelining: bool = False) -> None:
+        self.handler = Recorder(pipelining=pipelining)
         self.handler.valid_tokens = tokens or set()
         self.port = free_port()
         kwargs: dict[str, object] = {"enable_SMTPUTF8": smtputf8, "data_size_limit": 50_000_000}
