@@ -101,7 +101,7 @@ subject: "{{{{ first_name }}}}, your autumn update"
 templates: {{html: mail.html, text: mail.txt}}
 recipients: {sheet}
 unsubscribe: "https://acme.example/u/{{{{ token }}}}"
-smtp: {{host: 127.0.0.1, port: {port}, security: none, timeout: 30}}
+smtp: {{host: 127.0.0.1, port: {port}, security: none, timeout: 30, concurrency: 8}}
 """)
     # the peer's template: the same HTML, no inlining, no text part
     (folder / "peer_template.txt").write_text(

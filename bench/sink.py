@@ -2,7 +2,8 @@
 
     python bench/sink.py PORT [DELAY_SECONDS]
 
-DELAY_SECONDS is added before every reply, to model a server far away. Loopback only.
+Every reply leaves DELAY_SECONDS after its command arrived, modelling a server far away
+(replies to pipelined commands overlap). Loopback only.
 """
 
 from __future__ import annotations
@@ -15,31 +16,46 @@ DELAY = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
 
 
 async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    async def reply(text: str) -> None:
-        if DELAY:
-            await asyncio.sleep(DELAY)
-        writer.write(text.encode() + b"\r\n")
-        await writer.drain()
+    """Every reply leaves DELAY after its command arrived, as over a slow network: the
+    replies to pipelined commands travel together instead of one after another."""
+    replies: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
 
-    await reply("220 sink ESMTP")
+    async def send() -> None:
+        while (item := await replies.get()) is not None:
+            due, data = item
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
+            writer.write(data)
+            await writer.drain()
+
+    sender = asyncio.create_task(send())
+
+    def reply(text: str) -> None:
+        replies.put_nowait((loop.time() + DELAY, text.encode() + b"\r\n"))
+
+    reply("220 sink ESMTP")
     in_data = False
     while line := await reader.readline():
         if in_data:
             if line in (b".\r\n", b".\n"):
                 in_data = False
-                await reply("250 2.0.0 accepted")
+                reply("250 2.0.0 accepted")
             continue
         command = line[:4].upper()
         if command == b"EHLO":
-            await reply("250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 SIZE 50000000")
+            reply("250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+                  "250 SIZE 50000000")
         elif command == b"DATA":
             in_data = True
-            await reply("354 go ahead")
+            reply("354 go ahead")
         elif command == b"QUIT":
-            await reply("221 bye")
+            reply("221 bye")
             break
         else:
-            await reply("250 OK")
+            reply("250 OK")
+    replies.put_nowait(None)
+    await sender
     writer.close()
 
 

@@ -102,6 +102,8 @@ class SmtpConnection:
         self._password = password
         self._tokens = tokens
         self._smtp: smtplib.SMTP | None = None
+        self._clean = False  # the last transaction ended with its final reply
+        self._replied = False  # the server has answered part of this transaction
 
     def _login(self, smtp: smtplib.SMTP) -> None:
         s = self.settings
@@ -186,32 +188,44 @@ class SmtpConnection:
             self._smtp = None
 
     def send(self, sender: str, recipients: list[str], data: bytes, smtputf8: bool) -> Delivery:
-        """One transaction. Raises SendError to stop, OSError when no session can be had."""
-        smtp = self._smtp
-        if smtp is None:
-            smtp = self.open()
-        else:
+        """One transaction. Raises SendError to stop, OSError when no session can be had.
+
+        After a transaction that ended normally the session is clean and the next one
+        starts at once; only after a failed one is RSET sent first. If a reused session
+        turns out to be closed (servers drop idle ones) before the server answered
+        anything of this transaction, nothing was sent: it is reopened and tried again.
+        """
+        reused = self._smtp is not None
+        smtp = self._smtp or self.open()
+        if reused and not self._clean:
             try:
                 code, text = smtp.rset()
                 if code != 250:
                     raise smtplib.SMTPServerDisconnected(f"RSET: {code}")
             except (smtplib.SMTPServerDisconnected, OSError):
                 self.drop()
-                smtp = self.open()
-        delivery = Delivery()
-        try:
-            self._transaction(smtp, sender, recipients, data, smtputf8, delivery)
-        except smtplib.SMTPServerDisconnected as exc:
-            self._lost(delivery, recipients, Reply(0, f"connection lost: {exc}"))
-        except smtplib.SMTPResponseException as exc:  # e.g. DATA refused before the body
-            reply = Reply(exc.smtp_code, _text(exc.smtp_error))
-            pending = [a for a in recipients if a not in delivery.refused]
-            delivery.accepted.clear()
-            self._all(delivery, pending, reply)
-            delivery.reconnect = True
-        except OSError as exc:  # timeouts, resets
-            self._lost(delivery, recipients,
-                       Reply(0, f"connection lost: {exc or type(exc).__name__}"))
+                smtp, reused = self.open(), False
+        while True:
+            delivery = Delivery()
+            self._replied = False
+            try:
+                self._transaction(smtp, sender, recipients, data, smtputf8, delivery)
+            except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                if reused and not self._replied:
+                    self.drop()
+                    smtp, reused = self.open(), False
+                    continue
+                lost = (f"connection lost: {exc}" if isinstance(exc, smtplib.SMTPServerDisconnected)
+                        else f"connection lost: {exc or type(exc).__name__}")
+                self._lost(delivery, recipients, Reply(0, lost))
+            except smtplib.SMTPResponseException as exc:  # e.g. DATA refused before the body
+                reply = Reply(exc.smtp_code, _text(exc.smtp_error))
+                pending = [a for a in recipients if a not in delivery.refused]
+                delivery.accepted.clear()
+                self._all(delivery, pending, reply)
+                delivery.reconnect = True
+            break
+        self._clean = not delivery.reconnect  # every other path ended with a reply or RSET
         if delivery.reconnect:
             self.drop()
         return delivery
@@ -246,10 +260,12 @@ class SmtpConnection:
                 smtp.putcmd("rcpt", f"TO:{smtplib.quoteaddr(address)}")
             smtp.putcmd("data")
             mail_reply = Reply(*_reply(smtp.getreply()))
+            self._replied = True
             rcpt_replies = [_reply(smtp.getreply()) for _ in recipients]
             data_reply = Reply(*_reply(smtp.getreply()))
         else:
             mail_reply = Reply(*_reply(smtp.mail(sender, options)))
+            self._replied = True
         if mail_reply.code != 250:
             self._end_empty_data(smtp, data_reply)
             if mail_reply.policy:

@@ -87,12 +87,16 @@ class Recorder:
             assert server.transport is not None
             server.transport.abort()
             return action
-        if action:
+        if action and action != "ACCEPT_CLOSE":
             return action
         content = envelope.original_content or envelope.content
         assert isinstance(content, bytes)
         with self.lock:
             self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), content))
+        if action == "ACCEPT_CLOSE":  # accept, then hang up as servers do with idle sessions
+            await server.push("250 2.0.0 Message accepted")
+            assert server.transport is not None
+            server.transport.close()
         return "250 2.0.0 Message accepted"
 
     valid_tokens: set[str] = field(default_factory=set)

@@ -390,3 +390,13 @@ def test_missing_suppression_list_is_a_configuration_error(basic, smtp_server) -
     result = run("check", str(c.folder / "campaign.yaml"))
     assert result.exit_code == 2
     assert "the suppression list" in result.output and "nope.txt does not exist" in result.output
+
+
+def test_a_session_the_server_closed_is_reopened_without_a_retry(basic, smtp_server) -> None:
+    smtp_server.handler.data_rule = lambda env, i: "ACCEPT_CLOSE" if i in (0, 2) else None
+    c = make(basic, smtp_server)
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert sorted(smtp_server.handler.by_recipient().values()) == [1] * 5
+    assert {v[1] for v in journal_rows(c).values()} == {1}  # one attempt each: no deferral
+    assert smtp_server.handler.sessions == 3
