@@ -60,6 +60,19 @@ def _encoded_words(text: str, first_line_used: int) -> list[str]:
     return words
 
 
+def encoded_address(address: Address, used: int, comma: str) -> list[str]:
+    """Lines of ``Name <addr>`` with a non-ASCII name as encoded words; the angle address
+    joins the last line when it fits (with ``comma`` still to come), else a line of its own.
+    """
+    parts = _encoded_words(address.display_name, used)
+    angle = f"<{address.addr_spec}>"
+    if len(parts[-1]) + 1 + len(angle) + len(comma) + 1 <= _LINE_LIMIT:
+        parts[-1] += " " + angle
+    else:
+        parts.append(angle)
+    return parts
+
+
 def _set_unstructured(msg: EmailMessage, name: str, value: str) -> None:
     if value.isascii():
         msg[name] = value
@@ -81,12 +94,7 @@ def _set_addresses(msg: EmailMessage, name: str, addresses: tuple[Address, ...])
         elif address.display_name.isascii():
             parts = [str(Address(display_name=address.display_name, addr_spec=address.addr_spec))]
         else:
-            parts = _encoded_words(address.display_name, used)
-            angle = f"<{address.addr_spec}>"
-            if len(parts[-1]) + 1 + len(angle) + len(comma) + 1 <= _LINE_LIMIT:
-                parts[-1] += " " + angle
-            else:
-                parts.append(angle)
+            parts = encoded_address(address, used, comma)
         parts[-1] += comma
         lines += parts
         used = 1

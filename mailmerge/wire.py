@@ -26,6 +26,7 @@ from .message import (
     _encoded_words,
     _file_part,
     _needs_utf8,
+    encoded_address,
     new_message_id,
 )
 from .render import Rendered
@@ -61,12 +62,7 @@ def addresses_header(name: str, addresses: tuple[Address, ...]) -> str:
             used = 1
             continue
         else:
-            parts = _encoded_words(name_text, used)
-            angle = f"<{address.addr_spec}>"
-            if len(parts[-1]) + 1 + len(angle) + len(comma) + 1 <= _LINE_LIMIT:
-                parts[-1] += " " + angle
-            else:
-                parts.append(angle)
+            parts = encoded_address(address, used, comma)
         parts[-1] += comma
         lines += parts
         used = 1
@@ -135,7 +131,7 @@ def _body(rendered: Rendered) -> bytes:
 
 
 def build_message(rendered: Rendered, *, message_id: str | None = None,
-               date: dt.datetime | None = None) -> Built:
+                  date: dt.datetime | None = None) -> Built:
     """The message for ``rendered`` as bytes; Bcc recipients go only into the envelope."""
     headers = [addresses_header("From", rendered.from_)]
     if rendered.sender is not None:
