@@ -9,6 +9,7 @@ is parsed, and only then are the values put back. A cell that is the whole item
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -171,9 +172,29 @@ def parse_address_list(text: str, values: list[str] | None = None) -> list[Addre
     return result
 
 
+# An ASCII dot-atom local part: for these, email_validator's verdict depends on the domain
+# alone, which recurs from row to row; it is validated once (0.2 ms a call, per row before).
+_PLAIN_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+@functools.lru_cache(maxsize=4096)
+def _ascii_domain(domain: str) -> str | None:
+    """The normalised ASCII form of a valid domain, None when it is not valid."""
+    try:
+        return validate_email(f"a@{domain}", check_deliverability=False, allow_smtputf8=True,
+                              test_environment=True).ascii_domain
+    except EmailNotValidError:
+        return None
+
+
 def make_address(name: str, addr: str, source: str | None) -> Address:
     """Validate ``addr`` (syntax only, no DNS) and build an Address with an ASCII domain."""
     _check_text(addr, source)
+    local, at, domain = addr.rpartition("@")
+    if at and len(local) <= 64 and len(addr) <= 254 and _PLAIN_LOCAL.fullmatch(local):
+        ascii_domain = _ascii_domain(domain)
+        if ascii_domain is not None and len(local) + 1 + len(ascii_domain) <= 254:
+            return Address(display_name=name, username=local, domain=ascii_domain)
     try:
         # test_environment admits the reserved .test domain (test and staging set-ups);
         # .local, localhost, .invalid and the like stay refused: no mail reaches them.

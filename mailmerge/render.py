@@ -126,6 +126,7 @@ class Renderer:
         self.sheet_path = campaign.recipients.path
         self.notices: list[str] = []
         self.files = FileCache()
+        self._images: dict[str, Part] = {}
         key = campaign.recipients.key
         if key is not None and key not in columns:
             raise ConfigError(f"`recipients.key` names column {key!r}, which the sheet does not "
@@ -407,10 +408,13 @@ class Renderer:
                                 f"{row.number} inlining the template once gave different HTML")
 
     def _image(self, src: str) -> Part:
-        assert self.campaign.html_template is not None
-        folder = self.campaign.html_template.parent
-        path = resolve_inside(folder, src, "image", allowed=(self.campaign.folder,))
-        return self.files.part(path, cid_domain=CID_DOMAIN)
+        part = self._images.get(src)  # the same logo on every row: resolved once
+        if part is None:
+            assert self.campaign.html_template is not None
+            folder = self.campaign.html_template.parent
+            path = resolve_inside(folder, src, "image", allowed=(self.campaign.folder,))
+            part = self._images[src] = self.files.part(path, cid_domain=CID_DOMAIN)
+        return part
 
     def _render_attachment(self, template: jinja2.Template, ctx: Mapping[str, Any]) -> list[Part]:
         value = template.render(ctx).strip()

@@ -117,3 +117,63 @@ def test_well_formed_rows_always_give_a_message(renderer: Renderer, email: str, 
     assert display_name(data, parsed) == " ".join(name.split())
     assert msg["Subject"] == topic.strip()
     assert body.replace("\r\n", "\n").replace("\r", "\n") in content(msg, "plain")
+
+
+# --- fast paths agree with the slow ones they stand in for ---------------------------------
+
+local_part = st.text(st.sampled_from("aZ09.+-_!#'~é\"@ \\"), min_size=0, max_size=70)
+domain = st.sampled_from(["example.org", "EXAMPLE.org", "b.test", "xn--bcher-kva.example",
+                          "localhost", "a..b", "-x.example", "x" * 64 + ".example",
+                          "bücher.example", "1.2.3.4", "[127.0.0.1]", "a.invalid", ""])
+
+
+@settings(max_examples=EXAMPLES * 3, deadline=None)
+@given(local=local_part, domain=domain)
+def test_cached_address_check_agrees_with_email_validator(local: str, domain: str) -> None:
+    from email_validator import EmailNotValidError, validate_email
+
+    from mailmerge.addresses import AddressProblem, make_address
+
+    addr = f"{local}@{domain}"
+    try:
+        valid = validate_email(addr, check_deliverability=False, allow_smtputf8=True,
+                               test_environment=True)
+        expected: tuple[str, str] | None = (valid.local_part, valid.ascii_domain)
+    except EmailNotValidError:
+        expected = None
+    try:
+        made = make_address("", addr, addr)
+        got: tuple[str, str] | None = (made.username, made.domain)
+    except AddressProblem:
+        got = None
+    assert got == expected
+
+
+script_value = st.lists(st.sampled_from(
+    ["javascript:", "vbscript:", "livescript:", "ja", "vb", "li", "j", "v", "l", "a", "b", "i",
+     "vascript:", "script:", "logo.png", ":", "&#9;", "&#106;", "&Tab;", "&colon;", "&amp;",
+     "\t", "\x00", " ", "\n", "J", "L", "V", "https://x"]), max_size=6).map("".join)
+
+
+@settings(max_examples=EXAMPLES * 5, deadline=None)
+@given(attr=st.sampled_from(["href", "SRC", "action", "background", "xlink:href"]),
+       space=st.sampled_from(["", " ", "\n"]), quote=st.sampled_from(['"', "'", ""]),
+       value=script_value)
+def test_script_link_prefilter_never_hides_a_script_link(attr: str, space: str, quote: str,
+                                                          value: str) -> None:
+    from mailmerge import htmlpart
+    from mailmerge.assets import AssetProblem
+
+    if quote == "" and any(c in value for c in " \t\n>"):
+        value = value.replace(" ", "").replace("\t", "").replace("\n", "").replace(">", "")
+    html = f'<p><a {attr}{space}={space}{quote}{value}{quote}>x</a></p>'
+    full_scan_refuses = any(
+        htmlpart._SCRIPT_SCHEME.match(re.sub(r"[\x00-\x20]", "", __import__("html").unescape(
+            m.group(2) or m.group(3) or m.group(4) or "")))
+        for m in htmlpart._URL_ATTR.finditer(html))
+    try:
+        htmlpart.refuse_script_links(html)
+        refused = False
+    except AssetProblem:
+        refused = True
+    assert refused == full_scan_refuses
