@@ -33,6 +33,11 @@ class MailmergeError(Exception):
         self.column = column
         self.hint = hint
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # rebuilt from its attributes: subclasses' constructors differ (worker processes
+        # send errors to the parent pickled)
+        return _restore, (type(self), dict(self.__dict__))
+
     @property
     def where(self) -> str:
         parts = [str(self.path)] if self.path else []
@@ -88,3 +93,10 @@ class RowErrors(MailmergeError):
 
     def __str__(self) -> str:
         return "\n".join(str(e) for e in self.errors)
+
+
+def _restore(cls: type[MailmergeError], state: dict[str, object]) -> MailmergeError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message"))
+    error.__dict__.update(state)
+    return error

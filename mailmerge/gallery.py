@@ -10,6 +10,7 @@ as files the page shows in a sandboxed frame.
 from __future__ import annotations
 
 import json
+import os
 import re
 from email.headerregistry import Address
 from importlib import resources
@@ -30,14 +31,57 @@ def _names(addresses: tuple[Address, ...]) -> str:
                      for a in addresses)
 
 
+class GalleryFiles:
+    """Writes each message's HTML and text part for the gallery; safe in a worker process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._images: set[str] = set()
+
+    def write(self, stem: str, built: Built, eml: str) -> dict[str, Any]:
+        """Write one message's parts and return its list entry.
+
+        Everything comes from the rendered values, which are what the message encodes;
+        parsing each .eml back took more time than making it.
+        """
+        rendered = built.rendered
+        images: dict[str, str] = {}
+        for part in rendered.images:
+            assert part.cid is not None
+            name = f"{_UNSAFE.sub('_', part.cid.split('@')[0])}.{part.subtype}"
+            if name not in self._images:
+                # written whole under another name first: two workers may write it at once
+                target = self.folder / "html" / "images" / name
+                partial = target.with_name(f".{name}.{os.getpid()}")
+                partial.write_bytes(part.data)
+                os.replace(partial, target)
+                self._images.add(name)
+            images[part.cid] = f"images/{name}"
+        entry: dict[str, Any] = {
+            "row": rendered.row, "key": rendered.key, "eml": eml, "size": len(built.data),
+            "files": [[a.filename, len(a.data)] for a in rendered.attachments],
+            "from": _names(rendered.from_), "to": _names(rendered.to),
+            "cc": _names(rendered.cc), "bcc": _names(rendered.bcc),
+            "subject": rendered.subject, "date": built.date,
+        }
+        if rendered.html is not None:
+            content = _CID_SRC.sub(lambda m: f"{m.group(1)}{images.get(m.group(2), '')}"
+                                   f"{m.group(1)}", rendered.html)
+            (self.folder / "html" / f"{stem}.html").write_text(content, encoding="utf-8")
+            entry["html"] = f"html/{stem}.html"
+        if rendered.text is not None:
+            (self.folder / "html" / f"{stem}.txt").write_text(rendered.text, encoding="utf-8")
+            entry["text"] = f"html/{stem}.txt"
+        return entry
+
+
 class Gallery:
-    """Streams messages into the gallery files under ``folder``."""
+    """Streams the list of messages (entries) into the gallery under ``folder``."""
 
     def __init__(self, folder: Path, title: str) -> None:
         self.folder, self.title = folder, title
         (folder / "html" / "images").mkdir(parents=True, exist_ok=True)
         (folder / "list").mkdir(exist_ok=True)
-        self._images: set[str] = set()
         self._chunk: IO[str] | None = None
         self._in_chunk = 0
         self.chunks = 0
@@ -66,36 +110,8 @@ class Gallery:
     def add_problem(self, row: int, problems: str) -> None:
         self._write_entry({"row": row, "key": "", "error": problems})
 
-    def add_message(self, stem: str, built: Built, eml: str) -> None:
-        """Show one message: its headers, HTML and text parts and attachments.
-
-        Everything comes from the rendered values, which are what the message encodes;
-        parsing each .eml back took more time than making it.
-        """
-        rendered = built.rendered
-        images: dict[str, str] = {}
-        for part in rendered.images:
-            assert part.cid is not None
-            name = f"{_UNSAFE.sub('_', part.cid.split('@')[0])}.{part.subtype}"
-            if name not in self._images:
-                (self.folder / "html" / "images" / name).write_bytes(part.data)
-                self._images.add(name)
-            images[part.cid] = f"images/{name}"
-        entry: dict[str, Any] = {
-            "row": rendered.row, "key": rendered.key, "eml": eml, "size": len(built.data),
-            "files": [[a.filename, len(a.data)] for a in rendered.attachments],
-            "from": _names(rendered.from_), "to": _names(rendered.to),
-            "cc": _names(rendered.cc), "bcc": _names(rendered.bcc),
-            "subject": rendered.subject, "date": built.date,
-        }
-        if rendered.html is not None:
-            content = _CID_SRC.sub(lambda m: f"{m.group(1)}{images.get(m.group(2), '')}"
-                                   f"{m.group(1)}", rendered.html)
-            (self.folder / "html" / f"{stem}.html").write_text(content, encoding="utf-8")
-            entry["html"] = f"html/{stem}.html"
-        if rendered.text is not None:
-            (self.folder / "html" / f"{stem}.txt").write_text(rendered.text, encoding="utf-8")
-            entry["text"] = f"html/{stem}.txt"
+    def add_entry(self, entry: dict[str, Any]) -> None:
+        """Show one message, its entry made by :meth:`GalleryFiles.write`."""
         self._write_entry(entry)
 
     def close(self) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import ConfigError
-from .gallery import Gallery
+from .gallery import Gallery, GalleryFiles
 
 if TYPE_CHECKING:
     from .pipeline import Outcome
@@ -32,6 +33,44 @@ def csv_safe(value: object) -> object:
 
 def _safe_name(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._")[:80] or "message"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One row as stored: a message's manifest row and gallery entry, or its problems."""
+
+    row: int
+    manifest: dict[str, Any] | None = None
+    entry: dict[str, Any] | None = None
+    problem: str | None = None
+
+
+class MessageFiles:
+    """Writes each message's own files (the .eml, the gallery's parts); safe in a worker
+    process. What it returns is recorded, in sheet order, by :meth:`EmlFolder.record`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._gallery = GalleryFiles(folder)
+
+    def store(self, outcome: Outcome) -> Stored | None:
+        if outcome.skipped:
+            return None
+        if outcome.built is None:
+            return Stored(outcome.row, problem="\n".join(str(e) for e in outcome.errors))
+        built = outcome.built
+        rendered = built.rendered
+        stem = f"{rendered.row:05d}-{_safe_name(rendered.key)}"
+        path = self.folder / f"{stem}.eml"
+        path.write_bytes(built.data)
+        attachments = [a.filename for a in rendered.attachments]
+        manifest = {name: csv_safe(value) for name, value in {
+            "row": rendered.row, "key": rendered.key,
+            "envelope_to": " ".join(built.envelope_to), "subject": rendered.subject,
+            "file": path.name, "size": len(built.data), "attachments": "; ".join(attachments),
+            "message_id": built.message_id,
+        }.items()}
+        return Stored(rendered.row, manifest, self._gallery.write(stem, built, path.name))
 
 
 class EmlFolder:
@@ -75,25 +114,18 @@ class EmlFolder:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MARKER).write_text("written by mailmerge preview; cleared on the next run\n")
 
-    def write(self, outcome: Outcome) -> Path | None:
-        """Write one outcome: a good one as .eml and gallery entry, a bad one as a problem."""
+    def files(self) -> MessageFiles:
+        """What writes each message's own files, here or in a worker process."""
+        return MessageFiles(self.folder)
+
+    def record(self, stored: Stored | None) -> None:
+        """Add one stored row to the manifest and the gallery (in sheet order)."""
         assert self._gallery is not None
-        if outcome.skipped:
-            return None
-        if outcome.built is None:
-            self._gallery.add_problem(outcome.row, "\n".join(str(e) for e in outcome.errors))
-            return None
-        built = outcome.built
-        rendered = built.rendered
-        stem = f"{rendered.row:05d}-{_safe_name(rendered.key)}"
-        path = self.folder / f"{stem}.eml"
-        path.write_bytes(built.data)
-        attachments = [a.filename for a in rendered.attachments]
-        self._manifest.writerow({name: csv_safe(value) for name, value in {
-            "row": rendered.row, "key": rendered.key,
-            "envelope_to": " ".join(built.envelope_to), "subject": rendered.subject,
-            "file": path.name, "size": len(built.data), "attachments": "; ".join(attachments),
-            "message_id": built.message_id,
-        }.items()})
-        self._gallery.add_message(stem, built, path.name)
-        return path
+        if stored is None:
+            return
+        if stored.problem is not None:
+            self._gallery.add_problem(stored.row, stored.problem)
+            return
+        assert stored.manifest is not None and stored.entry is not None
+        self._manifest.writerow(stored.manifest)
+        self._gallery.add_entry(stored.entry)

@@ -11,14 +11,18 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from .campaign import Campaign
 from .errors import MailmergeError, RowErrors, SheetError
 from .message import Built
 from .output import EmlFolder
+from .parallel import map_rows
 from .render import Rendered, Renderer, Suppressed
-from .sheet import open_sheet
+from .sheet import Row, Sheet, open_sheet
 from .wire import build_message
+
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Outcome:
     rendered: Rendered | None = None  # set when the message itself was not built
     skip: str | None = None  # "where" (left out by the filter) or "suppressed"
     key: str | None = None  # known for suppressed rows
+    made: bool = False  # a message was made and handed on (check, preview: not kept here)
 
     @property
     def skipped(self) -> bool:
@@ -38,7 +43,12 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.built is not None
+        return self.built is not None or self.made
+
+    def slim(self) -> Outcome:
+        """The outcome without its message: what ``check`` and ``preview`` report on."""
+        return replace(self, built=None, rendered=None,
+                       made=self.built is not None or self.rendered is not None)
 
 
 @dataclass
@@ -56,6 +66,47 @@ class Report:
     @property
     def failed_rows(self) -> int:
         return len(self.problems)
+
+    def count(self, outcome: Outcome) -> None:
+        self.rows += 1
+        if outcome.ok:
+            self.messages += 1
+        elif outcome.skip == "suppressed":
+            self.suppressed += 1
+        elif outcome.skipped:
+            self.skipped += 1
+        else:
+            self.problems.append(outcome)
+
+
+def process_row(renderer: Renderer, row: Row, *, build: bool = True,
+                want: Callable[[Rendered], bool] | None = None,
+                message_id: Callable[[Rendered], str | None] | None = None) -> Outcome | None:
+    """One row through the filter, the renderer and (``build``) the MIME builder.
+
+    None when ``want`` passed over the rendered row.
+    """
+    try:
+        if not renderer.selects(row):
+            return Outcome(row.number, skip="where")
+        rendered = renderer.render(row)
+    except Suppressed as exc:
+        return Outcome(row.number, skip="suppressed", key=exc.key)
+    except RowErrors as exc:
+        return Outcome(row.number, errors=tuple(exc.errors))
+    if want is not None and not want(rendered):
+        return None
+    if not build:
+        return Outcome(row.number, rendered=rendered)
+    built = build_message(rendered, message_id=message_id(rendered) if message_id else None)
+    if renderer.signer is not None:
+        built = replace(built, data=renderer.signer.sign(built.data))
+    return Outcome(row.number, built=built)
+
+
+def _no_rows(sheet: Sheet) -> SheetError:
+    return SheetError("the sheet has a header row but no recipients below it",
+                      path=sheet.path, hint="add a row per recipient")
 
 
 def iter_messages(campaign: Campaign, *, limit: int | None = None,
@@ -81,27 +132,10 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
         try:
             for row in rows:
                 seen += 1
-                try:
-                    if not renderer.selects(row):
-                        yield Outcome(row.number, skip="where")
-                        continue
-                    rendered = renderer.render(row)
-                except Suppressed as exc:
-                    yield Outcome(row.number, skip="suppressed", key=exc.key)
-                    continue
-                except RowErrors as exc:
-                    yield Outcome(row.number, errors=tuple(exc.errors))
-                    continue
-                if want is not None and not want(rendered):
-                    continue
-                if not build:
-                    yield Outcome(row.number, rendered=rendered)
-                    continue
-                built = build_message(rendered,
-                                      message_id=message_id(rendered) if message_id else None)
-                if renderer.signer is not None:
-                    built = replace(built, data=renderer.signer.sign(built.data))
-                yield Outcome(row.number, built=built)
+                outcome = process_row(renderer, row, build=build, want=want,
+                                      message_id=message_id)
+                if outcome is not None:
+                    yield outcome
         except SheetError as exc:
             yield Outcome(exc.row or 0, errors=(exc,))
             seen += 1
@@ -109,30 +143,59 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
             if notices is not None:
                 notices.extend(renderer.notices)
         if not seen:
-            raise SheetError("the sheet has a header row but no recipients below it",
-                             path=sheet.path, hint="add a row per recipient")
+            raise _no_rows(sheet)
 
 
-def _run(campaign: Campaign, limit: int | None, each: Callable[[Outcome], None]) -> Report:
+def _run(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
+         store: Callable[[Outcome], S], record: Callable[[S], None],
+         progress: Callable[[Outcome], None] | None) -> Report:
+    """Every row through :func:`process_row` and ``store`` on ``jobs`` processes; then, in
+    sheet order and in this process, ``record`` and ``progress``."""
     report = Report()
-    for outcome in iter_messages(campaign, limit=limit, notices=report.notices):
-        report.rows += 1
-        if outcome.ok:
-            report.messages += 1
-        elif outcome.skip == "suppressed":
-            report.suppressed += 1
-        elif outcome.skipped:
-            report.skipped += 1
-        else:
-            report.problems.append(outcome)
-        each(outcome)
+    with open_sheet(campaign.recipients) as sheet:
+        renderer = Renderer(campaign, sheet.columns)
+        report.notices.extend(renderer.notices)
+        renderer.notices.clear()  # workers start with none: each notice is reported once
+        rows = iter(sheet) if limit is None else itertools.islice(sheet, limit)
+
+        def work(row: Row) -> tuple[Outcome, S]:
+            outcome = process_row(renderer, row, build=build)
+            assert outcome is not None
+            return outcome.slim(), store(outcome)
+
+        def drain() -> list[str]:
+            found = list(renderer.notices)
+            renderer.notices.clear()
+            return found
+
+        def take(outcome: Outcome, stored: S) -> None:
+            report.count(outcome)
+            record(stored)
+            if progress is not None:
+                progress(outcome)
+
+        try:
+            for outcome, stored in map_rows(rows, work, jobs=jobs, notices=drain,
+                                            on_notice=report.notices.append):
+                take(outcome, stored)
+        except SheetError as exc:
+            broken = Outcome(exc.row or 0, errors=(exc,))
+            take(broken, store(broken))
+        finally:
+            report.notices.extend(drain())
+        if not report.rows:
+            raise _no_rows(sheet)
     return report
 
 
-def check_campaign(campaign: Campaign, *, progress: Callable[[Outcome], None] | None = None
-                   ) -> Report:
-    """Render and build every row without writing or sending; report every problem."""
-    return _run(campaign, None, progress or (lambda outcome: None))
+def check_campaign(campaign: Campaign, *, progress: Callable[[Outcome], None] | None = None,
+                   jobs: int = 1) -> Report:
+    """Render every row without building, writing or sending; report every problem.
+
+    ``jobs`` processes share the rows (see :mod:`mailmerge.parallel`).
+    """
+    return _run(campaign, limit=None, jobs=jobs, build=False, store=lambda outcome: None,
+                record=lambda stored: None, progress=progress)
 
 
 def default_output_folder(campaign: Campaign) -> Path:
@@ -140,15 +203,16 @@ def default_output_folder(campaign: Campaign) -> Path:
 
 
 def preview_campaign(campaign: Campaign, out: Path | None = None, *, limit: int | None = None,
-                     progress: Callable[[Outcome], None] | None = None) -> Report:
-    """Write one .eml per good row (the exact bytes SMTP would carry), a manifest and an index."""
+                     progress: Callable[[Outcome], None] | None = None,
+                     jobs: int = 1) -> Report:
+    """Write one .eml per good row (the exact bytes SMTP would carry), a manifest and an index.
+
+    ``jobs`` processes render, build and write the messages; this one keeps the manifest and
+    the index in sheet order. ``progress`` gets each row's outcome without its message.
+    """
     folder = out or default_output_folder(campaign)
     with EmlFolder(folder, campaign.name) as writer:
-        def each(outcome: Outcome) -> None:
-            writer.write(outcome)
-            if progress:
-                progress(outcome)
-
-        report = _run(campaign, limit, each)
+        report = _run(campaign, limit=limit, jobs=jobs, build=True, store=writer.files().store,
+                      record=writer.record, progress=progress)
     report.folder = folder
     return report

@@ -14,6 +14,7 @@ from ..errors import MailmergeError
 from ..pipeline import check_campaign
 from ..starter import create_campaign
 from .common import (
+    _JOBS,
     _LIMIT,
     _OUT,
     _QUIET,
@@ -33,8 +34,9 @@ __all__ = ["cli", "main", "progress_line", "send", "status"]
 @cli.command()
 @click.argument("campaign", type=click.Path(dir_okay=False))
 @_WHERE
+@_JOBS
 @_QUIET
-def check(campaign: str, where: str | None, quiet: bool) -> None:
+def check(campaign: str, where: str | None, jobs: int, quiet: bool) -> None:
     """Render every row without writing or sending, and list every problem.
 
     Each problem names the file, the row and the column or template line, and
@@ -47,7 +49,7 @@ def check(campaign: str, where: str | None, quiet: bool) -> None:
     """
     loaded = _load(campaign, where)
     try:
-        report = check_campaign(loaded, progress=_progress(quiet))
+        report = check_campaign(loaded, progress=_progress(quiet), jobs=jobs)
     except MailmergeError as exc:
         _fail(exc)
     _finish(report, "ok")
@@ -59,9 +61,10 @@ def check(campaign: str, where: str | None, quiet: bool) -> None:
 @_LIMIT
 @_WHERE
 @click.option("--open", "open_", is_flag=True, help="Open index.html in the web browser.")
+@_JOBS
 @_QUIET
 def preview(campaign: str, out: str | None, limit: int | None, where: str | None, open_: bool,
-            quiet: bool) -> None:
+            jobs: int, quiet: bool) -> None:
     """Dry run: write every message as an .eml file instead of sending it.
 
     Each file holds exactly the bytes that would go over SMTP and opens in any
@@ -75,7 +78,7 @@ def preview(campaign: str, out: str | None, limit: int | None, where: str | None
       mailmerge preview campaigns/newsletter.yaml --limit 10 --open
       mailmerge preview campaigns/newsletter.yaml --where "city == 'Zürich'"
     """
-    _preview(campaign, out, limit, quiet, where, open_)
+    _preview(campaign, out, limit, quiet, where, open_, jobs)
 
 
 @cli.command()

@@ -13,6 +13,7 @@ import click
 
 from ..campaign import Campaign, load_campaign, with_where
 from ..errors import MailmergeError
+from ..parallel import default_jobs
 from ..pipeline import Outcome, Report, preview_campaign
 
 EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -22,6 +23,9 @@ _OUT = click.option("-o", "--out", type=click.Path(file_okay=False),
 _LIMIT = click.option("-n", "--limit", type=click.IntRange(min=1),
                       help="Only the first N rows.")
 _QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress line.")
+_JOBS = click.option("-j", "--jobs", type=click.IntRange(min=1), default=default_jobs(),
+                     show_default="one per core",
+                     help="Worker processes that render the rows (1: all in this one).")
 _WHERE = click.option("-w", "--where", metavar="EXPRESSION",
                       help="Only rows for which this Jinja expression is true, e.g. "
                            "\"country == 'CN' and points|int > 100\" (added to the campaign's "
@@ -130,11 +134,11 @@ def cli() -> None:
 
 
 def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool,
-             where: str | None = None, open_: bool = False) -> None:
+             where: str | None = None, open_: bool = False, jobs: int = 1) -> None:
     loaded = _load(campaign, where)
     try:
         report = preview_campaign(loaded, Path(out) if out else None, limit=limit,
-                                  progress=_progress(quiet))
+                                  progress=_progress(quiet), jobs=jobs)
     except MailmergeError as exc:
         _fail(exc)
     click.echo(f"Wrote {report.messages} .eml files, manifest.csv and index.html "

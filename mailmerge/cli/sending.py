@@ -21,6 +21,7 @@ from ..delivery import (
 )
 from ..errors import ConfigError, MailmergeError
 from ..journal import Journal
+from ..parallel import default_jobs
 from ..pipeline import Report
 from .common import (
     _LIMIT,
@@ -185,7 +186,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
       mailmerge send campaigns/newsletter.yaml --dry-run --out /tmp/check
     """
     if dry_run:
-        _preview(campaign, out, limit, quiet, where)
+        _preview(campaign, out, limit, quiet, where, jobs=default_jobs())
         return
     loaded = _load(campaign, where)
     if test_to:

@@ -1,0 +1,149 @@
+"""Worker processes give exactly what one process gives: same files, same order, same problems."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from mailmerge import check_campaign, load_campaign, preview_campaign
+from mailmerge.parallel import BLOCK, IN_FLIGHT, WorkerFailed, map_rows
+from mailmerge.sheet import Row
+
+from .conftest import content, parse
+
+ROWS = BLOCK * IN_FLIGHT * 2 + 37  # more blocks than are ever in flight, and a short last one
+
+
+def people(count: int) -> list[list[str]]:
+    rows = [["email", "name", "points"]]
+    for i in range(count):
+        if i % 97 == 5:
+            rows.append([f"broken{i}@", f"Bad {i}", "1"])  # an invalid address
+        elif i % 89 == 7:
+            rows.append([f"p{i}@example.org", f"Skip {i}", "-1"])  # left out by `where`
+        else:
+            rows.append([f"p{i}@example.org", f"Zoë {i}", str(i)])
+    return rows
+
+
+@pytest.fixture
+def campaign(basic):
+    c = basic('to: "{{ name }} <{{ email }}>"\nwhere: "points|int >= 0"\n',
+              html="<html><head><style>p { color: red }</style></head><body>"
+                   "<p>Hi {{ name }}</p><img src=\"logo.png\"></body></html>",
+              text="Hi {{ name }}, {{ points }} points\n", rows=people(ROWS))
+    c.file("templates/logo.png", (Path(__file__).parent.parent / "templates" / "logo.png")
+           .read_bytes())
+    return load_campaign(c.folder / "campaign.yaml")
+
+
+def stable(text: str) -> str:
+    """A file's text with what differs from run to run (Date, Message-ID, boundaries) masked."""
+    text = re.sub(r"<[^<>@\s]+@[^<>\s]+>", "<id>", text)
+    text = re.sub(r"=_mm_[0-9a-f]+", "boundary", text)
+    text = re.sub(r"(Date: |\"date\": \")[^\r\n\"]+", r"\1date", text)
+    text = re.sub(r"(\"size\": |\.eml,)\d+", r"\1size", text)  # Message-IDs vary in length
+    return re.sub(r"(cid:|Content-ID: <)[^\"'>\s]+", r"\1cid", text)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): stable(p.read_text(encoding="utf-8"))
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".png"}
+
+
+def test_preview_on_two_workers_writes_what_one_process_writes(campaign, tmp_path: Path) -> None:
+    one = preview_campaign(campaign, tmp_path / "one", jobs=1)
+    two = preview_campaign(campaign, tmp_path / "two", jobs=2)
+    assert (two.rows, two.messages, two.skipped) == (one.rows, one.messages, one.skipped)
+    assert one.rows == ROWS and one.skipped > 0 and one.problems
+    assert [o.row for o in two.problems] == [o.row for o in one.problems]
+    assert [str(e) for o in two.problems for e in o.errors] == \
+        [str(e) for o in one.problems for e in o.errors]
+    first, second = snapshot(tmp_path / "one"), snapshot(tmp_path / "two")
+    assert first.keys() == second.keys()
+    assert first == second
+    with open(tmp_path / "two" / "manifest.csv", encoding="utf-8") as handle:
+        rows = [int(line["row"]) for line in csv.DictReader(handle)]
+    assert rows == sorted(rows) and len(rows) == two.messages
+    eml = next((tmp_path / "two").glob("00300-*.eml"))
+    message = parse(eml.read_bytes())
+    assert content(message, "plain") == "Hi Zoë 298, 298 points\n"
+    assert "color:red" in content(message, "html").replace(" ", "")
+
+
+def test_check_on_two_workers_reports_every_problem_in_sheet_order(campaign) -> None:
+    seen: list[int] = []
+    one = check_campaign(campaign, jobs=1)
+    two = check_campaign(campaign, jobs=2, progress=lambda outcome: seen.append(outcome.row))
+    assert seen == list(range(2, ROWS + 2))
+    assert (two.rows, two.messages, two.skipped) == (one.rows, one.messages, one.skipped)
+    assert [str(e) for o in two.problems for e in o.errors] == \
+        [str(e) for o in one.problems for e in o.errors]
+    assert two.problems and "is not a valid email address" in str(two.problems[0].errors[0])
+
+
+def test_a_sheet_that_breaks_part_way_is_reported_after_the_rows_before_it(basic) -> None:
+    c = basic()
+    lines = ["email,name"] + [f"p{i}@example.org,P{i}" for i in range(300)]
+    lines.insert(250, 'x@example.org,"unclosed')
+    (c.folder / "people.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    campaign = load_campaign(c.folder / "campaign.yaml")
+    one, two = check_campaign(campaign, jobs=1), check_campaign(campaign, jobs=2)
+    assert [str(e) for o in two.problems for e in o.errors] == \
+        [str(e) for o in one.problems for e in o.errors]
+    assert two.messages == one.messages == 249
+    assert "row 251" in str(two.problems[-1].errors[0])
+
+
+def numbered(count: int) -> list[Row]:
+    return [Row(number=i, values={"n": i}) for i in range(2, count + 2)]
+
+
+def test_results_come_back_in_order_whatever_each_row_costs() -> None:
+    import time
+
+    def work(row: Row) -> int:
+        time.sleep(0.002 if row.number % 7 == 0 else 0)  # uneven work per block
+        return row.number * 10
+
+    assert list(map_rows(numbered(500), work, jobs=3)) == [n * 10 for n in range(2, 502)]
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang() -> None:
+    def work(row: Row) -> int:
+        if row.number == 200:
+            os._exit(3)
+        return row.number
+
+    with pytest.raises(WorkerFailed, match="exit code 3"):
+        list(map_rows(numbered(400), work, jobs=2))
+
+
+def test_a_bug_in_a_worker_is_raised_with_its_traceback() -> None:
+    def work(row: Row) -> int:
+        return 1 // (row.number - 100)
+
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        list(map_rows(numbered(200), work, jobs=2))
+
+
+def test_notices_from_workers_reach_the_parent() -> None:
+    found: list[str] = []
+    pending: list[str] = []
+
+    def work(row: Row) -> int:
+        if row.number in (10, 300):
+            pending.append(f"row {row.number} looked odd")
+        return row.number
+
+    def drain() -> list[str]:
+        taken = list(pending)
+        pending.clear()
+        return taken
+
+    list(map_rows(numbered(400), work, jobs=2, notices=drain, on_notice=found.append))
+    assert found == ["row 10 looked odd", "row 300 looked odd"]
