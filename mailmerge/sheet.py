@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from xml.parsers.expat import ExpatError
 
 from .campaign import Recipients
 from .errors import SheetError
@@ -115,7 +116,7 @@ def _make_row(path: Path, number: int, columns: tuple[str, ...], cells: list[Any
               convert: Any) -> Row | None:
     """Pair cells with columns; None for a blank row. A stray cell or a NUL byte is kept as
     the row's ``problem``."""
-    if all(_is_blank(c) for c in cells):
+    if (not cells or _is_blank(cells[0])) and all(_is_blank(c) for c in cells):
         return None
     values: dict[str, Any] = {}
     problem = None
@@ -128,14 +129,15 @@ def _make_row(path: Path, number: int, columns: tuple[str, ...], cells: list[Any
                     "no name in the header row", path=path, row=number,
                     hint="name the column in the header row or delete the cell")
             continue
-        if isinstance(cell, str) and "\x00" in cell and problem is None:
+        if cell.__class__ is str and "\x00" in cell and problem is None:
             problem = SheetError("the cell holds a NUL byte", path=path, row=number, column=name,
                                  hint="remove it; a file full of NUL bytes is usually UTF-16: "
                                       "save the sheet as UTF-8 CSV")
-        values[name] = convert(cell)
-    for name in columns:
-        if name and name not in values:
-            values[name] = ""
+        values[name] = convert(cell) if convert is not None else cell
+    if len(values) < len(columns):
+        for name in columns:
+            if name and name not in values:
+                values[name] = ""
     return Row(number, values, problem)
 
 
@@ -237,17 +239,13 @@ def _open_csv(recipients: Recipients) -> Sheet:
     def rows() -> Iterator[Row]:
         try:
             while (record := next_record()) is not None:
-                row = _make_row(path, number, columns, record, _plain)
+                row = _make_row(path, number, columns, record, None)
                 if row is not None:
                     yield row
         finally:
             handle.close()
 
     return Sheet(path, columns, rows(), handle)
-
-
-def _plain(value: str) -> str:
-    return value
 
 
 # --- XLSX ----------------------------------------------------------------------------------
@@ -284,16 +282,58 @@ def _refuse_bombs(path: Path) -> None:
                          hint="export the sheet as .csv instead")
 
 
+class _Workbook:
+    """An .xlsx workbook opened for its cells: openpyxl reads what surrounds them (sheet
+    names, shared strings, date formats, epoch), :mod:`.xlsxrows` streams the cells.
+
+    openpyxl's own load_workbook is not used: in read-only mode it scans each whole
+    worksheet for its size when it opens, a third of the time of reading it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from openpyxl.reader.excel import ExcelReader
+        from openpyxl.styles.stylesheet import apply_stylesheet
+
+        self.reader = ExcelReader(str(path), read_only=True, data_only=True)
+        try:
+            self.reader.read_manifest()
+            self.reader.read_strings()
+            self.reader.read_workbook()
+            apply_stylesheet(self.reader.archive, self.reader.wb)
+            self.sheets = {sheet.name: rel.target
+                           for sheet, rel in self.reader.parser.find_sheets()
+                           if rel.target in self.reader.valid_files
+                           and "chartsheet" not in rel.Type}
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def sheetnames(self) -> list[str]:
+        return list(self.sheets)
+
+    def records(self, name: str) -> Iterator[tuple[int, list[Any]]]:
+        """(row number, cell values from column A) of each row the sheet holds."""
+        from .xlsxrows import worksheet_rows
+
+        wb = self.reader.wb
+        with self.reader.archive.open(self.sheets[name]) as source:
+            yield from worksheet_rows(source, self.reader.shared_strings, wb.epoch,
+                                      wb._date_formats, wb._timedelta_formats)
+
+    def close(self) -> None:
+        self.reader.archive.close()
+
+
 def _open_xlsx(recipients: Recipients) -> Sheet:
-    import openpyxl  # imported here: CSV-only campaigns never pay for it
     from openpyxl.utils.exceptions import InvalidFileException
 
     path = recipients.path
     _refuse_bombs(path)
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        workbook = _Workbook(path)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, OSError,
-            EOFError, zipfile.LargeZipFile) as exc:
+            EOFError, zipfile.LargeZipFile, ExpatError) as exc:
         raise SheetError(f"not a readable Excel .xlsx workbook ({type(exc).__name__}: {exc})",
                          path=path, hint="open it in a spreadsheet program and save it again "
                                          "as .xlsx, or export it as .csv") from exc
@@ -303,13 +343,14 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
                 raise SheetError(f"the workbook has no sheet named {recipients.sheet!r}",
                                  path=path, hint="its sheets are: " +
                                  ", ".join(repr(s) for s in workbook.sheetnames))
-            worksheet = workbook[recipients.sheet]
+            name = recipients.sheet
+        elif workbook.sheetnames:
+            name = workbook.sheetnames[0]
         else:
-            worksheet = workbook.worksheets[0]
-        cells = worksheet.iter_rows(values_only=True)
-        number = 0
-        for record in cells:
-            number += 1
+            raise SheetError("the workbook has no worksheet", path=path,
+                             hint="open it in a spreadsheet program and save it again")
+        records = workbook.records(name)
+        for number, record in records:
             if not all(_is_blank(c) for c in record):
                 break
         else:
@@ -319,7 +360,8 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
     except SheetError:
         workbook.close()
         raise
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError,
+            ExpatError) as exc:
         workbook.close()
         raise SheetError(f"the workbook is damaged ({type(exc).__name__}: {exc})", path=path,
                          hint="open it in a spreadsheet program and save it again") from exc
@@ -327,12 +369,12 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
     def rows() -> Iterator[Row]:
         nonlocal number
         try:
-            for record in cells:
-                number += 1
+            for number, record in records:
                 row = _make_row(path, number, columns, record, _xlsx_value)
                 if row is not None:
                     yield row
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError) as exc:
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError,
+                ExpatError) as exc:
             raise SheetError(f"the workbook is damaged ({type(exc).__name__}: {exc})",
                              path=path, row=number + 1,
                              hint="open it in a spreadsheet program and save it again") from exc

@@ -1,0 +1,126 @@
+"""The streaming .xlsx reader reads every cell as openpyxl's own reader does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from mailmerge.campaign import Recipients
+from mailmerge.sheet import _Workbook, open_sheet
+
+VALUES: list[Any] = [
+    "plain", "Zoë 李", "", " padded ", "line\nbreak", "=not a formula", 0, -7, 2**40, 3.25,
+    1e-9, 12345678901234567890.0, True, False, dt.date(2024, 2, 29), dt.datetime(1999, 12, 31, 23, 59, 58),
+    dt.time(8, 30), dt.timedelta(hours=30, minutes=5), None, "x" * 300,
+]
+
+
+def openpyxl_rows(path: Path, sheet: str) -> list[list[Any]]:
+    workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    rows = [list(r) for r in workbook[sheet].iter_rows(values_only=True)]
+    workbook.close()
+    return rows
+
+
+def fast_rows(path: Path, sheet: str) -> list[list[Any]]:
+    workbook = _Workbook(path)
+    try:
+        return [record for _, record in workbook.records(sheet)]
+    finally:
+        workbook.close()
+
+
+def same(openpyxl_row: list[Any], fast_row: list[Any]) -> bool:
+    trimmed = list(openpyxl_row)
+    while trimmed and trimmed[-1] is None:
+        trimmed.pop()
+    return [(type(v), v) for v in trimmed] == [(type(v), v) for v in fast_row]  # 1 != True
+
+
+@pytest.mark.parametrize("write_only", [False, True], ids=["shared-strings", "write-only"])
+@pytest.mark.parametrize("epoch", ["1900", "1904"])
+def test_every_kind_of_cell_reads_as_openpyxl_reads_it(tmp_path: Path, write_only: bool,
+                                                        epoch: str) -> None:
+    workbook = openpyxl.Workbook(write_only=write_only)
+    if epoch == "1904":
+        workbook.epoch = openpyxl.utils.datetime.CALENDAR_MAC_1904
+    sheet = workbook.create_sheet("people") if write_only else workbook.active
+    sheet.title = "people"
+    sheet.append([f"c{i}" for i in range(len(VALUES))])
+    for shift in range(len(VALUES)):
+        sheet.append(VALUES[shift:] + VALUES[:shift])
+    if not write_only:
+        sheet["B40"] = "after a gap"
+        sheet["AB41"] = "far right"
+    path = tmp_path / "kinds.xlsx"
+    workbook.save(path)
+    expected = [r for r in openpyxl_rows(path, "people") if any(v is not None for v in r)]
+    got = [r for r in fast_rows(path, "people") if r]
+    assert len(got) == len(expected)
+    for want, have in zip(expected, got):
+        assert same(want, have), (want, have)
+
+
+def rewrite_sheet(path: Path, cells_xml: str) -> Path:
+    """A workbook whose first sheet holds exactly ``cells_xml`` (inline strings, formulas with
+    cached values, errors, booleans, ISO dates: what other programs write)."""
+    target = path.with_name("crafted.xlsx")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(target, "w") as out:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                text = re.sub(r"<dimension[^>]*/>", "", data.decode())  # openpyxl obeys it
+                head, rest = text.split("<sheetData", 1)
+                tail = rest.split("</sheetData>", 1)[1] if "</sheetData>" in rest else "</worksheet>"
+                data = (head + "<sheetData>" + cells_xml + "</sheetData>" + tail).encode()
+            out.writestr(item, data)
+    return target
+
+
+def test_cells_other_programs_write_read_as_openpyxl_reads_them(tmp_path: Path) -> None:
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["a"])
+    workbook.save(tmp_path / "base.xlsx")
+    crafted = rewrite_sheet(tmp_path / "base.xlsx", (
+        '<row r="1"><c r="A1" t="inlineStr"><is><t>email</t></is></c>'
+        '<c r="B1" t="inlineStr"><is><r><t>na</t></r><r><t xml:space="preserve">me </t></r>'
+        '<rPh sb="0" eb="1"><t>ignored</t></rPh></is></c><c r="C1" t="str"><f>A1</f><v>x</v></c>'
+        '</row><row r="3"><c r="A3" t="e"><v>#N/A</v></c><c r="B3" t="b"><v>1</v></c>'
+        '<c r="C3"><f>1+1</f><v>2</v></c><c r="D3" t="d"><v>2024-05-06T07:08:09</v></c>'
+        '<c r="E3" t="inlineStr"/><c r="F3"><v>1.5E3</v></c></row>'
+        '<row><c t="inlineStr"><is><t>no refs</t></is></c><c><v>4</v></c></row>'))
+    expected = [r for r in openpyxl_rows(crafted, "Sheet") if any(v is not None for v in r)]
+    got = [r for r in fast_rows(crafted, "Sheet") if r]
+    assert len(got) == len(expected) == 3
+    for want, have in zip(expected, got):
+        assert same(want, have), (want, have)
+    numbers = [n for n, _ in _Workbook(crafted).records("Sheet")]
+    assert numbers == [1, 3, 4]
+
+
+def test_row_numbers_are_the_spreadsheet_rows(tmp_path: Path) -> None:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet["A3"], sheet["B3"] = "email", "name"
+    sheet["A4"], sheet["B4"] = "a@example.org", "A"
+    sheet["A7"], sheet["B7"] = "not-an-address", "B"
+    workbook.save(tmp_path / "gaps.xlsx")
+    with open_sheet(Recipients(path=tmp_path / "gaps.xlsx")) as rows:
+        assert [(r.number, r.values["name"]) for r in rows] == [(4, "A"), (7, "B")]
+
+
+def test_a_namespace_prefix_is_read_like_the_default_namespace(tmp_path: Path) -> None:
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["a"])
+    workbook.save(tmp_path / "base.xlsx")
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    crafted = rewrite_sheet(tmp_path / "base.xlsx", (
+        f'<x:row xmlns:x="{main}" r="1"><x:c r="A1" t="inlineStr"><x:is><x:t>email</x:t></x:is>'
+        '</x:c><x:c r="B1"><x:v>7</x:v></x:c></x:row>'))
+    assert fast_rows(crafted, "Sheet") == [["email", 7]]
