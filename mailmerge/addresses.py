@@ -56,9 +56,12 @@ class AddressTemplate:
     key: str
     template: jinja2.Template | None = None
     pairs: tuple[tuple[jinja2.Template, jinja2.Template], ...] = ()
+    constant: tuple[Address, ...] | None = None  # a field without Jinja, parsed once
 
     def render(self, context: Mapping[str, Any]) -> list[Address]:
         """Render and parse the field. Raises AddressProblem for a bad address."""
+        if self.constant is not None:
+            return list(self.constant)
         if self.template is not None:
             values: list[str] = []
             text = self.template.render({**context, "_mm_values": values})
@@ -78,7 +81,13 @@ def compile_address_field(key: str, value: AddressField, token_env: jinja2.Envir
     if value is None:
         return None
     if isinstance(value, str):
-        return AddressTemplate(key, template=token_env.from_string(value))
+        constant = None
+        if not any(mark in value for mark in ("{{", "{%", "{#")):
+            try:
+                constant = tuple(parse_address_list(value, []))
+            except AddressProblem:
+                pass  # reported on every row, where the row's problems are listed
+        return AddressTemplate(key, template=token_env.from_string(value), constant=constant)
     return AddressTemplate(key, pairs=tuple(
         (plain_env.from_string(name), plain_env.from_string(addr)) for name, addr in value))
 
