@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .campaign import Smtp, parse_rate
 from .errors import SendError
-from .journal import Journal, Record
+from .journal import Record, SendingMarks
 from .message import Built
 from .oauth import TokenSource
 from .pipeline import Outcome, iter_messages
@@ -107,14 +107,17 @@ class Runner:
         self.started = 0
         self.connect_failures = 0
         self.stop = threading.Event()
+        self.marks = SendingMarks(plan.journal.path)
+        self.workers: list[threading.Thread] = []
+        self._saved: list[str] = []  # sent keys whose copies wait for their commit
 
     # --- workers ----------------------------------------------------------------------------
 
     def _worker(self) -> None:
         connection = SmtpConnection(self.smtp, self.password, self.tokens)
-        # Its own connection to the journal, so that `sending` is recorded at the last
-        # moment: a job still queued when the process dies is not uncertain.
-        journal = Journal(self.journal.path)
+        # `sending` is recorded by the worker at the last moment (a job still queued when
+        # the process dies is not uncertain), through a group commit the workers share.
+        journal = self.marks
         try:
             while True:
                 job = self.jobs.get()
@@ -140,13 +143,13 @@ class Runner:
                 self.results.put(_Result(job, delivery=delivery))
         finally:
             connection.close()
-            journal.close()
 
     # --- main thread ------------------------------------------------------------------------
 
     def run(self) -> SendReport:
-        workers = [threading.Thread(target=self._worker, daemon=True, name=f"smtp-{i}")
-                   for i in range(self.smtp.concurrency)]
+        workers = self.workers = [
+            threading.Thread(target=self._worker, daemon=True, name=f"smtp-{i}")
+            for i in range(self.smtp.concurrency)]
         for worker in workers:
             worker.start()
         if self.saver is not None:
@@ -157,7 +160,7 @@ class Runner:
                 self._pass(lambda record: True)
                 while not self._stopping():
                     while self.in_flight:  # their deferrals decide when to retry
-                        self._handle(self.results.get())
+                        self._handle_ready(self.results.get())
                     due = self.journal.next_due()
                     if due is None or due > deadline:
                         break
@@ -180,6 +183,8 @@ class Runner:
             self.stop.set()
             if self.saver is not None:
                 self.report.sent_copies = self.saver.finish()
+            if not any(worker.is_alive() for worker in workers):
+                self.marks.close()
         return self.report
 
     def _stopping(self) -> bool:
@@ -193,6 +198,10 @@ class Runner:
                 return
             except queue.Full:
                 self._drain()
+                if not any(worker.is_alive() for worker in self.workers):
+                    raise SendError("every sending thread stopped unexpectedly (a bug: the "
+                                    "error is printed above)",
+                                    hint="run send again to resume; the journal is intact")
 
     def _finish(self, workers: list[threading.Thread]) -> None:
         """Let the workers finish what they hold, then stop them; handle every result.
@@ -203,7 +212,7 @@ class Runner:
             self._put(None)
         while any(worker.is_alive() for worker in workers) or not self.results.empty():
             try:
-                self._handle(self.results.get(timeout=0.05))
+                self._handle_ready(self.results.get(timeout=0.05))
             except queue.Empty:
                 pass
 
@@ -223,7 +232,7 @@ class Runner:
                     return
             except queue.Empty:
                 return
-            self._handle(result)
+            self._handle_ready(result)
 
     def _pass(self, select: Callable[[Record], bool]) -> None:
         """Go through the sheet once, sending what ``select`` picks among the unsent."""
@@ -267,6 +276,24 @@ class Runner:
             yield _Job(record.key, record.row, outcome.built,
                        recipients or list(outcome.built.envelope_to), record.attempts + 1)
 
+    def _handle_ready(self, first: _Result) -> None:
+        """Handle ``first`` and every result already waiting, in one journal transaction:
+        one sync to disk for many recipients, and no record waits for it longer."""
+        results = [first]
+        while True:
+            try:
+                results.append(self.results.get_nowait())
+            except queue.Empty:
+                break
+        # Ctrl-C part-way keeps the results handled so far: each is whole on its own
+        with self.journal.batch(keep_on_error=True):
+            for result in results:
+                self._handle(result)
+        if self.saver is not None:
+            for key in self._saved:  # the Saver reads the copy from the journal: now there
+                self.saver.save(key)
+            self._saved.clear()
+
     def _handle(self, result: _Result) -> None:
         self.in_flight -= 1
         job = result.job
@@ -304,7 +331,7 @@ class Runner:
             if self.saver is not None:
                 self.journal.mark_sent_and_spool(job.key, summary, job.built.message_id,
                                                  job.built.data)
-                self.saver.save(job.key)
+                self._saved.append(job.key)
             else:
                 self.journal.mark(job.key, "sent", summary, remaining=[])
             self.report.sent += 1

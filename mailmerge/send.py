@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -140,6 +141,9 @@ class SmtpConnection:
             else:
                 smtp = smtplib.SMTP(s.host, s.effective_port, timeout=s.timeout)
             try:
+                # Each write is a whole group of commands, or the message: no reason to let
+                # Nagle's algorithm hold one back for the server's (delayed) ACK.
+                smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 smtp.ehlo()
                 if s.security == "starttls":
                     if not smtp.has_extn("starttls"):
@@ -255,10 +259,11 @@ class SmtpConnection:
         if pipelined:  # RFC 2920: MAIL, every RCPT and DATA in one go, then the replies
             if "SMTPUTF8" in options:
                 smtp.command_encoding = "utf-8"
-            smtp.putcmd("mail", f"FROM:{smtplib.quoteaddr(sender)} {' '.join(options)}".rstrip())
-            for address in recipients:
-                smtp.putcmd("rcpt", f"TO:{smtplib.quoteaddr(address)}")
-            smtp.putcmd("data")
+            # the whole group in one write: written command by command, each small write
+            # waited for the server's delayed ACK of the one before (up to 40 ms)
+            group = [f"mail FROM:{smtplib.quoteaddr(sender)} {' '.join(options)}".rstrip()]
+            group += [f"rcpt TO:{smtplib.quoteaddr(address)}" for address in recipients]
+            smtp.send("".join(f"{line}\r\n" for line in [*group, "data"]))
             mail_reply = Reply(*_reply(smtp.getreply()))
             self._replied = True
             rcpt_replies = [_reply(smtp.getreply()) for _ in recipients]
