@@ -136,6 +136,11 @@ class Journal:
                             (row, run, key))
         return before
 
+    def commit_open(self) -> None:
+        """Commit a transaction that an interrupt (Ctrl-C between two statements) left open."""
+        if self.db.in_transaction:
+            self.db.execute("COMMIT")
+
     def batch(self, keep_on_error: bool = False) -> _Batch:
         """One transaction; ``keep_on_error`` commits what was written before an exception
         (each write is whole on its own) instead of rolling it back."""

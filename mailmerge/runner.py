@@ -7,6 +7,7 @@ just before its transaction (see journal.py), and the Sent-folder copies (sentco
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import queue
 import threading
@@ -84,6 +85,7 @@ class _Result:
     job: _Job
     delivery: Delivery | None = None
     error: SendError | None = None
+    handled: bool = False
 
 
 class Runner:
@@ -109,6 +111,7 @@ class Runner:
         self.stop = threading.Event()
         self.marks = SendingMarks(plan.journal.path)
         self.workers: list[threading.Thread] = []
+        self._ready: collections.deque[_Result] = collections.deque()
         self._saved: list[str] = []  # sent keys whose copies wait for their commit
 
     # --- workers ----------------------------------------------------------------------------
@@ -160,7 +163,8 @@ class Runner:
                 self._pass(lambda record: True)
                 while not self._stopping():
                     while self.in_flight:  # their deferrals decide when to retry
-                        self._handle_ready(self.results.get())
+                        self._pull(None)
+                        self._handle_ready()
                     due = self.journal.next_due()
                     if due is None or due > deadline:
                         break
@@ -181,6 +185,7 @@ class Runner:
                     self.report.abandoned = self.in_flight
         finally:
             self.stop.set()
+            self.journal.commit_open()
             if self.saver is not None:
                 self.report.sent_copies = self.saver.finish()
             if not any(worker.is_alive() for worker in workers):
@@ -210,11 +215,10 @@ class Runner:
         """
         for _ in workers:
             self._put(None)
-        while any(worker.is_alive() for worker in workers) or not self.results.empty():
-            try:
-                self._handle_ready(self.results.get(timeout=0.05))
-            except queue.Empty:
-                pass
+        while (any(worker.is_alive() for worker in workers) or not self.results.empty()
+               or self._ready):
+            self._pull(0.05)
+            self._handle_ready()
 
     def _drain(self, until: float | None = None) -> None:
         """Handle results that are ready; with ``until``, wait for them up to that time."""
@@ -222,17 +226,12 @@ class Runner:
             timeout = None if until is None else until - self.clock()
             if until is not None and timeout is not None and timeout <= 0:
                 return
-            try:
-                if until is None:
-                    result = self.results.get_nowait()
-                elif self.in_flight:
-                    result = self.results.get(timeout=timeout)
-                else:
-                    self.sleep(max(timeout or 0, 0))
-                    return
-            except queue.Empty:
+            if until is not None and not self.in_flight:
+                self.sleep(max(timeout or 0, 0))
                 return
-            self._handle_ready(result)
+            if not self._pull(timeout if until is not None else 0):
+                return
+            self._handle_ready()
 
     def _pass(self, select: Callable[[Record], bool]) -> None:
         """Go through the sheet once, sending what ``select`` picks among the unsent."""
@@ -276,25 +275,39 @@ class Runner:
             yield _Job(record.key, record.row, outcome.built,
                        recipients or list(outcome.built.envelope_to), record.attempts + 1)
 
-    def _handle_ready(self, first: _Result) -> None:
-        """Handle ``first`` and every result already waiting, in one journal transaction:
-        one sync to disk for many recipients, and no record waits for it longer."""
-        results = [first]
-        while True:
-            try:
-                results.append(self.results.get_nowait())
-            except queue.Empty:
-                break
-        # Ctrl-C part-way keeps the results handled so far: each is whole on its own
+    def _pull(self, timeout: float | None) -> bool:
+        """Move one result from the workers into ``_ready`` (0: only one already there;
+        None: wait for it). A result is never held only by a local variable, where a Ctrl-C
+        could lose it: it waits in ``_ready`` until handled, whatever interrupts."""
+        try:
+            if timeout == 0:
+                self._ready.append(self.results.get_nowait())
+            else:
+                self._ready.append(self.results.get(timeout=timeout))
+            return True
+        except queue.Empty:
+            return False
+
+    def _handle_ready(self) -> None:
+        """Handle every result that is ready, in one journal transaction: one sync to disk
+        for many recipients, and no record waits for it longer."""
+        # A Ctrl-C part-way keeps what was handled (each result is whole on its own) and
+        # leaves the rest in _ready. One that came as the transaction began left it open:
+        # what it holds is kept here.
+        self.journal.commit_open()
         with self.journal.batch(keep_on_error=True):
-            for result in results:
-                self._handle(result)
+            while self._ready or self._pull(0):
+                self._handle(self._ready[0])
+                self._ready.popleft()
         if self.saver is not None:
             for key in self._saved:  # the Saver reads the copy from the journal: now there
                 self.saver.save(key)
             self._saved.clear()
 
     def _handle(self, result: _Result) -> None:
+        if result.handled:  # a Ctrl-C came after it was handled, before it left _ready
+            return
+        result.handled = True
         self.in_flight -= 1
         job = result.job
         if result.error is not None:
