@@ -255,8 +255,11 @@ class SendingMarks:
     by one or two.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, write_lock: threading.Lock) -> None:
+        """``write_lock`` is held by every writer of this process around its transaction:
+        waiting on it wakes at once, where SQLite's own busy wait sleeps up to 25 ms."""
         self.journal = Journal(path, shared=True)  # used under self._commit only
+        self._write_lock = write_lock
         self._mutex = threading.Lock()
         self._commit = threading.Lock()
         self._pending: list[tuple[tuple[Any, ...], list[Any]]] = []
@@ -271,7 +274,7 @@ class SendingMarks:
                 with self._mutex:
                     batch, self._pending = self._pending, []
                 try:
-                    with self.journal.batch():
+                    with self._write_lock, self.journal.batch():
                         for marked, _ in batch:
                             self.journal.mark_sending(*marked)
                 except BaseException as exc:

@@ -42,15 +42,20 @@ def default_jobs() -> int:
 
 def map_rows(rows: Iterable[Row], work: Callable[[Row], R], *, jobs: int,
              notices: Callable[[], list[str]] | None = None,
-             on_notice: Callable[[str], None] | None = None) -> Iterator[R]:
+             on_notice: Callable[[str], None] | None = None,
+             always_fork: bool = False) -> Iterator[R]:
     """``work(row)`` for every row, in order, on ``jobs`` processes.
 
     ``notices()`` returns (and clears) what the work noticed in a worker, for ``on_notice``
     in the parent. An exception in a worker that is not a MailmergeError is a bug: it is
     raised here with the worker's traceback. An exception from ``rows`` (a sheet that breaks
-    part-way) is raised after every earlier row's result was yielded.
+    part-way) is raised after every earlier row's result was yielded. ``always_fork`` uses
+    a worker process even for one job (the caller's own thread has other work).
+
+    Fork before starting threads: a lock another thread holds at that moment stays held
+    in the worker.
     """
-    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if (jobs <= 1 and not always_fork) or "fork" not in multiprocessing.get_all_start_methods():
         for row in rows:
             yield work(row)
         return
@@ -62,14 +67,23 @@ class WorkerFailed(MailmergeError):
 
 
 def _serve(work: Callable[[Row], Any], inbox: Any, outbox: Any,
-           notices: Callable[[], list[str]] | None) -> None:
+           notices: Callable[[], list[str]] | None, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     while True:
-        block = inbox.get()
+        try:
+            block = inbox.get(timeout=_POLL)
+        except queue.Empty:
+            if os.getppid() != parent:  # the parent was killed: nobody wants the rest
+                os._exit(0)
+            continue
         if block is None:
             break
         try:
-            results = [work(row) for row in block]
+            results = []
+            for row in block:
+                if os.getppid() != parent:
+                    os._exit(0)
+                results.append(work(row))
             outbox.put(("ok", results, notices() if notices else []))
         except MailmergeError as exc:
             outbox.put(("error", exc, []))
@@ -87,7 +101,8 @@ class _Pool:
         self.inboxes = [context.Queue() for _ in range(jobs)]
         self.outboxes = [context.Queue() for _ in range(jobs)]
         self.on_notice = on_notice
-        self.workers = [context.Process(target=_serve, args=(work, inbox, outbox, notices),
+        self.workers = [context.Process(target=_serve, args=(work, inbox, outbox, notices,
+                                                              os.getpid()),
                                         daemon=True, name=f"mailmerge-worker-{index}")
                         for index, (inbox, outbox) in enumerate(zip(self.inboxes,
                                                                     self.outboxes))]

@@ -113,13 +113,16 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
                   notices: list[str] | None = None,
                   want: Callable[[Rendered], bool] | None = None,
                   message_id: Callable[[Rendered], str | None] | None = None,
-                  build: bool = True) -> Iterator[Outcome]:
+                  build: bool = True, jobs: int = 1, always_fork: bool = False
+                  ) -> Iterator[Outcome]:
     """Render and build every row (at most ``limit``), in sheet order.
 
     ``want`` may pass over rendered rows (no message is built and nothing is yielded);
     ``message_id`` may supply the Message-ID to reuse (a retry keeps its first one).
     ``build=False`` stops at the rendered values (``Outcome.rendered``): enough to validate
-    a row, at a fraction of the cost of the MIME message.
+    a row, at a fraction of the cost of the MIME message. With ``jobs`` (or
+    ``always_fork``) the rows are rendered in worker processes (see :mod:`.parallel`):
+    ``want`` and ``message_id`` then run there, and must open what they read themselves.
 
     Raises MailmergeError when the campaign cannot run at all (sheet unreadable, template
     syntax); a bad row is an Outcome with errors, and the rows after it go on. A sheet that
@@ -129,11 +132,20 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
         renderer = Renderer(campaign, sheet.columns)
         rows = iter(sheet) if limit is None else itertools.islice(sheet, limit)
         seen = 0
+
+        def work(row: Row) -> Outcome | None:
+            return process_row(renderer, row, build=build, want=want, message_id=message_id)
+
+        def drain() -> list[str]:
+            found = list(renderer.notices)
+            renderer.notices.clear()
+            return found
+
+        found: list[str] = drain()
         try:
-            for row in rows:
+            for outcome in map_rows(rows, work, jobs=jobs, always_fork=always_fork,
+                                    notices=drain, on_notice=found.append):
                 seen += 1
-                outcome = process_row(renderer, row, build=build, want=want,
-                                      message_id=message_id)
                 if outcome is not None:
                     yield outcome
         except SheetError as exc:
@@ -141,7 +153,7 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
             seen += 1
         finally:
             if notices is not None:
-                notices.extend(renderer.notices)
+                notices.extend(found + drain())
         if not seen:
             raise _no_rows(sheet)
 

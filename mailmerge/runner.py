@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
+import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .campaign import Smtp, parse_rate
 from .errors import SendError
-from .journal import Record, SendingMarks
+from .journal import Journal, Record, SendingMarks
 from .message import Built
 from .oauth import TokenSource
 from .pipeline import Outcome, iter_messages
@@ -55,6 +58,17 @@ class SendReport:
     problems: list[Outcome] = field(default_factory=list)
     stopped: SendError | None = None
     sent_copies: SaveReport | None = None  # with `imap:`: copies saved in the Sent folder
+
+
+_JOURNALS: dict[int, Journal] = {}
+
+
+def _journal_here(path: Path) -> Journal:
+    """This process's own connection to the journal (a connection must not cross a fork)."""
+    journal = _JOURNALS.get(os.getpid())
+    if journal is None:
+        journal = _JOURNALS[os.getpid()] = Journal(path)
+    return journal
 
 
 def token_source(smtp: Smtp) -> TokenSource | None:
@@ -109,7 +123,8 @@ class Runner:
         self.started = 0
         self.connect_failures = 0
         self.stop = threading.Event()
-        self.marks = SendingMarks(plan.journal.path)
+        self.write_lock = threading.Lock()  # around every journal transaction of this run
+        self.marks = SendingMarks(plan.journal.path, self.write_lock)
         self.workers: list[threading.Thread] = []
         self._ready: collections.deque[_Result] = collections.deque()
         self._saved: list[str] = []  # sent keys whose copies wait for their commit
@@ -150,6 +165,10 @@ class Runner:
     # --- main thread ------------------------------------------------------------------------
 
     def run(self) -> SendReport:
+        # The first pass renders in a worker process (this thread then only feeds the
+        # connections and writes the journal); it forks now, before any thread starts.
+        first = self._jobs(lambda record: True, fork=self.plan.options.limit is None)
+        primed = next(first, None)
         workers = self.workers = [
             threading.Thread(target=self._worker, daemon=True, name=f"smtp-{i}")
             for i in range(self.smtp.concurrency)]
@@ -160,7 +179,8 @@ class Runner:
         deadline = self.clock() + self.smtp.retry_for
         try:
             try:
-                self._pass(lambda record: True)
+                self._pass(itertools.chain([primed] if primed else [], first))
+                first.close()
                 while not self._stopping():
                     while self.in_flight:  # their deferrals decide when to retry
                         self._pull(None)
@@ -173,8 +193,8 @@ class Runner:
                         self.events(Event("retry-wait", 0, "", f"{wait:.0f}"))
                         self._drain(until=self.clock() + wait)
                     now = self.clock()
-                    self._pass(lambda record: record.state == "deferred"
-                               and record.next_attempt <= now)
+                    self._pass(self._jobs(lambda record: record.state == "deferred"
+                                          and record.next_attempt <= now))
                 self._finish(workers)
             except KeyboardInterrupt:
                 self.report.interrupted = True
@@ -185,6 +205,7 @@ class Runner:
                     self.report.abandoned = self.in_flight
         finally:
             self.stop.set()
+            first.close()  # ends the render process, if it still runs
             self.journal.commit_open()
             if self.saver is not None:
                 self.report.sent_copies = self.saver.finish()
@@ -233,9 +254,9 @@ class Runner:
                 return
             self._handle_ready()
 
-    def _pass(self, select: Callable[[Record], bool]) -> None:
-        """Go through the sheet once, sending what ``select`` picks among the unsent."""
-        for job in self._jobs(select):
+    def _pass(self, jobs: Iterator[_Job]) -> None:
+        """Go through the sheet once, sending the jobs of :meth:`_jobs`."""
+        for job in jobs:
             if self._stopping():
                 continue
             self.started += 1
@@ -245,7 +266,13 @@ class Runner:
             if self._stopping():
                 break
 
-    def _jobs(self, select: Callable[[Record], bool]) -> Iterator[_Job]:
+    def _jobs(self, select: Callable[[Record], bool], fork: bool = False
+              ) -> Generator[_Job, None, None]:
+        """The jobs of one pass through the sheet: what ``select`` picks among the unsent.
+
+        ``fork``: render and build in a worker process, which passes over what the journal
+        says is done (reading it through its own connection); this thread checks again.
+        """
         limit = self.plan.options.limit
         resend = self.plan.options.resend_uncertain
         records: dict[str, Record] = {}
@@ -267,8 +294,25 @@ class Runner:
         def message_id(rendered: Rendered) -> str | None:
             return records[rendered.key].message_id
 
-        for outcome in iter_messages(self.campaign, want=want, message_id=message_id):
+        path, run = self.journal.path, self.plan.run_number
+
+        def unsent_there(rendered: Rendered) -> bool:  # in the worker process
+            record = _journal_here(path).get(rendered.key)
+            return (record is not None and record.seen_run == run
+                    and (record.state in ("pending", "deferred")
+                         or (resend and record.state == "sending")) and select(record))
+
+        def message_id_there(rendered: Rendered) -> str | None:
+            record = _journal_here(path).get(rendered.key)
+            return record.message_id if record is not None else None
+
+        outcomes = (iter_messages(self.campaign, want=unsent_there, message_id=message_id_there,
+                                  always_fork=True) if fork else
+                    iter_messages(self.campaign, want=want, message_id=message_id))
+        for outcome in outcomes:
             if outcome.built is None or self._stopping():
+                continue
+            if fork and not want(outcome.built.rendered):
                 continue
             record = records.pop(outcome.built.rendered.key)
             recipients = record.remaining_list if record.state == "deferred" else []
@@ -294,11 +338,12 @@ class Runner:
         # A Ctrl-C part-way keeps what was handled (each result is whole on its own) and
         # leaves the rest in _ready. One that came as the transaction began left it open:
         # what it holds is kept here.
-        self.journal.commit_open()
-        with self.journal.batch(keep_on_error=True):
-            while self._ready or self._pull(0):
-                self._handle(self._ready[0])
-                self._ready.popleft()
+        with self.write_lock:
+            self.journal.commit_open()
+            with self.journal.batch(keep_on_error=True):
+                while self._ready or self._pull(0):
+                    self._handle(self._ready[0])
+                    self._ready.popleft()
         if self.saver is not None:
             for key in self._saved:  # the Saver reads the copy from the journal: now there
                 self.saver.save(key)

@@ -143,6 +143,7 @@ class SmtpConnection:
             try:
                 # Each write is a whole group of commands, or the message: no reason to let
                 # Nagle's algorithm hold one back for the server's (delayed) ACK.
+                assert smtp.sock is not None
                 smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 smtp.ehlo()
                 if s.security == "starttls":

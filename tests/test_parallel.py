@@ -147,3 +147,47 @@ def test_notices_from_workers_reach_the_parent() -> None:
 
     list(map_rows(numbered(400), work, jobs=2, notices=drain, on_notice=found.append))
     assert found == ["row 10 looked odd", "row 300 looked odd"]
+
+
+def test_workers_end_when_their_parent_is_killed(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pids = tmp_path / "pids"
+    script = f"""
+import os, time
+from mailmerge.parallel import map_rows
+from mailmerge.sheet import Row
+def work(row):
+    with open({str(pids)!r}, "a") as handle:
+        handle.write(f"{{os.getpid()}}\\n")
+    time.sleep(0.2)
+    return row.number
+rows = [Row(number=i, values={{}}) for i in range(2, 2000)]
+for _ in map_rows(rows, work, jobs=2):
+    pass
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (pids.exists() and
+                                               len(set(pids.read_text().split())) >= 2):
+        time.sleep(0.05)
+    workers = {int(p) for p in pids.read_text().split()}
+    assert len(workers) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    alive = set(workers)
+    while alive and time.monotonic() < deadline:
+        for pid in list(alive):
+            try:
+                os.kill(pid, 0)
+                with open(f"/proc/{pid}/stat") as stat:  # a zombie has ended
+                    if stat.read().split(")")[-1].split()[0] == "Z":
+                        alive.discard(pid)
+            except (ProcessLookupError, FileNotFoundError):
+                alive.discard(pid)
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived their killed parent"
