@@ -194,10 +194,6 @@ def main() -> int:
     folder = WORK / "main"
     write_campaign(folder, args.rows, xlsx=True)
     csv_config = write_campaign(WORK / "csv", args.rows)
-    # best of two: the disk is still busy with the files just written (and deleted)
-    dry = min(timed(ours("preview", str(csv_config), "-o", str(WORK / f"out{n}"), "-q"),
-                    folder)[0] for n in range(2))
-    chk = min(timed(ours("check", str(csv_config), "-q"), folder)[0] for _ in range(2))
     # timed inside the process: the reader's own rate, not the interpreter's start-up
     reader = ("import sys, time\nfrom mailmerge.campaign import Recipients\n"
               "from mailmerge.sheet import open_sheet\nstart = time.perf_counter()\n"
@@ -210,6 +206,10 @@ def main() -> int:
         return float(done.stdout)
 
     xls, xls_shared = read_seconds("people.xlsx"), read_seconds("people-shared.xlsx")
+    # best of two: the disk is still busy with the files just written (and deleted)
+    dry = min(timed(ours("preview", str(csv_config), "-o", str(WORK / f"out{n}"), "-q"),
+                    folder)[0] for n in range(2))
+    chk = min(timed(ours("check", str(csv_config), "-q"), folder)[0] for _ in range(2))
     peer_dry = None
     if have_peer:
         peer_dry = min(timed(peer("--dry-run", "--output-format", "raw"), WORK / "csv")[0]

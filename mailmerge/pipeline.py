@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,10 +20,11 @@ from .message import Built
 from .output import EmlFolder
 from .parallel import map_rows
 from .render import Rendered, Renderer, Suppressed
-from .sheet import Row, Sheet, open_sheet
+from .sheet import Row, open_sheet
 from .wire import build_message
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,39 @@ def process_row(renderer: Renderer, row: Row, *, build: bool = True,
     return Outcome(row.number, built=built)
 
 
-def _no_rows(sheet: Sheet) -> SheetError:
-    return SheetError("the sheet has a header row but no recipients below it",
-                      path=sheet.path, hint="add a row per recipient")
+def _map_sheet(campaign: Campaign, work: Callable[[Renderer, Row], T], *, limit: int | None,
+               jobs: int, notices: list[str], always_fork: bool = False
+               ) -> Iterator[T | Outcome]:
+    """``work(renderer, row)`` for every row (at most ``limit``), in sheet order, on ``jobs``
+    processes (see :mod:`.parallel`); the renderer's notices go to ``notices``, each once.
+
+    A sheet that breaks part-way (malformed CSV) ends with an Outcome carrying that error.
+    """
+    with open_sheet(campaign.recipients) as sheet:
+        renderer = Renderer(campaign, sheet.columns)
+        rows = iter(sheet) if limit is None else itertools.islice(sheet, limit)
+
+        def drain() -> list[str]:
+            found = list(renderer.notices)
+            renderer.notices.clear()  # a worker starts with none: each is reported once
+            return found
+
+        notices.extend(drain())
+        seen = 0
+        try:
+            for result in map_rows(rows, partial(work, renderer), jobs=jobs,
+                                   always_fork=always_fork, notices=drain,
+                                   on_notice=notices.append):
+                seen += 1
+                yield result
+        except SheetError as exc:
+            seen += 1
+            yield Outcome(exc.row or 0, errors=(exc,))
+        finally:
+            notices.extend(drain())
+        if not seen:
+            raise SheetError("the sheet has a header row but no recipients below it",
+                             path=sheet.path, hint="add a row per recipient")
 
 
 def iter_messages(campaign: Campaign, *, limit: int | None = None,
@@ -128,34 +160,13 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
     syntax); a bad row is an Outcome with errors, and the rows after it go on. A sheet that
     breaks part-way (malformed CSV) ends the iteration with an Outcome carrying that error.
     """
-    with open_sheet(campaign.recipients) as sheet:
-        renderer = Renderer(campaign, sheet.columns)
-        rows = iter(sheet) if limit is None else itertools.islice(sheet, limit)
-        seen = 0
+    def work(renderer: Renderer, row: Row) -> Outcome | None:
+        return process_row(renderer, row, build=build, want=want, message_id=message_id)
 
-        def work(row: Row) -> Outcome | None:
-            return process_row(renderer, row, build=build, want=want, message_id=message_id)
-
-        def drain() -> list[str]:
-            found = list(renderer.notices)
-            renderer.notices.clear()
-            return found
-
-        found: list[str] = drain()
-        try:
-            for outcome in map_rows(rows, work, jobs=jobs, always_fork=always_fork,
-                                    notices=drain, on_notice=found.append):
-                seen += 1
-                if outcome is not None:
-                    yield outcome
-        except SheetError as exc:
-            yield Outcome(exc.row or 0, errors=(exc,))
-            seen += 1
-        finally:
-            if notices is not None:
-                notices.extend(found + drain())
-        if not seen:
-            raise _no_rows(sheet)
+    for outcome in _map_sheet(campaign, work, limit=limit, jobs=jobs, always_fork=always_fork,
+                              notices=notices if notices is not None else []):
+        if outcome is not None:
+            yield outcome
 
 
 def _run(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
@@ -164,39 +175,18 @@ def _run(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
     """Every row through :func:`process_row` and ``store`` on ``jobs`` processes; then, in
     sheet order and in this process, ``record`` and ``progress``."""
     report = Report()
-    with open_sheet(campaign.recipients) as sheet:
-        renderer = Renderer(campaign, sheet.columns)
-        report.notices.extend(renderer.notices)
-        renderer.notices.clear()  # workers start with none: each notice is reported once
-        rows = iter(sheet) if limit is None else itertools.islice(sheet, limit)
 
-        def work(row: Row) -> tuple[Outcome, S]:
-            outcome = process_row(renderer, row, build=build)
-            assert outcome is not None
-            return outcome.slim(), store(outcome)
+    def work(renderer: Renderer, row: Row) -> tuple[Outcome, S]:
+        outcome = process_row(renderer, row, build=build)
+        assert outcome is not None
+        return outcome.slim(), store(outcome)
 
-        def drain() -> list[str]:
-            found = list(renderer.notices)
-            renderer.notices.clear()
-            return found
-
-        def take(outcome: Outcome, stored: S) -> None:
-            report.count(outcome)
-            record(stored)
-            if progress is not None:
-                progress(outcome)
-
-        try:
-            for outcome, stored in map_rows(rows, work, jobs=jobs, notices=drain,
-                                            on_notice=report.notices.append):
-                take(outcome, stored)
-        except SheetError as exc:
-            broken = Outcome(exc.row or 0, errors=(exc,))
-            take(broken, store(broken))
-        finally:
-            report.notices.extend(drain())
-        if not report.rows:
-            raise _no_rows(sheet)
+    for result in _map_sheet(campaign, work, limit=limit, jobs=jobs, notices=report.notices):
+        outcome, stored = (result, store(result)) if isinstance(result, Outcome) else result
+        report.count(outcome)
+        record(stored)
+        if progress is not None:
+            progress(outcome)
     return report
 
 
