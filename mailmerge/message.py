@@ -16,14 +16,18 @@ from __future__ import annotations
 import datetime as dt
 import email.policy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import quoprimime
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime, make_msgid
+from typing import TypeVar
 
 from .assets import Part
 from .render import Rendered
+
+P = TypeVar("P")
 
 # Header values we encode ourselves (see _encoded_words) are written as they are.
 POLICY = email.policy.SMTP.clone(refold_source="none")
@@ -152,19 +156,27 @@ def _multipart(subtype: str, parts: list[MIMEPart]) -> MIMEPart:
     return container
 
 
-def _body(rendered: Rendered) -> MIMEPart:
+def mime_tree(rendered: Rendered, text_part: Callable[[str, str], P],
+              file_part: Callable[[Part, bool], P], multipart: Callable[[str, list[P]], P]) -> P:
+    """The body's MIME structure, for both builders: text then HTML as alternatives, the
+    HTML with its images in multipart/related, all in multipart/mixed with attachments.
+    ``file_part(part, inline)`` makes an image (inline) or an attachment."""
     alternatives = []
     if rendered.text is not None:
-        alternatives.append(_text_part(rendered.text, "plain"))
+        alternatives.append(text_part(rendered.text, "plain"))
     if rendered.html is not None:
-        html = _text_part(rendered.html, "html")
+        html = text_part(rendered.html, "html")
         if rendered.images:
-            html = _multipart("related", [html] + [_file_part(i, True) for i in rendered.images])
+            html = multipart("related", [html] + [file_part(i, True) for i in rendered.images])
         alternatives.append(html)
-    body = alternatives[0] if len(alternatives) == 1 else _multipart("alternative", alternatives)
+    body = alternatives[0] if len(alternatives) == 1 else multipart("alternative", alternatives)
     if rendered.attachments:
-        body = _multipart("mixed", [body] + [_file_part(a, False) for a in rendered.attachments])
+        body = multipart("mixed", [body] + [file_part(a, False) for a in rendered.attachments])
     return body
+
+
+def _body(rendered: Rendered) -> MIMEPart:
+    return mime_tree(rendered, _text_part, _file_part, _multipart)
 
 
 def _needs_utf8(addresses: list[Address]) -> bool:

@@ -27,6 +27,7 @@ from .message import (
     _file_part,
     _needs_utf8,
     encoded_address,
+    mime_tree,
     new_message_id,
 )
 from .render import Rendered
@@ -116,18 +117,7 @@ def _multipart(subtype: str, parts: list[bytes]) -> bytes:
 
 
 def _body(rendered: Rendered) -> bytes:
-    alternatives = []
-    if rendered.text is not None:
-        alternatives.append(_text_part(rendered.text, "plain"))
-    if rendered.html is not None:
-        html = _text_part(rendered.html, "html")
-        if rendered.images:
-            html = _multipart("related", [html] + [_file_bytes(i, True) for i in rendered.images])
-        alternatives.append(html)
-    body = alternatives[0] if len(alternatives) == 1 else _multipart("alternative", alternatives)
-    if rendered.attachments:
-        body = _multipart("mixed", [body] + [_file_bytes(a, False) for a in rendered.attachments])
-    return body
+    return mime_tree(rendered, _text_part, _file_bytes, _multipart)
 
 
 def build_message(rendered: Rendered, *, message_id: str | None = None,
