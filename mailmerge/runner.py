@@ -277,30 +277,29 @@ class Runner:
         resend = self.plan.options.resend_uncertain
         records: dict[str, Record] = {}
 
+        path, run = self.journal.path, self.plan.run_number
+
+        def due(record: Record | None) -> bool:
+            """Seen in this run's sheet, not yet sent, and picked by ``select``."""
+            return (record is not None and record.seen_run == run
+                    and (record.state in ("pending", "deferred")
+                         or (resend and record.state == "sending")) and select(record))
+
         def want(rendered: Rendered) -> bool:
             if limit is not None and self.started >= limit:
                 return False
             record = self.journal.get(rendered.key)
-            if record is None or record.seen_run != self.plan.run_number:
+            if not due(record):
                 return False
-            if record.state not in ("pending", "deferred") and not (
-                    resend and record.state == "sending"):
-                return False
-            if not select(record):
-                return False
+            assert record is not None
             records[rendered.key] = record
             return True
 
         def message_id(rendered: Rendered) -> str | None:
             return records[rendered.key].message_id
 
-        path, run = self.journal.path, self.plan.run_number
-
         def unsent_there(rendered: Rendered) -> bool:  # in the worker process
-            record = _journal_here(path).get(rendered.key)
-            return (record is not None and record.seen_run == run
-                    and (record.state in ("pending", "deferred")
-                         or (resend and record.state == "sending")) and select(record))
+            return due(_journal_here(path).get(rendered.key))
 
         def message_id_there(rendered: Rendered) -> str | None:
             record = _journal_here(path).get(rendered.key)
