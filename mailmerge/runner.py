@@ -92,6 +92,7 @@ class _Job:
     built: Built
     recipients: list[str]
     attempts: int
+    marked: bool = False  # `sending` is in the journal: it goes to the server, stop or not
 
 
 @dataclass
@@ -131,25 +132,46 @@ class Runner:
 
     # --- workers ----------------------------------------------------------------------------
 
+    def _mark_sending(self, job: _Job) -> None:
+        """Record `sending` at the last moment, before the job's first command goes out (a
+        job still queued when the process dies is not uncertain), through a group commit
+        the workers share."""
+        self.marks.mark_sending(job.key, job.built.message_id, _content_hash(job.built),
+                                list(job.built.envelope_to), job.recipients)
+        job.marked = True
+
     def _worker(self) -> None:
         connection = SmtpConnection(self.smtp, self.password, self.tokens)
-        # `sending` is recorded by the worker at the last moment (a job still queued when
-        # the process dies is not uncertain), through a group commit the workers share.
-        journal = self.marks
+        taken: list[_Job | None] = []  # taken from the queue early, to go out next
+
+        def following() -> tuple[str, list[str], bytes, bool] | None:
+            """The next job, if one is ready now, to pipeline with the message going out."""
+            if self.stop.is_set():
+                return None
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return None
+            taken.append(job)
+            if job is None or not self.limiter.take_if_due():
+                return None
+            self._mark_sending(job)
+            return job.built.envelope_from, job.recipients, job.built.data, job.built.smtputf8
+
         try:
             while True:
-                job = self.jobs.get()
+                job = taken.pop() if taken else self.jobs.get()
                 if job is None:
                     return
-                if self.stop.is_set():  # hand it back unsent; keep draining to the sentinel
-                    self.results.put(_Result(job, delivery=None))
-                    continue
-                self.limiter.wait()
-                journal.mark_sending(job.key, job.built.message_id, _content_hash(job.built),
-                                     list(job.built.envelope_to), job.recipients)
+                if not job.marked:
+                    if self.stop.is_set():  # hand it back unsent; keep draining to the sentinel
+                        self.results.put(_Result(job, delivery=None))
+                        continue
+                    self.limiter.wait()
+                    self._mark_sending(job)
                 try:
                     delivery = connection.send(job.built.envelope_from, job.recipients,
-                                               job.built.data, job.built.smtputf8)
+                                               job.built.data, job.built.smtputf8, following)
                 except SendError as exc:
                     self.results.put(_Result(job, error=exc))
                     continue

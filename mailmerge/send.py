@@ -82,6 +82,17 @@ class RateLimiter:
         if slot > now:
             self.sleep(slot - now)
 
+    def take_if_due(self) -> bool:
+        """Take the next slot if it is due now; never waits."""
+        if not self.interval:
+            return True
+        with self._lock:
+            now = self.clock()
+            if self._next > now:
+                return False
+            self._next = now + self.interval
+            return True
+
     def slow_down(self) -> None:
         """After a 421 or a dropped connection: leave a gap before the next message."""
         with self._lock:
@@ -94,8 +105,18 @@ def backoff(attempt: int, first: float, rand: Callable[[], float] = random.rando
     return base / 2 + rand() * base / 2
 
 
+# The next transaction on a connection: sender, recipients, message, SMTPUTF8 needed.
+Envelope = tuple[str, list[str], bytes, bool]
+
+
 class SmtpConnection:
-    """One persistent SMTP session, opened on first use and reopened when lost."""
+    """One persistent SMTP session, opened on first use and reopened when lost.
+
+    Where the server offers PIPELINING, :meth:`send` can write the next transaction's
+    MAIL, RCPT and DATA together with this one's message (RFC 2920 lets the message
+    content open a group): one round trip per message instead of two. That transaction
+    is then *primed*: the next :meth:`send` of the same message reads its replies.
+    """
 
     def __init__(self, settings: Smtp, password: str | None,
                  tokens: TokenSource | None = None) -> None:
@@ -105,6 +126,7 @@ class SmtpConnection:
         self._smtp: smtplib.SMTP | None = None
         self._clean = False  # the last transaction ended with its final reply
         self._replied = False  # the server has answered part of this transaction
+        self._primed: bytes | None = None  # message whose MAIL/RCPT/DATA went out already
 
     def _login(self, smtp: smtplib.SMTP) -> None:
         s = self.settings
@@ -177,9 +199,12 @@ class SmtpConnection:
             raise ConnectionError(f"{where} refused the session: {exc.smtp_code} "
                                   f"{_text(exc.smtp_error)}") from exc
         self._smtp = smtp
+        self._primed = None
         return smtp
 
     def close(self) -> None:
+        if self._primed is not None:  # the server waits for a message: QUIT would be one
+            self.drop()
         if self._smtp is not None:
             try:
                 self._smtp.quit()
@@ -188,21 +213,30 @@ class SmtpConnection:
             self._smtp = None
 
     def drop(self) -> None:
+        self._primed = None  # a message never sent after its DATA is never delivered
         if self._smtp is not None:
             self._smtp.close()
             self._smtp = None
 
-    def send(self, sender: str, recipients: list[str], data: bytes, smtputf8: bool) -> Delivery:
+    def send(self, sender: str, recipients: list[str], data: bytes, smtputf8: bool,
+             following: Callable[[], Envelope | None] | None = None) -> Delivery:
         """One transaction. Raises SendError to stop, OSError when no session can be had.
 
         After a transaction that ended normally the session is clean and the next one
         starts at once; only after a failed one is RSET sent first. If a reused session
         turns out to be closed (servers drop idle ones) before the server answered
         anything of this transaction, nothing was sent: it is reopened and tried again.
+
+        ``following`` is asked, just before the message goes out, for the next
+        transaction to pipeline with it; whatever it returns must be sent next, through
+        this connection, with the same ``data`` object.
         """
+        if self._primed is not None and self._primed is not data:
+            self.drop()  # not the message promised: that transaction ends unsent
         reused = self._smtp is not None
+        primed, self._primed = reused and self._primed is data, None
         smtp = self._smtp or self.open()
-        if reused and not self._clean:
+        if reused and not self._clean and not primed:
             try:
                 code, text = smtp.rset()
                 if code != 250:
@@ -214,11 +248,12 @@ class SmtpConnection:
             delivery = Delivery()
             self._replied = False
             try:
-                self._transaction(smtp, sender, recipients, data, smtputf8, delivery)
+                self._transaction(smtp, sender, recipients, data, smtputf8, delivery, primed,
+                                  following)
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 if reused and not self._replied:
                     self.drop()
-                    smtp, reused = self.open(), False
+                    smtp, reused, primed = self.open(), False, False
                     continue
                 lost = (f"connection lost: {exc}" if isinstance(exc, smtplib.SMTPServerDisconnected)
                         else f"connection lost: {exc or type(exc).__name__}")
@@ -235,36 +270,47 @@ class SmtpConnection:
             self.drop()
         return delivery
 
-    def _transaction(self, smtp: smtplib.SMTP, sender: str, recipients: list[str], data: bytes,
-                     smtputf8: bool, delivery: Delivery) -> None:
+    @staticmethod
+    def _options(smtp: smtplib.SMTP, recipients: list[str], data: bytes,
+                 smtputf8: bool) -> list[str] | Reply:
+        """MAIL's parameters, or the reply that refuses the message before anything is sent."""
         options = []
         if smtputf8:
             if not smtp.has_extn("smtputf8"):
-                for address in recipients:
-                    delivery.refused[address] = Reply(
-                        555, "the server does not support SMTPUTF8, needed for a non-ASCII "
-                             "address")
-                return
+                return Reply(555, "the server does not support SMTPUTF8, needed for a "
+                                  "non-ASCII address")
             options += ["SMTPUTF8", "BODY=8BITMIME"]
         if smtp.has_extn("size"):
             limit = int(smtp.esmtp_features.get("size") or 0)
             if limit and len(data) > limit:
-                for address in recipients:
-                    delivery.refused[address] = Reply(
-                        552, f"message of {len(data)} bytes exceeds the server's limit of "
-                             f"{limit} bytes")
-                return
+                return Reply(552, f"message of {len(data)} bytes exceeds the server's limit "
+                                  f"of {limit} bytes")
             options.append(f"SIZE={len(data)}")
+        return options
+
+    @staticmethod
+    def _group(sender: str, recipients: list[str], options: list[str]) -> bytes:
+        """MAIL, every RCPT and DATA, as one write (RFC 2920)."""
+        group = [f"mail FROM:{smtplib.quoteaddr(sender)} {' '.join(options)}".rstrip()]
+        group += [f"rcpt TO:{smtplib.quoteaddr(address)}" for address in recipients]
+        text = "".join(f"{line}\r\n" for line in [*group, "data"])
+        return text.encode("utf-8" if "SMTPUTF8" in options else "ascii")
+
+    def _transaction(self, smtp: smtplib.SMTP, sender: str, recipients: list[str], data: bytes,
+                     smtputf8: bool, delivery: Delivery, primed: bool = False,
+                     following: Callable[[], Envelope | None] | None = None) -> None:
+        options = self._options(smtp, recipients, data, smtputf8)
+        if isinstance(options, Reply):
+            for address in recipients:
+                delivery.refused[address] = options
+            return
         pipelined = smtp.has_extn("pipelining")
         data_reply: Reply | None = None
         if pipelined:  # RFC 2920: MAIL, every RCPT and DATA in one go, then the replies
-            if "SMTPUTF8" in options:
-                smtp.command_encoding = "utf-8"
             # the whole group in one write: written command by command, each small write
             # waited for the server's delayed ACK of the one before (up to 40 ms)
-            group = [f"mail FROM:{smtplib.quoteaddr(sender)} {' '.join(options)}".rstrip()]
-            group += [f"rcpt TO:{smtplib.quoteaddr(address)}" for address in recipients]
-            smtp.send("".join(f"{line}\r\n" for line in [*group, "data"]))
+            if not primed:  # else it went out with the message before
+                smtp.send(self._group(sender, recipients, options))
             mail_reply = Reply(*_reply(smtp.getreply()))
             self._replied = True
             rcpt_replies = [_reply(smtp.getreply()) for _ in recipients]
@@ -305,7 +351,19 @@ class SmtpConnection:
             code, text = data_reply.code, data_reply.text
         else:
             body = re.sub(rb"(?m)^\.", b"..", data)
-            smtp.send(body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n")
+            body += (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+            try:
+                following_envelope = following() if following is not None else None
+            except BaseException:
+                self.drop()  # the server waits for this message: end the session unsent
+                raise
+            if following_envelope is not None:
+                next_sender, next_recipients, next_data, next_utf8 = following_envelope
+                next_options = self._options(smtp, next_recipients, next_data, next_utf8)
+                if not isinstance(next_options, Reply):  # else refused without a word
+                    body += self._group(next_sender, next_recipients, next_options)
+                    self._primed = next_data
+            smtp.send(body)
             code, text = _reply(smtp.getreply())
         reply = Reply(code, text)
         if code != 250:

@@ -151,3 +151,134 @@ class Server:
 
     def stop(self) -> None:
         self.controller.stop()
+
+
+class PipeServer:
+    """A small SMTP server that offers PIPELINING and sees how the client uses it.
+
+    For every message it records whether the client sent more (the next transaction's
+    commands) before the reply to the message's final dot: that is what pipelining
+    across messages means, whatever the timing. It waits up to ``patience`` seconds for
+    such bytes before it replies. ``data_rule(index)`` may answer a message with another
+    reply, or "DROP" to hang up instead (having read whatever the client sent with it).
+    ``greeting_delay`` holds back the 220, so that a client's queue fills meanwhile.
+    """
+
+    def __init__(self, patience: float = 0.5, size: int = 0, greeting_delay: float = 0.0) -> None:
+        self.patience, self.size, self.greeting_delay = patience, size, greeting_delay
+        self.data_rule: Callable[[int], str | None] = lambda index: None
+        self.received: list[Received] = []
+        self.followed: list[bool] = []  # per message: the next commands came before its reply
+        self.unfinished: list[bytes] = []  # text of messages whose session ended in DATA
+        self.sessions = 0
+        self.ended = threading.Semaphore(0)  # released as each session ends
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self._thread.start()
+        ready.wait(5)
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._session, "127.0.0.1", self.port))
+        ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            sessions = [t for t in asyncio.all_tasks(self._loop) if not t.done()]
+            for task in sessions:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*sessions, return_exceptions=True))
+            self._loop.run_until_complete(server.wait_closed())
+            self._loop.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sessions += 1
+        pending = bytearray()
+
+        async def more(timeout: float | None) -> bool:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), timeout)
+            except asyncio.TimeoutError:
+                return False
+            pending.extend(chunk)
+            return bool(chunk)
+
+        async def line() -> bytes | None:
+            while b"\n" not in pending:
+                if not await more(None):
+                    return None
+            end = pending.index(b"\n") + 1
+            text = bytes(pending[:end])
+            del pending[:end]
+            return text
+
+        def reply(text: str) -> None:
+            writer.write(text.encode() + b"\r\n")
+
+        if self.greeting_delay:
+            await asyncio.sleep(self.greeting_delay)
+        reply("220 pipe ESMTP")
+        mail_from, rcpts, content, in_data = "", [], bytearray(), False
+        try:
+            while (text := await line()) is not None:
+                if in_data:
+                    if text != b".\r\n":
+                        content += text[1:] if text.startswith(b".") else text
+                        continue
+                    in_data = False
+                    index = len(self.followed)
+                    self.followed.append(bool(pending) or await more(self.patience))
+                    rule = self.data_rule(index)
+                    if rule == "DROP":
+                        break
+                    if rule is None:
+                        self.received.append(Received(mail_from, rcpts, bytes(content)))
+                    reply(rule or "250 2.0.0 accepted")
+                    mail_from, rcpts, content = "", [], bytearray()
+                    continue
+                command = text[:4].upper()
+                if command == b"EHLO":
+                    size = f"250 SIZE {self.size}" if self.size else "250 8BITMIME"
+                    reply(f"250-pipe\r\n250-PIPELINING\r\n{size}")
+                elif command == b"MAIL":
+                    mail_from = text.split(b":", 1)[1].split()[0].decode().strip("<>")
+                    rcpts = []
+                    reply("250 OK")
+                elif command == b"RCPT":
+                    rcpts.append(text.split(b":", 1)[1].strip().decode().strip("<>"))
+                    reply("250 OK")
+                elif command == b"DATA":
+                    in_data = bool(rcpts)
+                    reply("354 go ahead" if rcpts else "554 no valid recipients")
+                elif command == b"QUIT":
+                    reply("221 bye")
+                    break
+                else:  # RSET, NOOP
+                    mail_from, rcpts = "", []
+                    reply("250 OK")
+                await writer.drain()
+            if in_data:
+                self.unfinished.append(bytes(content))
+        except ConnectionError:
+            pass  # the client hung up
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except ConnectionError:
+                pass
+            self.ended.release()
+
+    def wait_ended(self, sessions: int) -> None:
+        """Wait until that many sessions have ended (the client hung up)."""
+        for _ in range(sessions):
+            assert self.ended.acquire(timeout=5), "a session is still open"
+
+    def stop(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)

@@ -27,8 +27,9 @@ def chance(*parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def chaos(basic, rows: int, stall: float, timeout: float, concurrency: int) -> None:
-    server = Server()
+def chaos(basic, rows: int, stall: float, timeout: float, concurrency: int,
+          pipelining: bool = True) -> None:
+    server = Server(pipelining=pipelining)
 
     def rcpt(address: str, seen: int) -> str | None:
         if chance("550", address) < 0.01:
@@ -74,9 +75,10 @@ def chaos(basic, rows: int, stall: float, timeout: float, concurrency: int) -> N
           f"{server.handler.sessions} sessions")
 
 
-def test_chaos_small(basic) -> None:
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "classic"])
+def test_chaos_small(basic, pipelining: bool) -> None:
     chaos(basic, rows=int(os.environ.get("MAILMERGE_CHAOS_ROWS", 400)), stall=1.0, timeout=0.5,
-          concurrency=4)
+          concurrency=4, pipelining=pipelining)
 
 
 @pytest.mark.stress

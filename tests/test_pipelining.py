@@ -1,0 +1,158 @@
+"""Pipelining across messages (RFC 2920): the next transaction's MAIL, RCPT and DATA go
+out with the message before it, against a real server that sees how the client writes.
+
+The connection is driven directly here; the runner's use of it is covered by every
+sending test against the aiosmtpd server that offers PIPELINING, and by the chaos test.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+import pytest
+
+from mailmerge.campaign import Smtp
+from mailmerge.send import SmtpConnection
+
+from .smtpserver import PipeServer
+
+
+def message(n: int) -> tuple[str, list[str], bytes, bool]:
+    data = (f"From: a@example.org\r\nTo: p{n}@example.org\r\nSubject: {n}\r\n\r\n"
+            f"message {n}\r\n.starts with a dot\r\n").encode()
+    return "a@example.org", [f"p{n}@example.org"], data, False
+
+
+@pytest.fixture
+def server():
+    server = PipeServer()
+    yield server
+    server.stop()
+
+
+def connect(server: PipeServer) -> SmtpConnection:
+    return SmtpConnection(Smtp(host="127.0.0.1", port=server.port, security="none", timeout=5),
+                          None)
+
+
+def delivered(server: PipeServer) -> list[str]:
+    return [r.rcpt_tos[0] for r in server.received]
+
+
+def test_next_transaction_goes_out_with_the_message(server) -> None:
+    connection = connect(server)
+    first, second, third = message(1), message(2), message(3)
+    assert connection.send(*first, following=lambda: second).accepted == ["p1@example.org"]
+    assert connection.send(*second, following=lambda: third).accepted == ["p2@example.org"]
+    assert connection.send(*third, following=lambda: None).accepted == ["p3@example.org"]
+    connection.close()
+    # the first two messages were followed by the next commands before their replies
+    assert server.followed == [True, True, False]
+    assert delivered(server) == ["p1@example.org", "p2@example.org", "p3@example.org"]
+    assert server.sessions == 1
+    parsed = email.message_from_bytes(server.received[1].content, policy=email.policy.default)
+    assert parsed["Subject"] == "2"
+    assert parsed.get_content().splitlines() == ["message 2", ".starts with a dot"]  # unstuffed
+
+
+def test_without_a_following_message_nothing_waits_for_one(server) -> None:
+    connection = connect(server)
+    assert connection.send(*message(1)).accepted == ["p1@example.org"]
+    assert connection.send(*message(2), following=lambda: None).accepted == ["p2@example.org"]
+    connection.close()
+    assert server.followed == [False, False]
+    assert delivered(server) == ["p1@example.org", "p2@example.org"]
+
+
+@pytest.mark.parametrize("reply", ["451 4.3.0 try again later", "550 5.7.1 content refused"])
+def test_a_refused_message_does_not_hold_back_the_one_after_it(server, reply) -> None:
+    server.data_rule = lambda index: reply if index == 0 else None
+    connection = connect(server)
+    second = message(2)
+    result = connection.send(*message(1), following=lambda: second)
+    assert not result.accepted and not result.reconnect
+    outcome = result.deferred if reply.startswith("4") else result.refused
+    assert str(outcome["p1@example.org"]) == reply
+    assert connection.send(*second).accepted == ["p2@example.org"]
+    connection.close()
+    assert server.followed == [True, False]
+    assert delivered(server) == ["p2@example.org"] and server.sessions == 1
+
+
+@pytest.mark.parametrize("rule", ["DROP", "421 4.3.2 closing"])
+def test_a_lost_session_sends_the_pipelined_message_again_on_a_new_one(server, rule) -> None:
+    server.data_rule = lambda index: rule if index == 0 else None
+    connection = connect(server)
+    second = message(2)
+    result = connection.send(*message(1), following=lambda: second)
+    assert result.reconnect and not result.accepted and "p1@example.org" in result.deferred
+    # its MAIL, RCPT and DATA were lost with the session: it starts again, once
+    assert connection.send(*second).accepted == ["p2@example.org"]
+    connection.close()
+    assert delivered(server) == ["p2@example.org"]
+    assert server.sessions == 2
+
+
+def test_another_message_than_the_promised_one_ends_that_session_unsent(server) -> None:
+    connection = connect(server)
+    connection.send(*message(1), following=lambda: message(2))
+    assert connection.send(*message(3)).accepted == ["p3@example.org"]
+    connection.close()
+    assert delivered(server) == ["p1@example.org", "p3@example.org"]
+    assert server.sessions == 2
+
+
+def test_closing_after_a_promise_sends_no_quit_as_message_text(server) -> None:
+    connection = connect(server)
+    connection.send(*message(1), following=lambda: message(2))
+    connection.close()
+    assert delivered(server) == ["p1@example.org"]
+    server.wait_ended(1)
+    assert server.unfinished == [b""]  # the second message's DATA ended with nothing in it
+
+
+def test_a_failing_following_ends_the_session_with_nothing_delivered(server) -> None:
+    def broken() -> None:
+        raise RuntimeError("journal unavailable")
+
+    connection = connect(server)
+    with pytest.raises(RuntimeError):
+        connection.send(*message(1), following=broken)
+    assert connection.send(*message(2)).accepted == ["p2@example.org"]
+    connection.close()
+    assert delivered(server) == ["p2@example.org"]  # the first never got its final dot
+
+
+def test_a_message_too_large_for_the_server_is_not_pipelined() -> None:
+    server = PipeServer(size=400)
+    try:
+        connection = connect(server)
+        large = ("a@example.org", ["big@example.org"], b"Subject: x\r\n\r\n" + b"y" * 500, False)
+        assert connection.send(*message(1), following=lambda: large).accepted
+        result = connection.send(*large)
+        assert result.refused["big@example.org"].code == 552
+        assert connection.send(*message(3)).accepted == ["p3@example.org"]
+        connection.close()
+    finally:
+        server.stop()
+    assert server.followed[0] is False  # nothing went out after the first message
+    assert delivered(server) == ["p1@example.org", "p3@example.org"]
+
+
+def test_a_campaign_pipelines_its_messages(basic) -> None:
+    """Through the runner: jobs wait in the queue while the session opens (the greeting
+    comes late), so the worker finds the next one ready as each message goes out."""
+    from .test_send import journal_rows, make, send
+
+    server = PipeServer(patience=0.2, greeting_delay=1.0)
+    people = [["email", "name"], *[[f"p{i}@example.org", f"P {i}"] for i in range(12)]]
+    try:
+        c = make(basic, server, rows=people, concurrency=1)  # type: ignore[arg-type]
+        result = send(c, "-q")
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert sorted(delivered(server)) == sorted(row[0] for row in people[1:])
+    assert {state for state, *_ in journal_rows(c).values()} == {"sent"}
+    assert sum(server.followed) >= 6, server.followed  # most went out with the one before
