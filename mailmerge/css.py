@@ -10,6 +10,7 @@ ways on real rows and switches to the per-message way when they disagree.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -58,8 +59,12 @@ class Prepared:
     reason: str | None = None
 
 
+@functools.lru_cache(maxsize=8)
 def inline_template_once(source: str) -> Prepared:
-    """Inline CSS on a Jinja template source, protecting its syntax; see module docstring."""
+    """Inline CSS on a Jinja template source, protecting its syntax; see module docstring.
+
+    Kept for the process: validation and sending each prepare a renderer for the same
+    template, and the inlining is the dearest part of that."""
     if "{% raw" in source or "{%- raw" in source:
         return Prepared(None, "the template uses {% raw %}")
     if re.search(r"\|\s*safe\b|autoescape\s+false", source):

@@ -16,6 +16,7 @@ from pathlib import Path
 from .campaign import Campaign
 from .errors import JournalError, MailmergeError, RowError
 from .journal import Journal, Record, default_journal_path, format_time
+from .parallel import default_jobs
 from .pipeline import Outcome, iter_messages
 from .runner import Event, Runner, SendReport, token_source
 from .send import Delivery, SmtpConnection
@@ -138,7 +139,7 @@ def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptio
     """Render and build every row; note every good key in the journal (one transaction)."""
     problems: list[Outcome] = []
     with journal.batch():
-        for outcome in iter_messages(campaign, build=False):
+        for outcome in iter_messages(campaign, build=False, jobs=default_jobs()):
             if outcome.skip == "suppressed" and outcome.key is not None:
                 record = journal.see(outcome.key, outcome.row, run)
                 if record is None or record.state in ("pending", "deferred"):

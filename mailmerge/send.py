@@ -350,7 +350,7 @@ class SmtpConnection:
         elif data_reply.code != 354:
             code, text = data_reply.code, data_reply.text
         else:
-            body = re.sub(rb"(?m)^\.", b"..", data)
+            body = dot_stuff(data)
             body += (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
             try:
                 following_envelope = following() if following is not None else None
@@ -397,6 +397,12 @@ class SmtpConnection:
                 delivery.refused[address] = reply
         if reply.code == 421:
             delivery.reconnect = True
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """Double every dot that starts a line (RFC 5321 4.5.2), in C: a regular expression
+    over every message cost the sending threads more time than the rest of SMTP."""
+    return (b"." if data.startswith(b".") else b"") + data.replace(b"\n.", b"\n..")
 
 
 def _reply(reply: tuple[int, bytes | str]) -> tuple[int, str]:
