@@ -327,6 +327,19 @@ def test_rate_limiter_does_not_bank_idle_time() -> None:
     assert clock.sleeps == [0.5]
 
 
+def test_a_message_pipelined_early_takes_a_slot_only_when_one_is_due() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(0.5, clock=clock, sleep=clock.sleep)
+    limiter.wait()
+    assert not limiter.take_if_due()  # the next slot is 0.5 s away: it waits its turn
+    clock.now += 0.5
+    assert limiter.take_if_due()
+    assert not limiter.take_if_due()
+    limiter.wait()  # and the slots it took count against the rate
+    assert clock.sleeps == [0.5] and clock.now == 1001.0
+    assert RateLimiter(None, clock=clock, sleep=clock.sleep).take_if_due()
+
+
 def test_backoff_grows_with_jitter() -> None:
     assert backoff(1, 60, rand=lambda: 0.0) == 30
     assert backoff(1, 60, rand=lambda: 1.0) == 60
