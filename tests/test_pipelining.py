@@ -13,7 +13,7 @@ import email.policy
 import pytest
 
 from mailmerge.campaign import Smtp
-from mailmerge.send import SmtpConnection
+from mailmerge.send import Delivery, SmtpConnection
 
 from .smtpserver import PipeServer
 
@@ -65,31 +65,33 @@ def test_without_a_following_message_nothing_waits_for_one(server) -> None:
     assert delivered(server) == ["p1@example.org", "p2@example.org"]
 
 
-@pytest.mark.parametrize("reply", ["451 4.3.0 try again later", "550 5.7.1 content refused"])
-def test_a_refused_message_does_not_hold_back_the_one_after_it(server, reply) -> None:
-    server.data_rule = lambda index: reply if index == 0 else None
+def first_answered(server: PipeServer, rule: str) -> Delivery:
+    """Message 1 goes out with message 2's commands, and the server answers it with ``rule``;
+    then message 2 is sent."""
+    server.data_rule = lambda index: rule if index == 0 else None
     connection = connect(server)
     second = message(2)
     result = connection.send(*message(1), following=lambda: second)
+    assert connection.send(*second).accepted == ["p2@example.org"]
+    connection.close()
+    return result
+
+
+@pytest.mark.parametrize("reply", ["451 4.3.0 try again later", "550 5.7.1 content refused"])
+def test_a_refused_message_does_not_hold_back_the_one_after_it(server, reply) -> None:
+    result = first_answered(server, reply)
     assert not result.accepted and not result.reconnect
     outcome = result.deferred if reply.startswith("4") else result.refused
     assert str(outcome["p1@example.org"]) == reply
-    assert connection.send(*second).accepted == ["p2@example.org"]
-    connection.close()
     assert server.followed == [True, False]
     assert delivered(server) == ["p2@example.org"] and server.sessions == 1
 
 
 @pytest.mark.parametrize("rule", ["DROP", "421 4.3.2 closing"])
 def test_a_lost_session_sends_the_pipelined_message_again_on_a_new_one(server, rule) -> None:
-    server.data_rule = lambda index: rule if index == 0 else None
-    connection = connect(server)
-    second = message(2)
-    result = connection.send(*message(1), following=lambda: second)
+    result = first_answered(server, rule)
     assert result.reconnect and not result.accepted and "p1@example.org" in result.deferred
-    # its MAIL, RCPT and DATA were lost with the session: it starts again, once
-    assert connection.send(*second).accepted == ["p2@example.org"]
-    connection.close()
+    # message 2's MAIL, RCPT and DATA were lost with the session: it started again, once
     assert delivered(server) == ["p2@example.org"]
     assert server.sessions == 2
 
