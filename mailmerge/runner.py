@@ -2,12 +2,14 @@
 that feeds them jobs, writes every result to the journal and retries deferred recipients.
 
 The journal is written from the main thread, except `sending`, which a worker records
-just before its transaction (see journal.py), and the Sent-folder copies (sentcopy.py).
+just before its transaction or its text (see _mark_sending), and the Sent-folder copies
+(sentcopy.py).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import itertools
 import os
@@ -92,7 +94,8 @@ class _Job:
     built: Built
     recipients: list[str]
     attempts: int
-    marked: bool = False  # `sending` is in the journal: it goes to the server, stop or not
+    marked: bool = False  # `sending` is in the journal
+    primed: bool = False  # its MAIL/RCPT/DATA went out early, with the message before it
 
 
 @dataclass
@@ -133,9 +136,9 @@ class Runner:
     # --- workers ----------------------------------------------------------------------------
 
     def _mark_sending(self, job: _Job) -> None:
-        """Record `sending` at the last moment, before the job's first command goes out (a
-        job still queued when the process dies is not uncertain), through a group commit
-        the workers share."""
+        """Record `sending` at the last moment (a job still queued when the process dies is
+        not uncertain), through a group commit the workers share: before the job's first
+        command goes out, or, for a job whose commands went out early, before its text."""
         self.marks.mark_sending(job.key, job.built.message_id, _content_hash(job.built),
                                 list(job.built.envelope_to), job.recipients)
         job.marked = True
@@ -155,7 +158,7 @@ class Runner:
             taken.append(job)
             if job is None or not self.limiter.take_if_due():
                 return None
-            self._mark_sending(job)
+            job.primed = True
             return job.built.envelope_from, job.recipients, job.built.data, job.built.smtputf8
 
         try:
@@ -163,24 +166,30 @@ class Runner:
                 job = taken.pop() if taken else self.jobs.get()
                 if job is None:
                     return
-                if not job.marked:
-                    if self.stop.is_set():  # hand it back unsent; keep draining to the sentinel
-                        self.results.put(_Result(job, delivery=None))
-                        continue
+                if self.stop.is_set():  # hand it back unsent; keep draining to the sentinel
+                    if job.primed:  # its text never goes: it cannot be delivered
+                        connection.drop()
+                    self.results.put(_Result(job, delivery=None))
+                    continue
+                if not job.primed:
                     self.limiter.wait()
                     self._mark_sending(job)
                 try:
-                    delivery = connection.send(job.built.envelope_from, job.recipients,
-                                               job.built.data, job.built.smtputf8, following)
+                    delivery = connection.send(
+                        job.built.envelope_from, job.recipients, job.built.data,
+                        job.built.smtputf8, following,
+                        functools.partial(self._mark_sending, job) if job.primed else None)
+                    result = _Result(job, delivery=delivery)
                 except SendError as exc:
-                    self.results.put(_Result(job, error=exc))
-                    continue
+                    result = _Result(job, error=exc)
                 except OSError as exc:  # could not connect at all
-                    delivery = Delivery(deferred={a: Reply(0, f"cannot connect to "
-                                                              f"{self.smtp.host}: {exc}")
-                                                  for a in job.recipients}, reconnect=True)
+                    result = _Result(job, delivery=Delivery(
+                        deferred={a: Reply(0, f"cannot connect to {self.smtp.host}: {exc}")
+                                  for a in job.recipients}, reconnect=True))
                     connection.drop()
-                self.results.put(_Result(job, delivery=delivery))
+                if not job.marked:  # ended before its text went out: the attempt still counts
+                    self._mark_sending(job)
+                self.results.put(result)
         finally:
             connection.close()
 

@@ -219,7 +219,8 @@ class SmtpConnection:
             self._smtp = None
 
     def send(self, sender: str, recipients: list[str], data: bytes, smtputf8: bool,
-             following: Callable[[], Envelope | None] | None = None) -> Delivery:
+             following: Callable[[], Envelope | None] | None = None,
+             before_text: Callable[[], None] | None = None) -> Delivery:
         """One transaction. Raises SendError to stop, OSError when no session can be had.
 
         After a transaction that ended normally the session is clean and the next one
@@ -229,7 +230,9 @@ class SmtpConnection:
 
         ``following`` is asked, just before the message goes out, for the next
         transaction to pipeline with it; whatever it returns must be sent next, through
-        this connection, with the same ``data`` object.
+        this connection, with the same ``data`` object. ``before_text`` is called just
+        before the message itself goes out, and not at all if the transaction ends first.
+        If either raises, the session ends without the message.
         """
         if self._primed is not None and self._primed is not data:
             self.drop()  # not the message promised: that transaction ends unsent
@@ -249,7 +252,7 @@ class SmtpConnection:
             self._replied = False
             try:
                 self._transaction(smtp, sender, recipients, data, smtputf8, delivery, primed,
-                                  following)
+                                  following, before_text)
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 if reused and not self._replied:
                     self.drop()
@@ -298,7 +301,8 @@ class SmtpConnection:
 
     def _transaction(self, smtp: smtplib.SMTP, sender: str, recipients: list[str], data: bytes,
                      smtputf8: bool, delivery: Delivery, primed: bool = False,
-                     following: Callable[[], Envelope | None] | None = None) -> None:
+                     following: Callable[[], Envelope | None] | None = None,
+                     before_text: Callable[[], None] | None = None) -> None:
         options = self._options(smtp, recipients, data, smtputf8)
         if isinstance(options, Reply):
             for address in recipients:
@@ -346,6 +350,8 @@ class SmtpConnection:
             smtp.rset()
             return
         if data_reply is None:
+            if before_text is not None:
+                before_text()
             code, text = _reply(smtp.data(data))
         elif data_reply.code != 354:
             code, text = data_reply.code, data_reply.text
@@ -353,6 +359,8 @@ class SmtpConnection:
             body = dot_stuff(data)
             body += (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
             try:
+                if before_text is not None:
+                    before_text()
                 following_envelope = following() if following is not None else None
             except BaseException:
                 self.drop()  # the server waits for this message: end the session unsent

@@ -160,13 +160,16 @@ class PipeServer:
     commands) before the reply to the message's final dot: that is what pipelining
     across messages means, whatever the timing. It waits up to ``patience`` seconds for
     such bytes before it replies. ``data_rule(index)`` may answer a message with another
-    reply, or "DROP" to hang up instead (having read whatever the client sent with it).
+    reply, or "DROP" to hang up instead (having read whatever the client sent with it);
+    ``rcpt_rule(address, times_seen)`` may answer a RCPT with another reply.
     ``greeting_delay`` holds back the 220, so that a client's queue fills meanwhile.
     """
 
     def __init__(self, patience: float = 0.5, size: int = 0, greeting_delay: float = 0.0) -> None:
         self.patience, self.size, self.greeting_delay = patience, size, greeting_delay
         self.data_rule: Callable[[int], str | None] = lambda index: None
+        self.rcpt_rule: Callable[[str, int], str | None] = lambda address, seen: None
+        self.rcpt_seen: Counter[str] = Counter()
         self.received: list[Received] = []
         self.followed: list[bool] = []  # per message: the next commands came before its reply
         self.unfinished: list[bytes] = []  # text of messages whose session ended in DATA
@@ -249,8 +252,12 @@ class PipeServer:
                     rcpts = []
                     reply("250 OK")
                 elif command == b"RCPT":
-                    rcpts.append(text.split(b":", 1)[1].strip().decode().strip("<>"))
-                    reply("250 OK")
+                    address = text.split(b":", 1)[1].strip().decode().strip("<>")
+                    self.rcpt_seen[address] += 1
+                    refusal = self.rcpt_rule(address, self.rcpt_seen[address])
+                    if refusal is None:
+                        rcpts.append(address)
+                    reply(refusal or "250 OK")
                 elif command == b"DATA":
                     in_data = bool(rcpts)
                     reply("354 go ahead" if rcpts else "554 no valid recipients")

@@ -158,3 +158,45 @@ def test_a_campaign_pipelines_its_messages(basic) -> None:
     assert sorted(delivered(server)) == sorted(row[0] for row in people[1:])
     assert {state for state, *_ in journal_rows(c).values()} == {"sent"}
     assert sum(server.followed) >= 6, server.followed  # most went out with the one before
+
+
+def test_the_text_callback_runs_only_when_the_text_goes(server) -> None:
+    server.rcpt_rule = lambda address, seen: "550 5.1.1 no such user" if "p2" in address else None
+    connection = connect(server)
+    calls: list[str] = []
+    second, third = message(2), message(3)
+    connection.send(*message(1), following=lambda: second)
+    result = connection.send(*second, following=lambda: third,
+                             before_text=lambda: calls.append("2"))
+    assert result.refused["p2@example.org"].code == 550
+    assert connection.send(*third, before_text=lambda: calls.append("3")).accepted
+    connection.close()
+    assert calls == ["3"]  # message 2 ended at its RCPT: nothing of it could be delivered
+    assert delivered(server) == ["p1@example.org", "p3@example.org"]
+
+
+def test_recipients_refused_while_sent_ahead_are_journaled_like_any_other(basic) -> None:
+    """A job whose commands went out early records `sending` only before its text; one
+    that ends before that still counts the attempt and keeps its Message-ID for a retry."""
+    from .test_send import journal_rows, make, send
+
+    server = PipeServer(patience=0.05, greeting_delay=1.0)
+    server.rcpt_rule = lambda address, seen: (
+        "550 5.1.1 no such user" if address == "p3@example.org"
+        else "451 4.3.0 try later" if address == "p5@example.org" and seen == 1 else None)
+    people = [["email", "name"], *[[f"p{i}@example.org", f"P {i}"] for i in range(8)]]
+    try:
+        c = make(basic, server, rows=people, concurrency=1)  # type: ignore[arg-type]
+        result = send(c, "-q")
+    finally:
+        server.stop()
+    assert result.exit_code == 1, result.output  # the 550
+    rows = journal_rows(c)
+    state, attempts, reply, message_id = rows["p3@example.org"]
+    assert (state, attempts) == ("failed", 1) and "550 5.1.1" in reply and message_id
+    state, attempts, _, message_id = rows["p5@example.org"]
+    assert (state, attempts) == ("sent", 2)
+    sent = {r.rcpt_tos[0]: r.content for r in server.received}
+    assert f"Message-ID: {message_id}".encode() in sent["p5@example.org"]  # kept on retry
+    assert sorted(sent) == sorted(f"p{i}@example.org" for i in range(8) if i != 3)
+    assert sum(server.followed) >= 3, server.followed
