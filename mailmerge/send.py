@@ -274,8 +274,7 @@ class SmtpConnection:
         return delivery
 
     @staticmethod
-    def _options(smtp: smtplib.SMTP, recipients: list[str], data: bytes,
-                 smtputf8: bool) -> list[str] | Reply:
+    def _options(smtp: smtplib.SMTP, data: bytes, smtputf8: bool) -> list[str] | Reply:
         """MAIL's parameters, or the reply that refuses the message before anything is sent."""
         options = []
         if smtputf8:
@@ -303,7 +302,7 @@ class SmtpConnection:
                      smtputf8: bool, delivery: Delivery, primed: bool = False,
                      following: Callable[[], Envelope | None] | None = None,
                      before_text: Callable[[], None] | None = None) -> None:
-        options = self._options(smtp, recipients, data, smtputf8)
+        options = self._options(smtp, data, smtputf8)
         if isinstance(options, Reply):
             for address in recipients:
                 delivery.refused[address] = options
@@ -367,7 +366,7 @@ class SmtpConnection:
                 raise
             if following_envelope is not None:
                 next_sender, next_recipients, next_data, next_utf8 = following_envelope
-                next_options = self._options(smtp, next_recipients, next_data, next_utf8)
+                next_options = self._options(smtp, next_data, next_utf8)
                 if not isinstance(next_options, Reply):  # else refused without a word
                     body += self._group(next_sender, next_recipients, next_options)
                     self._primed = next_data

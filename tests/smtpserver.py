@@ -207,6 +207,8 @@ class PipeServer:
                 chunk = await asyncio.wait_for(reader.read(65536), timeout)
             except asyncio.TimeoutError:
                 return False
+            except ConnectionError:  # the client hung up: what it sent is still read
+                chunk = b""
             pending.extend(chunk)
             return bool(chunk)
 
@@ -219,8 +221,11 @@ class PipeServer:
             del pending[:end]
             return text
 
+        gone = False  # the client hung up: what it sent before is still read, not answered
+
         def reply(text: str) -> None:
-            writer.write(text.encode() + b"\r\n")
+            if not gone:
+                writer.write(text.encode() + b"\r\n")
 
         if self.greeting_delay:
             await asyncio.sleep(self.greeting_delay)
@@ -267,11 +272,12 @@ class PipeServer:
                 else:  # RSET, NOOP
                     mail_from, rcpts = "", []
                     reply("250 OK")
-                await writer.drain()
+                try:
+                    await writer.drain()
+                except ConnectionError:
+                    gone = True
             if in_data:
                 self.unfinished.append(bytes(content))
-        except ConnectionError:
-            pass  # the client hung up
         finally:
             writer.close()
             try:
