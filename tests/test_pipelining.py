@@ -11,6 +11,7 @@ import email
 import email.policy
 
 import pytest
+from click.testing import Result
 
 from mailmerge.campaign import Smtp
 from mailmerge.send import Delivery, SmtpConnection
@@ -142,21 +143,27 @@ def test_a_message_too_large_for_the_server_is_not_pipelined() -> None:
     assert delivered(server) == ["p1@example.org", "p3@example.org"]
 
 
-def test_a_campaign_pipelines_its_messages(basic) -> None:
-    """Through the runner: jobs wait in the queue while the session opens (the greeting
-    comes late), so the worker finds the next one ready as each message goes out."""
+def send_campaign(basic, server: PipeServer, rows: int) -> tuple[Result, dict[str, tuple]]:
+    """Send to p0 ... p(rows-1) over one connection through the runner; the result and
+    the journal. The greeting comes late, so the jobs wait in the queue meanwhile and
+    the worker finds the next one ready as each message goes out."""
     from .test_send import journal_rows, make, send
 
-    server = PipeServer(patience=0.2, greeting_delay=1.0)
-    people = [["email", "name"], *[[f"p{i}@example.org", f"P {i}"] for i in range(12)]]
+    people = [["email", "name"], *[[f"p{i}@example.org", f"P {i}"] for i in range(rows)]]
     try:
         c = make(basic, server, rows=people, concurrency=1)  # type: ignore[arg-type]
         result = send(c, "-q")
     finally:
         server.stop()
+    return result, journal_rows(c)
+
+
+def test_a_campaign_pipelines_its_messages(basic) -> None:
+    server = PipeServer(patience=0.2, greeting_delay=1.0)
+    result, journal = send_campaign(basic, server, 12)
     assert result.exit_code == 0, result.output
-    assert sorted(delivered(server)) == sorted(row[0] for row in people[1:])
-    assert {state for state, *_ in journal_rows(c).values()} == {"sent"}
+    assert sorted(delivered(server)) == sorted(f"p{i}@example.org" for i in range(12))
+    assert {state for state, *_ in journal.values()} == {"sent"}
     assert sum(server.followed) >= 6, server.followed  # most went out with the one before
 
 
@@ -178,20 +185,12 @@ def test_the_text_callback_runs_only_when_the_text_goes(server) -> None:
 def test_recipients_refused_while_sent_ahead_are_journaled_like_any_other(basic) -> None:
     """A job whose commands went out early records `sending` only before its text; one
     that ends before that still counts the attempt and keeps its Message-ID for a retry."""
-    from .test_send import journal_rows, make, send
-
     server = PipeServer(patience=0.05, greeting_delay=1.0)
     server.rcpt_rule = lambda address, seen: (
         "550 5.1.1 no such user" if address == "p3@example.org"
         else "451 4.3.0 try later" if address == "p5@example.org" and seen == 1 else None)
-    people = [["email", "name"], *[[f"p{i}@example.org", f"P {i}"] for i in range(8)]]
-    try:
-        c = make(basic, server, rows=people, concurrency=1)  # type: ignore[arg-type]
-        result = send(c, "-q")
-    finally:
-        server.stop()
+    result, rows = send_campaign(basic, server, 8)
     assert result.exit_code == 1, result.output  # the 550
-    rows = journal_rows(c)
     state, attempts, reply, message_id = rows["p3@example.org"]
     assert (state, attempts) == ("failed", 1) and "550 5.1.1" in reply and message_id
     state, attempts, _, message_id = rows["p5@example.org"]
