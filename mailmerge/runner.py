@@ -27,7 +27,7 @@ from .message import Built
 from .oauth import TokenSource
 from .pipeline import Outcome, iter_messages
 from .render import Rendered
-from .send import Delivery, RateLimiter, Reply, SmtpConnection, backoff
+from .send import Delivery, Envelope, RateLimiter, Reply, SmtpConnection, backoff
 from .sentcopy import Saver, SaveReport
 
 if TYPE_CHECKING:
@@ -98,6 +98,10 @@ class _Job:
     primed: bool = False  # its MAIL/RCPT/DATA went out early, with the message before it
 
 
+def _envelope(job: _Job) -> Envelope:
+    return job.built.envelope_from, job.recipients, job.built.data, job.built.smtputf8
+
+
 @dataclass
 class _Result:
     job: _Job
@@ -147,7 +151,7 @@ class Runner:
         connection = SmtpConnection(self.smtp, self.password, self.tokens)
         taken: list[_Job | None] = []  # taken from the queue early, to go out next
 
-        def following() -> tuple[str, list[str], bytes, bool] | None:
+        def following() -> Envelope | None:
             """The next job, if one is ready now, to pipeline with the message going out."""
             if self.stop.is_set():
                 return None
@@ -159,7 +163,7 @@ class Runner:
             if job is None or not self.limiter.take_if_due():
                 return None
             job.primed = True
-            return job.built.envelope_from, job.recipients, job.built.data, job.built.smtputf8
+            return _envelope(job)
 
         try:
             while True:
@@ -176,8 +180,7 @@ class Runner:
                     self._mark_sending(job)
                 try:
                     delivery = connection.send(
-                        job.built.envelope_from, job.recipients, job.built.data,
-                        job.built.smtputf8, following,
+                        *_envelope(job), following,
                         functools.partial(self._mark_sending, job) if job.primed else None)
                     result = _Result(job, delivery=delivery)
                 except SendError as exc:
@@ -316,25 +319,27 @@ class Runner:
                     and (record.state in ("pending", "deferred")
                          or (resend and record.state == "sending")) and select(record))
 
-        def want(rendered: Rendered) -> bool:
-            if limit is not None and self.started >= limit:
-                return False
-            record = self.journal.get(rendered.key)
+        def pick(journal: Journal, rendered: Rendered) -> bool:
+            """Read its record once; keep it, if due, for ``message_id`` and the job."""
+            record = journal.get(rendered.key)
             if not due(record):
                 return False
             assert record is not None
             records[rendered.key] = record
             return True
 
+        def want(rendered: Rendered) -> bool:
+            return (limit is None or self.started < limit) and pick(self.journal, rendered)
+
         def message_id(rendered: Rendered) -> str | None:
             return records[rendered.key].message_id
 
-        def unsent_there(rendered: Rendered) -> bool:  # in the worker process
-            return due(_journal_here(path).get(rendered.key))
+        # in the render process, with its own connection and its own copy of `records`
+        def unsent_there(rendered: Rendered) -> bool:
+            return pick(_journal_here(path), rendered)
 
         def message_id_there(rendered: Rendered) -> str | None:
-            record = _journal_here(path).get(rendered.key)
-            return record.message_id if record is not None else None
+            return records.pop(rendered.key).message_id
 
         outcomes = (iter_messages(self.campaign, want=unsent_there, message_id=message_id_there,
                                   always_fork=True) if fork else
