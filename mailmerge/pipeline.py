@@ -1,7 +1,8 @@
 """The one place that knows the order: read rows -> render -> build -> hand on.
 
 Library API: :func:`iter_messages` yields one :class:`Outcome` per row; :func:`check_campaign`
-and :func:`preview_campaign` are what the ``check`` and ``preview`` commands call.
+is what the ``check`` command calls, and :func:`run_rows` what the dry run
+(:mod:`mailmerge.preview`) builds on.
 Nothing here prints; progress goes to an optional callback.
 """
 
@@ -16,12 +17,11 @@ from typing import TypeVar
 
 from .campaign import Campaign
 from .errors import MailmergeError, RowErrors, SheetError
-from .message import Built
-from .output import EmlFolder
+from .mime import Built
 from .parallel import map_rows
 from .render import Rendered, Renderer, Suppressed
 from .sheet import Row, open_sheet
-from .wire import build_message
+from .message import build_message
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -169,7 +169,7 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
             yield outcome
 
 
-def _run(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
+def run_rows(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
          store: Callable[[Outcome], S], record: Callable[[S], None],
          progress: Callable[[Outcome], None] | None) -> Report:
     """Every row through :func:`process_row` and ``store`` on ``jobs`` processes; then, in
@@ -196,25 +196,5 @@ def check_campaign(campaign: Campaign, *, progress: Callable[[Outcome], None] | 
 
     ``jobs`` processes share the rows (see :mod:`mailmerge.parallel`).
     """
-    return _run(campaign, limit=None, jobs=jobs, build=False, store=lambda outcome: None,
+    return run_rows(campaign, limit=None, jobs=jobs, build=False, store=lambda outcome: None,
                 record=lambda stored: None, progress=progress)
-
-
-def default_output_folder(campaign: Campaign) -> Path:
-    return Path("out") / campaign.name
-
-
-def preview_campaign(campaign: Campaign, out: Path | None = None, *, limit: int | None = None,
-                     progress: Callable[[Outcome], None] | None = None,
-                     jobs: int = 1) -> Report:
-    """Write one .eml per good row (the exact bytes SMTP would carry), a manifest and an index.
-
-    ``jobs`` processes render, build and write the messages; this one keeps the manifest and
-    the index in sheet order. ``progress`` gets each row's outcome without its message.
-    """
-    folder = out or default_output_folder(campaign)
-    with EmlFolder(folder, campaign.name) as writer:
-        report = _run(campaign, limit=limit, jobs=jobs, build=True, store=writer.files().store,
-                      record=writer.record, progress=progress)
-    report.folder = folder
-    return report

@@ -36,7 +36,7 @@ from .assets import (
     resolve_inside,
 )
 from .campaign import AddressField, Campaign, where_expression
-from .cells import URL_UNSAFE, column_of, longest_value, source_value
+from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .htmlpart import html_to_text, refuse_script_links
 from .sheet import Row

@@ -93,7 +93,7 @@ def test_gallery_shows_the_newsletter_with_its_logo(browser, tmp_path: Path) -> 
 
 
 def big_gallery(folder: Path, count: int) -> None:
-    from mailmerge.gallery import Gallery
+    from mailmerge.preview.gallery import Gallery
 
     gallery = Gallery(folder, "big <campaign>")
     for row in range(2, count + 2):

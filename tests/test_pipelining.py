@@ -14,7 +14,7 @@ import pytest
 from click.testing import Result
 
 from mailmerge.campaign import Smtp
-from mailmerge.send import Delivery, SmtpConnection
+from mailmerge.sending.smtp import Delivery, SmtpConnection
 
 from .smtpserver import PipeServer
 

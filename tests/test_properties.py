@@ -182,6 +182,6 @@ def test_script_link_prefilter_never_hides_a_script_link(attr: str, space: str, 
 @given(data=st.lists(st.sampled_from([b".", b"..", b"\r\n", b"\n", b"a", b"\r", b" ."]),
                      max_size=30).map(b"".join))
 def test_dot_stuffing_doubles_exactly_the_dots_that_start_a_line(data: bytes) -> None:
-    from mailmerge.send import dot_stuff
+    from mailmerge.sending.smtp import dot_stuff
 
     assert dot_stuff(data) == re.sub(rb"(?m)^\.", b"..", data)

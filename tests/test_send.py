@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mailmerge.cli import cli
-from mailmerge.send import RateLimiter, backoff
+from mailmerge.sending.pacing import RateLimiter, backoff
 
 from .conftest import SMTP_BLOCK, CampaignDir, parse
 from .smtpserver import Server

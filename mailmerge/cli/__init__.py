@@ -12,7 +12,7 @@ import click
 
 from ..errors import MailmergeError
 from ..pipeline import check_campaign
-from ..starter import create_campaign
+from ..scaffold import create_campaign
 from .common import (
     _JOBS,
     _LIMIT,

@@ -14,7 +14,8 @@ import click
 from ..campaign import Campaign, load_campaign, with_where
 from ..errors import MailmergeError
 from ..parallel import default_jobs
-from ..pipeline import Outcome, Report, preview_campaign
+from ..pipeline import Outcome, Report
+from ..preview import preview_campaign
 
 EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -10,8 +10,10 @@ from collections.abc import Callable
 import click
 
 from ..campaign import Campaign, Smtp
-from ..delivery import (
+from ..errors import ConfigError, MailmergeError
+from ..sending import (
     Event,
+    Journal,
     SendOptions,
     SendPlan,
     SendReport,
@@ -19,8 +21,6 @@ from ..delivery import (
     prepare_send,
     send_test,
 )
-from ..errors import ConfigError, MailmergeError
-from ..journal import Journal
 from ..parallel import default_jobs
 from ..pipeline import Report
 from .common import (

@@ -1,4 +1,4 @@
-"""Sending a campaign: validation first, then SMTP workers, a journal and retries.
+"""The plan of a sending run: validation first, the journal opened, then the run.
 
 ``prepare_send`` opens the journal and checks every row (nothing is sent when a row is
 bad, unless ``skip_invalid``); the returned :class:`SendPlan` says what will happen and
@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .campaign import Campaign
-from .errors import JournalError, MailmergeError, RowError
+from ..campaign import Campaign
+from ..errors import JournalError, MailmergeError, RowError
 from .journal import Journal, Record, default_journal_path, format_time
-from .parallel import default_jobs
-from .pipeline import Outcome, iter_messages
-from .runner import Event, Runner, SendReport, token_source
-from .send import Delivery, SmtpConnection
+from ..parallel import default_jobs
+from ..pipeline import Outcome, iter_messages
+from .runner import Event, Runner, SendReport
+from .smtp import Delivery, SmtpConnection, token_source
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,10 @@ class SendPlan:
         if self.blocked:
             raise MailmergeError("rows have problems; nothing was sent",
                                  hint="fix them, or send the rest with --skip-invalid")
-        runner = Runner(self, password, events or (lambda event: None), clock, sleep,
-                         imap_password)
+        runner = Runner(self.campaign, self.journal, self.run_number,
+                        limit=self.options.limit, resend_uncertain=self.options.resend_uncertain,
+                        password=password, events=events or (lambda event: None), clock=clock,
+                        sleep=sleep, imap_password=imap_password)
         report = runner.run()
         report.counts = self.journal.counts()
         report.uncertain = list(self.journal.records("sending"))
@@ -178,7 +180,7 @@ def send_test(campaign: Campaign, address: str, password: str | None, *,
     Picks the given sheet ``rows`` (default: the first ``limit`` good rows).
     Raises SendError when the server cannot be used, RowErrors-style problems as MailmergeError.
     """
-    from .addresses import AddressProblem, make_address
+    from ..addresses import AddressProblem, make_address
 
     try:
         target = make_address("", address.strip(), None).addr_spec

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .message import Built
+    from ..message import Built
 
 CHUNK_SIZE = 1000
 _CID_SRC = re.compile(r"""(["'])cid:([^"']+)\1""")

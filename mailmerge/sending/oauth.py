@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 import threading
 
-from .errors import SendError
+from ..errors import SendError
 
 TOKEN_TIMEOUT = 120
 

@@ -11,25 +11,17 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..pipeline import Outcome
+from ..safecsv import csv_safe
 from .gallery import Gallery, GalleryFiles
-
-if TYPE_CHECKING:
-    from .pipeline import Outcome
 
 MARKER = ".mailmerge-preview"
 MANIFEST_FIELDS = ("row", "key", "envelope_to", "subject", "file", "size", "attachments",
                    "message_id")
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
-
-def csv_safe(value: object) -> object:
-    """Keep a spreadsheet from running a cell as a formula when it opens this CSV."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
 
 def _safe_name(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._")[:80] or "message"

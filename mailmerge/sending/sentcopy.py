@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .campaign import Imap
+from ..campaign import Imap
 from .journal import Journal
 
 

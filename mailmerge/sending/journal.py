@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import JournalError
-from .output import csv_safe
+from ..errors import JournalError
+from ..safecsv import csv_safe
 
 STATES = ("pending", "sending", "sent", "deferred", "failed", "skipped")
 _SCHEMA = """

@@ -18,20 +18,16 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .campaign import Smtp, parse_rate
-from .errors import SendError
+from ..campaign import Campaign, parse_rate
+from ..errors import SendError
 from .journal import Journal, Record, SendingMarks
-from .message import Built
-from .oauth import TokenSource
-from .pipeline import Outcome, iter_messages
-from .render import Rendered
-from .send import Delivery, Envelope, RateLimiter, Reply, SmtpConnection, backoff
+from ..message import Built
+from ..pipeline import Outcome, iter_messages
+from ..render import Rendered
+from .pacing import RateLimiter, backoff
+from .smtp import Delivery, Envelope, Reply, SmtpConnection, token_source
 from .sentcopy import Saver, SaveReport
-
-if TYPE_CHECKING:
-    from .delivery import SendPlan
 
 MAX_CONNECT_FAILURES = 5
 
@@ -73,10 +69,6 @@ def _journal_here(path: Path) -> Journal:
     return journal
 
 
-def token_source(smtp: Smtp) -> TokenSource | None:
-    return TokenSource(smtp.token_command) if smtp.token_command else None
-
-
 def _content_hash(built: Built) -> str:
     r = built.rendered
     digest = hashlib.sha256()
@@ -113,16 +105,20 @@ class _Result:
 class Runner:
     """One run of a plan: feeds jobs to workers and writes their results to the journal."""
 
-    def __init__(self, plan: SendPlan, password: str | None, events: Callable[[Event], None],
-                 clock: Callable[[], float], sleep: Callable[[float], None],
-                 imap_password: str | None = None) -> None:
-        self.plan, self.journal, self.campaign = plan, plan.journal, plan.campaign
-        self.smtp = plan.campaign.smtp
+    def __init__(self, campaign: Campaign, journal: Journal, run: int, *, limit: int | None,
+                 resend_uncertain: bool, password: str | None,
+                 events: Callable[[Event], None], clock: Callable[[], float],
+                 sleep: Callable[[float], None], imap_password: str | None = None) -> None:
+        """``run`` is this run's number in the journal (records seen in the sheet during
+        it are the ones to send); ``limit`` caps the messages started."""
+        self.campaign, self.journal, self.run_number = campaign, journal, run
+        self.limit, self.resend_uncertain = limit, resend_uncertain
+        self.smtp = campaign.smtp
         self.password, self.events, self.clock, self.sleep = password, events, clock, sleep
         self.limiter = RateLimiter(parse_rate(self.smtp.rate), sleep=sleep)
         self.tokens = token_source(self.smtp)
-        imap = plan.campaign.imap
-        self.saver = (Saver(imap, imap_password, plan.journal.path)
+        imap = campaign.imap
+        self.saver = (Saver(imap, imap_password, journal.path)
                       if imap is not None else None)
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=self.smtp.concurrency * 2)
         self.results: queue.Queue[_Result] = queue.Queue()
@@ -132,7 +128,7 @@ class Runner:
         self.connect_failures = 0
         self.stop = threading.Event()
         self.write_lock = threading.Lock()  # around every journal transaction of this run
-        self.marks = SendingMarks(plan.journal.path, self.write_lock)
+        self.marks = SendingMarks(journal.path, self.write_lock)
         self.workers: list[threading.Thread] = []
         self._ready: collections.deque[_Result] = collections.deque()
         self._saved: list[str] = []  # sent keys whose copies wait for their commit
@@ -201,7 +197,7 @@ class Runner:
     def run(self) -> SendReport:
         # The first pass renders in a worker process (this thread then only feeds the
         # connections and writes the journal); it forks now, before any thread starts.
-        first = self._jobs(lambda record: True, fork=self.plan.options.limit is None)
+        first = self._jobs(lambda record: True, fork=self.limit is None)
         primed = next(first, None)
         workers = self.workers = [
             threading.Thread(target=self._worker, daemon=True, name=f"smtp-{i}")
@@ -307,11 +303,10 @@ class Runner:
         ``fork``: render and build in a worker process, which passes over what the journal
         says is done (reading it through its own connection); this thread checks again.
         """
-        limit = self.plan.options.limit
-        resend = self.plan.options.resend_uncertain
+        limit, resend = self.limit, self.resend_uncertain
         records: dict[str, Record] = {}
 
-        path, run = self.journal.path, self.plan.run_number
+        path, run = self.journal.path, self.run_number
 
         def due(record: Record | None) -> bool:
             """Seen in this run's sheet, not yet sent, and picked by ``select``."""

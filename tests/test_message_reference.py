@@ -1,4 +1,4 @@
-"""The fast build (wire.py) against the straightforward EmailMessage build (reference)."""
+"""The message that is sent (mailmerge.message) against the EmailMessage build (reference)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailmerge import RowErrors, load_campaign
-from mailmerge.message import build_reference
+from mailmerge.message import build_message
 from mailmerge.render import Renderer
 from mailmerge.sheet import Row
-from mailmerge.wire import build_message
 
 from .conftest import parse, tree
+from .reference_message import build_reference
 from .test_message import PNG
 
 EXAMPLES = int(os.environ.get("MAILMERGE_PROPERTY_EXAMPLES", 300)) // 2

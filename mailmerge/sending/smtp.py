@@ -1,4 +1,4 @@
-"""SMTP delivery: one persistent connection per worker, per-recipient replies, rate limits.
+"""The SMTP transport: one persistent connection per worker, per-recipient replies.
 
 The transport knows nothing of campaigns or journals: it is handed an envelope and bytes
 and says, for every recipient, whether the server accepted, deferred (4xx, or the
@@ -9,18 +9,15 @@ going on pointless (authentication, certificates, policy refusals of the sender)
 
 from __future__ import annotations
 
-import random
 import re
 import smtplib
 import socket
 import ssl
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .campaign import Smtp
-from .errors import SendError
+from ..campaign import Smtp
+from ..errors import SendError
 from .oauth import TokenSource, xoauth2
 
 
@@ -59,50 +56,9 @@ class Delivery:
         return "; ".join(parts)
 
 
-class RateLimiter:
-    """Spaces messages exactly ``interval`` seconds apart on average, across threads.
-
-    Slots are handed out from a running schedule, so the rate holds over any span of
-    time instead of being rounded to whole seconds.
-    """
-
-    def __init__(self, interval: float | None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.interval, self.clock, self.sleep = interval, clock, sleep
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        with self._lock:
-            now = self.clock()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
-        if slot > now:
-            self.sleep(slot - now)
-
-    def take_if_due(self) -> bool:
-        """Take the next slot if it is due now; never waits."""
-        if not self.interval:
-            return True
-        with self._lock:
-            now = self.clock()
-            if self._next > now:
-                return False
-            self._next = now + self.interval
-            return True
-
-    def slow_down(self) -> None:
-        """After a 421 or a dropped connection: leave a gap before the next message."""
-        with self._lock:
-            self._next = max(self._next, self.clock()) + max(self.interval or 0, 1.0)
-
-
-def backoff(attempt: int, first: float, rand: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with full jitter: about first, 2*first, 4*first ..."""
-    base = first * (2 ** max(attempt - 1, 0))
-    return base / 2 + rand() * base / 2
+def token_source(smtp: Smtp) -> TokenSource | None:
+    """Where XOAUTH2 tokens come from, for a campaign that logs in with them."""
+    return TokenSource(smtp.token_command) if smtp.token_command else None
 
 
 # The next transaction on a connection: sender, recipients, message, SMTPUTF8 needed.

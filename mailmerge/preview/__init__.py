@@ -1,0 +1,32 @@
+"""The dry run: every message as an .eml file in a folder, with a gallery to browse them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..campaign import Campaign
+from ..pipeline import Outcome, Report, run_rows
+from .folder import EmlFolder
+
+__all__ = ["default_output_folder", "preview_campaign"]
+
+
+def default_output_folder(campaign: Campaign) -> Path:
+    return Path("out") / campaign.name
+
+
+def preview_campaign(campaign: Campaign, out: Path | None = None, *, limit: int | None = None,
+                     progress: Callable[[Outcome], None] | None = None,
+                     jobs: int = 1) -> Report:
+    """Write one .eml per good row (the exact bytes SMTP would carry), a manifest and an index.
+
+    ``jobs`` processes render, build and write the messages; this one keeps the manifest and
+    the index in sheet order. ``progress`` gets each row's outcome without its message.
+    """
+    folder = out or default_output_folder(campaign)
+    with EmlFolder(folder, campaign.name) as writer:
+        report = run_rows(campaign, limit=limit, jobs=jobs, build=True, store=writer.files().store,
+                      record=writer.record, progress=progress)
+    report.folder = folder
+    return report

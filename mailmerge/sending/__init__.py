@@ -1,0 +1,18 @@
+"""Sending a campaign over SMTP, resumably: the plan, the run, the journal, the Sent copy.
+
+``prepare_send`` validates every row and opens the journal; the :class:`SendPlan` it
+returns says what will happen, and ``SendPlan.run`` does it. ``send_test`` sends rendered
+rows to one address without a journal.
+"""
+
+from __future__ import annotations
+
+from .journal import Journal, Record
+from .plan import SendOptions, SendPlan, journal_path, prepare_send, send_test
+from .runner import Event, SendReport
+from .smtp import Delivery
+
+__all__ = [
+    "Delivery", "Event", "Journal", "Record", "SendOptions", "SendPlan", "SendReport",
+    "journal_path", "prepare_send", "send_test",
+]
