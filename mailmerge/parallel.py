@@ -24,6 +24,7 @@ from .errors import MailmergeError
 from .sheet import Row
 
 R = TypeVar("R")
+N = TypeVar("N")  # what the work noticed (see map_rows)
 BLOCK = 64
 IN_FLIGHT = 3
 _POLL = 0.5  # seconds between checks that the workers are still alive
@@ -41,8 +42,8 @@ def default_jobs() -> int:
 
 
 def map_rows(rows: Iterable[Row], work: Callable[[Row], R], *, jobs: int,
-             notices: Callable[[], list[str]] | None = None,
-             on_notice: Callable[[str], None] | None = None,
+             notices: Callable[[], list[N]] | None = None,
+             on_notice: Callable[[N], None] | None = None,
              always_fork: bool = False) -> Iterator[R]:
     """``work(row)`` for every row, in order, on ``jobs`` processes.
 
@@ -67,7 +68,7 @@ class WorkerFailed(MailmergeError):
 
 
 def _serve(work: Callable[[Row], Any], inbox: Any, outbox: Any,
-           notices: Callable[[], list[str]] | None, parent: int) -> None:
+           notices: Callable[[], list[Any]] | None, parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     while True:
         try:
@@ -95,8 +96,8 @@ def _serve(work: Callable[[Row], Any], inbox: Any, outbox: Any,
 
 class _Pool:
     def __init__(self, work: Callable[[Row], Any], jobs: int,
-                 notices: Callable[[], list[str]] | None,
-                 on_notice: Callable[[str], None] | None) -> None:
+                 notices: Callable[[], list[Any]] | None,
+                 on_notice: Callable[[Any], None] | None) -> None:
         context = multiprocessing.get_context("fork")
         self.inboxes = [context.Queue() for _ in range(jobs)]
         self.outboxes = [context.Queue() for _ in range(jobs)]

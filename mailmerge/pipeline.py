@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from .campaign import Campaign
 from .errors import MailmergeError, RowErrors, SheetError
@@ -22,9 +22,15 @@ from .parallel import map_rows
 from .render import Rendered, Renderer, Suppressed
 from .sheet import Row, open_sheet
 from .message import build_message
+from .notices import Notice
 
 S = TypeVar("S")
 T = TypeVar("T")
+
+
+# Why a row has no message and no problem: left out by the `where:` filter, or its
+# recipient is on a suppression list.
+Skip = Literal["where", "suppressed"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class Outcome:
     built: Built | None = None
     errors: tuple[MailmergeError, ...] = ()
     rendered: Rendered | None = None  # set when the message itself was not built
-    skip: str | None = None  # "where" (left out by the filter) or "suppressed"
+    skip: Skip | None = None
     key: str | None = None  # known for suppressed rows
     made: bool = False  # a message was made and handed on (check, preview: not kept here)
 
@@ -62,7 +68,7 @@ class Report:
     skipped: int = 0
     suppressed: int = 0
     problems: list[Outcome] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
     folder: Path | None = None
 
     @property
@@ -92,10 +98,10 @@ def process_row(renderer: Renderer, row: Row, *, build: bool = True,
         if not renderer.selects(row):
             return Outcome(row.number, skip="where")
         rendered = renderer.render(row)
-    except Suppressed as exc:
-        return Outcome(row.number, skip="suppressed", key=exc.key)
     except RowErrors as exc:
         return Outcome(row.number, errors=tuple(exc.errors))
+    if isinstance(rendered, Suppressed):
+        return Outcome(row.number, skip="suppressed", key=rendered.key)
     if want is not None and not want(rendered):
         return None
     if not build:
@@ -107,7 +113,7 @@ def process_row(renderer: Renderer, row: Row, *, build: bool = True,
 
 
 def _map_sheet(campaign: Campaign, work: Callable[[Renderer, Row], T], *, limit: int | None,
-               jobs: int, notices: list[str], always_fork: bool = False
+               jobs: int, notices: list[Notice], always_fork: bool = False
                ) -> Iterator[T | Outcome]:
     """``work(renderer, row)`` for every row (at most ``limit``), in sheet order, on ``jobs``
     processes (see :mod:`.parallel`); the renderer's notices go to ``notices``, each once.
@@ -118,7 +124,7 @@ def _map_sheet(campaign: Campaign, work: Callable[[Renderer, Row], T], *, limit:
         renderer = Renderer(campaign, sheet.columns)
         rows = iter(sheet) if limit is None else itertools.islice(sheet, limit)
 
-        def drain() -> list[str]:
+        def drain() -> list[Notice]:
             found = list(renderer.notices)
             renderer.notices.clear()  # a worker starts with none: each is reported once
             return found
@@ -142,7 +148,7 @@ def _map_sheet(campaign: Campaign, work: Callable[[Renderer, Row], T], *, limit:
 
 
 def iter_messages(campaign: Campaign, *, limit: int | None = None,
-                  notices: list[str] | None = None,
+                  notices: list[Notice] | None = None,
                   want: Callable[[Rendered], bool] | None = None,
                   message_id: Callable[[Rendered], str | None] | None = None,
                   build: bool = True, jobs: int = 1, always_fork: bool = False

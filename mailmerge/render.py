@@ -39,6 +39,7 @@ from .campaign import AddressField, Campaign, where_expression
 from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .htmlpart import html_to_text, refuse_script_links
+from .notices import Notice
 from .sheet import Row
 from .signing import load_signer
 from .suppress import load_suppressions, normal
@@ -51,14 +52,36 @@ MAX_HEADER_CHARS = 1000
 _RUNTIME_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError,
                    LookupError, AttributeError)
 T = TypeVar("T")
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 
-class Suppressed(Exception):
-    """The row's recipient is on a suppression list: it is not to be mailed."""
+class UndefinedName(jinja2.UndefinedError):
+    """A template used a name the row does not have (most likely a misspelt column)."""
 
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
+    def __init__(self, message: str | None, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """StrictUndefined whose error for a missing top-level name carries that name."""
+
+    __slots__ = ()
+
+    def __init__(self, hint: str | None = None, obj: Any = jinja2.utils.missing,
+                 name: str | None = None,
+                 exc: type[jinja2.TemplateRuntimeError] = jinja2.UndefinedError) -> None:
+        if hint is None and obj is jinja2.utils.missing and name is not None:
+            exc = partial(UndefinedName, name=name)  # type: ignore[assignment]
+        super().__init__(hint, obj, name, exc)
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """A row whose recipient is on a suppression list: it is not to be mailed."""
+
+    row: int
+    key: str  # the journal key the row would have had
 
 
 @dataclass(frozen=True)
@@ -100,7 +123,7 @@ def make_environment(search_path: list[Path]) -> SandboxedEnvironment:
     return SandboxedEnvironment(
         loader=jinja2.ChoiceLoader([jinja2.DictLoader({}),
                                     jinja2.FileSystemLoader([str(p) for p in search_path])]),
-        undefined=jinja2.StrictUndefined,
+        undefined=_Undefined,
         autoescape=jinja2.select_autoescape(("html", "htm", "xml"), default_for_string=False),
         keep_trailing_newline=True,
     )
@@ -124,7 +147,7 @@ class Renderer:
         self.campaign = campaign
         self.columns = columns
         self.sheet_path = campaign.recipients.path
-        self.notices: list[str] = []
+        self.notices: list[Notice] = []
         self.files = FileCache()
         self._images: dict[str, Part] = {}
         key = campaign.recipients.key
@@ -147,10 +170,10 @@ class Renderer:
         self.attachments = [self._compile("attachments", a) for a in campaign.attachments]
         self.unsubscribe = [self._compile("unsubscribe", u) for u in campaign.unsubscribe]
         if not campaign.unsubscribe and not campaign.transactional:
-            self.notices.append(
-                "warning: no `unsubscribe:` link: Gmail and Yahoo junk or refuse bulk mail without "
+            self.notices.append(Notice.warning(
+                "no `unsubscribe:` link: Gmail and Yahoo junk or refuse bulk mail without "
                 "one-click unsubscribe; add one, or set `transactional: true` for invoices, "
-                "receipts and other one-to-one mail")
+                "receipts and other one-to-one mail"))
         self.where = self._compile_where(campaign.where) if campaign.where else None
         self.suppressed = load_suppressions(campaign.suppress)
         self.signer = None
@@ -224,8 +247,8 @@ class Renderer:
         prepared = css.inline_template_once(source)
         if prepared.source is None:
             self.inline_each = True
-            self.notices.append(f"CSS (if any) is inlined in every message, not once per "
-                                f"campaign: {prepared.reason}")
+            self.notices.append(Notice.note(f"CSS (if any) is inlined in every message, not "
+                                            f"once per campaign: {prepared.reason}"))
             return
         name = "\x00inlined/" + Path(self.html.filename).name
         loader = self.env.loader
@@ -242,27 +265,23 @@ class Renderer:
         ctx["row"] = row.values
         return ctx
 
-    def render(self, row: Row) -> Rendered:
-        """Render one row. Raises RowErrors with every problem found in it."""
+    def render(self, row: Row) -> Rendered | Suppressed:
+        """Render one row, or say that its recipient is suppressed. Raises RowErrors with
+        every problem found in it."""
         if row.problem is not None:
             raise RowErrors(row.number, [row.problem])
         errors: list[MailmergeError] = []
+        failed: set[str] = set()  # the keys whose errors are in ``errors``
         ctx = self.context(row)
 
         def attempt(key: str, work: Callable[[], T], default: T) -> T:
             try:
                 return work()
-            except AddressProblem as exc:
-                errors.append(self._address_error(row, key, exc))
-            except AssetProblem as exc:
-                template = self.html if key == "html" else None
-                if template is not None and template.filename:
-                    errors.append(RowError(str(exc), path=template.filename, row=row.number))
-                else:
-                    errors.append(self._located(row, str(exc), key, hint=None))
-            except _RUNTIME_ERRORS as exc:
-                errors.append(self._template_error(row, exc, key))
+            except (AddressProblem, AssetProblem, *_RUNTIME_ERRORS) as exc:
+                failed.add(key)
+                errors.append(self._error(row, key, exc))
             return default
+
 
         unsubscribe: tuple[str, ...] = tuple(attempt(
             "unsubscribe", lambda: self._render_unsubscribe(ctx, row), []))
@@ -272,7 +291,7 @@ class Renderer:
             key: tuple(attempt(key, partial(_render_addresses, tpl, ctx), []))
             for key, tpl in self.address_fields.items()}
         subject = attempt("subject", lambda: self._header_value(self.subject, ctx), "")
-        if not subject and not any(e for e in errors if "subject" in e.message):
+        if not subject and "subject" not in failed:
             errors.append(self._located(row, "the subject is empty", "subject",
                                         hint="give every message a subject"))
         headers = tuple((name, attempt("headers", partial(self._header_value, tpl, ctx), ""))
@@ -291,7 +310,10 @@ class Renderer:
             attachments += attempt("attachments", partial(self._render_attachment, tpl, ctx), [])
 
         if self.suppressed and not errors:
-            addresses = self._suppress(addresses, row)
+            kept = self._suppress(addresses, row)
+            if isinstance(kept, Suppressed):
+                return kept
+            addresses = kept
         from_, sender = addresses["from"], addresses["sender"]
         if not errors:
             problem = self._check_addresses(addresses)
@@ -303,10 +325,10 @@ class Renderer:
             self._dkim_checked = True
             author = (sender or from_)[0].domain.lower()
             if author != self.signer.domain and not author.endswith("." + self.signer.domain):
-                self.notices.append(
-                    f"warning: mail from {author} is signed for {self.signer.domain}: DMARC "
+                self.notices.append(Notice.warning(
+                    f"mail from {author} is signed for {self.signer.domain}: DMARC "
                     "needs the DKIM domain to match the From domain; sign with the From "
-                    "domain (`dkim.domain`)")
+                    "domain (`dkim.domain`)"))
         if sender and len(from_) == 1 and sender[0].addr_spec.lower() == from_[0].addr_spec.lower():
             sender = ()
         key_column = self.campaign.recipients.key
@@ -320,7 +342,7 @@ class Renderer:
             list_id=self.campaign.list_id)
 
     def _suppress(self, addresses: dict[str, tuple[Address, ...]], row: Row
-                  ) -> dict[str, tuple[Address, ...]]:
+                  ) -> dict[str, tuple[Address, ...]] | Suppressed:
         """Leave suppressed addresses out of Cc and Bcc; a suppressed To skips the row."""
         def allowed(address: Address) -> bool:
             return normal(address.addr_spec) not in self.suppressed
@@ -330,8 +352,8 @@ class Renderer:
         if not all(allowed(a) for a in kept["to"]) or not recipients:
             column = self.campaign.recipients.key
             first = (addresses["to"] + addresses["cc"] + addresses["bcc"])
-            raise Suppressed(str(row.values[column]) if column else
-                             (first[0].addr_spec if first else f"row {row.number}"))
+            return Suppressed(row.number, str(row.values[column]) if column else
+                              (first[0].addr_spec if first else f"row {row.number}"))
         return kept
 
     def _check_addresses(self, addresses: dict[str, tuple[Address, ...]]
@@ -404,8 +426,9 @@ class Renderer:
         self._verified += 1
         if css.canonical_html(fast) != css.canonical_html(slow):
             self.inline_each = True
-            self.notices.append(f"CSS is inlined in every message, not once: on row "
-                                f"{row.number} inlining the template once gave different HTML")
+            self.notices.append(Notice.note(f"CSS is inlined in every message, not once: on row "
+                                            f"{row.number} inlining the template once gave "
+                                            "different HTML"))
 
     def _image(self, src: str) -> Part:
         part = self._images.get(src)  # the same logo on every row: resolved once
@@ -428,6 +451,18 @@ class Renderer:
 
     # --- errors -----------------------------------------------------------------------------
 
+    def _error(self, row: Row, key: str, exc: Exception) -> MailmergeError:
+        """The row error for what ``key`` raised, located in the sheet, a template or the
+        campaign file."""
+        if isinstance(exc, AddressProblem):
+            return self._address_error(row, key, exc)
+        if isinstance(exc, AssetProblem):
+            template = self.html if key == "html" else None
+            if template is not None and template.filename:
+                return RowError(str(exc), path=template.filename, row=row.number)
+            return self._located(row, str(exc), key, hint=None)
+        return self._template_error(row, exc, key)
+
     def _located(self, row: Row, message: str, key: str, hint: str | None) -> RowError:
         return RowError(f"`{key}`: {message}" if not message.startswith("`") else message,
                         path=self.campaign.path, line=self.campaign.line_of(key),
@@ -445,12 +480,11 @@ class Renderer:
     def _template_error(self, row: Row, exc: BaseException, key: str) -> TemplateError:
         message = getattr(exc, "message", None) or str(exc)
         hint = None
-        undefined = re.match(r"'(.+?)' is undefined", message)
-        if undefined:
-            hint = (f"the sheet has no column {undefined.group(1)!r}; its columns are: "
+        if isinstance(exc, UndefinedName):
+            hint = (f"the sheet has no column {exc.name!r}; its columns are: "
                     + ", ".join(c for c in self.columns if c)
                     + ' (a column with spaces is row["Column Name"])')
-        elif isinstance(exc, TypeError) and "'str'" in message:
+        elif isinstance(exc, TypeError) and _numbers_as_text(row):
             hint = ("CSV cells are text: convert numbers with |int or |float, e.g. "
                     "{% if points|int > 1000 %}")
             message = f"{type(exc).__name__}: {message}"
@@ -466,6 +500,13 @@ class Renderer:
                                  row=row.number, hint=hint)
         return TemplateError(f"`{key}`: {message}", path=self.campaign.path,
                              line=self.campaign.line_of(key), row=row.number, hint=hint)
+
+
+def _numbers_as_text(row: Row) -> bool:
+    """Whether a cell holds a number as text (as every CSV cell does): comparing or adding
+    it to a number is then the likely TypeError."""
+    return any(isinstance(value, str) and _NUMBER.fullmatch(value.strip())
+               for value in row.values.values())
 
 
 def _render_addresses(template: AddressTemplate | None, ctx: Mapping[str, Any]

@@ -119,6 +119,28 @@ def test_undefined_name_names_the_template_line_and_the_columns(basic) -> None:
         "'nmae'; its columns are: email, name (a column with spaces is row[\"Column Name\"])"]
 
 
+def test_a_number_kept_as_text_gets_the_conversion_hint(basic) -> None:
+    c = basic(text="{% if points > 1000 %}gold{% endif %}\n",
+              rows=[["email", "name", "points"], ["a@x.org", "A", "1200"]])
+    (message,) = c.errors()
+    assert message.startswith(f"{c.root}/templates/mail.txt, line 1, row 2: TypeError: ")
+    assert message.endswith("; CSV cells are text: convert numbers with |int or |float, e.g. "
+                            "{% if points|int > 1000 %}")
+
+
+def test_a_type_error_without_numbers_as_text_gets_no_conversion_hint(basic) -> None:
+    c = basic(text="{{ name - 1 }}\n", rows=[["email", "name"], ["a@x.org", "Ann"]])
+    (message,) = c.errors()
+    assert message.startswith(f"{c.root}/templates/mail.txt, line 1, row 2: TypeError: ")
+    assert "CSV cells are text" not in message
+
+
+def test_a_missing_attribute_is_not_taken_for_a_missing_column(basic) -> None:
+    c = basic(text="{{ row.nmae }}\n")
+    (message,) = c.errors()
+    assert "has no attribute 'nmae'" in message and "the sheet has no column" not in message
+
+
 def test_errors_in_a_row_are_all_listed(basic) -> None:
     c = basic('subject: "{{ subjcet }}"\n', text="{{ x }}\n", rows=[["email", "name"], ["bob@", "A"]])
     errors = c.errors()

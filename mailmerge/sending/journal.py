@@ -17,12 +17,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, get_args
 
 from ..errors import JournalError
 from ..safecsv import csv_safe
 
-STATES = ("pending", "sending", "sent", "deferred", "failed", "skipped")
+State = Literal["pending", "sending", "sent", "deferred", "failed", "skipped"]
+STATES: tuple[State, ...] = get_args(State)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -56,7 +57,7 @@ class Record:
 
     key: str
     row: int
-    state: str
+    state: State
     attempts: int
     last_reply: str
     message_id: str | None
@@ -155,7 +156,7 @@ class Journal:
             (message_id, content_hash, " ".join(envelope), " ".join(remaining), self._clock(),
              key))
 
-    def mark(self, key: str, state: str, reply: str, remaining: list[str] | None = None,
+    def mark(self, key: str, state: State, reply: str, remaining: list[str] | None = None,
              next_attempt: float = 0.0) -> None:
         assert state in STATES
         if remaining is None:
@@ -191,14 +192,14 @@ class Journal:
     def spool_error(self, key: str, error: str) -> None:
         self.db.execute("UPDATE spool SET error = ? WHERE key = ?", (error, key))
 
-    def records(self, state: str | None = None) -> Iterator[Record]:
+    def records(self, state: State | None = None) -> Iterator[Record]:
         if state is None:
             yield from self.db.execute("SELECT * FROM recipients ORDER BY row")
         else:
             yield from self.db.execute("SELECT * FROM recipients WHERE state = ? ORDER BY row",
                                        (state,))
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[State, int]:
         cur = self.db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state")
         cur.row_factory = None
         found = dict(cur.fetchall())

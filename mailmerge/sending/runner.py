@@ -18,10 +18,11 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ..campaign import Campaign, parse_rate
 from ..errors import SendError
-from .journal import Journal, Record, SendingMarks
+from .journal import Journal, Record, SendingMarks, State
 from ..message import Built
 from ..pipeline import Outcome, iter_messages
 from ..render import Rendered
@@ -32,11 +33,16 @@ from .sentcopy import Saver, SaveReport
 MAX_CONNECT_FAILURES = 5
 
 
+# What happened: a recipient's outcome, or a wait before retrying the deferred ones
+# (``detail`` then holds the seconds).
+EventKind = Literal["sent", "deferred", "failed", "retry-wait"]
+
+
 @dataclass(frozen=True)
 class Event:
     """Something that happened to one recipient (for progress displays and logs)."""
 
-    kind: str  # sent, deferred, failed, retry-wait
+    kind: EventKind
     row: int
     key: str
     detail: str = ""
@@ -50,8 +56,7 @@ class SendReport:
     deferred: int = 0
     failed: int = 0
     interrupted: bool = False
-    abandoned: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[State, int] = field(default_factory=dict)
     uncertain: list[Record] = field(default_factory=list)
     problems: list[Outcome] = field(default_factory=list)
     stopped: SendError | None = None
@@ -184,7 +189,7 @@ class Runner:
                 except OSError as exc:  # could not connect at all
                     result = _Result(job, delivery=Delivery(
                         deferred={a: Reply(0, f"cannot connect to {self.smtp.host}: {exc}")
-                                  for a in job.recipients}, reconnect=True))
+                                  for a in job.recipients}, reconnect=True, unreachable=True))
                     connection.drop()
                 if not job.marked:  # ended before its text went out: the attempt still counts
                     self._mark_sending(job)
@@ -231,8 +236,8 @@ class Runner:
                 self.stop.set()
                 try:
                     self._finish(workers)
-                except KeyboardInterrupt:  # a second Ctrl-C abandons what is in flight
-                    self.report.abandoned = self.in_flight
+                except KeyboardInterrupt:
+                    pass  # a second Ctrl-C abandons what is in flight: uncertain in the journal
         finally:
             self.stop.set()
             first.close()  # ends the render process, if it still runs
@@ -397,10 +402,7 @@ class Runner:
             return
         if delivery.reconnect:
             self.limiter.slow_down()
-        cannot_connect = (not delivery.accepted and delivery.deferred
-                          and all(r.code == 0 and r.text.startswith("cannot connect")
-                                  for r in delivery.deferred.values()))
-        self.connect_failures = self.connect_failures + 1 if cannot_connect else 0
+        self.connect_failures = self.connect_failures + 1 if delivery.unreachable else 0
         summary = delivery.summary()
         if delivery.deferred:
             remaining = list(delivery.deferred)

@@ -47,6 +47,7 @@ class Delivery:
     deferred: dict[str, Reply] = field(default_factory=dict)
     refused: dict[str, Reply] = field(default_factory=dict)
     reconnect: bool = False  # the connection was lost or closed by the server (421)
+    unreachable: bool = False  # no session could be had: nothing of it was sent
 
     def summary(self) -> str:
         parts = []
