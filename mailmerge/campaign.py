@@ -9,10 +9,10 @@ from __future__ import annotations
 import codecs
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Literal, NoReturn, Union, cast, get_args
 
 from .errors import ConfigError
 from .yamlfile import Reader, load_yaml
@@ -21,7 +21,12 @@ from .yamlfile import Reader, load_yaml
 # (display-name template, address template) pairs from the structured form.
 AddressField = Union[str, tuple[tuple[str, str], ...], None]
 
-SECURITY_MODES = ("none", "starttls", "ssl")
+# How the connection is secured: not at all (a local relay), STARTTLS, or implicit TLS.
+Security = Literal["none", "starttls", "ssl"]
+SECURITY_MODES: tuple[Security, ...] = get_args(Security)
+# How SMTP logs in: a password, or an OAuth2 token (XOAUTH2) from a command.
+Auth = Literal["password", "xoauth2"]
+AUTH_MODES: tuple[Auth, ...] = get_args(Auth)
 
 # Headers the builder owns: a campaign may not set them through `headers:`.
 RESERVED_HEADERS = frozenset(
@@ -53,7 +58,7 @@ class Smtp:
 
     host: str = "localhost"
     port: int | None = None
-    security: str = "starttls"
+    security: Security = "starttls"
     username: str | None = None
     password_env: str = "MAILMERGE_SMTP_PASSWORD"
     ca_file: Path | None = None
@@ -63,7 +68,7 @@ class Smtp:
     retries: int = 5
     retry_delay: float = 60.0
     retry_for: float = 1800.0
-    auth: str = "password"
+    auth: Auth = "password"
     token_command: str | None = None
 
     @property
@@ -80,7 +85,7 @@ class Imap:
     host: str
     username: str
     port: int | None = None
-    security: str = "ssl"
+    security: Security = "ssl"
     password_env: str = "MAILMERGE_IMAP_PASSWORD"
     folder: str = "Sent"
     ca_file: Path | None = None
@@ -165,7 +170,11 @@ def parse_rate(text: str | None) -> float | None:
 
 
 
-def _missing(reader: Reader, key: str) -> AddressField:
+# Resolves a path written in the campaign file against the campaign's folder.
+Local = Callable[[str], Path]
+
+
+def _missing(reader: Reader, key: str) -> NoReturn:
     raise reader.error(None, f"missing required key `{key}`",
                        f"add `{key}:` to the campaign file")
 
@@ -194,16 +203,22 @@ def _paths(top: Reader, key: str) -> list[str]:
     return paths
 
 
-def _imap(top: Reader, local: Any) -> Imap | None:
+def _security(reader: Reader, section: str, default: Security) -> Security:
+    """The `security:` key of `smtp:` or `imap:`."""
+    security = reader.get("security", str, default=default)
+    if security not in SECURITY_MODES:
+        raise reader.error("security", f"`{section}.security` must be one of "
+                                       f"{', '.join(SECURITY_MODES)}, not {security!r}")
+    return cast(Security, security)
+
+
+def _imap(top: Reader, local: Local) -> Imap | None:
     reader = top.sub("imap")
     if reader is None:
         return None
     reader.check_keys({"host", "port", "security", "username", "password_env", "folder",
                        "ca_file", "timeout"})
-    security = reader.get("security", str, default="ssl")
-    if security not in SECURITY_MODES:
-        raise reader.error("security", f"`imap.security` must be one of "
-                                       f"{', '.join(SECURITY_MODES)}, not {security!r}")
+    security = _security(reader, "imap", "ssl")
     ca_file = reader.get("ca_file", str)
     return Imap(host=reader.get("host", str, required=True),
                 username=reader.get("username", str, required=True),
@@ -214,7 +229,7 @@ def _imap(top: Reader, local: Any) -> Imap | None:
                 timeout=reader.get("timeout", float, default=30.0))
 
 
-def _dkim(top: Reader, local: Any) -> Dkim | None:
+def _dkim(top: Reader, local: Local) -> Dkim | None:
     reader = top.sub("dkim")
     if reader is None:
         return None
@@ -269,104 +284,10 @@ def parse_campaign(text: str, path: Path) -> Campaign:
     if not re.fullmatch(r"[\w.-]+", name):
         raise top.error("name", f"`name` {name!r} may hold only letters, digits, '.', '_' and '-'",
                         "it names the output folder and the journal")
-
-    templates = top.sub("templates")
-    if templates is None:
-        raise top.error(None, "missing required key `templates`",
-                        "add `templates: {html: ..., text: ...}` (at least one of them)")
-    templates.check_keys(_TEMPLATE_KEYS)
-    html = templates.get("html", str)
-    text_t = templates.get("text", str)
-    if not html and not text_t:
-        raise top.error("templates", "`templates` needs `html:`, `text:` or both")
-
-    raw_recipients = top.get("recipients", (str, dict), required=True)
-    if isinstance(raw_recipients, str):
-        recipients = Recipients(path=local(raw_recipients))
-    else:
-        rec = Reader(raw_recipients, path, "recipients.", data.lines.get("recipients"))
-        rec.check_keys(_RECIPIENT_KEYS)
-        delimiter = rec.get("delimiter", str)
-        if delimiter is not None:
-            delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
-            if len(delimiter) != 1:
-                raise rec.error("delimiter", f"`recipients.delimiter` must be one character, "
-                                             f"not {delimiter!r}", 'use ",", ";" or "tab"')
-        encoding = rec.get("encoding", str)
-        if encoding is not None:
-            try:
-                codecs.lookup(encoding)
-            except LookupError:
-                raise rec.error("encoding", f"unknown encoding {encoding!r}",
-                                "use a name such as utf-8, latin-1, cp1252 or gbk") from None
-        recipients = Recipients(
-            path=local(rec.get("path", str, required=True)),
-            sheet=rec.get("sheet", str), encoding=encoding, delimiter=delimiter,
-            key=rec.get("key", str))
-
-    attachments = top.get("attachments", (list, str), default=[])
-    if isinstance(attachments, str):
-        attachments = [attachments]
-    for item in attachments:
-        if not isinstance(item, str):
-            raise top.error("attachments", f"each entry of `attachments` must be a text path, "
-                                           f"not {item!r}")
-
-    headers = top.sub("headers")
-    header_items: list[tuple[str, str]] = []
-    if headers is not None:
-        for hname in headers.data:
-            hname_s = str(hname)
-            if not _HEADER_NAME.match(hname_s):
-                raise headers.error(hname, f"{hname_s!r} is not a valid header name",
-                                    "use printable ASCII letters, digits and '-'")
-            if hname_s.lower() in RESERVED_HEADERS:
-                raise headers.error(hname, f"header {hname_s!r} is set by mailmerge itself",
-                                    "use the campaign key for it (from, to, subject, "
-                                    "unsubscribe ...) instead of `headers:`")
-            header_items.append((hname_s, headers.get(hname, str, default="")))
-
-    smtp_r = top.sub("smtp")
-    smtp = Smtp()
-    if smtp_r is not None:
-        smtp_r.check_keys(_SMTP_KEYS)
-        security = smtp_r.get("security", str, default="starttls")
-        if security not in SECURITY_MODES:
-            raise smtp_r.error("security", f"`smtp.security` must be one of "
-                                           f"{', '.join(SECURITY_MODES)}, not {security!r}")
-        ca_file = smtp_r.get("ca_file", str)
-        smtp = Smtp(
-            host=smtp_r.get("host", str, default="localhost"),
-            port=smtp_r.get("port", int),
-            security=security,
-            username=smtp_r.get("username", str),
-            password_env=smtp_r.get("password_env", str, default="MAILMERGE_SMTP_PASSWORD"),
-            ca_file=local(ca_file) if ca_file else None,
-            timeout=smtp_r.get("timeout", float, default=30.0),
-            concurrency=smtp_r.get("concurrency", int, default=1),
-            rate=smtp_r.get("rate", str),
-            retries=smtp_r.get("retries", int, default=5),
-            retry_delay=smtp_r.get("retry_delay", float, default=60.0),
-            retry_for=smtp_r.get("retry_for", float, default=1800.0),
-            auth=smtp_r.get("auth", str, default="password"),
-            token_command=smtp_r.get("token_command", str),
-        )
-        if smtp.auth not in ("password", "xoauth2"):
-            raise smtp_r.error("auth", f"`smtp.auth` must be password or xoauth2, not "
-                                       f"{smtp.auth!r}")
-        if smtp.auth == "xoauth2" and not (smtp.username and smtp.token_command):
-            raise smtp_r.error("auth", "`smtp.auth: xoauth2` needs `username` and "
-                                       "`token_command`",
-                               'e.g. token_command: "gcloud auth print-access-token"')
-        if smtp.concurrency < 1 or smtp.concurrency > 32:
-            raise smtp_r.error("concurrency", "`smtp.concurrency` must be from 1 to 32")
-        if smtp.retries < 0:
-            raise smtp_r.error("retries", "`smtp.retries` must be 0 or more")
-        try:
-            parse_rate(smtp.rate)
-        except ValueError as exc:
-            raise smtp_r.error("rate", str(exc), "write e.g. `rate: 20/second`") from None
-
+    html, text_template = _templates(top)
+    # in this order, so that of several mistakes the same one is reported first
+    recipients, attachments, headers, smtp = (_recipients(top, local), _attachments(top),
+                                              _headers(top), _smtp(top, local))
     return Campaign(
         path=path,
         name=name,
@@ -378,10 +299,10 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         bcc=_address_field(top, "bcc"),
         subject=top.get("subject", str, required=True),
         html_template=local(html) if html else None,
-        text_template=local(text_t) if text_t else None,
+        text_template=local(text_template) if text_template else None,
         recipients=recipients,
-        attachments=tuple(attachments),
-        headers=tuple(header_items),
+        attachments=attachments,
+        headers=headers,
         unsubscribe=_unsubscribe(top),
         list_id=_list_id(top),
         transactional=top.get("transactional", bool, default=False),
@@ -389,10 +310,117 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         dkim=_dkim(top, local),
         imap=_imap(top, local),
         smtp=smtp,
-        journal=local(top.get("journal", str)) if top.get("journal", str) else None,
+        journal=local(journal) if (journal := top.get("journal", str)) else None,
         where=top.get("where", str),
         lines=dict(data.lines),
     )
+
+
+def _templates(top: Reader) -> tuple[str | None, str | None]:
+    """The HTML and text template paths as written; at least one of them."""
+    templates = top.sub("templates")
+    if templates is None:
+        raise top.error(None, "missing required key `templates`",
+                        "add `templates: {html: ..., text: ...}` (at least one of them)")
+    templates.check_keys(_TEMPLATE_KEYS)
+    html = templates.get("html", str)
+    text = templates.get("text", str)
+    if not html and not text:
+        raise top.error("templates", "`templates` needs `html:`, `text:` or both")
+    return html, text
+
+
+def _recipients(top: Reader, local: Local) -> Recipients:
+    raw = top.get("recipients", (str, dict), required=True)
+    if isinstance(raw, str):
+        return Recipients(path=local(raw))
+    rec = Reader(raw, top.path, "recipients.", top.data.lines.get("recipients"))
+    rec.check_keys(_RECIPIENT_KEYS)
+    delimiter = rec.get("delimiter", str)
+    if delimiter is not None:
+        delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+        if len(delimiter) != 1:
+            raise rec.error("delimiter", f"`recipients.delimiter` must be one character, "
+                                         f"not {delimiter!r}", 'use ",", ";" or "tab"')
+    encoding = rec.get("encoding", str)
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise rec.error("encoding", f"unknown encoding {encoding!r}",
+                            "use a name such as utf-8, latin-1, cp1252 or gbk") from None
+    return Recipients(path=local(rec.get("path", str, required=True)),
+                      sheet=rec.get("sheet", str), encoding=encoding, delimiter=delimiter,
+                      key=rec.get("key", str))
+
+
+def _attachments(top: Reader) -> tuple[str, ...]:
+    attachments = top.get("attachments", (list, str), default=[])
+    if isinstance(attachments, str):
+        attachments = [attachments]
+    for item in attachments:
+        if not isinstance(item, str):
+            raise top.error("attachments", f"each entry of `attachments` must be a text path, "
+                                           f"not {item!r}")
+    return tuple(attachments)
+
+
+def _headers(top: Reader) -> tuple[tuple[str, str], ...]:
+    headers = top.sub("headers")
+    if headers is None:
+        return ()
+    items: list[tuple[str, str]] = []
+    for key in headers.data:
+        name = str(key)
+        if not _HEADER_NAME.match(name):
+            raise headers.error(key, f"{name!r} is not a valid header name",
+                                "use printable ASCII letters, digits and '-'")
+        if name.lower() in RESERVED_HEADERS:
+            raise headers.error(key, f"header {name!r} is set by mailmerge itself",
+                                "use the campaign key for it (from, to, subject, "
+                                "unsubscribe ...) instead of `headers:`")
+        items.append((name, headers.get(key, str, default="")))
+    return tuple(items)
+
+
+def _smtp(top: Reader, local: Local) -> Smtp:
+    reader = top.sub("smtp")
+    if reader is None:
+        return Smtp()
+    reader.check_keys(_SMTP_KEYS)
+    security = _security(reader, "smtp", "starttls")
+    ca_file = reader.get("ca_file", str)
+    smtp = Smtp(
+        host=reader.get("host", str, default="localhost"),
+        port=reader.get("port", int),
+        security=security,
+        username=reader.get("username", str),
+        password_env=reader.get("password_env", str, default="MAILMERGE_SMTP_PASSWORD"),
+        ca_file=local(ca_file) if ca_file else None,
+        timeout=reader.get("timeout", float, default=30.0),
+        concurrency=reader.get("concurrency", int, default=1),
+        rate=reader.get("rate", str),
+        retries=reader.get("retries", int, default=5),
+        retry_delay=reader.get("retry_delay", float, default=60.0),
+        retry_for=reader.get("retry_for", float, default=1800.0),
+        auth=cast(Auth, reader.get("auth", str, default="password")),
+        token_command=reader.get("token_command", str),
+    )
+    if smtp.auth not in AUTH_MODES:
+        raise reader.error("auth", f"`smtp.auth` must be password or xoauth2, not "
+                                   f"{smtp.auth!r}")
+    if smtp.auth == "xoauth2" and not (smtp.username and smtp.token_command):
+        raise reader.error("auth", "`smtp.auth: xoauth2` needs `username` and `token_command`",
+                           'e.g. token_command: "gcloud auth print-access-token"')
+    if smtp.concurrency < 1 or smtp.concurrency > 32:
+        raise reader.error("concurrency", "`smtp.concurrency` must be from 1 to 32")
+    if smtp.retries < 0:
+        raise reader.error("retries", "`smtp.retries` must be 0 or more")
+    try:
+        parse_rate(smtp.rate)
+    except ValueError as exc:
+        raise reader.error("rate", str(exc), "write e.g. `rate: 20/second`") from None
+    return smtp
 
 
 def where_expression(text: str) -> str:
