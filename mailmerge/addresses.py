@@ -213,9 +213,3 @@ def make_address(name: str, addr: str, source: str | None) -> Address:
         shown = addr if len(addr) <= 80 else addr[:77] + "..."
         raise AddressProblem(f"{shown!r} is not a valid email address ({exc})", source) from None
     return Address(display_name=name, username=valid.local_part, domain=valid.ascii_domain)
-
-
-def addresses_text(addresses: list[Address]) -> str:
-    """Addresses as a reader would write them (for manifests and reports)."""
-    return ", ".join(a.addr_spec for a in addresses)
-

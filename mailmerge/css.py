@@ -4,8 +4,9 @@ Inlining a 16 KB newsletter costs milliseconds; doing it once on the template in
 of once per message gives the same result only when Jinja syntax survives it and no
 selector depends on what Jinja produces. So: Jinja syntax is swapped for inert
 placeholders, the source is inlined, the syntax is put back; templates where that could
-differ fall back to inlining every rendered message. ``Inliner.verify`` compares the two
-ways on real rows and switches to the per-message way when they disagree.
+differ fall back to inlining every rendered message. The renderer (``Renderer._verify``)
+compares the two ways on the first rows and switches to the per-message way when they
+disagree.
 """
 
 from __future__ import annotations

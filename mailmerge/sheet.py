@@ -25,7 +25,7 @@ CSV_DELIMITERS = (",", ";", "\t")
 _SNIFF_BYTES = 64 * 1024
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 # csv's default cell limit is 128 KiB; a newsletter cell may hold a whole article.
-csv.field_size_limit(16 * 1024 * 1024)
+CSV_CELL_LIMIT = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,8 @@ def _decoded_lines(handle: IO[bytes], encoding: str) -> Iterator[str]:
 
 def _open_csv(recipients: Recipients) -> Sheet:
     path = recipients.path
+    if csv.field_size_limit() < CSV_CELL_LIMIT:  # the limit is the csv module's, process-wide
+        csv.field_size_limit(CSV_CELL_LIMIT)
     encoding = recipients.encoding or "utf-8-sig"
     try:
         handle = open(path, "rb")  # noqa: SIM115 - the Sheet closes it

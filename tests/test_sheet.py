@@ -28,6 +28,12 @@ def test_csv_with_bom_and_stripped_column_names(tmp_path: Path) -> None:
     assert read(path) == (("email", "name"), [(2, {"email": "zoe@example.org", "name": "Zoë"})])
 
 
+def test_a_csv_cell_may_hold_a_whole_article(tmp_path: Path) -> None:
+    article = "Lorem ipsum dolor sit amet. " * 20_000  # 560 KB: over csv's 128 KB default
+    path = write_csv(tmp_path / "p.csv", [["email", "body"], ["a@x.org", article]])
+    assert read(path)[1] == [(2, {"email": "a@x.org", "body": article})]
+
+
 @pytest.mark.parametrize("delimiter", [";", "\t", ","])
 def test_csv_delimiter_is_detected(tmp_path: Path, delimiter: str) -> None:
     path = write_csv(tmp_path / "p.csv", [["email", "name"], ["a@x.org", "Jones, Carol; Jr"]],

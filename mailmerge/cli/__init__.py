@@ -21,6 +21,7 @@ from .common import (
     _WHERE,
     _fail,
     _finish,
+    _jobs,
     _load,
     _preview,
     _progress,
@@ -36,7 +37,7 @@ __all__ = ["cli", "main", "progress_line", "send", "status"]
 @_WHERE
 @_JOBS
 @_QUIET
-def check(campaign: str, where: str | None, jobs: int, quiet: bool) -> None:
+def check(campaign: str, where: str | None, jobs: int | None, quiet: bool) -> None:
     """Render every row without writing or sending, and list every problem.
 
     Each problem names the file, the row and the column or template line, and
@@ -49,7 +50,7 @@ def check(campaign: str, where: str | None, jobs: int, quiet: bool) -> None:
     """
     loaded = _load(campaign, where)
     try:
-        report = check_campaign(loaded, progress=_progress(quiet), jobs=jobs)
+        report = check_campaign(loaded, progress=_progress(quiet), jobs=_jobs(jobs))
     except MailmergeError as exc:
         _fail(exc)
     _finish(report, "ok")
@@ -64,7 +65,7 @@ def check(campaign: str, where: str | None, jobs: int, quiet: bool) -> None:
 @_JOBS
 @_QUIET
 def preview(campaign: str, out: str | None, limit: int | None, where: str | None, open_: bool,
-            jobs: int, quiet: bool) -> None:
+            jobs: int | None, quiet: bool) -> None:
     """Dry run: write every message as an .eml file instead of sending it.
 
     Each file holds exactly the bytes that would go over SMTP and opens in any

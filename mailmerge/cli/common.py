@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import webbrowser
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from ..campaign import Campaign, load_campaign, with_where
-from ..errors import MailmergeError
+from ..errors import ConfigError, MailmergeError
 from ..parallel import default_jobs
 from ..pipeline import Outcome, Report
 from ..preview import preview_campaign
@@ -24,7 +25,7 @@ _OUT = click.option("-o", "--out", type=click.Path(file_okay=False),
 _LIMIT = click.option("-n", "--limit", type=click.IntRange(min=1),
                       help="Only the first N rows.")
 _QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress line.")
-_JOBS = click.option("-j", "--jobs", type=click.IntRange(min=1), default=default_jobs(),
+_JOBS = click.option("-j", "--jobs", type=click.IntRange(min=1),
                      show_default="one per core",
                      help="Worker processes that render the rows (1: all in this one).")
 _WHERE = click.option("-w", "--where", metavar="EXPRESSION",
@@ -33,9 +34,24 @@ _WHERE = click.option("-w", "--where", metavar="EXPRESSION",
                            "`where:`).")
 
 
-def _fail(exc: MailmergeError) -> None:
+def _fail(exc: MailmergeError) -> NoReturn:
     click.echo(f"Error: {exc}", err=True)
     sys.exit(exc.exit_code)
+
+
+def _jobs(jobs: int | None) -> int:
+    """``--jobs``, or one per core (counted when a command runs, not when it is imported)."""
+    return jobs if jobs is not None else default_jobs()
+
+
+def _secret(variable: str, prompt: str, missing: str, hint: str) -> str:
+    """A password: from the environment variable, else a prompt on a terminal."""
+    value = os.environ.get(variable)
+    if value:
+        return value
+    if sys.stdin.isatty():
+        return str(click.prompt(prompt, hide_input=True, err=True))
+    _fail(ConfigError(f"{missing}: the environment variable {variable} is not set", hint=hint))
 
 
 def _load(path: str, where: str | None = None) -> Campaign:
@@ -43,7 +59,6 @@ def _load(path: str, where: str | None = None) -> Campaign:
         return with_where(load_campaign(path), where)
     except MailmergeError as exc:
         _fail(exc)
-        raise  # unreachable: _fail exits
 
 
 def _ranges(rows: list[int]) -> str:
@@ -102,10 +117,7 @@ def _finish(report: Report, verb: str) -> None:
     if sys.stderr.isatty():
         click.echo("\r" + " " * 30 + "\r", nl=False, err=True)
     for notice in report.notices:
-        if notice.startswith("warning: "):
-            click.echo(f"Warning: {notice[len('warning: '):]}")
-        else:
-            click.echo(f"Note: {notice}")
+        click.echo(str(notice))
     if report.problems:
         click.echo(f"Problems in {report.failed_rows} of {report.rows} rows:")
         _print_problems(report)
@@ -135,11 +147,11 @@ def cli() -> None:
 
 
 def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool,
-             where: str | None = None, open_: bool = False, jobs: int = 1) -> None:
+             where: str | None = None, open_: bool = False, jobs: int | None = None) -> None:
     loaded = _load(campaign, where)
     try:
         report = preview_campaign(loaded, Path(out) if out else None, limit=limit,
-                                  progress=_progress(quiet), jobs=jobs)
+                                  progress=_progress(quiet), jobs=_jobs(jobs))
     except MailmergeError as exc:
         _fail(exc)
     click.echo(f"Wrote {report.messages} .eml files, manifest.csv and index.html "

@@ -21,7 +21,6 @@ from ..sending import (
     prepare_send,
     send_test,
 )
-from ..parallel import default_jobs
 from ..pipeline import Report
 from .common import (
     _LIMIT,
@@ -36,39 +35,27 @@ from .common import (
     _load,
     _preview,
     _print_problems,
+    _secret,
     cli,
 )
 
 
 def _password(smtp: Smtp) -> str | None:
-    """The SMTP password: from the environment, else a prompt on a terminal."""
+    """The SMTP password, when the server wants one."""
     if not smtp.username or smtp.auth == "xoauth2":
         return None
-    value = os.environ.get(smtp.password_env)
-    if value:
-        return value
-    if sys.stdin.isatty():
-        return str(click.prompt(f"Password for {smtp.username} at {smtp.host}", hide_input=True,
-                                err=True))
-    _fail(ConfigError(f"no SMTP password: the environment variable {smtp.password_env} is not "
-                      "set", hint=f"export {smtp.password_env}=... (or run on a terminal to be "
-                                  "asked)"))
-    return None
+    return _secret(smtp.password_env, f"Password for {smtp.username} at {smtp.host}",
+                   "no SMTP password", f"export {smtp.password_env}=... (or run on a "
+                                       "terminal to be asked)")
 
 
 def _imap_password(campaign: Campaign) -> str | None:
+    """The IMAP password, for a campaign that keeps a copy in Sent."""
     imap = campaign.imap
     if imap is None:
         return None
-    value = os.environ.get(imap.password_env)
-    if value:
-        return value
-    if sys.stdin.isatty():
-        return str(click.prompt(f"IMAP password for {imap.username} at {imap.host}",
-                                hide_input=True, err=True))
-    _fail(ConfigError(f"no IMAP password: the environment variable {imap.password_env} is not "
-                      "set", hint=f"export {imap.password_env}=... (or remove `imap:`)"))
-    return None
+    return _secret(imap.password_env, f"IMAP password for {imap.username} at {imap.host}",
+                   "no IMAP password", f"export {imap.password_env}=... (or remove `imap:`)")
 
 
 def _describe_plan(plan: SendPlan) -> None:
@@ -186,7 +173,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
       mailmerge send campaigns/newsletter.yaml --dry-run --out /tmp/check
     """
     if dry_run:
-        _preview(campaign, out, limit, quiet, where, jobs=default_jobs())
+        _preview(campaign, out, limit, quiet, where)
         return
     loaded = _load(campaign, where)
     if test_to:
