@@ -253,24 +253,25 @@ def main() -> int:
         results.append((f"check of {size:,} rows, messages/s", f"{size / seconds:.0f}", "",
                         f"{size / seconds / rate(peer_dry):.2f}x of the peer's dry run"
                         if peer_dry else ""))
-    results.append(("check peak RSS, MB", " / ".join(f"{r:.0f} at {n:,}" for r, n in zip(rss, sizes)),
+    results.append(("check peak RSS, MB", " / ".join(f"{r:.0f} at {n:,}" for r, n in zip(rss, sizes, strict=True)),
                     "", f"growth {rss[-1] / rss[0] - 1:+.0%} (target within 10 %, < 100 MB)"))
 
     for delay, label, concurrency in ((0.0, "sink", 8), (0.020, "sink +20 ms/reply", 8),
                                       (0.020, "sink +20 ms/reply, 16 connections", 16)):
-        def run_ours(port: int) -> float:
+        # the peer opens a connection per message: 200 of them say enough at 20 ms a reply
+        peer_rows = args.send_rows if not delay else min(args.send_rows, 200)
+
+        def run_ours(port: int, concurrency: int = concurrency) -> float:
             config = write_campaign(WORK / f"send{port}", args.send_rows, port,
                                     concurrency=concurrency)
             seconds, _ = timed(ours("send", str(config), "--yes", "-q"), config.parent)
             return args.send_rows / seconds
 
-        def run_peer(port: int) -> float:
+        def run_peer(port: int, peer_rows: int = peer_rows) -> float:
             folder = write_campaign(WORK / f"peersend{port}", peer_rows, port).parent
             seconds, _ = timed(peer("--no-dry-run", "--output-format", "raw"), folder)
             return peer_rows / seconds
 
-        # the peer opens a connection per message: 200 of them say enough at 20 ms a reply
-        peer_rows = args.send_rows if not delay else min(args.send_rows, 200)
         mine = with_sink(delay, run_ours)
         if have_peer and (delay, 8) not in peer_rates:
             peer_rates[delay, 8] = with_sink(delay, run_peer)

@@ -18,12 +18,12 @@ from .errors import (
                      SheetError,
                      TemplateError,
 )
+from .message import build_message
 from .mime import Built
 from .pipeline import Outcome, Report, check_campaign, iter_messages
 from .preview import preview_campaign
 from .render import Rendered, Renderer
 from .sheet import Row, open_sheet
-from .message import build_message
 
 __all__ = [
     "Built", "Campaign", "ConfigError", "MailmergeError", "Outcome", "Rendered", "Renderer",

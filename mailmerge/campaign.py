@@ -12,14 +12,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, NoReturn, Union, cast, get_args
+from typing import Literal, NoReturn, cast, get_args
 
 from .errors import ConfigError
 from .yamlfile import Reader, load_yaml
 
 # An address field is a template string ("{{ name }} <{{ email }}>") or a list of
 # (display-name template, address template) pairs from the structured form.
-AddressField = Union[str, tuple[tuple[str, str], ...], None]
+AddressField = str | tuple[tuple[str, str], ...] | None
 
 # How the connection is secured: not at all (a local relay), STARTTLS, or implicit TLS.
 Security = Literal["none", "starttls", "ssl"]

@@ -24,9 +24,9 @@ def source_value(ctx: Mapping[str, Any], rendered: str) -> str | None:
     row = ctx.get("row", {})
     for value in row.values():
         text = str(value)
-        if text and text.strip() and text.strip() in rendered:
-            if HEADER_CONTROL.search(text) or URL_UNSAFE.search(text):
-                return text
+        if (text and text.strip() and text.strip() in rendered
+                and (HEADER_CONTROL.search(text) or URL_UNSAFE.search(text))):
+            return text
     return None
 
 

@@ -37,7 +37,7 @@ def inline_css(html: str) -> str:
         allow_network=False,
         cssutils_logging_level=logging.CRITICAL,
     )
-    result = inliner.transform(pretty_print=False)
+    result: str = inliner.transform(pretty_print=False)
     doctype = _DOCTYPE.match(html)
     if doctype and not _DOCTYPE.match(result):
         result = doctype.group(1) + "\n" + result
@@ -121,4 +121,5 @@ def canonical_html(html: str) -> str:
     import lxml.html
 
     document = lxml.html.document_fromstring(html)
-    return lxml.html.tostring(document, encoding="unicode", method="html")
+    text: str = lxml.html.tostring(document, encoding="unicode", method="html")
+    return text

@@ -73,7 +73,7 @@ def new_message_id(rendered: Rendered) -> str:
 def stamp(rendered: Rendered, message_id: str | None, date: dt.datetime | None
           ) -> tuple[str, str]:
     """The Date and Message-ID fields' values: the ones given, else now and a new one."""
-    date_text = format_datetime(date or dt.datetime.now(dt.timezone.utc).astimezone())
+    date_text = format_datetime(date or dt.datetime.now(dt.UTC).astimezone())
     return date_text, message_id or new_message_id(rendered)
 
 

@@ -106,7 +106,7 @@ class _Pool:
                                                               os.getpid()),
                                         daemon=True, name=f"mailmerge-worker-{index}")
                         for index, (inbox, outbox) in enumerate(zip(self.inboxes,
-                                                                    self.outboxes))]
+                                                                    self.outboxes, strict=True))]
 
     def run(self, rows: Iterator[Row]) -> Iterator[Any]:
         for worker in self.workers:

@@ -17,12 +17,12 @@ from typing import Literal, TypeVar
 
 from .campaign import Campaign
 from .errors import MailmergeError, RowErrors, SheetError
+from .message import build_message
 from .mime import Built
+from .notices import Notice
 from .parallel import map_rows
 from .render import Rendered, Renderer, Suppressed
 from .sheet import Row, open_sheet
-from .message import build_message
-from .notices import Notice
 
 S = TypeVar("S")
 T = TypeVar("T")
@@ -203,4 +203,4 @@ def check_campaign(campaign: Campaign, *, progress: Callable[[Outcome], None] | 
     ``jobs`` processes share the rows (see :mod:`mailmerge.parallel`).
     """
     return run_rows(campaign, limit=None, jobs=jobs, build=False, store=lambda outcome: None,
-                record=lambda stored: None, progress=progress)
+                    record=lambda stored: None, progress=progress)

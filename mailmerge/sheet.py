@@ -15,7 +15,7 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 from xml.parsers.expat import ExpatError
 
 from .campaign import Recipients
@@ -54,7 +54,7 @@ class Sheet:
             self._closer.close()
             self._closer = None
 
-    def __enter__(self) -> Sheet:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -320,8 +320,10 @@ class _Workbook:
 
         wb = self.reader.wb
         with self.reader.archive.open(self.sheets[name]) as source:
+            # the reader's style tables: private, so openpyxl is pinned below 3.2
             yield from worksheet_rows(source, self.reader.shared_strings, wb.epoch,
-                                      wb._date_formats, wb._timedelta_formats)
+                                      wb._date_formats,  # type: ignore[attr-defined]
+                                      wb._timedelta_formats)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         self.reader.archive.close()
@@ -352,7 +354,7 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
             raise SheetError("the workbook has no worksheet", path=path,
                              hint="open it in a spreadsheet program and save it again")
         records = workbook.records(name)
-        for number, record in records:
+        for number, record in records:  # noqa: B007 - the header's number, used below
             if not all(_is_blank(c) for c in record):
                 break
         else:

@@ -31,7 +31,7 @@ class DkimSigner:
     def sign(self, data: bytes) -> bytes:
         import dkim
 
-        header = dkim.sign(data, self.selector.encode("ascii"), self.domain.encode("ascii"),
+        header: bytes = dkim.sign(data, self.selector.encode("ascii"), self.domain.encode("ascii"),
                            self.key, canonicalize=(b"relaxed", b"relaxed"),
                            include_headers=list(SIGNED_HEADERS), linesep=b"\r\n")
         return header + data

@@ -15,7 +15,9 @@ from typing import IO, Any
 from xml.parsers import expat
 
 from openpyxl.utils.datetime import from_excel, from_ISO8601
-from openpyxl.worksheet._reader import _cast_number
+
+# openpyxl's own number conversion; private, so the dependency is pinned below 3.2
+from openpyxl.worksheet._reader import _cast_number  # type: ignore[attr-defined]
 
 _CHUNK = 1 << 16
 _LETTERS: dict[str, int] = {}
@@ -122,7 +124,7 @@ class _Cells:
         if kind == "b":
             return bool(int(text))
         if kind == "d":
-            return from_ISO8601(text)
+            return from_ISO8601(text)  # type: ignore[no-untyped-call]  # untyped in the stubs
         return text  # "str" (a formula's text), "e" (an error such as #N/A)
 
 

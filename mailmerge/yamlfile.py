@@ -32,7 +32,7 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
+            event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
             raise yaml.constructor.ConstructorError(
                 None, None, "YAML aliases (*name) are not supported in campaign files; "
                 "write the value out", event.start_mark)
@@ -115,7 +115,7 @@ class Reader:
 def load_yaml(text: str, path: Path) -> Any:
     """The YAML in ``text`` (read from ``path``). Raises ConfigError naming the line."""
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader derives from SafeLoader
+        data = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

@@ -87,7 +87,8 @@ class Dovecot:
                     return
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"dovecot did not start: {self.process.stderr.read()!r}")
+                    raise RuntimeError(f"dovecot did not start: {self.process.stderr.read()!r}"
+                                       ) from None
                 time.sleep(0.05)
         raise RuntimeError("dovecot did not open its port")
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session, SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 
 def free_port() -> int:
@@ -205,7 +205,7 @@ class PipeServer:
         async def more(timeout: float | None) -> bool:
             try:
                 chunk = await asyncio.wait_for(reader.read(65536), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
             except ConnectionError:  # the client hung up: what it sent is still read
                 chunk = b""

@@ -253,7 +253,7 @@ def build(basic, case: Case, port: int) -> CampaignDir:
 
 
 def files_under(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*")}
+    return set(root.rglob("*"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

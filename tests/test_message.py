@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+from email.utils import parsedate_to_datetime
 
 import pytest
-from email.utils import parsedate_to_datetime
 
 from .conftest import CampaignDir, content, parse, tree
 
@@ -67,7 +67,7 @@ def test_html_with_an_embedded_image(cdir: CampaignDir) -> None:
     assert tree(msg) == ("multipart/alternative",
                          ["text/plain", ("multipart/related", ["text/html", "image/png"])])
     html = content(msg, "html")
-    image = [p for p in msg.walk() if p.get_content_type() == "image/png"][0]
+    image = next(p for p in msg.walk() if p.get_content_type() == "image/png")
     cid = image["Content-ID"].strip("<>")
     assert html.count(f'src="cid:{cid}"') == 1 and html.count(f"src='cid:{cid}'") == 1
     assert 'src="https://cdn.acme.example/x.png"' in html
@@ -251,7 +251,7 @@ def test_long_non_ascii_names_and_subjects_keep_every_space(basic, seed: int) ->
         rows.append([f"p{i}@example.org", name])
     c = basic('to: "{{ name }} <{{ email }}>, boss@acme.example"\nsubject: "{{ name }}"\n',
               html=None, text="x\n", rows=rows)
-    for (built, msg), name in zip(c.messages(), names):
+    for (built, msg), name in zip(c.messages(), names, strict=True):
         assert rfc2047_decoded(built.data, "Subject") == name
         if name.isascii():  # a quoted string, which the email package reads correctly
             assert msg["To"].addresses[0].display_name == name

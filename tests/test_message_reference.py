@@ -81,7 +81,7 @@ def test_fast_and_reference_builds_read_the_same(renderer: Renderer, email: str,
         rendered = renderer.render(row)
     except RowErrors:
         return
-    when = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
     fast = build_message(rendered, message_id="<x@acme.example>", date=when)
     slow = build_reference(rendered, message_id="<x@acme.example>", date=when)
     a, b = parse(fast.data), parse(slow.data)
@@ -97,7 +97,7 @@ def test_fast_and_reference_builds_read_the_same(renderer: Renderer, email: str,
         got = [(x.display_name.replace(" ", ""), x.addr_spec) for x in
                (a[name_].addresses if a[name_] is not None else ())]
         assert got == [(x.display_name.replace(" ", ""), x.addr_spec) for x in expected], name_
-    for name_ in b.keys():
+    for name_ in b:
         if name_ in ("From", "Reply-To", "To", "Cc"):
             continue
         if name_ == "Content-Type":  # boundaries differ; the tree is compared above

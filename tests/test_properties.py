@@ -85,7 +85,7 @@ def test_any_row_gives_a_clean_message_or_a_known_problem(renderer: Renderer, em
     built = build_message(rendered)
     msg = parse(built.data)
     assert not msg.defects and all(not part.defects for part in msg.walk())
-    names = sorted(k.lower() for k in msg.keys())
+    names = sorted(k.lower() for k in msg)
     expected = ["content-type", "date", "from", "message-id", "mime-version", "subject", "to",
                 "x-note"] + (["cc"] if rendered.cc else [])
     assert names == sorted(expected)

@@ -12,7 +12,6 @@ from mailmerge.css import canonical_html, inline_css, inline_template_once
 
 from .conftest import CampaignDir, content
 
-
 # --- addresses ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cell", [

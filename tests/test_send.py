@@ -25,7 +25,7 @@ def make(basic, server: Server, extra: str = "", rows=PEOPLE, **smtp: object) ->
     block = SMTP_BLOCK.format(port=server.port)
     for key, value in smtp.items():
         lines = [line for line in block.splitlines() if not line.startswith(f"  {key}:")]
-        block = "\n".join(lines + [f"  {key}: {value}"]) + "\n"
+        block = "\n".join([*lines, f"  {key}: {value}"]) + "\n"
     return basic(block + extra, rows=rows)
 
 
@@ -184,7 +184,7 @@ def test_unreachable_server_stops_after_repeated_failures(basic) -> None:
 
 
 def test_invalid_rows_block_sending_unless_skip_invalid(basic, smtp_server) -> None:
-    rows = PEOPLE[:3] + [["bad@", "X"]]
+    rows = [*PEOPLE[:3], ["bad@", "X"]]
     c = make(basic, smtp_server, rows=rows)
     result = send(c)
     assert result.exit_code == 1
@@ -197,7 +197,7 @@ def test_invalid_rows_block_sending_unless_skip_invalid(basic, smtp_server) -> N
 
 
 def test_duplicate_recipients_are_a_problem(basic, smtp_server) -> None:
-    c = make(basic, smtp_server, rows=PEOPLE[:3] + [["p1@example.org", "Again"]])
+    c = make(basic, smtp_server, rows=[*PEOPLE[:3], ["p1@example.org", "Again"]])
     result = send(c)
     assert result.exit_code == 1
     assert "row 4: recipient key 'p1@example.org' is also on row 3" in result.output

@@ -63,7 +63,7 @@ def test_every_kind_of_cell_reads_as_openpyxl_reads_it(tmp_path: Path, write_onl
     expected = [r for r in openpyxl_rows(path, "people") if any(v is not None for v in r)]
     got = [r for r in fast_rows(path, "people") if r]
     assert len(got) == len(expected)
-    for want, have in zip(expected, got):
+    for want, have in zip(expected, got, strict=True):
         assert same(want, have), (want, have)
 
 
@@ -98,7 +98,7 @@ def test_cells_other_programs_write_read_as_openpyxl_reads_them(tmp_path: Path) 
     expected = [r for r in openpyxl_rows(crafted, "Sheet") if any(v is not None for v in r)]
     got = [r for r in fast_rows(crafted, "Sheet") if r]
     assert len(got) == len(expected) == 3
-    for want, have in zip(expected, got):
+    for want, have in zip(expected, got, strict=True):
         assert same(want, have), (want, have)
     numbers = [n for n, _ in _Workbook(crafted).records("Sheet")]
     assert numbers == [1, 3, 4]

@@ -64,7 +64,8 @@ def _load(path: str, where: str | None = None) -> Campaign:
 def _ranges(rows: list[int]) -> str:
     spans: list[str] = []
     start = prev = rows[0]
-    for row in rows[1:] + [None]:  # type: ignore[list-item]
+    ends: list[int | None] = [*rows[1:], None]
+    for row in ends:
         if row is not None and row == prev + 1:
             prev = row
             continue

@@ -11,17 +11,18 @@ import click
 
 from ..campaign import Campaign, Smtp
 from ..errors import ConfigError, MailmergeError
+from ..pipeline import Report
 from ..sending import (
     Event,
     Journal,
     SendOptions,
     SendPlan,
     SendReport,
+    State,
     journal_path,
     prepare_send,
     send_test,
 )
-from ..pipeline import Report
 from .common import (
     _LIMIT,
     _OUT,
@@ -293,8 +294,9 @@ def status(campaign: str, csv_path: str | None) -> None:
         click.echo(f"Campaign {loaded.name} ({path}):")
         labels = {"sending": "uncertain"}
         click.echo("  " + ", ".join(f"{labels.get(k, k)} {v}" for k, v in counts.items()))
-        for state, title in (("failed", "Failed"), ("sending", "Uncertain"),
-                             ("deferred", "Deferred")):
+        sections: tuple[tuple[State, str], ...] = (
+            ("failed", "Failed"), ("sending", "Uncertain"), ("deferred", "Deferred"))
+        for state, title in sections:
             records = list(journal.records(state))
             if records:
                 click.echo(f"{title}:")

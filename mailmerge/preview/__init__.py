@@ -26,7 +26,7 @@ def preview_campaign(campaign: Campaign, out: Path | None = None, *, limit: int 
     """
     folder = out or default_output_folder(campaign)
     with EmlFolder(folder, campaign.name) as writer:
-        report = run_rows(campaign, limit=limit, jobs=jobs, build=True, store=writer.files().store,
-                      record=writer.record, progress=progress)
+        report = run_rows(campaign, limit=limit, jobs=jobs, build=True,
+                          store=writer.files().store, record=writer.record, progress=progress)
     report.folder = folder
     return report

@@ -11,7 +11,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 from ..errors import ConfigError
 from ..pipeline import Outcome
@@ -74,7 +74,7 @@ class EmlFolder:
         self._manifest_file: IO[str] | None = None
         self._gallery: Gallery | None = None
 
-    def __enter__(self) -> EmlFolder:
+    def __enter__(self) -> Self:
         self._prepare()
         self._manifest_file = open(self.folder / "manifest.csv", "w", newline="",
                                    encoding="utf-8")

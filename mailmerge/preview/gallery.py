@@ -90,7 +90,8 @@ class Gallery:
     def _write_entry(self, entry: dict[str, Any]) -> None:
         if self._chunk is None or self._in_chunk >= CHUNK_SIZE:
             self._close_chunk()
-            self._chunk = open(self.folder / "list" / f"{self.chunks:05d}.js", "w",
+            # open across calls, one chunk file at a time; closed by _close_chunk
+            self._chunk = open(self.folder / "list" / f"{self.chunks:05d}.js", "w",  # noqa: SIM115
                                encoding="utf-8")
             self._chunk.write("mm.add([\n")
             self.chunks += 1

@@ -7,12 +7,12 @@ rows to one address without a journal.
 
 from __future__ import annotations
 
-from .journal import Journal, Record
+from .journal import Journal, Record, State
 from .plan import SendOptions, SendPlan, journal_path, prepare_send, send_test
 from .runner import Event, SendReport
 from .smtp import Delivery
 
 __all__ = [
     "Delivery", "Event", "Journal", "Record", "SendOptions", "SendPlan", "SendReport",
-    "journal_path", "prepare_send", "send_test",
+    "State",     "journal_path", "prepare_send", "send_test",
 ]

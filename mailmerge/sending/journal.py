@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, get_args
+from typing import IO, Any, Literal, Self, get_args
 
 from ..errors import JournalError
 from ..safecsv import csv_safe
@@ -96,7 +96,7 @@ class Journal:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> Journal:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -122,7 +122,9 @@ class Journal:
     # --- records ------------------------------------------------------------------------------
 
     def get(self, key: str) -> Record | None:
-        return self.db.execute("SELECT * FROM recipients WHERE key = ?", (key,)).fetchone()
+        found: Record | None = self.db.execute("SELECT * FROM recipients WHERE key = ?",
+                                               (key,)).fetchone()
+        return found
 
     def see(self, key: str, row: int, run: int) -> Record | None:
         """Note that ``key`` is in the sheet at ``row`` in this run; returns the record as it
@@ -213,7 +215,8 @@ class Journal:
     def next_due(self) -> float | None:
         cur = self.db.execute("SELECT MIN(next_attempt) FROM recipients WHERE state = 'deferred'")
         cur.row_factory = None
-        return cur.fetchone()[0]
+        due: float | None = cur.fetchone()[0]
+        return due
 
     def write_csv(self, handle: IO[str]) -> int:
         writer = csv.writer(handle)
@@ -297,7 +300,7 @@ def _record_factory(cursor: sqlite3.Cursor, row: tuple) -> Record:  # type: igno
 
 
 def format_time(stamp: float) -> str:
-    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).astimezone().isoformat(
+    return dt.datetime.fromtimestamp(stamp, dt.UTC).astimezone().isoformat(
         timespec="seconds")
 
 

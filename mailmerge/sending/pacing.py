@@ -50,5 +50,5 @@ class RateLimiter:
 
 def backoff(attempt: int, first: float, rand: Callable[[], float] = random.random) -> float:
     """Exponential backoff with full jitter: about first, 2*first, 4*first ..."""
-    base = first * (2 ** max(attempt - 1, 0))
+    base = first * 2.0 ** max(attempt - 1, 0)
     return base / 2 + rand() * base / 2

@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from ..campaign import Campaign
 from ..errors import JournalError, MailmergeError, RowError
-from .journal import Journal, Record, default_journal_path, format_time
 from ..parallel import default_jobs
 from ..pipeline import Outcome, iter_messages
+from .journal import Journal, Record, default_journal_path, format_time
 from .runner import Event, Runner, SendReport
 from .smtp import Delivery, SmtpConnection, token_source
 
@@ -73,7 +74,7 @@ class SendPlan:
     def close(self) -> None:
         self.journal.close()
 
-    def __enter__(self) -> SendPlan:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -111,15 +112,15 @@ def prepare_send(campaign: Campaign, options: SendOptions = SendOptions()) -> Se
     try:
         current = fingerprint(campaign)
         known = journal.meta("fingerprint")
-        if known is not None and known != current and any(journal.counts().values()):
-            if not options.allow_changes:
-                began = journal.meta("began")
-                raise JournalError(
-                    "the campaign file or its templates changed since this journal began"
-                    + (f" ({began})" if began else ""), path=path,
-                    hint="recipients already sent got the old version; re-run with "
-                         "--allow-changes to send the rest with the new one, or --restart to "
-                         "begin a new journal (the old one is kept)")
+        if (known is not None and known != current and any(journal.counts().values())
+                and not options.allow_changes):
+            began = journal.meta("began")
+            raise JournalError(
+                "the campaign file or its templates changed since this journal began"
+                + (f" ({began})" if began else ""), path=path,
+                hint="recipients already sent got the old version; re-run with "
+                     "--allow-changes to send the rest with the new one, or --restart to "
+                     "begin a new journal (the old one is kept)")
         journal.set_meta("fingerprint", current)
         if journal.meta("began") is None:
             journal.set_meta("began", format_time(time.time()))

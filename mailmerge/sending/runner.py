@@ -22,13 +22,13 @@ from typing import Literal
 
 from ..campaign import Campaign, parse_rate
 from ..errors import SendError
-from .journal import Journal, Record, SendingMarks, State
 from ..message import Built
 from ..pipeline import Outcome, iter_messages
 from ..render import Rendered
+from .journal import Journal, Record, SendingMarks, State
 from .pacing import RateLimiter, backoff
-from .smtp import Delivery, Envelope, Reply, SmtpConnection, token_source
 from .sentcopy import Saver, SaveReport
+from .smtp import Delivery, Envelope, Reply, SmtpConnection, token_source
 
 MAX_CONNECT_FAILURES = 5
 
@@ -97,6 +97,11 @@ class _Job:
 
 def _envelope(job: _Job) -> Envelope:
     return job.built.envelope_from, job.recipients, job.built.data, job.built.smtputf8
+
+
+def _deferred_due(record: Record, now: float) -> bool:
+    """A deferred recipient whose retry is due at ``now``."""
+    return record.state == "deferred" and record.next_attempt <= now
 
 
 @dataclass
@@ -227,9 +232,7 @@ class Runner:
                     if wait > 0:
                         self.events(Event("retry-wait", 0, "", f"{wait:.0f}"))
                         self._drain(until=self.clock() + wait)
-                    now = self.clock()
-                    self._pass(self._jobs(lambda record: record.state == "deferred"
-                                          and record.next_attempt <= now))
+                    self._pass(self._jobs(functools.partial(_deferred_due, now=self.clock())))
                 self._finish(workers)
             except KeyboardInterrupt:
                 self.report.interrupted = True
@@ -262,7 +265,8 @@ class Runner:
                 if not any(worker.is_alive() for worker in self.workers):
                     raise SendError("every sending thread stopped unexpectedly (a bug: the "
                                     "error is printed above)",
-                                    hint="run send again to resume; the journal is intact")
+                                    hint="run send again to resume; the journal is intact"
+                                    ) from None
 
     def _finish(self, workers: list[threading.Thread]) -> None:
         """Let the workers finish what they hold, then stop them; handle every result.

@@ -93,8 +93,8 @@ class SmtpConnection:
             for refresh in (False, True):  # a rejected token has most likely expired
                 response = xoauth2(s.username, self._tokens.get(refresh=refresh))
                 try:
-                    smtp.auth("XOAUTH2", lambda challenge=None: response if challenge is None
-                              else "")
+                    smtp.auth("XOAUTH2", lambda challenge=None, response=response:
+                              response if challenge is None else "")
                     return
                 except smtplib.SMTPAuthenticationError:
                     if refresh:
@@ -198,7 +198,7 @@ class SmtpConnection:
         smtp = self._smtp or self.open()
         if reused and not self._clean and not primed:
             try:
-                code, text = smtp.rset()
+                code, _ = smtp.rset()
                 if code != 250:
                     raise smtplib.SMTPServerDisconnected(f"RSET: {code}")
             except (smtplib.SMTPServerDisconnected, OSError):
@@ -288,7 +288,7 @@ class SmtpConnection:
             smtp.rset()
             return
         replies = iter(rcpt_replies) if pipelined else (_reply(smtp.rcpt(a)) for a in recipients)
-        for address, (code, text) in zip(recipients, replies):
+        for address, (code, text) in zip(recipients, replies, strict=True):
             reply = Reply(code, text)
             if code in (250, 251):
                 delivery.accepted.append(address)
