@@ -1,0 +1,66 @@
+"""The import contract in pyproject.toml holds, and breaks when an import runs the wrong way."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """lint-imports over the package under ``root``, with the contract in its pyproject."""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_package_keeps_its_import_contract() -> None:
+    result = lint_imports(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"Contracts: \d+ kept, 0 broken", result.stdout)
+
+
+@pytest.fixture
+def copy(tmp_path: Path) -> Path:
+    """The package and its pyproject.toml, copied where a test may break them."""
+    shutil.copytree(ROOT / "mailmerge", tmp_path / "mailmerge",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    return tmp_path
+
+
+@pytest.mark.parametrize("module, line, broken", [
+    # a type-only import counts: it is a cycle all the same
+    ("render.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                  "    from .pipeline import Outcome\n",
+     "Layers of the package: the command line on top, errors at the bottom BROKEN"),
+    ("sending/journal.py", "from .runner import Event\n",
+     "Layers of sending: the plan, the run, the transports, what they record BROKEN"),
+    ("preview/gallery.py", "from ..sending import journal_path\n",
+     "Layers of the package: the command line on top, errors at the bottom BROKEN"),
+    ("pipeline.py", "import click\n", "Only the command line knows click BROKEN"),
+    ("mime.py", "import smtplib\n",
+     "The core builds messages without the network or the journal BROKEN"),
+])
+def test_a_wrong_way_import_breaks_the_contract(copy: Path, module: str, line: str,
+                                                broken: str) -> None:
+    with (copy / "mailmerge" / module).open("a") as handle:
+        handle.write("\n" + line)
+    result = lint_imports(copy)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert broken in result.stdout
+
+
+def test_a_new_module_must_be_given_its_place(copy: Path) -> None:
+    (copy / "mailmerge" / "newthing.py").write_text('"""Not yet in the contract."""\n')
+    result = lint_imports(copy)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "newthing" in result.stdout + result.stderr
