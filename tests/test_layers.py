@@ -64,3 +64,12 @@ def test_a_new_module_must_be_given_its_place(copy: Path) -> None:
     result = lint_imports(copy)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "newthing" in result.stdout + result.stderr
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout\n", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `([\w/]+\.py)` \|", layout, re.M))
+    modules = {str(p.relative_to(ROOT / "mailmerge")) for p in (ROOT / "mailmerge").rglob("*.py")}
+    modules -= {"__init__.py", "__main__.py"}  # the package's own: its API is the README's
+    assert listed == modules
