@@ -18,7 +18,7 @@ import queue
 import signal
 import traceback
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from .errors import MailmergeError
 from .sheet import Row
@@ -28,6 +28,8 @@ N = TypeVar("N")  # what the work noticed (see map_rows)
 BLOCK = 64
 IN_FLIGHT = 3
 _POLL = 0.5  # seconds between checks that the workers are still alive
+# What a worker sends back for a block: its results, a MailmergeError, or a bug's traceback.
+WorkerReply = Literal["ok", "error", "crash"]
 
 
 def default_jobs() -> int:
@@ -145,6 +147,7 @@ class _Pool:
     def _collect(self, index: int) -> list[Any]:
         while True:
             try:
+                kind: WorkerReply
                 kind, payload, notices = self.outboxes[index].get(timeout=_POLL)
                 break
             except queue.Empty:
