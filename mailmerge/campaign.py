@@ -80,7 +80,9 @@ class Smtp:
 
 @dataclass(frozen=True)
 class Imap:
-    """Where to keep a copy of each sent message (IMAP APPEND)."""
+    """The mailbox of the sending account: where a copy of each sent message is kept
+    (``copy``: IMAP APPEND to ``folder``), and where an accepted message is bound to
+    appear (``lookup``), which settles recipients a run left uncertain."""
 
     host: str
     username: str
@@ -90,6 +92,9 @@ class Imap:
     folder: str = "Sent"
     ca_file: Path | None = None
     timeout: float = 30.0
+    copy: bool = True
+    lookup: tuple[str, ...] = ()
+    lookup_wait: float = 60.0
 
     @property
     def effective_port(self) -> int:
@@ -217,16 +222,33 @@ def _imap(top: Reader, local: Local) -> Imap | None:
     if reader is None:
         return None
     reader.check_keys({"host", "port", "security", "username", "password_env", "folder",
-                       "ca_file", "timeout"})
+                       "ca_file", "timeout", "copy", "lookup", "lookup_wait"})
     security = _security(reader, "imap", "ssl")
     ca_file = reader.get("ca_file", str)
-    return Imap(host=reader.get("host", str, required=True),
+    lookup = reader.get("lookup", (str, list), default=[])
+    folders = [lookup] if isinstance(lookup, str) else lookup
+    if not all(isinstance(f, str) and f.strip() for f in folders):
+        raise reader.error("lookup", "`imap.lookup` must be a folder name or a list of them",
+                           'e.g. `lookup: Sent`, `lookup: "[Gmail]/Sent Mail"` or '
+                           "`lookup: [INBOX, Archive]`")
+    lookup_wait = reader.get("lookup_wait", float, default=60.0)
+    if not 0 <= lookup_wait <= 3600:
+        raise reader.error("lookup_wait", "`imap.lookup_wait` must be from 0 to 3600 seconds")
+    imap = Imap(host=reader.get("host", str, required=True),
                 username=reader.get("username", str, required=True),
                 port=reader.get("port", int), security=security,
                 password_env=reader.get("password_env", str, default="MAILMERGE_IMAP_PASSWORD"),
                 folder=reader.get("folder", str, default="Sent"),
                 ca_file=local(ca_file) if ca_file else None,
-                timeout=reader.get("timeout", float, default=30.0))
+                timeout=reader.get("timeout", float, default=30.0),
+                copy=reader.get("copy", bool, default=True),
+                lookup=tuple(f.strip() for f in folders),
+                lookup_wait=lookup_wait)
+    if not imap.copy and not imap.lookup:
+        raise reader.error(None, "`imap:` with `copy: false` and no `lookup:` does nothing",
+                           "add `lookup:` (the folder where sent mail appears), or remove "
+                           "`imap:`")
+    return imap
 
 
 def _dkim(top: Reader, local: Local) -> Dkim | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import email
 import email.policy
+import os
 import textwrap
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
@@ -165,3 +166,17 @@ smtp:
   retry_delay: 0.01
   retry_for: 30
 """
+
+
+@pytest.fixture
+def dovecot():
+    """A real Dovecot (IMAP) on a free loopback port, with a user `news`."""
+    from .imapserver import DOVECOT, Dovecot
+
+    if DOVECOT is None:
+        if os.environ.get("CI"):
+            pytest.fail("Dovecot is missing; .ci/run installs the dovecot-imapd package")
+        pytest.skip("needs the dovecot-imapd package")
+    server = Dovecot()
+    yield server
+    server.stop()

@@ -107,6 +107,16 @@ class Dovecot:
                 found.append(body)
             return found
 
+    def append(self, data: bytes, folder: str = "INBOX") -> None:
+        """Deliver ``data`` into ``folder``, as a relay delivers an archive copy."""
+        import imaplib
+
+        with imaplib.IMAP4("127.0.0.1", self.port) as imap:
+            imap.login(self.user, self.password)
+            status, reply = imap.append(f'"{folder}"', "", imaplib.Time2Internaldate(time.time()),
+                                        data)
+            assert status == "OK", reply
+
     def stop(self) -> None:
         self.process.terminate()
         try:

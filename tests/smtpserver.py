@@ -43,6 +43,7 @@ class Recorder:
     rcpt_seen: Counter[str] = field(default_factory=Counter)
     data_seen: int = 0
     sessions: int = 0
+    hung: list[list[str]] = field(default_factory=list)  # recipients of unanswered messages
     pipelining: bool = False  # advertise PIPELINING (aiosmtpd reads commands in order anyway)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -78,6 +79,17 @@ class Recorder:
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
         action = self.data_rule(envelope, index)
+        if action in ("HANG", "HANG_ACCEPT"):  # take the final dot, then never reply
+            if action == "HANG_ACCEPT":  # ... having accepted the message all the same
+                content = envelope.original_content or envelope.content
+                assert isinstance(content, bytes)
+                with self.lock:
+                    self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                                  content))
+            with self.lock:
+                self.hung.append(list(envelope.rcpt_tos))
+            await asyncio.sleep(3600)
+            return "451 too late"
         if action == "DROP":
             assert server.transport is not None
             server.transport.abort()

@@ -282,8 +282,9 @@ def test_status_csv(basic, smtp_server, tmp_path: Path) -> None:
     result = run("status", str(c.folder / "campaign.yaml"), "--csv", str(out))
     assert result.exit_code == 0
     lines = out.read_text().splitlines()
-    assert lines[0] == "row,key,state,attempts,last_reply,message_id,time"
+    assert lines[0] == "row,key,state,attempts,last_reply,message_id,time,settled"
     assert lines[1].startswith("2,p0@example.org,sent,1,250 accepted,<")
+    assert lines[1].endswith(",reply")  # settled by the server's reply
 
 
 def test_status_without_journal(basic) -> None:
@@ -357,11 +358,17 @@ def test_uncertain_recipients_are_named_and_resent_only_on_request(basic, smtp_s
     result = send(c)
     assert result.exit_code == 1
     assert ("1 recipients are uncertain: a run stopped while their message was with the "
-            "server; they will NOT be sent again (use --resend-uncertain to resend them):\n"
-            "    row 3: p1@example.org\n") in result.output
+            "server; they will NOT be sent again: settle them with `mailmerge resolve` (or add "
+            "--resend-uncertain):\n    row 3: p1@example.org\n") in result.output
+    config = c.folder / "campaign.yaml"
+    assert (f"Settle them: `mailmerge resolve {config} --sent 3` for those who got the message, "
+            f"`mailmerge resolve {config} --resend 3` for those who did not; with `imap: "
+            "{lookup: FOLDER}` (a Sent or archive folder) send looks them up itself.") in (
+                result.output)
     assert smtp_server.handler.by_recipient() == {"p0@example.org": 1, "p2@example.org": 1}
     status = run("status", str(c.folder / "campaign.yaml"))
     assert "uncertain 1" in status.output and "row 3 p1@example.org" in status.output
+    assert f"`mailmerge resolve {config} --sent 3`" in status.output
     result = send(c, "--resend-uncertain")
     assert result.exit_code == 0, result.output
     delivered = [parse(r.content) for r in smtp_server.handler.received

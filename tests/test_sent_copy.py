@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 
-import pytest
 from click.testing import CliRunner
 
 from mailmerge.cli import cli
 
 from .conftest import SMTP_BLOCK
-from .imapserver import DOVECOT, Dovecot
 
 PEOPLE = [["email", "name"], *[[f"s{i}@example.org", f"S {i}"] for i in range(4)]]
-
-
-@pytest.fixture
-def dovecot():
-    if DOVECOT is None:
-        if os.environ.get("CI"):
-            pytest.fail("Dovecot is missing; .ci/run installs the dovecot-imapd package")
-        pytest.skip("needs the dovecot-imapd package")
-    server = Dovecot()
-    yield server
-    server.stop()
 
 
 def campaign(basic, smtp_port: int, imap_port: int, folder: str = "Sent"):

@@ -1,4 +1,4 @@
-"""`mailmerge send` and `mailmerge status`: delivery over SMTP and its journal."""
+"""`mailmerge send`, `status` and `resolve`: delivery over SMTP and its journal."""
 
 from __future__ import annotations
 
@@ -15,13 +15,18 @@ from ..pipeline import Report
 from ..sending import (
     Event,
     Journal,
+    Record,
     SendOptions,
     SendPlan,
     SendReport,
     State,
+    Verdict,
     journal_path,
+    look_up,
+    names,
     prepare_send,
     send_test,
+    settle_by_hand,
 )
 from .common import (
     _LIMIT,
@@ -74,8 +79,16 @@ def _describe_plan(plan: SendPlan) -> None:
     click.echo(f"  From: {from_}")
     click.echo(f"  Journal: {plan.journal.path}")
     if plan.uncertain:
-        verb = "will be sent again" if plan.options.resend_uncertain else (
-            "will NOT be sent again (use --resend-uncertain to resend them)")
+        imap = campaign.imap
+        if plan.looks_up and imap is not None:
+            verb = (f"will be looked up in {' and '.join(imap.lookup)}: found, they count as "
+                    f"sent; not there {imap.lookup_wait:g} s after their message was sent, "
+                    "they are sent again")
+        elif plan.options.resend_uncertain:
+            verb = "will be sent again"
+        else:
+            verb = ("will NOT be sent again: settle them with `mailmerge resolve` (or add "
+                    "--resend-uncertain)")
         click.echo(f"  {len(plan.uncertain)} recipients are uncertain: a run stopped while "
                    f"their message was with the server; they {verb}:")
         for record in plan.uncertain:
@@ -158,14 +171,18 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
     recipient's state is kept in a journal beside the campaign file, so running
     the same command again after a failure, a kill or Ctrl-C resumes: sent
     recipients are skipped, deferred ones retried, new rows sent. A recipient
-    whose message was with the server when a run died is *uncertain*: it is
-    named and not sent again unless you add --resend-uncertain.
+    whose message was with the server when a run died is *uncertain*: with
+    `imap: {lookup: FOLDER}` it is looked up there by Message-ID first (found:
+    sent; absent: sent again); otherwise it is named, with the `mailmerge
+    resolve` command that settles it, and not sent again unless you add
+    --resend-uncertain.
 
     The password comes from the variable named by `smtp.password_env`
     (default MAILMERGE_SMTP_PASSWORD), or a prompt on a terminal.
 
-    Exit codes: 0 all sent, 1 some failed, deferred or invalid, 2 configuration
-    or server set-up error, 130 interrupted (run again to resume).
+    Exit codes: 0 every recipient settled, 1 some failed in this run, are
+    deferred, uncertain or invalid, 2 configuration or server set-up error, 130
+    interrupted (run again to resume).
 
     \b
     Example:
@@ -197,7 +214,9 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
         _describe_plan(plan)
         if plan.to_send == 0 and not plan.waiting_copies:
             click.echo("Nothing to send.")
-            sys.exit(EXIT_DATA if plan.uncertain or plan.counts["failed"] else EXIT_OK)
+            if plan.uncertain:
+                _how_to_settle(loaded, plan.uncertain)
+            sys.exit(EXIT_DATA if plan.uncertain else EXIT_OK)
         if plan.waiting_copies:
             click.echo(f"  {plan.waiting_copies} copies wait to be saved in the Sent folder.")
         if not yes and plan.to_send:
@@ -207,7 +226,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
             if not click.confirm("Send now?", default=False):
                 sys.exit(EXIT_DATA)
         password = _password(loaded.smtp)
-        imap_password = _imap_password(loaded)
+        imap_password = _imap_password(loaded) if plan.needs_imap else None
         try:
             sent = plan.run(password, events=_send_events(quiet, plan.to_send),
                             imap_password=imap_password)
@@ -228,6 +247,10 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
     click.echo(f"{'':14}{'this run':>10}{'in all':>10}")
     for label, this_run, total in rows:
         click.echo(f"{label:14}{'' if this_run is None else this_run:>10}{total:>10}")
+    settled = report.settled
+    if settled is not None and (settled.sent or settled.resend):
+        click.echo(f"Uncertain recipients looked up: {len(settled.sent)} found (sent), "
+                   f"{len(settled.resend)} not found (sent again).")
     copies = report.sent_copies
     if copies is not None:
         click.echo(f"Copies in the Sent folder: {copies.saved} saved"
@@ -237,6 +260,7 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
         click.echo("Uncertain (may or may not have been delivered): "
                    + ", ".join(f"row {r.row} {r.key}" for r in report.uncertain[:10])
                    + (" ..." if len(report.uncertain) > 10 else ""))
+        _how_to_settle(campaign, report.uncertain)
     if report.stopped is not None:
         click.echo(f"Error: stopped: {report.stopped}", err=True)
         sys.exit(EXIT_CONFIG)
@@ -248,8 +272,21 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
     if waiting:
         click.echo(f"{waiting} recipients are still waiting (deferred by the server or beyond "
                    f"--limit); run the same command again later to continue.")
-    bad = counts.get("failed", 0) or waiting or report.uncertain or report.problems
+    # this run's failures: one from an earlier run does not fail every later send
+    bad = report.failed or waiting or report.uncertain or report.problems
     sys.exit(EXIT_DATA if bad else EXIT_OK)
+
+
+def _how_to_settle(campaign: Campaign, uncertain: list[Record]) -> None:
+    """The exact commands that settle the uncertain recipients."""
+    rows = ",".join(str(r.row) for r in uncertain[:20]) + ("" if len(uncertain) <= 20 else
+                                                             ",...")
+    command = f"mailmerge resolve {campaign.path}"
+    click.echo(f"Settle them: `{command} --sent {rows}` for those who got the message, "
+               f"`{command} --resend {rows}` for those who did not"
+               + ("" if campaign.imap and campaign.imap.lookup else
+                  "; with `imap: {lookup: FOLDER}` (a Sent or archive folder) send looks "
+                  "them up itself") + ".")
 
 
 def _send_test(campaign: Campaign, address: str, rows: set[int] | None, limit: int) -> None:
@@ -303,6 +340,8 @@ def status(campaign: str, csv_path: str | None) -> None:
                 for record in records:
                     click.echo(f"  row {record.row} {record.key}: {record.last_reply or '-'} "
                                f"(attempts {record.attempts})")
+                if state == "sending":
+                    _how_to_settle(loaded, records)
         if csv_path:
             if csv_path == "-":
                 journal.write_csv(sys.stdout)
@@ -312,3 +351,72 @@ def status(campaign: str, csv_path: str | None) -> None:
                 click.echo(f"Wrote {count} lines to {csv_path}")
 
 
+@cli.command()
+@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.option("--sent", "sent", metavar="ROWS", multiple=True,
+              help="These uncertain recipients got the message: record them as sent. Sheet "
+                   "row numbers or keys, comma-separated, or `all`.")
+@click.option("--resend", metavar="ROWS", multiple=True,
+              help="These did not: the next `send` sends them again, with the same "
+                   "Message-ID.")
+@click.option("--lookup", is_flag=True,
+              help="Look them up now in the `imap: lookup:` folders (found: sent; not found "
+                   "within `lookup_wait`: to be sent again).")
+def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
+            lookup: bool) -> None:
+    """Settle uncertain recipients: a run died while their message was with the server.
+
+    Without options it lists them. Where you can tell (the recipient answered, the
+    message is in your Sent folder or an archive), say so with --sent or --resend;
+    with `imap: {lookup: FOLDER}` in the campaign, --lookup finds them by Message-ID
+    (and every `send` does so by itself). Nothing is sent here.
+
+    Exit codes: 0 none is left uncertain, 1 some still are, 2 configuration error.
+
+    \b
+    Example:
+      mailmerge resolve campaigns/newsletter.yaml
+      mailmerge resolve campaigns/newsletter.yaml --sent 4,17 --resend 23
+      mailmerge resolve campaigns/newsletter.yaml --lookup
+    """
+    loaded = _load(campaign)
+    path = journal_path(loaded)
+    if not path.exists():
+        _fail(ConfigError(f"no journal yet at {path}", hint="nothing has been sent; "
+                                                            "run `mailmerge send` first"))
+    both = set(names(",".join(sent))) & set(names(",".join(resend)))
+    if both:
+        _fail(ConfigError(f"{', '.join(sorted(both))} cannot be both --sent and --resend",
+                          hint="name each recipient once"))
+    with Journal(path) as journal:
+        try:
+            if lookup:
+                imap = loaded.imap
+                if imap is None or not imap.lookup:
+                    _fail(ConfigError("--lookup needs `imap:` with `lookup:` (the folder "
+                                      "where sent mail appears) in the campaign file",
+                                      path=loaded.path, line=loaded.line_of("imap")))
+                found = look_up(journal, imap, _imap_password(loaded))
+                click.echo(f"Looked up: {len(found.sent)} found (now sent), "
+                           f"{len(found.resend)} not found (the next send sends them again).")
+            choices: tuple[tuple[tuple[str, ...], Verdict], ...] = ((sent, "sent"),
+                                                                    (resend, "resend"))
+            for given, verdict in choices:
+                if given:
+                    done = settle_by_hand(journal, names(",".join(given)), verdict)
+                    settled = done.sent or done.resend
+                    click.echo(f"{len(settled)} recorded as "
+                               + ("sent" if verdict == "sent" else "to be sent again") + ": "
+                               + ", ".join(f"row {r.row} {r.key}" for r in settled[:10])
+                               + (" ..." if len(settled) > 10 else ""))
+        except MailmergeError as exc:
+            _fail(exc)
+        uncertain = list(journal.records("sending"))
+    if not uncertain:
+        click.echo("No recipient is uncertain.")
+        sys.exit(EXIT_OK)
+    click.echo(f"{len(uncertain)} uncertain (may or may not have been delivered):")
+    for record in uncertain:
+        click.echo(f"  row {record.row} {record.key}: Message-ID {record.message_id}")
+    _how_to_settle(loaded, uncertain)
+    sys.exit(EXIT_DATA)

@@ -2,7 +2,8 @@
 
 ``prepare_send`` validates every row and opens the journal; the :class:`SendPlan` it
 returns says what will happen, and ``SendPlan.run`` does it. ``send_test`` sends rendered
-rows to one address without a journal.
+rows to one address without a journal. ``look_up`` and ``settle_by_hand`` settle the
+recipients a run left uncertain.
 """
 
 from __future__ import annotations
@@ -10,9 +11,24 @@ from __future__ import annotations
 from .journal import Journal, Record, State
 from .plan import SendOptions, SendPlan, journal_path, prepare_send, send_test
 from .runner import Event, SendReport
+from .settle import Settled, Verdict, look_up, names, settle_by_hand
 from .smtp import Delivery
 
 __all__ = [
-    "Delivery", "Event", "Journal", "Record", "SendOptions", "SendPlan", "SendReport",
-    "State",     "journal_path", "prepare_send", "send_test",
+    "Delivery",
+    "Event",
+    "Journal",
+    "Record",
+    "SendOptions",
+    "SendPlan",
+    "SendReport",
+    "Settled",
+    "State",
+    "Verdict",
+    "journal_path",
+    "look_up",
+    "names",
+    "prepare_send",
+    "send_test",
+    "settle_by_hand",
 ]

@@ -5,6 +5,10 @@ process dies now the outcome is unknown: *uncertain*), ``sent``, ``deferred`` (a
 lost connection; retried), ``failed`` (5xx, or invalid with --skip-invalid), ``skipped``.
 The journal is in WAL mode with synchronous=FULL, and every state change is its own
 transaction, so a kill at any moment leaves it consistent.
+
+``settled`` says how a recipient's outcome became known: from the server's ``reply``, by
+a ``lookup`` of its Message-ID in the mailbox (an uncertain recipient found there), or
+by ``hand`` (``mailmerge resolve``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import datetime as dt
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, Self, get_args
@@ -24,6 +28,7 @@ from ..safecsv import csv_safe
 
 State = Literal["pending", "sending", "sent", "deferred", "failed", "skipped"]
 STATES: tuple[State, ...] = get_args(State)
+Settled = Literal["reply", "lookup", "hand"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -39,7 +44,8 @@ CREATE TABLE IF NOT EXISTS recipients (
     next_attempt REAL NOT NULL DEFAULT 0,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    seen_run INTEGER NOT NULL DEFAULT 0
+    seen_run INTEGER NOT NULL DEFAULT 0,
+    settled TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS recipients_state ON recipients (state);
 CREATE TABLE IF NOT EXISTS spool (
@@ -68,6 +74,7 @@ class Record:
     created: float
     updated: float
     seen_run: int
+    settled: str  # a Settled, or '' while unsettled
 
     @property
     def remaining_list(self) -> list[str]:
@@ -78,7 +85,7 @@ class Journal:
     """The journal file of one campaign. Use as a context manager."""
 
     def __init__(self, path: Path, shared: bool = False) -> None:
-        """``shared``: used from several threads, which take turns (see SendingMarks)."""
+        """``shared``: used from several threads, which take turns (see GroupCommits)."""
         self.path = path
         self._clock = time.time
         try:
@@ -87,6 +94,10 @@ class Journal:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(_SCHEMA)
+            columns = {row[1] for row in self.db.execute("PRAGMA table_info(recipients)")}
+            if "settled" not in columns:  # a journal begun by an earlier version
+                self.db.execute("ALTER TABLE recipients ADD COLUMN settled TEXT NOT NULL "
+                                "DEFAULT ''")
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"the journal cannot be opened: {exc}", path=path,
                                hint="if it is damaged, start again with --restart (the old "
@@ -159,23 +170,28 @@ class Journal:
              key))
 
     def mark(self, key: str, state: State, reply: str, remaining: list[str] | None = None,
-             next_attempt: float = 0.0) -> None:
+             next_attempt: float = 0.0, settled: Settled | None = None) -> None:
+        """Record ``state``; a final one (sent, failed) says how it became known."""
         assert state in STATES
+        how = settled or ""
         if remaining is None:
             self.db.execute("UPDATE recipients SET state = ?, last_reply = ?, next_attempt = ?, "
-                            "updated = ? WHERE key = ?",
-                            (state, reply, next_attempt, self._clock(), key))
+                            "updated = ?, settled = ? WHERE key = ?",
+                            (state, reply, next_attempt, self._clock(), how, key))
         else:
             self.db.execute("UPDATE recipients SET state = ?, last_reply = ?, remaining = ?, "
-                            "next_attempt = ?, updated = ? WHERE key = ?",
-                            (state, reply, " ".join(remaining), next_attempt, self._clock(), key))
+                            "next_attempt = ?, updated = ?, settled = ? WHERE key = ?",
+                            (state, reply, " ".join(remaining), next_attempt, self._clock(),
+                             how, key))
 
-    def mark_sent_and_spool(self, key: str, reply: str, message_id: str, data: bytes) -> None:
-        """Record a message as sent and keep its bytes for the Sent folder, in one step."""
+    def mark_sent(self, key: str, reply: str, copy: tuple[str, bytes] | None = None) -> None:
+        """Record the server's acceptance; ``copy`` (Message-ID, bytes) waits in the spool
+        for the Sent folder, recorded in the same step."""
         with self.batch():
-            self.mark(key, "sent", reply, remaining=[])
-            self.db.execute("INSERT OR REPLACE INTO spool (key, message_id, data) VALUES (?, ?, ?)",
-                            (key, message_id, data))
+            self.mark(key, "sent", reply, remaining=[], settled="reply")
+            if copy is not None:
+                self.db.execute("INSERT OR REPLACE INTO spool (key, message_id, data) "
+                                "VALUES (?, ?, ?)", (key, *copy))
 
     def spooled(self, key: str) -> tuple[str | None, bytes] | None:
         cur = self.db.execute("SELECT message_id, data FROM spool WHERE key = ?", (key,))
@@ -221,12 +237,12 @@ class Journal:
     def write_csv(self, handle: IO[str]) -> int:
         writer = csv.writer(handle)
         writer.writerow(["row", "key", "state", "attempts", "last_reply", "message_id",
-                         "time"])
+                         "time", "settled"])
         count = 0
         for record in self.records():
             writer.writerow([csv_safe(v) for v in (
                 record.row, record.key, record.state, record.attempts, record.last_reply,
-                record.message_id or "", format_time(record.updated))])
+                record.message_id or "", format_time(record.updated), record.settled)])
             count += 1
         return count
 
@@ -250,8 +266,9 @@ class _Batch:
             self.db.execute("COMMIT" if exc_type is None or self.keep_on_error else "ROLLBACK")
 
 
-class SendingMarks:
-    """`sending` records for many threads, committed together (group commit).
+class GroupCommits:
+    """The SMTP workers' own records (`sending` before a message goes, `sent` as soon as
+    its 250 is back), committed together (group commit).
 
     Each caller returns only once its own record is on disk; callers that arrive while a
     commit is under way have theirs written by the next one, in one transaction. With
@@ -266,21 +283,30 @@ class SendingMarks:
         self._write_lock = write_lock
         self._mutex = threading.Lock()
         self._commit = threading.Lock()
-        self._pending: list[tuple[tuple[Any, ...], list[Any]]] = []
+        self._pending: list[tuple[Callable[[Journal], None], list[Any]]] = []
 
-    def mark_sending(self, *args: Any) -> None:
+    def mark_sending(self, key: str, message_id: str, content_hash: str, envelope: list[str],
+                     remaining: list[str]) -> None:
         """As :meth:`Journal.mark_sending`, durable when this returns."""
+        self._write(lambda journal: journal.mark_sending(key, message_id, content_hash,
+                                                         envelope, remaining))
+
+    def mark_sent(self, key: str, reply: str, copy: tuple[str, bytes] | None) -> None:
+        """As :meth:`Journal.mark_sent`, durable when this returns."""
+        self._write(lambda journal: journal.mark_sent(key, reply, copy))
+
+    def _write(self, write: Callable[[Journal], None]) -> None:
         done: list[Any] = [threading.Event(), None]
         with self._mutex:
-            self._pending.append((args, done))
+            self._pending.append((write, done))
         with self._commit:
             if not done[0].is_set():
                 with self._mutex:
                     batch, self._pending = self._pending, []
                 try:
                     with self._write_lock, self.journal.batch():
-                        for marked, _ in batch:
-                            self.journal.mark_sending(*marked)
+                        for each, _ in batch:
+                            each(self.journal)
                 except BaseException as exc:
                     for _, other in batch:
                         other[1] = exc

@@ -20,6 +20,7 @@ from ..parallel import default_jobs
 from ..pipeline import Outcome, iter_messages
 from .journal import Journal, Record, default_journal_path, format_time
 from .runner import Event, Runner, SendReport
+from .settle import Verdict, look_up
 from .smtp import Delivery, SmtpConnection, token_source
 
 
@@ -57,12 +58,25 @@ class SendPlan:
         self.counts = journal.counts()
         self.skipped = 0  # rows left out by the `where:` filter or suppressed
         # copies for the Sent folder that an earlier run could not save
-        self.waiting_copies = len(journal.spool_keys()) if campaign.imap else 0
+        self.waiting_copies = (len(journal.spool_keys())
+                               if campaign.imap and campaign.imap.copy else 0)
+
+    @property
+    def looks_up(self) -> bool:
+        """Uncertain recipients are settled by a lookup in the mailbox before sending."""
+        return bool(self.uncertain and self.campaign.imap and self.campaign.imap.lookup)
+
+    @property
+    def needs_imap(self) -> bool:
+        """The run logs in to the mailbox: to keep copies, or to look recipients up."""
+        imap = self.campaign.imap
+        return imap is not None and (imap.copy or self.looks_up)
 
     @property
     def to_send(self) -> int:
+        """Messages this run sends at most (uncertain ones that a lookup finds are not)."""
         count = self.counts["pending"] + self.counts["deferred"]
-        if self.options.resend_uncertain:
+        if self.options.resend_uncertain or self.looks_up:
             count += self.counts["sending"]
         return min(count, self.options.limit) if self.options.limit else count
 
@@ -84,15 +98,28 @@ class SendPlan:
             clock: Callable[[], float] = time.time,
             sleep: Callable[[float], None] = time.sleep,
             imap_password: str | None = None) -> SendReport:
-        """Send what the plan says. Raises SendError when the campaign must stop."""
+        """Settle uncertain recipients where the mailbox can tell (see settle.py), then send
+        what the plan says. Raises SendError when the campaign must stop."""
         if self.blocked:
             raise MailmergeError("rows have problems; nothing was sent",
                                  hint="fix them, or send the rest with --skip-invalid")
+        tell = events or (lambda event: None)
+        settled = None
+        if self.looks_up:
+            assert self.campaign.imap is not None
+
+            def seen(record: Record, verdict: Verdict) -> None:
+                tell(Event("found" if verdict == "sent" else "not-found", record.row,
+                           record.key, record.message_id or ""))
+
+            settled = look_up(self.journal, self.campaign.imap, imap_password,
+                              self.uncertain, clock=clock, sleep=sleep, seen=seen)
         runner = Runner(self.campaign, self.journal, self.run_number,
                         limit=self.options.limit, resend_uncertain=self.options.resend_uncertain,
-                        password=password, events=events or (lambda event: None), clock=clock,
-                        sleep=sleep, imap_password=imap_password)
+                        password=password, events=tell, clock=clock, sleep=sleep,
+                        imap_password=imap_password)
         report = runner.run()
+        report.settled = settled
         report.counts = self.journal.counts()
         report.uncertain = list(self.journal.records("sending"))
         report.problems = self.problems

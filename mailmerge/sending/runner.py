@@ -1,8 +1,11 @@
 """One sending run: worker threads that own an SMTP connection each, and the main thread
 that feeds them jobs, writes every result to the journal and retries deferred recipients.
 
-The journal is written from the main thread, except `sending`, which a worker records
-just before its transaction or its text (see _mark_sending), and the Sent-folder copies
+The journal is written from the main thread, except what a worker records itself
+through a group commit (journal.GroupCommits): `sending` just before its transaction or
+its text (see _mark_sending), and `sent` as soon as the server's 250 is back (see
+_mark_sent), so that a kill between the two finds the message uncertain only for as long
+as that reply took and its record's sync to disk; and the Sent-folder copies
 (sentcopy.py).
 """
 
@@ -25,9 +28,10 @@ from ..errors import SendError
 from ..message import Built
 from ..pipeline import Outcome, iter_messages
 from ..render import Rendered
-from .journal import Journal, Record, SendingMarks, State
+from .journal import GroupCommits, Journal, Record, State
 from .pacing import RateLimiter, backoff
 from .sentcopy import Saver, SaveReport
+from .settle import Settled
 from .smtp import Delivery, Envelope, Reply, SmtpConnection, token_source
 
 MAX_CONNECT_FAILURES = 5
@@ -35,7 +39,8 @@ MAX_CONNECT_FAILURES = 5
 
 # What happened: a recipient's outcome, or a wait before retrying the deferred ones
 # (``detail`` then holds the seconds).
-EventKind = Literal["sent", "deferred", "failed", "retry-wait"]
+# found / not-found: an uncertain recipient looked up in the mailbox (settle.py).
+EventKind = Literal["sent", "deferred", "failed", "retry-wait", "found", "not-found"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class SendReport:
     problems: list[Outcome] = field(default_factory=list)
     stopped: SendError | None = None
     sent_copies: SaveReport | None = None  # with `imap:`: copies saved in the Sent folder
+    settled: Settled | None = None  # uncertain recipients settled by a lookup first
 
 
 _JOURNALS: dict[int, Journal] = {}
@@ -110,6 +116,7 @@ class _Result:
     delivery: Delivery | None = None
     error: SendError | None = None
     handled: bool = False
+    recorded: bool = False  # `sent` is in the journal already (written by the worker)
 
 
 class Runner:
@@ -129,7 +136,7 @@ class Runner:
         self.tokens = token_source(self.smtp)
         imap = campaign.imap
         self.saver = (Saver(imap, imap_password, journal.path)
-                      if imap is not None else None)
+                      if imap is not None and imap.copy else None)
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=self.smtp.concurrency * 2)
         self.results: queue.Queue[_Result] = queue.Queue()
         self.report = SendReport()
@@ -138,7 +145,7 @@ class Runner:
         self.connect_failures = 0
         self.stop = threading.Event()
         self.write_lock = threading.Lock()  # around every journal transaction of this run
-        self.marks = SendingMarks(journal.path, self.write_lock)
+        self.marks = GroupCommits(journal.path, self.write_lock)
         self.workers: list[threading.Thread] = []
         self._ready: collections.deque[_Result] = collections.deque()
         self._saved: list[str] = []  # sent keys whose copies wait for their commit
@@ -152,6 +159,13 @@ class Runner:
         self.marks.mark_sending(job.key, job.built.message_id, _content_hash(job.built),
                                 list(job.built.envelope_to), job.recipients)
         job.marked = True
+
+    def _mark_sent(self, job: _Job, delivery: Delivery) -> None:
+        """Record the server's acceptance at once, with the copy for the Sent folder: a
+        record waiting for the main thread's next transaction would leave the message
+        uncertain if the process died meanwhile."""
+        copy = (job.built.message_id, job.built.data) if self.saver is not None else None
+        self.marks.mark_sent(job.key, delivery.summary(), copy)
 
     def _worker(self) -> None:
         connection = SmtpConnection(self.smtp, self.password, self.tokens)
@@ -189,6 +203,9 @@ class Runner:
                         *_envelope(job), following,
                         functools.partial(self._mark_sending, job) if job.primed else None)
                     result = _Result(job, delivery=delivery)
+                    if delivery.accepted and not delivery.deferred:
+                        self._mark_sent(job, delivery)
+                        result.recorded = True
                 except SendError as exc:
                     result = _Result(job, error=exc)
                 except OSError as exc:  # could not connect at all
@@ -412,7 +429,7 @@ class Runner:
             remaining = list(delivery.deferred)
             if job.attempts > self.smtp.retries:
                 self.journal.mark(job.key, "failed", f"gave up after {job.attempts} attempts: "
-                                  f"{summary}", remaining=remaining)
+                                  f"{summary}", remaining=remaining, settled="reply")
                 self.report.failed += 1
                 self.events(Event("failed", job.row, job.key, summary))
             else:
@@ -422,16 +439,13 @@ class Runner:
                 self.report.deferred += 1
                 self.events(Event("deferred", job.row, job.key, summary))
         elif delivery.accepted:
+            assert result.recorded  # by the worker, as soon as the reply came (_mark_sent)
             if self.saver is not None:
-                self.journal.mark_sent_and_spool(job.key, summary, job.built.message_id,
-                                                 job.built.data)
                 self._saved.append(job.key)
-            else:
-                self.journal.mark(job.key, "sent", summary, remaining=[])
             self.report.sent += 1
             self.events(Event("sent", job.row, job.key, summary))
         else:
-            self.journal.mark(job.key, "failed", summary, remaining=[])
+            self.journal.mark(job.key, "failed", summary, remaining=[], settled="reply")
             self.report.failed += 1
             self.events(Event("failed", job.row, job.key, summary))
         if self.connect_failures >= MAX_CONNECT_FAILURES and self.report.stopped is None:

@@ -10,16 +10,15 @@ it never holds up sending.
 
 from __future__ import annotations
 
-import imaplib
 import queue
 import re
-import ssl
 import threading
-import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..campaign import Imap
 from .journal import Journal
+from .mailbox import IMAP_ERRORS, Mailbox
 
 
 @dataclass
@@ -30,61 +29,10 @@ class SaveReport:
     errors: list[str] = field(default_factory=list)
 
 
-def _quote(folder: str) -> str:
-    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-class SentFolder:
-    """One IMAP session that appends messages to the Sent folder."""
-
-    def __init__(self, settings: Imap, password: str | None) -> None:
-        self.settings, self._password = settings, password
-        self._imap: imaplib.IMAP4 | None = None
-
-    def _open(self) -> imaplib.IMAP4:
-        s = self.settings
-        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
-        if s.security == "ssl":
-            imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(s.host, s.effective_port,
-                                                   ssl_context=context, timeout=s.timeout)
-        else:
-            imap = imaplib.IMAP4(s.host, s.effective_port, timeout=s.timeout)
-        try:
-            if s.security == "starttls":
-                imap.starttls(ssl_context=context)
-            imap.login(s.username, self._password or "")
-        except BaseException:
-            imap.shutdown()
-            raise
-        self._imap = imap
-        return imap
-
-    def close(self) -> None:
-        if self._imap is not None:
-            try:
-                self._imap.logout()
-            except (imaplib.IMAP4.error, OSError):
-                pass
-            self._imap = None
-
-    def has(self, message_id: str) -> bool:
-        imap = self._imap or self._open()
-        imap.select(_quote(self.settings.folder), readonly=True)
-        status, data = imap.search(None, "HEADER", "Message-ID", _quote(message_id))
-        return status == "OK" and bool(data and data[0].split())
-
-    def append(self, data: bytes) -> None:
-        imap = self._imap or self._open()
-        status, reply = imap.append(_quote(self.settings.folder), r"(\Seen)",
-                                    imaplib.Time2Internaldate(time.time()), data)
-        if status != "OK":
-            raise imaplib.IMAP4.error(f"APPEND refused: {reply!r}")
-
-
 class Saver:
     """The thread that empties the spool into the Sent folder."""
 
-    def __init__(self, settings: Imap, password: str | None, journal_path: object) -> None:
+    def __init__(self, settings: Imap, password: str | None, journal_path: Path) -> None:
         self.settings, self.password, self.journal_path = settings, password, journal_path
         self.keys: queue.Queue[str | None] = queue.Queue()
         self.report = SaveReport()
@@ -104,8 +52,9 @@ class Saver:
         return self.report
 
     def _run(self) -> None:
-        folder = SentFolder(self.settings, self.password)
-        journal = Journal(self.journal_path)  # type: ignore[arg-type]
+        mailbox = Mailbox(self.settings, self.password)
+        folder = self.settings.folder
+        journal = Journal(self.journal_path)
         try:
             while (item := self.keys.get()) is not None:
                 check, key = item.startswith("?"), item.lstrip("?")
@@ -114,16 +63,16 @@ class Saver:
                     continue
                 message_id, data = spooled
                 try:
-                    if not (check and message_id and folder.has(message_id)):
-                        folder.append(data)
+                    if not (check and message_id and mailbox.has(folder, message_id)):
+                        mailbox.append(folder, data)
                     journal.unspool(key)
                     self.report.saved += 1
-                except (imaplib.IMAP4.error, OSError, ssl.SSLError) as exc:
+                except IMAP_ERRORS as exc:
                     error = re.sub(r"\s+", " ", str(exc) or type(exc).__name__)[:200]
                     journal.spool_error(key, error)
                     self.report.failed += 1
                     self.report.last_error = error
-                    folder.close()
+                    mailbox.close()
         finally:
-            folder.close()
+            mailbox.close()
             journal.close()
