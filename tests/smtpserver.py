@@ -44,6 +44,7 @@ class Recorder:
     data_seen: int = 0
     sessions: int = 0
     hung: list[list[str]] = field(default_factory=list)  # recipients of unanswered messages
+    ehlo_extra: list[str] = field(default_factory=list)  # more EHLO lines, as they are
     pipelining: bool = False  # advertise PIPELINING (aiosmtpd reads commands in order anyway)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -54,6 +55,8 @@ class Recorder:
         session.host_name = hostname
         if self.pipelining:
             responses.insert(len(responses) - 1, "250-PIPELINING")
+        for extension in self.ehlo_extra:
+            responses.insert(len(responses) - 1, f"250-{extension}")
         return responses
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
@@ -112,6 +115,7 @@ class Recorder:
         return "250 2.0.0 Message accepted"
 
     valid_tokens: set[str] = field(default_factory=set)
+    xoauth2_users: set[str] = field(default_factory=lambda: {"news"})
     xoauth2_seen: list[str] = field(default_factory=list)
 
     async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
@@ -123,7 +127,7 @@ class Recorder:
         fields = dict(part.split("=", 1) for part in raw.split("\x01") if "=" in part)
         token = fields.get("auth", "").removeprefix("Bearer ")
         self.xoauth2_seen.append(token)
-        if fields.get("user") == "news" and token in self.valid_tokens:
+        if fields.get("user") in self.xoauth2_users and token in self.valid_tokens:
             return AuthResult(success=True, handled=False)
         await server.challenge_auth('{"status":"401","schemes":"bearer"}')
         return AuthResult(success=False, handled=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -420,3 +422,34 @@ def test_a_session_the_server_closed_is_reopened_without_a_retry(basic, smtp_ser
     assert sorted(smtp_server.handler.by_recipient().values()) == [1] * 5
     assert {v[1] for v in journal_rows(c).values()} == {1}  # one attempt each: no deferral
     assert smtp_server.handler.sessions == 3
+
+
+@pytest.mark.parametrize("extension", ["SIZE abc", "SIZE 12x"])
+def test_a_worker_that_fails_ends_the_run_cleanly_and_sends_nothing(basic, smtp_server,
+                                                                     extension: str) -> None:
+    smtp_server.handler.ehlo_extra = [extension]  # the transport cannot read it
+    c = make(basic, smtp_server, rows=PEOPLE[:3])
+    done = subprocess.run([sys.executable, "-m", "mailmerge", "send",
+                           str(c.folder / "campaign.yaml"), "--yes", "-q"],
+                          capture_output=True, text=True, timeout=60)  # a hang fails here
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert ("Error: stopped: sending stopped on an unexpected error: ValueError: "
+            "invalid literal for int()") in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    states = {key: row[0] for key, row in journal_rows(c).items()}
+    assert states == {"p0@example.org": "pending", "p1@example.org": "pending"}
+    assert smtp_server.handler.received == []
+
+
+def test_a_refused_to_address_fails_the_row_though_its_copies_went_out(basic, smtp_server) -> None:
+    smtp_server.handler.rcpt_rule = lambda a, n: "550 5.1.1 unknown" if a == "p0@example.org" else None
+    c = make(basic, smtp_server, extra="cc: boss@example.org\n", rows=PEOPLE[:3])
+    result = send(c)
+    assert result.exit_code == 1, result.output  # a recipient failed
+    assert [r.rcpt_tos for r in smtp_server.handler.received] == [
+        ["boss@example.org"], ["p1@example.org", "boss@example.org"]]
+    state, _, reply, _ = journal_rows(c)["p0@example.org"]
+    assert state == "failed"
+    assert reply == ("250 accepted; p0@example.org: 550 5.1.1 unknown (not delivered to "
+                     "p0@example.org; copies accepted for boss@example.org)")
+    assert journal_rows(c)["p1@example.org"][0] == "sent"

@@ -207,3 +207,31 @@ def test_a_failing_token_command_is_a_clear_error(basic, ca: trustme.CA) -> None
     assert result.exit_code == 2
     assert ("Error: stopped: `smtp.token_command` failed (exit 3): token expired, log in again; "
             "it must print one access token and nothing else") in result.output
+
+
+def test_a_login_that_is_not_ascii_works_over_auth_plain(basic, ca: trustme.CA) -> None:
+    server = Server(tls=server_context(ca), users={"jörg": "pässwörd-✓"})
+    try:
+        c = campaign(basic, ca, server.port, "starttls")
+        config = c.folder / "campaign.yaml"
+        config.write_text(config.read_text().replace("username: news", "username: jörg"))
+        result = send(c, "pässwörd-✓")
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert len(server.handler.received) == 1
+
+
+def test_an_xoauth2_user_that_is_not_ascii_works(basic, ca: trustme.CA) -> None:
+    server = Server(tls=server_context(ca), tokens={"token-1"})
+    server.handler.xoauth2_users = {"jörg@acme.example"}
+    try:
+        c = oauth_campaign(basic, ca, server.port, ["token-1"])
+        config = c.folder / "campaign.yaml"
+        config.write_text(config.read_text().replace("username: news",
+                                                     "username: jörg@acme.example"))
+        result = send(c, None)
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.output
+    assert server.handler.xoauth2_seen == ["token-1"] and len(server.handler.received) == 1

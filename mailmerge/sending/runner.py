@@ -105,6 +105,22 @@ def _envelope(job: _Job) -> Envelope:
     return job.built.envelope_from, job.recipients, job.built.data, job.built.smtputf8
 
 
+def _verdict(job: _Job, delivery: Delivery) -> Literal["sent", "deferred", "failed"]:
+    """What the server's replies make of a job: deferred while a recipient may still be
+    retried; sent when accepted, unless the row's own (To) address was refused, which
+    fails the row even though its Cc or Bcc copies went out."""
+    if delivery.deferred:
+        return "deferred"
+    if not delivery.accepted or _refused_to(job, delivery):
+        return "failed"
+    return "sent"
+
+
+def _refused_to(job: _Job, delivery: Delivery) -> list[str]:
+    to = {a.addr_spec.lower() for a in job.built.rendered.to}
+    return [address for address in delivery.refused if address.lower() in to]
+
+
 def _deferred_due(record: Record, now: float) -> bool:
     """A deferred recipient whose retry is due at ``now``."""
     return record.state == "deferred" and record.next_attempt <= now
@@ -117,6 +133,8 @@ class _Result:
     error: SendError | None = None
     handled: bool = False
     recorded: bool = False  # `sent` is in the journal already (written by the worker)
+    crashed: bool = False  # the error was not the server's answer (see Runner._attempt)
+    text_sent: bool = False  # ... and the message text had begun to go out
 
 
 class Runner:
@@ -167,6 +185,41 @@ class Runner:
         copy = (job.built.message_id, job.built.data) if self.saver is not None else None
         self.marks.mark_sent(job.key, delivery.summary(), copy)
 
+    def _attempt(self, job: _Job, connection: SmtpConnection,
+                 following: Callable[[], Envelope | None]) -> _Result:
+        """Send one job; whatever happens, a result for the main thread. An error that is
+        not the server's answer ends the run: the job is left uncertain if its text went
+        out, else it goes back to pending."""
+        try:
+            if not job.primed:
+                self.limiter.wait()
+                self._mark_sending(job)
+            try:
+                delivery = connection.send(
+                    *_envelope(job), following,
+                    functools.partial(self._mark_sending, job) if job.primed else None)
+                result = _Result(job, delivery=delivery)
+                if _verdict(job, delivery) == "sent":
+                    self._mark_sent(job, delivery)
+                    result.recorded = True
+            except SendError as exc:
+                result = _Result(job, error=exc)
+            except OSError as exc:  # could not connect at all
+                result = _Result(job, delivery=Delivery(
+                    deferred={a: Reply(0, f"cannot connect to {self.smtp.host}: {exc}")
+                              for a in job.recipients}, reconnect=True, unreachable=True))
+                connection.drop()
+            if not job.marked:  # ended before its text went out: the attempt still counts
+                self._mark_sending(job)
+            return result
+        except Exception as exc:  # noqa: BLE001 - reported, and the run ends cleanly
+            connection.drop()
+            error = SendError(f"sending stopped on an unexpected error: "
+                              f"{type(exc).__name__}: {exc}",
+                              hint="run send again to resume; if it happens again, it is a "
+                                   "bug or a server mailmerge does not understand")
+            return _Result(job, error=error, crashed=True, text_sent=connection.text_sent)
+
     def _worker(self) -> None:
         connection = SmtpConnection(self.smtp, self.password, self.tokens)
         taken: list[_Job | None] = []  # taken from the queue early, to go out next
@@ -195,27 +248,7 @@ class Runner:
                         connection.drop()
                     self.results.put(_Result(job, delivery=None))
                     continue
-                if not job.primed:
-                    self.limiter.wait()
-                    self._mark_sending(job)
-                try:
-                    delivery = connection.send(
-                        *_envelope(job), following,
-                        functools.partial(self._mark_sending, job) if job.primed else None)
-                    result = _Result(job, delivery=delivery)
-                    if delivery.accepted and not delivery.deferred:
-                        self._mark_sent(job, delivery)
-                        result.recorded = True
-                except SendError as exc:
-                    result = _Result(job, error=exc)
-                except OSError as exc:  # could not connect at all
-                    result = _Result(job, delivery=Delivery(
-                        deferred={a: Reply(0, f"cannot connect to {self.smtp.host}: {exc}")
-                                  for a in job.recipients}, reconnect=True, unreachable=True))
-                    connection.drop()
-                if not job.marked:  # ended before its text went out: the attempt still counts
-                    self._mark_sending(job)
-                self.results.put(result)
+                self.results.put(self._attempt(job, connection, following))
         finally:
             connection.close()
 
@@ -412,8 +445,14 @@ class Runner:
         self.in_flight -= 1
         job = result.job
         if result.error is not None:
-            self.journal.mark(job.key, "deferred", f"not sent: {result.error.message}",
-                              remaining=job.recipients)
+            if result.text_sent:  # it may have been delivered: uncertain (`sending`)
+                pass
+            elif result.crashed:  # nothing of it went out
+                self.journal.mark(job.key, "pending", f"not sent: {result.error.message}",
+                                  remaining=job.recipients)
+            else:
+                self.journal.mark(job.key, "deferred", f"not sent: {result.error.message}",
+                                  remaining=job.recipients)
             if self.report.stopped is None:
                 self.report.stopped = result.error
             self.stop.set()
@@ -425,7 +464,8 @@ class Runner:
             self.limiter.slow_down()
         self.connect_failures = self.connect_failures + 1 if delivery.unreachable else 0
         summary = delivery.summary()
-        if delivery.deferred:
+        verdict = _verdict(job, delivery)
+        if verdict == "deferred":
             remaining = list(delivery.deferred)
             if job.attempts > self.smtp.retries:
                 self.journal.mark(job.key, "failed", f"gave up after {job.attempts} attempts: "
@@ -438,13 +478,16 @@ class Runner:
                                   next_attempt=due)
                 self.report.deferred += 1
                 self.events(Event("deferred", job.row, job.key, summary))
-        elif delivery.accepted:
+        elif verdict == "sent":
             assert result.recorded  # by the worker, as soon as the reply came (_mark_sent)
             if self.saver is not None:
                 self._saved.append(job.key)
             self.report.sent += 1
             self.events(Event("sent", job.row, job.key, summary))
         else:
+            if delivery.accepted:  # the To address refused, its Cc or Bcc copies accepted
+                summary += (f" (not delivered to {', '.join(_refused_to(job, delivery))}; "
+                            f"copies accepted for {', '.join(delivery.accepted)})")
             self.journal.mark(job.key, "failed", summary, remaining=[], settled="reply")
             self.report.failed += 1
             self.events(Event("failed", job.row, job.key, summary))

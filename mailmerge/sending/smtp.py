@@ -9,6 +9,7 @@ going on pointless (authentication, certificates, policy refusals of the sender)
 
 from __future__ import annotations
 
+import base64
 import re
 import smtplib
 import socket
@@ -83,6 +84,7 @@ class SmtpConnection:
         self._smtp: smtplib.SMTP | None = None
         self._clean = False  # the last transaction ended with its final reply
         self._replied = False  # the server has answered part of this transaction
+        self.text_sent = False  # the last send() began sending the message text
         self._primed: bytes | None = None  # message whose MAIL/RCPT/DATA went out already
 
     def _login(self, smtp: smtplib.SMTP) -> None:
@@ -93,8 +95,7 @@ class SmtpConnection:
             for refresh in (False, True):  # a rejected token has most likely expired
                 response = xoauth2(s.username, self._tokens.get(refresh=refresh))
                 try:
-                    smtp.auth("XOAUTH2", lambda challenge=None, response=response:
-                              response if challenge is None else "")
+                    _auth_utf8(smtp, "XOAUTH2", response)
                     return
                 except smtplib.SMTPAuthenticationError:
                     if refresh:
@@ -103,7 +104,15 @@ class SmtpConnection:
         if self._password is None:
             raise SendError("`smtp.username` is set but no password was given",
                             hint=f"set the environment variable {s.password_env}")
-        smtp.login(s.username, self._password)
+        if s.username.isascii() and self._password.isascii():
+            smtp.login(s.username, self._password)
+        elif smtp.has_extn("auth") and "PLAIN" in smtp.esmtp_features["auth"].upper().split():
+            # smtplib sends only ASCII; SASL PLAIN carries UTF-8 (RFC 4616)
+            _auth_utf8(smtp, "PLAIN", f"\0{s.username}\0{self._password}")
+        else:
+            raise SendError("the login name or password is not ASCII, and the server does "
+                            "not offer AUTH PLAIN, which could carry it",
+                            hint="use an ASCII login, or a server that offers AUTH PLAIN")
 
     def _context(self) -> ssl.SSLContext:
         cafile = str(self.settings.ca_file) if self.settings.ca_file else None
@@ -207,6 +216,7 @@ class SmtpConnection:
         while True:
             delivery = Delivery()
             self._replied = False
+            self.text_sent = False
             try:
                 self._transaction(smtp, sender, recipients, data, smtputf8, delivery, primed,
                                   following, before_text)
@@ -308,6 +318,7 @@ class SmtpConnection:
         if data_reply is None:
             if before_text is not None:
                 before_text()
+            self.text_sent = True
             code, text = _reply(smtp.data(data))
         elif data_reply.code != 354:
             code, text = data_reply.code, data_reply.text
@@ -327,6 +338,7 @@ class SmtpConnection:
                 if not isinstance(next_options, Reply):  # else refused without a word
                     body += self._group(next_sender, next_recipients, next_options)
                     self._primed = next_data
+            self.text_sent = True
             smtp.send(body)
             code, text = _reply(smtp.getreply())
         reply = Reply(code, text)
@@ -361,6 +373,18 @@ class SmtpConnection:
                 delivery.refused[address] = reply
         if reply.code == 421:
             delivery.reconnect = True
+
+
+def _auth_utf8(smtp: smtplib.SMTP, mechanism: str, initial: str) -> None:
+    """AUTH with an initial response in UTF-8 (RFC 4954). A 334 challenge (XOAUTH2's error
+    details) is answered with an empty line, after which the server gives its verdict.
+    Raises smtplib.SMTPAuthenticationError when refused."""
+    response = base64.b64encode(initial.encode("utf-8")).decode("ascii")
+    code, reply = smtp.docmd("AUTH", f"{mechanism} {response}")
+    if code == 334:
+        code, reply = smtp.docmd("")
+    if code not in (235, 503):  # 503: already authenticated
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 def dot_stuff(data: bytes) -> bytes:
