@@ -145,3 +145,26 @@ def test_load_reports_a_missing_campaign_file(tmp_path: Path) -> None:
         load_campaign(tmp_path / "nope.yaml")
     assert str(info.value) == (f"{tmp_path / 'nope.yaml'}: campaign file not found; check the "
                                "path, or create one with a text editor")
+
+
+def test_imap_lookup_keys() -> None:
+    campaign = parse_campaign(BASE + "imap: {host: imap.gmail.com, username: n@acme.example, "
+                              "copy: false, lookup: '[Gmail]/Sent Mail', lookup_wait: 5}\n", P)
+    assert campaign.imap is not None
+    assert (campaign.imap.copy, campaign.imap.lookup, campaign.imap.lookup_wait) == (
+        False, ("[Gmail]/Sent Mail",), 5.0)
+    listed = parse_campaign(BASE + "imap: {host: h, username: u, lookup: [INBOX, Archive]}\n", P)
+    assert listed.imap is not None and listed.imap.lookup == ("INBOX", "Archive")
+    assert listed.imap.copy is True and listed.imap.lookup_wait == 60.0
+
+
+@pytest.mark.parametrize("imap, message", [
+    ("lookup: [INBOX, 3]", "line 7: `imap.lookup` must be a folder name or a list of them; "
+                           "e.g. `lookup: Sent`"),
+    ("lookup: INBOX, lookup_wait: -1", "line 7: `imap.lookup_wait` must be from 0 to 3600 seconds"),
+    ("copy: false", "line 7: `imap:` with `copy: false` and no `lookup:` does nothing; add "
+                    "`lookup:` (the folder where sent mail appears), or remove `imap:`"),
+    ("copy: maybe", "line 7: `imap.copy` must be true or false, not 'maybe'"),
+])
+def test_imap_lookup_mistakes(imap: str, message: str) -> None:
+    assert message in error_of(BASE + f"imap: {{host: h, username: u, {imap}}}\n")
