@@ -142,7 +142,8 @@ class Server:
 
     def __init__(self, *, tls: ssl.SSLContext | None = None, implicit_tls: bool = False,
                  users: dict[str, str] | None = None, smtputf8: bool = True,
-                 tokens: set[str] | None = None, pipelining: bool = False) -> None:
+                 tokens: set[str] | None = None, pipelining: bool = False,
+                 auth_exclude: list[str] | None = None) -> None:
         self.handler = Recorder(pipelining=pipelining)
         self.handler.valid_tokens = tokens or set()
         self.port = free_port()
@@ -155,7 +156,8 @@ class Server:
                 return AuthResult(success=ok, handled=False)
             # implicit TLS is TLS too, but aiosmtpd only counts STARTTLS as such
             kwargs.update(authenticator=authenticator,
-                          auth_require_tls=tls is not None and not implicit_tls)
+                          auth_require_tls=tls is not None and not implicit_tls,
+                          auth_exclude_mechanism=auth_exclude or [])
         if tokens is not None:
             kwargs.update(auth_require_tls=tls is not None and not implicit_tls)
         if tls is not None and not implicit_tls:

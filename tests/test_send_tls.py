@@ -222,6 +222,23 @@ def test_a_login_that_is_not_ascii_works_over_auth_plain(basic, ca: trustme.CA) 
     assert len(server.handler.received) == 1
 
 
+def test_a_login_that_is_not_ascii_without_auth_plain_is_a_clear_error(basic,
+                                                                       ca: trustme.CA) -> None:
+    server = Server(tls=server_context(ca), users={"jörg": SECRET}, auth_exclude=["PLAIN"])
+    try:
+        c = campaign(basic, ca, server.port, "starttls")
+        config = c.folder / "campaign.yaml"
+        config.write_text(config.read_text().replace("username: news", "username: jörg"))
+        result = send(c, SECRET)
+    finally:
+        server.stop()
+    assert result.exit_code == 2, result.output
+    assert ("Error: stopped: the login name or password is not ASCII, and the server does not "
+            "offer AUTH PLAIN, which could carry it; use an ASCII login, or a server that "
+            "offers AUTH PLAIN") in result.output
+    assert server.handler.received == []
+
+
 def test_an_xoauth2_user_that_is_not_ascii_works(basic, ca: trustme.CA) -> None:
     server = Server(tls=server_context(ca), tokens={"token-1"})
     server.handler.xoauth2_users = {"jörg@acme.example"}
