@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 WORK = Path(__file__).resolve().parent / "work" / "kill_resume"
 
@@ -71,34 +72,32 @@ smtp: {{host: "{host}", port: {port}, security: none, retry_delay: 1, retry_for:
     return WORK / "campaign.yaml"
 
 
-def journal(campaign: Path) -> dict[str, int]:
-    db = sqlite3.connect(campaign.parent / "killresume.journal.sqlite")
+def _query(campaign: Path, sql: str) -> dict[Any, Any]:
+    """Two columns of the journal as a mapping; empty before the first run made it."""
+    path = campaign.parent / "killresume.journal.sqlite"
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(path)
     try:
-        return dict(db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state"))
+        return dict(db.execute(sql))
     finally:
         db.close()
 
 
+def journal(campaign: Path) -> dict[str, int]:
+    return _query(campaign, "SELECT state, COUNT(*) FROM recipients GROUP BY state")
+
+
+def journal_states(campaign: Path) -> dict[str, str]:
+    return _query(campaign, "SELECT key, state FROM recipients")
+
+
 def sent_count(campaign: Path) -> int:
-    path = campaign.parent / "killresume.journal.sqlite"
-    if not path.exists():
-        return 0
     return journal(campaign).get("sent", 0)
 
 
 def uncertain_now(campaign: Path) -> set[str]:
-    path = campaign.parent / "killresume.journal.sqlite"
-    if not path.exists():
-        return set()
     return {key for key, state in journal_states(campaign).items() if state == "sending"}
-
-
-def journal_states(campaign: Path) -> dict[str, str]:
-    db = sqlite3.connect(campaign.parent / "killresume.journal.sqlite")
-    try:
-        return dict(db.execute("SELECT key, state FROM recipients"))
-    finally:
-        db.close()
 
 
 def named_uncertain(output: str) -> set[str]:
