@@ -190,11 +190,13 @@ class Runner:
         """Send one job; whatever happens, a result for the main thread. An error that is
         not the server's answer ends the run: the job is left uncertain if its text went
         out, else it goes back to pending."""
+        sending = False  # connection.text_sent speaks of this job only once it is True
         try:
             if not job.primed:
                 self.limiter.wait()
                 self._mark_sending(job)
             try:
+                sending = True
                 delivery = connection.send(
                     *_envelope(job), following,
                     functools.partial(self._mark_sending, job) if job.primed else None)
@@ -218,7 +220,8 @@ class Runner:
                               f"{type(exc).__name__}: {exc}",
                               hint="run send again to resume; if it happens again, it is a "
                                    "bug or a server mailmerge does not understand")
-            return _Result(job, error=error, crashed=True, text_sent=connection.text_sent)
+            return _Result(job, error=error, crashed=True,
+                           text_sent=sending and connection.text_sent)
 
     def _worker(self) -> None:
         connection = SmtpConnection(self.smtp, self.password, self.tokens)

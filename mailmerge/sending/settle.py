@@ -89,15 +89,15 @@ def settle_by_hand(journal: Journal, which: Iterable[str], verdict: Verdict) -> 
     """Settle uncertain recipients named by sheet row number or key: ``sent`` (they got
     the message) or ``resend`` (the next send sends it again, same Message-ID).
 
-    ``all`` names every uncertain recipient. Raises JournalError, changing nothing, when
-    a name matches no uncertain recipient.
+    ``all`` names every uncertain recipient (none is fine). Raises JournalError, changing
+    nothing, when another name matches no uncertain recipient.
     """
     uncertain = list(journal.records("sending"))
     chosen: dict[str, Record] = {}
     for name in which:
         matches = uncertain if name == "all" else [
             r for r in uncertain if r.key == name or (name.isdigit() and r.row == int(name))]
-        if not matches:
+        if not matches and name != "all":
             known = journal.get(name) or next(
                 (r for r in journal.records() if name.isdigit() and r.row == int(name)), None)
             state = f" (it is {known.state})" if known is not None else ""
