@@ -303,8 +303,9 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         return Path(os.path.normpath(folder / relative))
 
     name = top.get("name", str, required=True)
-    if not re.fullmatch(r"[\w.-]+", name):
-        raise top.error("name", f"`name` {name!r} may hold only letters, digits, '.', '_' and '-'",
+    if not re.fullmatch(r"[\w.-]+", name) or name.startswith("."):
+        raise top.error("name", f"`name` {name!r} may hold only letters, digits, '.', '_' and "
+                                "'-', and may not start with '.'",
                         "it names the output folder and the journal")
     html, text_template = _templates(top)
     # in this order, so that of several mistakes the same one is reported first

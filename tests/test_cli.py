@@ -127,6 +127,49 @@ def test_preview_refuses_a_foreign_non_empty_folder(basic, tmp_path: Path) -> No
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
 
 
+def test_preview_never_clears_a_folder_that_holds_anything_of_the_user(basic,
+                                                                       tmp_path: Path) -> None:
+    c = basic()
+    out = tmp_path / "previews"
+    assert run("preview", str(c.folder / "campaign.yaml"), "-o", str(out)).exit_code == 0
+    (out / "html" / "newsletter.html").write_text("<p>the user's own template</p>")
+    (out / "notes.txt").write_text("precious")
+    for stranger in ("notes.txt", "html/newsletter.html"):
+        result = run("preview", str(c.folder / "campaign.yaml"), "-o", str(out))
+        assert result.exit_code == 2, result.output
+        assert (f"Error: the output folder {out} holds {stranger}, which mailmerge preview "
+                "did not write; nothing was deleted") in result.output
+        (out / stranger).unlink()
+    assert len(list(out.glob("*.eml"))) == 1  # nothing of ours was deleted either
+    assert run("preview", str(c.folder / "campaign.yaml"), "-o", str(out)).exit_code == 0
+
+
+def test_preview_into_a_parent_through_dot_dot_is_refused(basic, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    c = basic()
+    project = tmp_path / "project"
+    (project / "html").mkdir(parents=True)
+    (project / "html" / "mail.html").write_text("<p>template</p>")
+    monkeypatch.chdir(project)
+    for _ in range(2):  # `out` does not exist the first time, and does the second
+        result = run("preview", str(c.folder / "campaign.yaml"), "-o", "out/..")
+        assert result.exit_code == 2, result.output
+        assert "is not empty and was not written by mailmerge" in result.output
+        (project / "out").mkdir(exist_ok=True)
+    assert (project / "html" / "mail.html").read_text() == "<p>template</p>"
+    assert not (project / ".mailmerge-preview").exists()
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".hidden"])
+def test_a_campaign_name_is_one_plain_folder_name(basic, name: str) -> None:
+    c = basic()
+    config = c.folder / "campaign.yaml"
+    config.write_text(config.read_text().replace("name: test", f"name: '{name}'"))
+    result = run("preview", str(config))
+    assert result.exit_code == 2
+    assert f"`name` '{name}' may hold only letters, digits" in result.output
+
+
 def test_preview_default_folder_is_out_slash_name(basic, tmp_path: Path, monkeypatch) -> None:
     c = basic()
     monkeypatch.chdir(tmp_path)

@@ -7,6 +7,7 @@ the campaign. A folder is only ever cleared when mailmerge wrote it (a marker fi
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -22,6 +23,30 @@ MARKER = ".mailmerge-preview"
 MANIFEST_FIELDS = ("row", "key", "envelope_to", "subject", "file", "size", "attachments",
                    "message_id")
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
+
+# What a preview writes into its folder, and nothing else may be there when it clears it.
+_OURS_TOP = re.compile(r"\d{5,}-[A-Za-z0-9@._+-]*\.eml|manifest\.csv|index\.html|html|list|"
+                       + re.escape(MARKER))
+_OURS_HTML = re.compile(r"\d{5,}-[A-Za-z0-9@._+-]*\.(html|txt)|images")
+_OURS_LIST = re.compile(r"\d{5,}\.js")
+
+
+def _not_ours(folder: Path) -> str | None:
+    """The first entry in a preview folder that a preview does not write, if any."""
+    for pattern, where in ((_OURS_TOP, folder), (_OURS_HTML, folder / "html"),
+                           (_OURS_LIST, folder / "list")):
+        if not where.is_dir() and where != folder:
+            continue
+        for entry in where.iterdir():
+            if not pattern.fullmatch(entry.name) or (entry.is_symlink()):
+                return str(entry.relative_to(folder))
+    images = folder / "html" / "images"
+    if images.is_dir():
+        for entry in images.iterdir():
+            if entry.is_dir() or entry.is_symlink():
+                return str(entry.relative_to(folder))
+    return None
+
 
 def _safe_name(text: str) -> str:
     return _UNSAFE.sub("_", text).strip("._")[:80] or "message"
@@ -90,7 +115,8 @@ class EmlFolder:
             self._manifest_file.close()
 
     def _prepare(self) -> None:
-        folder = self.folder
+        # resolved first: `out/..` must not become the folder above once `out` exists
+        folder = self.folder = Path(os.path.realpath(self.folder))
         if folder.exists():
             if not folder.is_dir():
                 raise ConfigError(f"the output folder {folder} is a file",
@@ -99,6 +125,12 @@ class EmlFolder:
                 raise ConfigError(f"the output folder {folder} is not empty and was not "
                                   "written by mailmerge", hint="choose another --out, or "
                                   "empty that folder; mailmerge only clears folders it made")
+            stranger = _not_ours(folder)
+            if stranger is not None:
+                raise ConfigError(f"the output folder {folder} holds {stranger}, which "
+                                  "mailmerge preview did not write; nothing was deleted",
+                                  hint="choose another --out, or move that out of the folder "
+                                  "(a preview only ever clears a folder of its own files)")
             for old in folder.glob("*.eml"):
                 old.unlink()
             for owned in ("html", "list"):
