@@ -187,6 +187,7 @@ class PipeServer:
         self.patience, self.size, self.greeting_delay = patience, size, greeting_delay
         self.data_rule: Callable[[int], str | None] = lambda index: None
         self.rcpt_rule: Callable[[str, int], str | None] = lambda address, seen: None
+        self.data_command_reply: str | None = None  # what DATA gets instead of 354
         self.rcpt_seen: Counter[str] = Counter()
         self.received: list[Received] = []
         self.followed: list[bool] = []  # per message: the next commands came before its reply
@@ -282,8 +283,11 @@ class PipeServer:
                         rcpts.append(address)
                     reply(refusal or "250 OK")
                 elif command == b"DATA":
-                    in_data = bool(rcpts)
-                    reply("354 go ahead" if rcpts else "554 no valid recipients")
+                    if self.data_command_reply is not None:
+                        reply(self.data_command_reply)  # and no text is taken
+                    else:
+                        in_data = bool(rcpts)
+                        reply("354 go ahead" if rcpts else "554 no valid recipients")
                 elif command == b"QUIT":
                     reply("221 bye")
                     break

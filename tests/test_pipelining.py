@@ -199,3 +199,20 @@ def test_recipients_refused_while_sent_ahead_are_journaled_like_any_other(basic)
     assert f"Message-ID: {message_id}".encode() in sent["p5@example.org"]  # kept on retry
     assert sorted(sent) == sorted(f"p{i}@example.org" for i in range(8) if i != 3)
     assert sum(server.followed) >= 3, server.followed
+
+
+@pytest.mark.parametrize("answer", ["250 2.0.0 OK", "235 what", "451 4.3.0 later"])
+def test_a_data_command_not_answered_354_sends_no_text_and_is_not_sent(server,
+                                                                       answer: str) -> None:
+    server.data_command_reply = answer
+    connection = connect(server)
+    delivery = connection.send(*message(1))
+    connection.close()
+    assert delivery.accepted == [] and list(delivery.deferred) == ["p1@example.org"]
+    reply = delivery.deferred["p1@example.org"]
+    if answer.startswith("4"):
+        assert str(reply) == answer
+    else:
+        assert reply.text == (f"protocol error: the server answered DATA with {answer}, not "
+                              "354; the text was not sent")
+    assert server.received == [] and server.unfinished == []

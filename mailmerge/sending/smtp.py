@@ -229,7 +229,7 @@ class SmtpConnection:
                         else f"connection lost: {exc or type(exc).__name__}")
                 self._lost(delivery, recipients, Reply(0, lost))
             except smtplib.SMTPResponseException as exc:  # e.g. DATA refused before the body
-                reply = Reply(exc.smtp_code, _text(exc.smtp_error))
+                reply = Reply(*_not_354(Reply(exc.smtp_code, _text(exc.smtp_error))))
                 pending = [a for a in recipients if a not in delivery.refused]
                 delivery.accepted.clear()
                 self._all(delivery, pending, reply)
@@ -320,8 +320,8 @@ class SmtpConnection:
                 before_text()
             self.text_sent = True
             code, text = _reply(smtp.data(data))
-        elif data_reply.code != 354:
-            code, text = data_reply.code, data_reply.text
+        elif data_reply.code != 354:  # the text does not go: nothing can be delivered
+            code, text = _not_354(data_reply)
         else:
             body = dot_stuff(data)
             body += (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
@@ -373,6 +373,15 @@ class SmtpConnection:
                 delivery.refused[address] = reply
         if reply.code == 421:
             delivery.reconnect = True
+
+
+def _not_354(reply: Reply) -> tuple[int, str]:
+    """A reply to DATA other than 354: the transaction ends without its text. A refusal
+    stays what it is; anything else (a 250, say) is a protocol error, retried later."""
+    if reply.code >= 400:
+        return reply.code, reply.text
+    return 0, (f"protocol error: the server answered DATA with {reply}, not 354; the text "
+               "was not sent")
 
 
 def _auth_utf8(smtp: smtplib.SMTP, mechanism: str, initial: str) -> None:
