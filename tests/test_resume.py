@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -112,3 +113,50 @@ def test_ctrl_c_finishes_in_flight_and_resumes(basic) -> None:
     finally:
         server.stop()
     assert server.handler.by_recipient() == {f"i{i}@example.org": 1 for i in range(100)}
+
+
+def test_two_senders_on_one_campaign_mail_nobody_twice(basic) -> None:
+    server = Server()
+    server.handler.data_delay = 0.01  # about 3 s in all: the two runs overlap
+    people = [["email", "name"], *[[f"t{i}@example.org", f"T {i}"] for i in range(300)]]
+    c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
+    try:
+        first = start_send(c.folder / "campaign.yaml")
+        second = start_send(c.folder / "campaign.yaml")
+        outputs = [first.communicate(timeout=120)[0], second.communicate(timeout=120)[0]]
+        codes = sorted([first.returncode, second.returncode])
+    finally:
+        server.stop()
+    assert codes == [0, 2], outputs
+    (loser,) = [o for o in outputs if "Error:" in o]
+    assert re.search(r"Error: \S+test\.journal\.sqlite: another `mailmerge send` is working on "
+                     r"this campaign's journal \(pid \d+ on \S+, since \d{4}-\d\d-\d\dT[\d:]+"
+                     r"[+-]\d\d:\d\d\); wait until it ends, or stop it", loser), loser
+    counts = server.handler.by_recipient()
+    assert len(counts) == 300 and set(counts.values()) == {1}
+
+
+def test_a_killed_sender_leaves_no_lock_and_status_reads_meanwhile(basic) -> None:
+    server = Server()
+    server.handler.data_rule = lambda envelope, index: "HANG" if index == 5 else None
+    people = [["email", "name"], *[[f"h{i}@example.org", f"H {i}"] for i in range(400)]]
+    c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
+    campaign = c.folder / "campaign.yaml"
+    try:
+        holder = start_send(campaign)  # its render process is still alive when it dies
+        deadline = time.monotonic() + 30
+        while not server.handler.hung and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status = subprocess.run([sys.executable, "-m", "mailmerge", "status", str(campaign)],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and "sent 5" in status.stdout, status.stdout
+        holder.send_signal(signal.SIGKILL)
+        holder.communicate()
+        server.handler.data_rule = lambda envelope, index: None
+        again = subprocess.run([sys.executable, "-m", "mailmerge", "send", str(campaign),
+                                "--yes", "-q"], capture_output=True, text=True, timeout=120)
+    finally:
+        server.stop()
+    assert "another `mailmerge send`" not in again.stdout + again.stderr
+    assert again.returncode == 1, again.stdout + again.stderr  # one uncertain: sent or not?
+    assert "Uncertain (may or may not have been delivered): row 7 h5@example.org" in again.stdout

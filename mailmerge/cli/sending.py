@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -16,6 +17,7 @@ from ..sending import (
     Event,
     Journal,
     Record,
+    SenderLock,
     SendOptions,
     SendPlan,
     SendReport,
@@ -388,7 +390,7 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
     if both:
         _fail(ConfigError(f"{', '.join(sorted(both))} cannot be both --sent and --resend",
                           hint="name each recipient once"))
-    with Journal(path) as journal:
+    with _taken(path), Journal(path) as journal:
         try:
             if lookup:
                 imap = loaded.imap
@@ -420,3 +422,13 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
         click.echo(f"  row {record.row} {record.key}: Message-ID {record.message_id}")
     _how_to_settle(loaded, uncertain)
     sys.exit(EXIT_DATA)
+
+
+def _taken(journal: Path) -> SenderLock:
+    """The journal's sender lock, or the one Error line that names who has it."""
+    lock = SenderLock(journal)
+    try:
+        lock.acquire()
+    except MailmergeError as exc:
+        _fail(exc)
+    return lock

@@ -8,7 +8,7 @@ recipients a run left uncertain.
 
 from __future__ import annotations
 
-from .journal import Journal, Record, State
+from .journal import Journal, Record, SenderLock, State
 from .plan import SendOptions, SendPlan, journal_path, prepare_send, send_test
 from .runner import Event, SendReport
 from .settle import Settled, Verdict, look_up, names, settle_by_hand
@@ -22,6 +22,7 @@ __all__ = [
     "SendOptions",
     "SendPlan",
     "SendReport",
+    "SenderLock",
     "Settled",
     "State",
     "Verdict",

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import fcntl
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -319,6 +322,65 @@ class GroupCommits:
 
     def close(self) -> None:
         self.journal.close()
+
+
+class SenderLock:
+    """One sender per journal: an exclusive lock on ``<journal>.lock``.
+
+    The kernel releases a flock when its holder dies, so a killed sender leaves nothing
+    stuck; processes forked from the holder (the render workers) drop their copy of it
+    at once, so they cannot keep it after the holder is gone. The file says who holds
+    the lock and since when. Readers (``status``) do not take it.
+    """
+
+    def __init__(self, journal_path: Path) -> None:
+        self.journal_path = journal_path
+        self.path = Path(f"{journal_path}.lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock. Raises JournalError naming the holder when another has it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise JournalError(f"cannot create the lock file {self.path}: {exc.strerror}",
+                               path=self.journal_path) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 500).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise JournalError(f"another `mailmerge send` is working on this campaign's "
+                               f"journal ({holder})", path=self.journal_path,
+                               hint="wait until it ends, or stop it; one journal has one "
+                                    "sender at a time (`mailmerge status` reads it "
+                                    "meanwhile)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{format_time(time.time())}\n".encode())
+        self._fd = fd
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        """In a forked child: close this process's copy without unlocking the holder's."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        if self._fd is None:  # not taken yet
+            self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def _record_factory(cursor: sqlite3.Cursor, row: tuple) -> Record:  # type: ignore[type-arg]

@@ -18,7 +18,7 @@ from ..campaign import Campaign
 from ..errors import JournalError, MailmergeError, RowError
 from ..parallel import default_jobs
 from ..pipeline import Outcome, iter_messages
-from .journal import Journal, Record, default_journal_path, format_time
+from .journal import Journal, Record, SenderLock, default_journal_path, format_time
 from .runner import Event, Runner, SendReport
 from .settle import Verdict, look_up
 from .smtp import Delivery, SmtpConnection, token_source
@@ -51,8 +51,9 @@ class SendPlan:
     """A validated campaign with its journal open: what will be sent, and the means to."""
 
     def __init__(self, campaign: Campaign, journal: Journal, run: int, options: SendOptions,
-                 problems: list[Outcome], uncertain: list[Record], removed: list[Record]) -> None:
-        self.campaign, self.journal, self.run_number = campaign, journal, run
+                 problems: list[Outcome], uncertain: list[Record], removed: list[Record],
+                 lock: SenderLock) -> None:
+        self.campaign, self.journal, self.run_number, self.lock = campaign, journal, run, lock
         self.options, self.problems = options, problems
         self.uncertain, self.removed = uncertain, removed
         self.counts = journal.counts()
@@ -86,7 +87,9 @@ class SendPlan:
         return bool(self.problems) and not self.options.skip_invalid
 
     def close(self) -> None:
+        """Close the journal and let another sender have it."""
         self.journal.close()
+        self.lock.release()
 
     def __enter__(self) -> Self:
         return self
@@ -127,8 +130,20 @@ class SendPlan:
 
 
 def prepare_send(campaign: Campaign, options: SendOptions = SendOptions()) -> SendPlan:
-    """Open (or start) the journal and check every row. Nothing goes over the network."""
+    """Take the campaign's journal (one sender at a time: JournalError names the one that
+    has it), open or start it, and check every row. Nothing goes over the network."""
     path = journal_path(campaign)
+    lock = SenderLock(path)
+    lock.acquire()
+    try:
+        return _prepare(campaign, options, path, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _prepare(campaign: Campaign, options: SendOptions, path: Path,
+             lock: SenderLock) -> SendPlan:
     if options.restart and path.exists():
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for suffix in ("", "-wal", "-shm"):
@@ -159,7 +174,7 @@ def prepare_send(campaign: Campaign, options: SendOptions = SendOptions()) -> Se
     except BaseException:
         journal.close()
         raise
-    plan = SendPlan(campaign, journal, run, options, problems, uncertain, removed)
+    plan = SendPlan(campaign, journal, run, options, problems, uncertain, removed, lock)
     plan.skipped = len(skipped)
     return plan
 
