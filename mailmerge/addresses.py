@@ -213,3 +213,14 @@ def make_address(name: str, addr: str, source: str | None) -> Address:
         shown = addr if len(addr) <= 80 else addr[:77] + "..."
         raise AddressProblem(f"{shown!r} is not a valid email address ({exc})", source) from None
     return Address(display_name=name, username=valid.local_part, domain=valid.ascii_domain)
+
+
+def address_key(address: str) -> str:
+    """The form in which two addresses of one mailbox compare equal: the domain in ASCII,
+    and, as at every large provider, the local part without regard to case."""
+    local, _, domain = address.strip().rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        pass
+    return f"{local}@{domain}".lower()

@@ -8,7 +8,9 @@ Nothing here prints; progress goes to an optional callback.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from .campaign import Campaign
-from .errors import MailmergeError, RowErrors, SheetError
+from .errors import MailmergeError, RowError, RowErrors, SheetError
 from .message import build_message
 from .mime import Built
 from .notices import Notice
@@ -55,8 +57,9 @@ class Outcome:
 
     def slim(self) -> Outcome:
         """The outcome without its message: what ``check`` and ``preview`` report on."""
-        return replace(self, built=None, rendered=None,
-                       made=self.built is not None or self.rendered is not None)
+        message = self.built.rendered if self.built is not None else self.rendered
+        return replace(self, built=None, rendered=None, made=message is not None,
+                       key=message.key if message is not None else self.key)
 
 
 @dataclass
@@ -177,10 +180,12 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
 
 def run_rows(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
          store: Callable[[Outcome], S], record: Callable[[S], None],
-         progress: Callable[[Outcome], None] | None) -> Report:
+         progress: Callable[[Outcome], None] | None, unique: bool = False) -> Report:
     """Every row through :func:`process_row` and ``store`` on ``jobs`` processes; then, in
-    sheet order and in this process, ``record`` and ``progress``."""
+    sheet order and in this process, ``record`` and ``progress``. ``unique``: a row whose
+    recipient key an earlier row has is a problem (as ``send`` finds it)."""
     report = Report()
+    seen = SeenKeys() if unique else None
 
     def work(renderer: Renderer, row: Row) -> tuple[Outcome, S]:
         outcome = process_row(renderer, row, build=build)
@@ -189,6 +194,12 @@ def run_rows(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
 
     for result in _map_sheet(campaign, work, limit=limit, jobs=jobs, notices=report.notices):
         outcome, stored = (result, store(result)) if isinstance(result, Outcome) else result
+        if seen is not None and outcome.made and outcome.key is not None:
+            first = seen.add(outcome.key, outcome.row)
+            if first is not None:
+                outcome = replace(outcome, made=False,
+                                  errors=(duplicate_error(campaign, outcome.key, outcome.row,
+                                                          first),))
         report.count(outcome)
         record(stored)
         if progress is not None:
@@ -203,4 +214,53 @@ def check_campaign(campaign: Campaign, *, progress: Callable[[Outcome], None] | 
     ``jobs`` processes share the rows (see :mod:`mailmerge.parallel`).
     """
     return run_rows(campaign, limit=None, jobs=jobs, build=False, store=lambda outcome: None,
-                    record=lambda stored: None, progress=progress)
+                    record=lambda stored: None, progress=progress, unique=True)
+
+
+def duplicate_error(campaign: Campaign, key: str, row: int, first: int) -> RowError:
+    """The problem of a row whose recipient an earlier row has already."""
+    return RowError(f"recipient key {key!r} is also on row {first}",
+                    path=campaign.recipients.path, row=row, column=campaign.recipients.key,
+                    hint="each recipient must appear once; remove the duplicate row"
+                         + ("" if campaign.recipients.key else
+                            " (addresses are compared without regard to case; name a "
+                            "unique column with `recipients: {key: ...}` to tell them apart)"))
+
+
+class SeenKeys:
+    """The recipient keys of a pass, and the row of each: 64-bit fingerprints in an open
+    addressing table of 12 bytes a slot, so 100,000 rows take about 3 MB where a set of
+    the keys themselves took about 15."""
+
+    def __init__(self) -> None:
+        self._prints = array("Q", bytes(8 * 1024))
+        self._rows = array("I", bytes(4 * 1024))
+        self._count = 0
+
+    def add(self, key: str, row: int) -> int | None:
+        """Note ``key`` on ``row``; the row it was on before, if it was."""
+        found = int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"),
+                                               digest_size=8).digest(), "little") or 1
+        mask = len(self._prints) - 1
+        slot = found & mask
+        while self._prints[slot]:
+            if self._prints[slot] == found:
+                return self._rows[slot]
+            slot = (slot + 1) & mask
+        self._prints[slot], self._rows[slot] = found, row
+        self._count += 1
+        if self._count * 2 > len(self._prints):
+            self._grow()
+        return None
+
+    def _grow(self) -> None:
+        prints, rows = self._prints, self._rows
+        self._prints = array("Q", bytes(16 * len(prints)))
+        self._rows = array("I", bytes(8 * len(rows)))
+        mask = len(self._prints) - 1
+        for found, row in zip(prints, rows, strict=True):
+            if found:
+                slot = found & mask
+                while self._prints[slot]:
+                    slot = (slot + 1) & mask
+                self._prints[slot], self._rows[slot] = found, row

@@ -24,6 +24,7 @@ from .addresses import (
     HEADER_CONTROL,
     AddressProblem,
     AddressTemplate,
+    address_key,
     compile_address_field,
     make_address_environment,
 )
@@ -42,7 +43,7 @@ from .htmlpart import html_to_text, refuse_script_links
 from .notices import Notice
 from .sheet import Row
 from .signing import load_signer
-from .suppress import load_suppressions, normal
+from .suppress import load_suppressions
 
 # Rows on which once-per-campaign CSS inlining is compared with per-message inlining.
 VERIFY_ROWS = 3
@@ -333,7 +334,7 @@ class Renderer:
             sender = ()
         key_column = self.campaign.recipients.key
         recipients = addresses["to"] or addresses["cc"] or addresses["bcc"]
-        key = str(row.values[key_column]) if key_column else recipients[0].addr_spec
+        key = str(row.values[key_column]) if key_column else address_key(recipients[0].addr_spec)
         return Rendered(
             row=row.number, key=key, from_=from_, sender=sender[0] if sender else None,
             reply_to=addresses["reply_to"], to=addresses["to"], cc=addresses["cc"],
@@ -345,7 +346,7 @@ class Renderer:
                   ) -> dict[str, tuple[Address, ...]] | Suppressed:
         """Leave suppressed addresses out of Cc and Bcc; a suppressed To skips the row."""
         def allowed(address: Address) -> bool:
-            return normal(address.addr_spec) not in self.suppressed
+            return address_key(address.addr_spec) not in self.suppressed
 
         kept = {**addresses, **{key: tuple(filter(allowed, addresses[key])) for key in ("cc", "bcc")}}
         recipients = kept["to"] + kept["cc"] + kept["bcc"]
@@ -353,7 +354,8 @@ class Renderer:
             column = self.campaign.recipients.key
             first = (addresses["to"] + addresses["cc"] + addresses["bcc"])
             return Suppressed(row.number, str(row.values[column]) if column else
-                              (first[0].addr_spec if first else f"row {row.number}"))
+                              (address_key(first[0].addr_spec) if first else
+                               f"row {row.number}"))
         return kept
 
     def _check_addresses(self, addresses: dict[str, tuple[Address, ...]]

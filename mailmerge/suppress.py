@@ -11,18 +11,10 @@ import csv
 from collections.abc import Iterable
 from pathlib import Path
 
+from .addresses import address_key
 from .errors import ConfigError
 
 _COLUMNS = ("email", "e-mail", "address", "email address", "mail")
-
-
-def normal(address: str) -> str:
-    local, _, domain = address.strip().rpartition("@")
-    try:
-        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
-        pass
-    return f"{local}@{domain}".lower()
 
 
 def load_suppressions(paths: Iterable[Path]) -> frozenset[str]:
@@ -38,10 +30,10 @@ def load_suppressions(paths: Iterable[Path]) -> frozenset[str]:
                 if column is not None:
                     rows = csv.reader(handle)
                     next(rows)
-                    found.update(normal(row[column]) for row in rows
+                    found.update(address_key(row[column]) for row in rows
                                  if len(row) > column and "@" in row[column])
                 else:
-                    found.update(normal(line.split("#")[0]) for line in handle
+                    found.update(address_key(line.split("#")[0]) for line in handle
                                  if "@" in line.split("#")[0])
         except FileNotFoundError:
             raise ConfigError(f"the suppression list {path} does not exist",

@@ -205,6 +205,42 @@ def test_duplicate_recipients_are_a_problem(basic, smtp_server) -> None:
     assert "row 4: recipient key 'p1@example.org' is also on row 3" in result.output
 
 
+ZOE = [["email", "name"], ["zoe@example.org", "Zoe"], ["ZOE@EXAMPLE.ORG", "Zoe"],
+       ["Zoe@Example.Org", "Zoe"], ["p1@example.org", "P"]]
+
+
+def test_addresses_that_differ_only_in_case_are_one_recipient(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, rows=ZOE)
+    check = run("check", str(c.folder / "campaign.yaml"))
+    assert check.exit_code == 1
+    assert (f"  {c.folder / 'people.csv'}: recipient key 'zoe@example.org' is also on row 2; "
+            "each recipient must appear once; remove the duplicate row (addresses are compared "
+            "without regard to case; name a unique column with `recipients: {key: ...}` to "
+            "tell them apart) [rows 3-4]") in check.output
+    assert send(c).exit_code == 1  # refused as check says: nothing was sent
+    assert smtp_server.handler.received == []
+    c.csv([ZOE[0], ZOE[2], ZOE[4]])  # one spelling of the address left
+    assert send(c).exit_code == 0
+    assert send(c).exit_code == 0  # the mailbox is the same whatever the case: not again
+    assert smtp_server.handler.by_recipient() == {"ZOE@example.org": 1, "p1@example.org": 1}
+    assert sorted(journal_rows(c)) == ["p1@example.org", "zoe@example.org"]
+
+
+def test_a_journal_begun_before_keys_ignored_case_is_not_sent_again(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, rows=[ZOE[0], ZOE[3], ZOE[4]])
+    assert send(c).exit_code == 0
+    db = sqlite3.connect(c.folder / "test.journal.sqlite")
+    with db:  # as an earlier version wrote it: the address as the sheet spelt it
+        db.execute("UPDATE recipients SET key = 'Zoe@Example.Org' WHERE key = 'zoe@example.org'")
+        db.execute("DELETE FROM meta WHERE name = 'keys'")
+    db.close()
+    again = send(c)
+    assert again.exit_code == 0, again.output
+    assert "Nothing to send." in again.output
+    assert smtp_server.handler.by_recipient() == {"Zoe@example.org": 1, "p1@example.org": 1}
+    assert sorted(journal_rows(c)) == ["p1@example.org", "zoe@example.org"]
+
+
 def test_changed_templates_need_allow_changes(basic, smtp_server) -> None:
     c = make(basic, smtp_server)
     assert send(c, "--limit", "2").exit_code == 1
@@ -402,7 +438,8 @@ def test_suppressed_recipients_are_skipped_and_reported(basic, smtp_server) -> N
         ["p0@example.org", "ok@example.org"], ["p2@example.org"]]
     assert parse(smtp_server.handler.received[0].content)["Cc"] == "ok@example.org"
     journal = journal_rows(c)
-    assert journal["P1@example.org"][:3] == ("skipped", 0, "suppressed: on a suppression list")
+    # the key of an address ignores case, as the suppression list does
+    assert journal["p1@example.org"][:3] == ("skipped", 0, "suppressed: on a suppression list")
     status = run("status", str(c.folder / "campaign.yaml"))
     assert "sent 2" in status.output and "skipped 1" in status.output
 

@@ -153,6 +153,26 @@ class Journal:
                             (row, run, key))
         return before
 
+    def fold_keys(self, fold: Callable[[str], str]) -> int:
+        """Give every record the key ``fold`` makes of it, once per journal: a journal begun
+        before address keys ignored case has ``Zoe@Example.org`` where the sheet's row now
+        gives ``zoe@example.org``, and would send it again. A folded key that another
+        record has already (the same mailbox twice in an old sheet) is left as it was."""
+        if self.meta("keys") == "folded":
+            return 0
+        cur = self.db.execute("SELECT key FROM recipients")
+        cur.row_factory = None
+        renamed = 0
+        with self.batch():
+            for (key,) in cur.fetchall():
+                folded = fold(key)
+                if folded != key and self.get(folded) is None:
+                    self.db.execute("UPDATE recipients SET key = ? WHERE key = ?", (folded, key))
+                    self.db.execute("UPDATE spool SET key = ? WHERE key = ?", (folded, key))
+                    renamed += 1
+            self.set_meta("keys", "folded")
+        return renamed
+
     def commit_open(self) -> None:
         """Commit a transaction that an interrupt (Ctrl-C between two statements) left open."""
         if self.db.in_transaction:

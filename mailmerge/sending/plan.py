@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+from ..addresses import AddressProblem, address_key, make_address
 from ..campaign import Campaign
-from ..errors import JournalError, MailmergeError, RowError
+from ..errors import JournalError, MailmergeError
 from ..parallel import default_jobs
-from ..pipeline import Outcome, iter_messages
+from ..pipeline import Outcome, duplicate_error, iter_messages
 from .journal import Journal, Record, SenderLock, default_journal_path, format_time
 from .runner import Event, Runner, SendReport
 from .settle import Verdict, look_up
@@ -164,6 +165,8 @@ def _prepare(campaign: Campaign, options: SendOptions, path: Path,
                      "--allow-changes to send the rest with the new one, or --restart to "
                      "begin a new journal (the old one is kept)")
         journal.set_meta("fingerprint", current)
+        if campaign.recipients.key is None:  # keyed by address: one mailbox, one key
+            journal.fold_keys(address_key)
         if journal.meta("began") is None:
             journal.set_meta("began", format_time(time.time()))
         run = journal.begin_run()
@@ -200,13 +203,8 @@ def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptio
             rendered = outcome.rendered
             before = journal.see(rendered.key, rendered.row, run)
             if before is not None and before.seen_run == run:
-                problems.append(Outcome(rendered.row, errors=(RowError(
-                    f"recipient key {rendered.key!r} is also on row {before.row}",
-                    path=campaign.recipients.path, row=rendered.row,
-                    column=campaign.recipients.key,
-                    hint="each recipient must appear once; remove the duplicate row"
-                         + ("" if campaign.recipients.key else
-                            " (or name a unique column with `recipients: {key: ...}`)")),)))
+                problems.append(Outcome(rendered.row, errors=(duplicate_error(
+                    campaign, rendered.key, rendered.row, before.row),)))
         if options.skip_invalid:
             for outcome in problems:
                 key = f"row {outcome.row}"
@@ -223,8 +221,6 @@ def send_test(campaign: Campaign, address: str, password: str | None, *,
     Picks the given sheet ``rows`` (default: the first ``limit`` good rows).
     Raises SendError when the server cannot be used, RowErrors-style problems as MailmergeError.
     """
-    from ..addresses import AddressProblem, make_address
-
     try:
         target = make_address("", address.strip(), None).addr_spec
     except AddressProblem as exc:
