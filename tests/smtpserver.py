@@ -44,6 +44,7 @@ class Recorder:
     data_seen: int = 0
     sessions: int = 0
     hung: list[list[str]] = field(default_factory=list)  # recipients of unanswered messages
+    dropped: list[list[str]] = field(default_factory=list)  # ... of messages hung up on
     ehlo_extra: list[str] = field(default_factory=list)  # more EHLO lines, as they are
     pipelining: bool = False  # advertise PIPELINING (aiosmtpd reads commands in order anyway)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,6 +95,8 @@ class Recorder:
             await asyncio.sleep(3600)
             return "451 too late"
         if action == "DROP":
+            with self.lock:
+                self.dropped.append(list(envelope.rcpt_tos))
             assert server.transport is not None
             server.transport.abort()
             return "250 never heard"

@@ -91,7 +91,10 @@ def test_a_refused_message_does_not_hold_back_the_one_after_it(server, reply) ->
 @pytest.mark.parametrize("rule", ["DROP", "421 4.3.2 closing"])
 def test_a_lost_session_sends_the_pipelined_message_again_on_a_new_one(server, rule) -> None:
     result = first_answered(server, rule)
-    assert result.reconnect and not result.accepted and "p1@example.org" in result.deferred
+    assert result.reconnect and not result.accepted
+    # a 421 is an answer (not taken); silence after the text leaves message 1 uncertain
+    outcome = result.deferred if rule.startswith("421") else result.unknown
+    assert list(outcome) == ["p1@example.org"]
     # message 2's MAIL, RCPT and DATA were lost with the session: it started again, once
     assert delivered(server) == ["p2@example.org"]
     assert server.sessions == 2

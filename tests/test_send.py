@@ -122,12 +122,29 @@ def test_421_closes_the_connection_and_sending_goes_on(basic, smtp_server) -> No
     assert smtp_server.handler.sessions >= 2
 
 
-def test_connection_dropped_mid_data_is_retried(basic, smtp_server) -> None:
+def test_a_connection_lost_after_the_text_leaves_the_recipient_uncertain(basic,
+                                                                         smtp_server) -> None:
     smtp_server.handler.data_rule = lambda env, i: "DROP" if i in (1, 3) else None
     c = make(basic, smtp_server)
     result = send(c)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # never sent again on a guess
+    uncertain = {key: row for key, row in journal_rows(c).items() if row[0] == "sending"}
+    assert len(uncertain) == 2 and len(smtp_server.handler.received) == 3
+    assert all(row[2].startswith(f"{key}: 0 no reply to the text: connection lost")
+               for key, row in uncertain.items())
+    assert "Uncertain (may or may not have been delivered): " in result.output
+    # this server did not keep them: resent (same Message-ID), everyone has one copy
+    assert send(c, "--resend-uncertain").exit_code == 0
     assert sorted(smtp_server.handler.by_recipient().values()) == [1] * 5
+
+
+def test_a_late_reply_to_the_text_is_waited_for(basic, smtp_server) -> None:
+    smtp_server.handler.data_delay = 1.5  # a slow content filter, past `timeout`
+    c = make(basic, smtp_server, rows=PEOPLE[:3], timeout=0.5)
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert smtp_server.handler.by_recipient() == {"p0@example.org": 1, "p1@example.org": 1}
+    assert {row[0] for row in journal_rows(c).values()} == {"sent"}
 
 
 def test_slow_server_times_out_and_is_deferred(basic, smtp_server) -> None:

@@ -7,6 +7,7 @@ them (their archive copy then goes into the mailbox, as a relay's Bcc would put 
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -52,7 +53,8 @@ def die_while_waiting(c: CampaignDir, server: Server, rules: dict[str, str],
         (rule for address, rule in rules.items() if address in envelope.rcpt_tos), None)
     process = subprocess.Popen([sys.executable, "-m", "mailmerge", "send",
                                 str(c.folder / "campaign.yaml"), "--yes", "-q"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "MAILMERGE_IMAP_PASSWORD": "imap-secret"})
     deadline = time.monotonic() + 30
     while len(server.handler.hung) < len(rules) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -94,8 +96,8 @@ def test_a_delivered_message_settles_as_sent_and_a_lost_one_is_resent(basic, ser
     result = run("send", str(c.folder / "campaign.yaml"), "--yes")
     assert result.exit_code == 0, result.output
     assert "they will be looked up in INBOX" in result.output
-    assert "Uncertain recipients looked up: 1 found (sent), 1 not found (sent again)." in (
-        result.output)
+    assert ("Uncertain recipients looked up: 1 found (sent), 1 not found (to be sent again)."
+            in result.output)
     counts = server.handler.by_recipient()
     assert counts == {f"p{i}@example.org": 1 for i in range(4)}  # nobody lost, nobody twice
     (resent,) = accepted(server, "p2@example.org")
@@ -225,3 +227,21 @@ def test_a_message_answered_250_is_sent_in_the_journal_before_the_next_one_goes(
     states = {key: state for key, (state, _, _) in journal(c).items()}
     assert states == {"p0@example.org": "sent", "p1@example.org": "sent",
                       "p2@example.org": "sent", "p3@example.org": "sending"}
+
+
+def test_a_message_whose_reply_is_lost_is_looked_up_in_the_same_run(basic, server,
+                                                                    dovecot) -> None:
+    c = campaign(basic, server, dovecot.port, concurrency=1)
+
+    def accept_then_hang_up(envelope, index: int) -> str | None:
+        if "p1@example.org" not in envelope.rcpt_tos:
+            return None
+        dovecot.append(envelope.original_content or envelope.content)  # the archive copy
+        return "DROP"  # ... and the reply to the final dot never comes
+
+    server.handler.data_rule = accept_then_hang_up
+    result = run("send", str(c.folder / "campaign.yaml"), "--yes")
+    assert result.exit_code == 0, result.output  # settled within this run
+    assert "Uncertain recipients looked up: 1 found (sent), 0 not found" in result.output
+    assert journal(c)["p1@example.org"][0::2] == ("sent", "lookup")
+    assert len(server.handler.dropped) == 1  # sent once, never again

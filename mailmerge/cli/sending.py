@@ -252,7 +252,7 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
     settled = report.settled
     if settled is not None and (settled.sent or settled.resend):
         click.echo(f"Uncertain recipients looked up: {len(settled.sent)} found (sent), "
-                   f"{len(settled.resend)} not found (sent again).")
+                   f"{len(settled.resend)} not found (to be sent again).")
     copies = report.sent_copies
     if copies is not None:
         click.echo(f"Copies in the Sent folder: {copies.saved} saved"

@@ -16,12 +16,12 @@ from typing import Self
 
 from ..addresses import AddressProblem, address_key, make_address
 from ..campaign import Campaign
-from ..errors import JournalError, MailmergeError
+from ..errors import JournalError, MailmergeError, SendError
 from ..parallel import default_jobs
 from ..pipeline import Outcome, duplicate_error, iter_messages
 from .journal import Journal, Record, SenderLock, default_journal_path, format_time
 from .runner import Event, Runner, SendReport
-from .settle import Verdict, look_up
+from .settle import Settled, Verdict, look_up
 from .smtp import Delivery, SmtpConnection, token_source
 
 
@@ -70,9 +70,10 @@ class SendPlan:
 
     @property
     def needs_imap(self) -> bool:
-        """The run logs in to the mailbox: to keep copies, or to look recipients up."""
+        """The run may log in to the mailbox: to keep copies, or to look recipients up
+        (those uncertain now, or those the run itself leaves uncertain)."""
         imap = self.campaign.imap
-        return imap is not None and (imap.copy or self.looks_up)
+        return imap is not None and (imap.copy or bool(imap.lookup))
 
     @property
     def to_send(self) -> int:
@@ -108,21 +109,36 @@ class SendPlan:
             raise MailmergeError("rows have problems; nothing was sent",
                                  hint="fix them, or send the rest with --skip-invalid")
         tell = events or (lambda event: None)
-        settled = None
-        if self.looks_up:
-            assert self.campaign.imap is not None
+        imap = self.campaign.imap
+
+        def settle(records: list[Record]) -> Settled | None:
+            """Look ``records`` up, where the mailbox can tell (see settle.py)."""
+            if not records or imap is None or not imap.lookup:
+                return None
 
             def seen(record: Record, verdict: Verdict) -> None:
                 tell(Event("found" if verdict == "sent" else "not-found", record.row,
                            record.key, record.message_id or ""))
 
-            settled = look_up(self.journal, self.campaign.imap, imap_password,
-                              self.uncertain, clock=clock, sleep=sleep, seen=seen)
+            return look_up(self.journal, imap, imap_password, records, clock=clock,
+                           sleep=sleep, seen=seen)
+
+        settled = settle(self.uncertain)
         runner = Runner(self.campaign, self.journal, self.run_number,
                         limit=self.options.limit, resend_uncertain=self.options.resend_uncertain,
                         password=password, events=tell, clock=clock, sleep=sleep,
                         imap_password=imap_password)
         report = runner.run()
+        if not report.interrupted and report.stopped is None:
+            # left uncertain by this run (no reply after the text): look them up now too
+            try:
+                later = settle(list(self.journal.records("sending")))
+            except SendError as exc:  # the summary still tells what was sent
+                later, report.stopped = None, exc
+            if later is not None:
+                settled = settled or Settled()
+                settled.sent += later.sent
+                settled.resend += later.resend
         report.settled = settled
         report.counts = self.journal.counts()
         report.uncertain = list(self.journal.records("sending"))

@@ -40,7 +40,9 @@ MAX_CONNECT_FAILURES = 5
 # What happened: a recipient's outcome, or a wait before retrying the deferred ones
 # (``detail`` then holds the seconds).
 # found / not-found: an uncertain recipient looked up in the mailbox (settle.py).
-EventKind = Literal["sent", "deferred", "failed", "retry-wait", "found", "not-found"]
+# uncertain: the text went out and no final reply came (the recipient stays `sending`).
+EventKind = Literal["sent", "deferred", "failed", "retry-wait", "found", "not-found",
+                    "uncertain"]
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,14 @@ def _envelope(job: _Job) -> Envelope:
     return job.built.envelope_from, job.recipients, job.built.data, job.built.smtputf8
 
 
-def _verdict(job: _Job, delivery: Delivery) -> Literal["sent", "deferred", "failed"]:
-    """What the server's replies make of a job: deferred while a recipient may still be
-    retried; sent when accepted, unless the row's own (To) address was refused, which
-    fails the row even though its Cc or Bcc copies went out."""
+def _verdict(job: _Job, delivery: Delivery
+             ) -> Literal["sent", "deferred", "failed", "uncertain"]:
+    """What the server's replies make of a job: uncertain when its text went out and no
+    final reply came; deferred while a recipient may still be retried; sent when
+    accepted, unless the row's own (To) address was refused, which fails the row even
+    though its Cc or Bcc copies went out."""
+    if delivery.unknown:
+        return "uncertain"
     if delivery.deferred:
         return "deferred"
     if not delivery.accepted or _refused_to(job, delivery):
@@ -468,7 +474,11 @@ class Runner:
         self.connect_failures = self.connect_failures + 1 if delivery.unreachable else 0
         summary = delivery.summary()
         verdict = _verdict(job, delivery)
-        if verdict == "deferred":
+        if verdict == "uncertain":  # stays `sending`: settled by a lookup or by hand
+            self.journal.mark(job.key, "sending", summary,
+                              remaining=[*delivery.unknown, *delivery.deferred])
+            self.events(Event("uncertain", job.row, job.key, summary))
+        elif verdict == "deferred":
             remaining = list(delivery.deferred)
             if job.attempts > self.smtp.retries:
                 self.journal.mark(job.key, "failed", f"gave up after {job.attempts} attempts: "

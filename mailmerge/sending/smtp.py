@@ -47,6 +47,8 @@ class Delivery:
     accepted: list[str] = field(default_factory=list)
     deferred: dict[str, Reply] = field(default_factory=dict)
     refused: dict[str, Reply] = field(default_factory=dict)
+    # the text went out and no final reply came: these may or may not have the message
+    unknown: dict[str, Reply] = field(default_factory=dict)
     reconnect: bool = False  # the connection was lost or closed by the server (421)
     unreachable: bool = False  # no session could be had: nothing of it was sent
 
@@ -54,7 +56,8 @@ class Delivery:
         parts = []
         if self.accepted:
             parts.append("250 accepted")
-        parts += [f"{addr}: {reply}" for addr, reply in {**self.deferred, **self.refused}.items()]
+        parts += [f"{addr}: {reply}" for addr, reply in
+                  {**self.deferred, **self.refused, **self.unknown}.items()]
         return "; ".join(parts)
 
 
@@ -62,6 +65,8 @@ def token_source(smtp: Smtp) -> TokenSource | None:
     """Where XOAUTH2 tokens come from, for a campaign that logs in with them."""
     return TokenSource(smtp.token_command) if smtp.token_command else None
 
+
+FINAL_REPLY_TIMEOUT = 600.0  # seconds (RFC 5321 4.5.3.2.6)
 
 # The next transaction on a connection: sender, recipients, message, SMTPUTF8 needed.
 Envelope = tuple[str, list[str], bytes, bool]
@@ -227,7 +232,10 @@ class SmtpConnection:
                     continue
                 lost = (f"connection lost: {exc}" if isinstance(exc, smtplib.SMTPServerDisconnected)
                         else f"connection lost: {exc or type(exc).__name__}")
-                self._lost(delivery, recipients, Reply(0, lost))
+                if self.text_sent:  # after the text, silence is no refusal: it may be there
+                    self._unknown(delivery, recipients, Reply(0, f"no reply to the text: {lost}"))
+                else:
+                    self._lost(delivery, recipients, Reply(0, lost))
             except smtplib.SMTPResponseException as exc:  # e.g. DATA refused before the body
                 reply = Reply(*_not_354(Reply(exc.smtp_code, _text(exc.smtp_error))))
                 pending = [a for a in recipients if a not in delivery.refused]
@@ -318,13 +326,16 @@ class SmtpConnection:
         if data_reply is None:
             if before_text is not None:
                 before_text()
+            code, text = _reply(smtp.docmd("DATA"))
+            if code != 354:
+                raise smtplib.SMTPDataError(code, text)
             self.text_sent = True
-            code, text = _reply(smtp.data(data))
+            smtp.send(_with_final_dot(data))
+            code, text = self._final_reply(smtp)
         elif data_reply.code != 354:  # the text does not go: nothing can be delivered
             code, text = _not_354(data_reply)
         else:
-            body = dot_stuff(data)
-            body += (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+            body = _with_final_dot(data)
             try:
                 if before_text is not None:
                     before_text()
@@ -340,7 +351,7 @@ class SmtpConnection:
                     self._primed = next_data
             self.text_sent = True
             smtp.send(body)
-            code, text = _reply(smtp.getreply())
+            code, text = self._final_reply(smtp)
         reply = Reply(code, text)
         if code != 250:
             accepted, delivery.accepted = delivery.accepted, []
@@ -354,6 +365,27 @@ class SmtpConnection:
         if data_reply is not None and data_reply.code == 354:
             smtp.send(b".\r\n")
             smtp.getreply()
+
+    def _final_reply(self, smtp: smtplib.SMTP) -> tuple[int, str]:
+        """The reply to the final dot, waited for as RFC 5321 4.5.3.2.6 says (10 minutes,
+        or ``timeout`` if longer): content filters take their time, and a reply given up
+        on leaves the message uncertain."""
+        assert smtp.sock is not None
+        smtp.sock.settimeout(max(self.settings.timeout, FINAL_REPLY_TIMEOUT))
+        try:
+            return _reply(smtp.getreply())
+        finally:
+            if smtp.sock is not None:
+                smtp.sock.settimeout(self.settings.timeout)
+
+    @staticmethod
+    def _unknown(delivery: Delivery, recipients: list[str], reply: Reply) -> None:
+        """The session died after the text went out: whoever was not refused may have it."""
+        delivery.accepted.clear()
+        for address in recipients:
+            if address not in delivery.refused and address not in delivery.deferred:
+                delivery.unknown[address] = reply
+        delivery.reconnect = True
 
     @staticmethod
     def _lost(delivery: Delivery, recipients: list[str], reply: Reply) -> None:
@@ -394,6 +426,12 @@ def _auth_utf8(smtp: smtplib.SMTP, mechanism: str, initial: str) -> None:
         code, reply = smtp.docmd("")
     if code not in (235, 503):  # 503: already authenticated
         raise smtplib.SMTPAuthenticationError(code, reply)
+
+
+def _with_final_dot(data: bytes) -> bytes:
+    """The message text as it goes after DATA: dot-stuffed, ended by CRLF . CRLF."""
+    body = dot_stuff(data)
+    return body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
 
 
 def dot_stuff(data: bytes) -> bytes:
