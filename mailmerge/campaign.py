@@ -217,6 +217,19 @@ def _security(reader: Reader, section: str, default: Security) -> Security:
     return cast(Security, security)
 
 
+def _endpoint(reader: Reader, section: str, host: str, port: int | None,
+              timeout: float) -> None:
+    """Host, port and timeout of `smtp:` or `imap:` that a connection can use at all."""
+    if not host.strip() or any(c.isspace() or ord(c) < 32 for c in host):
+        raise reader.error("host", f"`{section}.host` {host!r} is not a host name",
+                           "write e.g. `host: mail.acme.example`")
+    if port is not None and not 1 <= port <= 65535:
+        raise reader.error("port", f"`{section}.port` must be from 1 to 65535, not {port}")
+    if not 0 < timeout <= 3600:  # also refuses nan
+        raise reader.error("timeout", f"`{section}.timeout` must be more than 0 and at most "
+                                      f"3600 seconds, not {timeout!r}")
+
+
 def _imap(top: Reader, local: Local) -> Imap | None:
     reader = top.sub("imap")
     if reader is None:
@@ -244,6 +257,7 @@ def _imap(top: Reader, local: Local) -> Imap | None:
                 copy=reader.get("copy", bool, default=True),
                 lookup=tuple(f.strip() for f in folders),
                 lookup_wait=lookup_wait)
+    _endpoint(reader, "imap", imap.host, imap.port, imap.timeout)
     if not imap.copy and not imap.lookup:
         raise reader.error(None, "`imap:` with `copy: false` and no `lookup:` does nothing",
                            "add `lookup:` (the folder where sent mail appears), or remove "
@@ -429,6 +443,7 @@ def _smtp(top: Reader, local: Local) -> Smtp:
         auth=cast(Auth, reader.get("auth", str, default="password")),
         token_command=reader.get("token_command", str),
     )
+    _endpoint(reader, "smtp", smtp.host, smtp.port, smtp.timeout)
     if smtp.auth not in AUTH_MODES:
         raise reader.error("auth", f"`smtp.auth` must be password or xoauth2, not "
                                    f"{smtp.auth!r}")

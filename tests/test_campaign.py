@@ -168,3 +168,19 @@ def test_imap_lookup_keys() -> None:
 ])
 def test_imap_lookup_mistakes(imap: str, message: str) -> None:
     assert message in error_of(BASE + f"imap: {{host: h, username: u, {imap}}}\n")
+
+
+@pytest.mark.parametrize("smtp, message", [
+    ("timeout: -1", "line 7: `smtp.timeout` must be more than 0 and at most 3600 seconds, not -1.0"),
+    ("timeout: 0", "line 7: `smtp.timeout` must be more than 0 and at most 3600 seconds, not 0.0"),
+    ("timeout: .nan", "line 7: `smtp.timeout` must be more than 0 and at most 3600 seconds, not nan"),
+    ("host: ''", "line 7: `smtp.host` '' is not a host name; write e.g. `host: mail.acme.example`"),
+    ("port: 70000", "line 7: `smtp.port` must be from 1 to 65535, not 70000"),
+])
+def test_smtp_settings_that_no_connection_can_use(smtp: str, message: str) -> None:
+    assert message in error_of(BASE + f"smtp: {{{smtp}}}\n")
+
+
+def test_imap_settings_that_no_connection_can_use() -> None:
+    assert "`imap.timeout` must be more than 0" in error_of(
+        BASE + "imap: {host: h, username: u, timeout: 0}\n")

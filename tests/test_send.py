@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -507,3 +510,42 @@ def test_a_refused_to_address_fails_the_row_though_its_copies_went_out(basic, sm
     assert reply == ("250 accepted; p0@example.org: 550 5.1.1 unknown (not delivered to "
                      "p0@example.org; copies accepted for boss@example.org)")
     assert journal_rows(c)["p1@example.org"][0] == "sent"
+
+
+def test_a_server_that_drips_its_greeting_forever_is_given_up_on(basic) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip(connection: socket.socket) -> None:
+        with connection:
+            while not stop.is_set():  # a 220- line every 50 ms: no read ever times out
+                try:
+                    connection.sendall(b"220-still greeting\r\n")
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=drip, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    block = SMTP_BLOCK.format(port=listener.getsockname()[1]).replace("timeout: 5",
+                                                                      "timeout: 0.2")
+    c = basic(block, rows=PEOPLE[:2])
+    try:
+        done = subprocess.run([sys.executable, "-m", "mailmerge", "send",
+                               str(c.folder / "campaign.yaml"), "--yes", "-q"],
+                              capture_output=True, text=True, timeout=60)  # a hang fails here
+    finally:
+        stop.set()
+        listener.close()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert ("Error: stopped: gave up after 5 failed connections in a row (cannot connect to "
+            "127.0.0.1: 127.0.0.1:") in done.stderr
+    assert "did not finish its greeting within 0.8 s" in done.stderr
+    assert journal_rows(c)["p0@example.org"][0] == "deferred"  # nothing was sent

@@ -14,8 +14,10 @@ import re
 import smtplib
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ..campaign import Smtp
 from ..errors import SendError
@@ -67,6 +69,7 @@ def token_source(smtp: Smtp) -> TokenSource | None:
 
 
 FINAL_REPLY_TIMEOUT = 600.0  # seconds (RFC 5321 4.5.3.2.6)
+OPEN_DEADLINE_FACTOR = 4  # greeting, EHLO, STARTTLS and AUTH together: 4 x `timeout`
 
 # The next transaction on a connection: sender, recipients, message, SMTPUTF8 needed.
 Envelope = tuple[str, list[str], bytes, bool]
@@ -127,12 +130,27 @@ class SmtpConnection:
         """Connect, secure and log in. Raises SendError (stop) or OSError (try again)."""
         s = self.settings
         where = f"{s.host}:{s.effective_port}"
+        # `timeout` bounds each read; a server that drips a line at a time (220- ...
+        # forever) is bounded by this deadline on the whole opening
+        deadline = OPEN_DEADLINE_FACTOR * s.timeout
+        sockets: list[socket.socket] = []
+        expired = threading.Event()
+        watchdog = threading.Timer(deadline, _hang_up, [sockets, expired])
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            if s.security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.effective_port,
-                                                      timeout=s.timeout, context=self._context())
-            else:
-                smtp = smtplib.SMTP(s.host, s.effective_port, timeout=s.timeout)
+            try:
+                if s.security == "ssl":
+                    smtp: smtplib.SMTP = _watched(smtplib.SMTP_SSL, sockets.append)(
+                        s.host, s.effective_port, timeout=s.timeout, context=self._context())
+                else:
+                    smtp = _watched(smtplib.SMTP, sockets.append)(
+                        s.host, s.effective_port, timeout=s.timeout)
+            except OSError:
+                if expired.is_set():
+                    raise ConnectionError(f"{where} did not finish its greeting within "
+                                          f"{deadline:g} s") from None
+                raise
             try:
                 # Each write is a whole group of commands, or the message: no reason to let
                 # Nagle's algorithm hold one back for the server's (delayed) ACK.
@@ -150,6 +168,10 @@ class SmtpConnection:
                     self._login(smtp)
             except BaseException:
                 smtp.close()
+                if expired.is_set():
+                    raise ConnectionError(f"{where} did not finish opening the session (its "
+                                          f"greeting, EHLO, TLS and login) within "
+                                          f"{deadline:g} s") from None
                 raise
         except ssl.SSLCertVerificationError as exc:
             raise SendError(f"the TLS certificate of {where} could not be verified "
@@ -169,6 +191,8 @@ class SmtpConnection:
         except smtplib.SMTPConnectError as exc:
             raise ConnectionError(f"{where} refused the session: {exc.smtp_code} "
                                   f"{_text(exc.smtp_error)}") from exc
+        finally:
+            watchdog.cancel()
         self._smtp = smtp
         self._primed = None
         return smtp
@@ -405,6 +429,32 @@ class SmtpConnection:
                 delivery.refused[address] = reply
         if reply.code == 421:
             delivery.reconnect = True
+
+
+S = TypeVar("S", bound=smtplib.SMTP)
+
+
+def _watched(base: type[S], watch: Callable[[socket.socket], None]) -> type[S]:
+    """``base`` that hands its socket to ``watch`` as soon as it exists, before the
+    greeting is read (smtplib's SMTP_SSL overrides _get_socket for its TLS the same way)."""
+
+    class Watched(base):  # type: ignore[valid-type,misc]
+        def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+            sock: socket.socket = super()._get_socket(host, port, timeout)
+            watch(sock)
+            return sock
+
+    return Watched
+
+
+def _hang_up(sockets: list[socket.socket], expired: threading.Event) -> None:
+    """The opening took too long: end the session, which ends the read waiting in it."""
+    expired.set()
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _not_354(reply: Reply) -> tuple[int, str]:
