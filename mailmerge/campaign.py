@@ -39,6 +39,7 @@ RESERVED_HEADERS = frozenset(
     )
 )
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
+MAX_HEADER_NAME = 64
 
 
 @dataclass(frozen=True)
@@ -412,6 +413,10 @@ def _headers(top: Reader) -> tuple[tuple[str, str], ...]:
         if not _HEADER_NAME.match(name):
             raise headers.error(key, f"{name!r} is not a valid header name",
                                 "use printable ASCII letters, digits and '-'")
+        if len(name) > MAX_HEADER_NAME:  # "Name: " and a word must fit on the first line
+            raise headers.error(key, f"the header name {name[:40]!r}... is {len(name):,} "
+                                     f"characters long; at most {MAX_HEADER_NAME}",
+                                "use a short name such as X-Campaign")
         if name.lower() in RESERVED_HEADERS:
             raise headers.error(key, f"header {name!r} is set by mailmerge itself",
                                 "use the campaign key for it (from, to, subject, "

@@ -184,3 +184,11 @@ def test_smtp_settings_that_no_connection_can_use(smtp: str, message: str) -> No
 def test_imap_settings_that_no_connection_can_use() -> None:
     assert "`imap.timeout` must be more than 0" in error_of(
         BASE + "imap: {host: h, username: u, timeout: 0}\n")
+
+
+def test_a_header_name_has_a_sane_length() -> None:
+    name = "X-" + "a" * 998  # YAML keys are at most 1,024 characters
+    assert ("line 8: the header name 'X-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'... is 1,000 "
+            "characters long; at most 64; use a short name such as X-Campaign") in error_of(
+        BASE + f"headers:\n  {name}: hello\n")
+    assert parse_campaign(BASE + f"headers:\n  X-{'b' * 62}: hello\n", P).headers
