@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, NoReturn, cast, get_args
 
 from .errors import ConfigError
+from .localfiles import MIB, read_bytes
 from .yamlfile import Reader, load_yaml
 
 # An address field is a template string ("{{ name }} <{{ email }}>") or a list of
@@ -40,6 +41,7 @@ RESERVED_HEADERS = frozenset(
 )
 _HEADER_NAME = re.compile(r"^[!-9;-~]+$")  # RFC 5322 ftext: printable ASCII except ':'
 MAX_HEADER_NAME = 64
+MAX_CAMPAIGN_FILE = 1 * MIB
 
 
 @dataclass(frozen=True)
@@ -485,7 +487,7 @@ def load_campaign(path: str | Path) -> Campaign:
     """Read and parse the campaign file, and check that the files it names exist."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bytes(path, MAX_CAMPAIGN_FILE).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError("campaign file not found", path=path,
                           hint="check the path, or create one with a text editor") from None

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from .addresses import address_key
 from .errors import ConfigError
+from .localfiles import MIB, open_text
 
+MAX_SUPPRESSION_LIST = 512 * MIB  # some ten million addresses
 _COLUMNS = ("email", "e-mail", "address", "email address", "mail")
 
 
@@ -22,7 +24,7 @@ def load_suppressions(paths: Iterable[Path]) -> frozenset[str]:
     found: set[str] = set()
     for path in paths:
         try:
-            with open(path, encoding="utf-8-sig", newline="") as handle:
+            with open_text(path, MAX_SUPPRESSION_LIST, encoding="utf-8-sig") as handle:
                 first = handle.readline()
                 handle.seek(0)
                 header = [c.strip().lower() for c in next(csv.reader([first]), [])]

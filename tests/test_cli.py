@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -277,3 +280,30 @@ def test_init_creates_a_campaign_that_previews(tmp_path: Path, monkeypatch) -> N
     again = run("init", "demo")
     assert again.exit_code == 2
     assert "demo already exists and is not empty; choose a new name" in again.output
+
+
+@pytest.mark.parametrize("which", ["campaign", "suppress", "dkim"])
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_fifo_or_a_device_given_as_a_file_is_a_clear_error(basic, which: str,
+                                                             kind: str) -> None:
+    c = basic("suppress: gone.txt\n" if which == "suppress" else
+              "dkim: {domain: acme.example, selector: s1, key_file: dkim.pem}\n"
+              if which == "dkim" else "")
+    config = c.folder / "campaign.yaml"
+    target = {"campaign": c.folder / "fifo.yaml", "suppress": c.folder / "gone.txt",
+              "dkim": c.folder / "dkim.pem"}[which]
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to("/dev/zero")
+    if which == "campaign":
+        if kind == "fifo":
+            config = target
+        else:
+            config.rename(c.folder / "real.yaml")
+            config.symlink_to("/dev/zero")
+    done = subprocess.run([sys.executable, "-m", "mailmerge", "check", str(config)],
+                          capture_output=True, text=True, timeout=60)  # a hang fails here
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "not a regular file (a FIFO, a device or a folder)" in done.stderr
+    assert "Traceback" not in done.stderr
