@@ -23,14 +23,24 @@ _CHUNK = 1 << 16
 _LETTERS: dict[str, int] = {}
 
 
+MAX_COLUMN = 16_384  # XFD, the last column a worksheet can have
+
+
 def _column(reference: str) -> int:
-    """1 for "A7", 28 for "AB7"."""
+    """1 for "A7", 28 for "AB7". Raises ValueError for a reference that is not like A1 or
+    that lies past column XFD: a crafted cell could otherwise make a row of millions."""
     letters = reference.rstrip("0123456789")
     index = _LETTERS.get(letters)
-    if index is None:
+    if index is None or len(letters) == len(reference):
+        if not (0 < len(letters) <= 3 and letters.isascii() and letters.isalpha()
+                and len(letters) < len(reference)):
+            raise ValueError(f"the cell reference {reference[:20]!r} is not like A1")
         index = 0
         for char in letters.upper():
             index = index * 26 + ord(char) - 64
+        if index > MAX_COLUMN:
+            raise ValueError(f"the cell reference {reference[:20]!r} lies past column XFD, "
+                             "the last a worksheet can have")
         _LETTERS[letters] = index
     return index
 
@@ -56,6 +66,9 @@ class _Cells:
         if name == "c":
             reference = attrs.get("r")
             self.column = _column(reference) if reference else self.column + 1
+            if self.column > MAX_COLUMN:
+                raise ValueError("a row has more cells than the 16,384 columns a worksheet "
+                                 "can have")
             self.kind = attrs.get("t", "n")
             style = attrs.get("s")
             self.style = int(style) if style else 0

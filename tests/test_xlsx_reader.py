@@ -11,6 +11,7 @@ from typing import Any
 import openpyxl
 import pytest
 
+from mailmerge import SheetError
 from mailmerge.campaign import Recipients
 from mailmerge.sheet import _Workbook, open_sheet
 
@@ -124,3 +125,25 @@ def test_a_namespace_prefix_is_read_like_the_default_namespace(tmp_path: Path) -
         f'<x:row xmlns:x="{main}" r="1"><x:c r="A1" t="inlineStr"><x:is><x:t>email</x:t></x:is>'
         '</x:c><x:c r="B1"><x:v>7</x:v></x:c></x:row>'))
     assert fast_rows(crafted, "Sheet") == [["email", 7]]
+
+
+@pytest.mark.parametrize("reference, reason", [
+    ("ZZZZZZ2", "the cell reference 'ZZZZZZ2' is not like A1"),  # 6 letters: ~300 million
+    ("XFE2", "the cell reference 'XFE2' lies past column XFD, the last a worksheet can have"),
+    ("@2", "the cell reference '@2' is not like A1"),  # once written over column A
+    ("B", "the cell reference 'B' is not like A1"),
+])
+def test_a_cell_reference_past_xfd_or_unreadable_is_refused(tmp_path: Path, reference: str,
+                                                            reason: str) -> None:
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["a"])
+    workbook.save(tmp_path / "base.xlsx")
+    crafted = rewrite_sheet(tmp_path / "base.xlsx", (
+        '<row r="1"><c r="A1" t="inlineStr"><is><t>email</t></is></c></row>'
+        f'<row r="2"><c r="A2" t="inlineStr"><is><t>a@x.org</t></is></c>'
+        f'<c r="{reference}" t="inlineStr"><is><t>bomb</t></is></c></row>'))
+    with pytest.raises(SheetError) as info, open_sheet(Recipients(path=crafted)) as rows:
+        list(rows)
+    # read in one piece with the header here, so the reference itself names the row
+    assert str(info.value) == (f"{crafted}: the workbook is damaged (ValueError: {reason}); "
+                               "open it in a spreadsheet program and save it again")
