@@ -368,7 +368,7 @@ class SenderLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 500).decode("utf-8", "replace").strip() or "another process"
+            holder = _holder(fd)
             os.close(fd)
             raise JournalError(f"another `mailmerge send` is working on this campaign's "
                                f"journal ({holder})", path=self.journal_path,
@@ -401,6 +401,17 @@ class SenderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _holder(fd: int) -> str:
+    """Who holds a sender lock, as its file says; the holder writes that just after it has
+    taken the lock, so an empty file is read again for a moment."""
+    for _ in range(50):
+        text = os.pread(fd, 500, 0).decode("utf-8", "replace").strip()
+        if text:
+            return text
+        time.sleep(0.01)
+    return "another process"
 
 
 def _record_factory(cursor: sqlite3.Cursor, row: tuple) -> Record:  # type: ignore[type-arg]
