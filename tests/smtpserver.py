@@ -186,8 +186,10 @@ class PipeServer:
     ``greeting_delay`` holds back the 220, so that a client's queue fills meanwhile.
     """
 
-    def __init__(self, patience: float = 0.5, size: int = 0, greeting_delay: float = 0.0) -> None:
+    def __init__(self, patience: float = 0.5, size: int = 0, greeting_delay: float = 0.0,
+                 pipelining: bool = True) -> None:
         self.patience, self.size, self.greeting_delay = patience, size, greeting_delay
+        self.pipelining = pipelining
         self.data_rule: Callable[[int], str | None] = lambda index: None
         self.rcpt_rule: Callable[[str, int], str | None] = lambda address, seen: None
         self.data_command_reply: str | None = None  # what DATA gets instead of 354
@@ -273,7 +275,8 @@ class PipeServer:
                 command = text[:4].upper()
                 if command == b"EHLO":
                     size = f"250 SIZE {self.size}" if self.size else "250 8BITMIME"
-                    reply(f"250-pipe\r\n250-PIPELINING\r\n{size}")
+                    offer = "250-PIPELINING\r\n" if self.pipelining else ""
+                    reply(f"250-pipe\r\n{offer}{size}")
                 elif command == b"MAIL":
                     mail_from = text.split(b":", 1)[1].split()[0].decode().strip("<>")
                     rcpts = []

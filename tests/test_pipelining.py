@@ -219,3 +219,18 @@ def test_a_data_command_not_answered_354_sends_no_text_and_is_not_sent(server,
         assert reply.text == (f"protocol error: the server answered DATA with {answer}, not "
                               "354; the text was not sent")
     assert server.received == [] and server.unfinished == []
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "classic"])
+def test_a_5xx_to_data_is_permanent_for_that_message(pipelining: bool) -> None:
+    server = PipeServer(pipelining=pipelining)
+    server.data_command_reply = "554 5.7.1 message refused"
+    try:
+        connection = connect(server)
+        delivery = connection.send(*message(1))
+        connection.close()
+    finally:
+        server.stop()
+    assert delivery.accepted == [] and delivery.deferred == {} and delivery.unknown == {}
+    assert str(delivery.refused["p1@example.org"]) == "554 5.7.1 message refused"
+    assert server.received == []

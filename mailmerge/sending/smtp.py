@@ -249,6 +249,13 @@ class SmtpConnection:
             try:
                 self._transaction(smtp, sender, recipients, data, smtputf8, delivery, primed,
                                   following, before_text)
+            # first: SMTPException derives from OSError, and a reply is no lost connection
+            except smtplib.SMTPResponseException as exc:  # e.g. DATA refused before the body
+                reply = Reply(*_not_354(Reply(exc.smtp_code, _text(exc.smtp_error))))
+                pending = [a for a in recipients if a not in delivery.refused]
+                delivery.accepted.clear()
+                self._all(delivery, pending, reply)
+                delivery.reconnect = True
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 if reused and not self._replied:
                     self.drop()
@@ -260,12 +267,6 @@ class SmtpConnection:
                     self._unknown(delivery, recipients, Reply(0, f"no reply to the text: {lost}"))
                 else:
                     self._lost(delivery, recipients, Reply(0, lost))
-            except smtplib.SMTPResponseException as exc:  # e.g. DATA refused before the body
-                reply = Reply(*_not_354(Reply(exc.smtp_code, _text(exc.smtp_error))))
-                pending = [a for a in recipients if a not in delivery.refused]
-                delivery.accepted.clear()
-                self._all(delivery, pending, reply)
-                delivery.reconnect = True
             break
         self._clean = not delivery.reconnect  # every other path ended with a reply or RSET
         if delivery.reconnect:
