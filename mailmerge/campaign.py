@@ -136,6 +136,7 @@ class Campaign:
     unsubscribe: tuple[str, ...] = ()
     list_id: str | None = None
     transactional: bool = False
+    max_attachment_size: int = 25_000_000  # bytes, all of one message's attachments
     suppress: tuple[Path, ...] = ()
     dkim: Dkim | None = None
     imap: Imap | None = None
@@ -155,7 +156,7 @@ class Campaign:
 _TOP_KEYS = {
     "name", "from", "sender", "reply_to", "to", "cc", "bcc", "subject", "templates",
     "recipients", "attachments", "headers", "unsubscribe", "smtp", "journal", "where",
-    "list_id", "transactional", "suppress", "dkim", "imap",
+    "list_id", "transactional", "suppress", "dkim", "imap", "max_attachment_size",
 }
 _TEMPLATE_KEYS = {"html", "text"}
 _RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
@@ -282,6 +283,24 @@ def _dkim(top: Reader, local: Local) -> Dkim | None:
     return Dkim(domain.lower(), selector, local(reader.get("key_file", str, required=True)))
 
 
+DEFAULT_MAX_ATTACHMENTS = 25_000_000  # 25 MB, the limit of the large providers
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*", re.I)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
+          "gib": 2**30}
+
+
+def _size(top: Reader, key: str, default: int) -> int:
+    """A size in bytes, written as a number of bytes or with a unit: `10MB`, `512 KiB`."""
+    value = top.get(key, (int, str), default=default)
+    match = _SIZE.fullmatch(str(value))
+    if isinstance(value, bool) or match is None:
+        raise top.error(key, f"`{key}` {value!r} is not a size", "write e.g. `10MB` or `512KiB`")
+    size = int(float(match.group(1)) * _UNITS[(match.group(2) or "b").lower()])
+    if size < 1:
+        raise top.error(key, f"`{key}` must be at least one byte")
+    return size
+
+
 def _unsubscribe(top: Reader) -> tuple[str, ...]:
     value = top.get("unsubscribe", (str, list), default=[])
     links = [value] if isinstance(value, str) else value
@@ -346,6 +365,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         unsubscribe=_unsubscribe(top),
         list_id=_list_id(top),
         transactional=top.get("transactional", bool, default=False),
+        max_attachment_size=_size(top, "max_attachment_size", DEFAULT_MAX_ATTACHMENTS),
         suppress=tuple(local(p) for p in _paths(top, "suppress")),
         dkim=_dkim(top, local),
         imap=_imap(top, local),

@@ -306,9 +306,11 @@ class Renderer:
             text = attempt("text", lambda: self.text.render(ctx), None)  # type: ignore[union-attr]
         else:
             text = attempt("text", lambda: html_to_text(html) if html else None, None)
-        attachments: list[Part] = []
+        files: list[Path] = []
         for tpl in self.attachments:
-            attachments += attempt("attachments", partial(self._render_attachment, tpl, ctx), [])
+            files += attempt("attachments", partial(self._render_attachment, tpl, ctx), [])
+        attachments: list[Part] = attempt("attachments", partial(self._read_attachments, files),
+                                          [])
 
         if self.suppressed and not errors:
             kept = self._suppress(addresses, row)
@@ -441,15 +443,27 @@ class Renderer:
             part = self._images[src] = self.files.part(path, cid_domain=CID_DOMAIN)
         return part
 
-    def _render_attachment(self, template: jinja2.Template, ctx: Mapping[str, Any]) -> list[Part]:
+    def _render_attachment(self, template: jinja2.Template, ctx: Mapping[str, Any]
+                           ) -> list[Path]:
         value = template.render(ctx).strip()
         if not value:
             return []
         try:
-            paths = resolve_attachments(self.campaign.folder, value)
+            return resolve_attachments(self.campaign.folder, value)
         except AssetProblem as exc:
             raise AssetProblem(str(exc)) from None
-        return [self.files.part(p) for p in paths]
+
+    def _read_attachments(self, paths: list[Path]) -> list[Part]:
+        """The files, once their sizes (read from the folder, not the files) are within
+        `max_attachment_size`: a 2 GB file is refused before it is read."""
+        limit = self.campaign.max_attachment_size
+        sizes = [path.stat().st_size for path in paths]
+        if sum(sizes) > limit:
+            largest = max(zip(sizes, paths, strict=True))
+            raise AssetProblem(f"the attachments of this message hold {sum(sizes):,} bytes "
+                               f"(the largest, {largest[1].name}, {largest[0]:,}); at most "
+                               f"{limit:,} may go in one message (`max_attachment_size`)")
+        return [self.files.part(path) for path in paths]
 
     # --- errors -----------------------------------------------------------------------------
 

@@ -287,3 +287,28 @@ def test_attachment_globs(cdir: CampaignDir) -> None:
     assert "matches no file" in str(outcomes[1].errors[0])
     assert "matches more than 100 files; make it narrower" in str(outcomes[2].errors[0])
     assert "points outside" in str(outcomes[3].errors[0])
+
+
+def test_attachments_over_the_cap_are_refused_before_they_are_read(cdir: CampaignDir) -> None:
+    cdir.file("campaign/big.bin", b"\0" * 1_500_000)
+    cdir.file("campaign/small.pdf", b"%PDF" * 100)
+    c = attach_campaign(cdir, ["big.bin", "small.pdf"])
+    config = c.folder / "campaign.yaml"
+    config.write_text(config.read_text() + "max_attachment_size: 1MB\n")
+    big, small = c.outcomes()
+    assert [str(e) for e in big.errors] == [
+        f"{c.folder}/campaign.yaml, line 6, row 2: `attachments`: the attachments of this "
+        "message hold 1,500,000 bytes (the largest, big.bin, 1,500,000); at most 1,000,000 may "
+        "go in one message (`max_attachment_size`)"]
+    assert small.ok
+    config.write_text(config.read_text().replace("max_attachment_size: 1MB\n", ""))
+    assert all(o.ok for o in c.outcomes())  # the default, 25 MB, takes both
+
+
+@pytest.mark.parametrize("written, size", [("10MB", 10_000_000), ("512 KiB", 524_288),
+                                           ("2048", 2048), ("1.5 mb", 1_500_000)])
+def test_max_attachment_size_takes_units(cdir: CampaignDir, written: str, size: int) -> None:
+    c = attach_campaign(cdir, [""])
+    config = c.folder / "campaign.yaml"
+    config.write_text(config.read_text() + f"max_attachment_size: '{written}'\n")
+    assert load_campaign(config).max_attachment_size == size
