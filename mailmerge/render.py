@@ -7,6 +7,7 @@ template source where that is safe, files cached) and then turns each row into a
 
 from __future__ import annotations
 
+import math
 import re
 import traceback
 from collections.abc import Callable, Mapping
@@ -51,7 +52,9 @@ CID_DOMAIN = "mailmerge"
 MAX_HEADER_CHARS = 1000
 # What a template expression may raise besides jinja2's own errors.
 _RUNTIME_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError,
-                   LookupError, AttributeError)
+                   LookupError, AttributeError, RecursionError)
+MAX_VALUE = 10_000_000  # items of a text or list one expression may make by repetition
+MAX_POWER_DIGITS = 10_000
 T = TypeVar("T")
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
@@ -119,15 +122,48 @@ class Rendered:
         return list(seen.values())
 
 
+class TooBig(jinja2.exceptions.SecurityError):
+    """A template expression would make a value too large to be mail (a repetition or a
+    power that a cell can drive)."""
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox, and besides: no repetition of a text or list past MAX_VALUE items, no
+    power past MAX_POWER_DIGITS digits, no lorem ipsum past 100 paragraphs."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any,
+                   right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (isinstance(seq, (str, list, tuple)) and isinstance(times, int)
+                        and len(seq) * times > MAX_VALUE):
+                    raise TooBig(f"repeating a value of {len(seq):,} items {times:,} times "
+                                 f"would make more than {MAX_VALUE:,}")
+        elif (operator == "**" and isinstance(left, (int, float)) and isinstance(right, int)
+              and abs(left) > 1 and right * math.log10(abs(left)) > MAX_POWER_DIGITS):
+            raise TooBig(f"{left} ** {right} would have more than {MAX_POWER_DIGITS:,} digits")
+        return super().call_binop(context, operator, left, right)
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any:
+    if n > 100 or max > 1000:
+        raise TooBig(f"lipsum({n}) would make more than 100 paragraphs of up to 1,000 words")
+    return jinja2.utils.generate_lorem_ipsum(n=n, html=html, min=min, max=max)
+
+
 def make_environment(search_path: list[Path]) -> SandboxedEnvironment:
     """The Jinja2 environment: sandboxed, strict about undefined names, HTML autoescaped."""
-    return SandboxedEnvironment(
+    env = _Sandbox(
         loader=jinja2.ChoiceLoader([jinja2.DictLoader({}),
                                     jinja2.FileSystemLoader([str(p) for p in search_path])]),
         undefined=_Undefined,
         autoescape=jinja2.select_autoescape(("html", "htm", "xml"), default_for_string=False),
         keep_trailing_newline=True,
     )
+    env.globals["lipsum"] = _lipsum
+    return env
 
 
 def _template_line(exc: BaseException, filename: str) -> int | None:
@@ -504,6 +540,11 @@ class Renderer:
             hint = ("CSV cells are text: convert numbers with |int or |float, e.g. "
                     "{% if points|int > 1000 %}")
             message = f"{type(exc).__name__}: {message}"
+        elif isinstance(exc, TooBig):
+            hint = "a cell or a template asks for more than a message can hold"
+        elif isinstance(exc, RecursionError):
+            message = "RecursionError: the template calls or includes itself without end"
+            hint = "give the macro or {% include %} a condition that ends it"
         elif isinstance(exc, jinja2.exceptions.SecurityError):
             hint = "templates may not reach Python internals"
         else:

@@ -312,3 +312,40 @@ def test_max_attachment_size_takes_units(cdir: CampaignDir, written: str, size: 
     config = c.folder / "campaign.yaml"
     config.write_text(config.read_text() + f"max_attachment_size: '{written}'\n")
     assert load_campaign(config).max_attachment_size == size
+
+
+@pytest.mark.parametrize("text, cell, message", [
+    ("{{ 'a' * 10**10 }}", "1", "repeating a value of 1 items 10,000,000,000 times would make "
+                                "more than 10,000,000"),
+    ("{{ '-' * (width|int) }}", "99999999999", "repeating a value of 1 items 99,999,999,999 "
+                                               "times would make more than 10,000,000"),
+    ("{{ [0] * (width|int) }}", "20000000", "repeating a value of 1 items 20,000,000 times"),
+    ("{{ lipsum(100000000) }}", "1", "lipsum(100000000) would make more than 100 paragraphs"),
+    ("{{ 9 ** (9 ** 9) }}", "1", "9 ** 387420489 would have more than 10,000 digits"),
+])
+def test_a_template_cannot_make_a_value_too_large_for_mail(basic, text: str, cell: str,
+                                                           message: str) -> None:
+    c = basic(text=text + "\n", html=None, rows=[["email", "name", "width"],
+                                                 ["a@x.org", "A", cell]])
+    (error,) = c.errors()
+    assert error.startswith(f"{c.root}/templates/mail.txt, line 1, row 2: {message}")
+    assert error.endswith("; a cell or a template asks for more than a message can hold")
+
+
+def test_a_template_that_calls_itself_without_end_is_a_row_problem(basic) -> None:
+    c = basic(text="{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}\n", html=None)
+    (error,) = c.errors()
+    assert "RecursionError: the template calls or includes itself without end" in error
+    assert error.endswith("; give the macro or {% include %} a condition that ends it")
+
+
+def test_a_where_filter_cannot_raise_a_huge_power(basic) -> None:
+    c = basic("where: '9 ** (9 ** 9) > 1'\n")
+    (error,) = c.errors()
+    assert "9 ** 387420489 would have more than 10,000 digits" in error
+
+
+def test_ordinary_repetition_and_powers_still_work(basic) -> None:
+    c = basic(text="{{ '=' * 20 }} {{ 2 ** 10 }} {{ [1, 2] * 3 }}\n", html=None)
+    (_built, msg), = c.messages()
+    assert content(msg, "plain") == "==================== 1024 [1, 2, 1, 2, 1, 2]\n"
