@@ -87,6 +87,9 @@ def resolve_inside(root: Path, relative: str, what: str,
                            f"may be used")
     if not target.exists():
         raise AssetProblem(f"the {what} {relative!r} does not exist (looked for {target})")
+    if any(ord(c) < 32 or c == "\x7f" for c in target.name):
+        raise AssetProblem(f"the {what} {relative!r} has a line break or another control "
+                           "character in its file name, which no header can carry; rename it")
     if not target.is_file():
         raise AssetProblem(f"the {what} {relative!r} is not a regular file")
     return target

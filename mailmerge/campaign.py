@@ -283,6 +283,9 @@ def _dkim(top: Reader, local: Local) -> Dkim | None:
     return Dkim(domain.lower(), selector, local(reader.get("key_file", str, required=True)))
 
 
+# text codecs that encode names or escapes, not files
+_NOT_FILE_ENCODINGS = frozenset({"idna", "punycode", "unicode-escape", "raw-unicode-escape",
+                                 "undefined"})
 DEFAULT_MAX_ATTACHMENTS = 25_000_000  # 25 MB, the limit of the large providers
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*", re.I)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20,
@@ -406,9 +409,13 @@ def _recipients(top: Reader, local: Local) -> Recipients:
     if encoding is not None:
         try:
             codecs.lookup(encoding)
+            "".encode(encoding)  # LookupError for a codec that is not a text encoding
         except LookupError:
             raise rec.error("encoding", f"unknown encoding {encoding!r}",
                             "use a name such as utf-8, latin-1, cp1252 or gbk") from None
+        if codecs.lookup(encoding).name in _NOT_FILE_ENCODINGS:
+            raise rec.error("encoding", f"{encoding!r} is not an encoding a sheet is saved in",
+                            "use a name such as utf-8, latin-1, cp1252 or gbk")
     return Recipients(path=local(rec.get("path", str, required=True)),
                       sheet=rec.get("sheet", str), encoding=encoding, delimiter=delimiter,
                       key=rec.get("key", str))

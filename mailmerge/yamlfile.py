@@ -116,6 +116,9 @@ def load_yaml(text: str, path: Path) -> Any:
     """The YAML in ``text`` (read from ``path``). Raises ConfigError naming the line."""
     try:
         data = yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise ConfigError("the YAML is nested too deeply", path=path,
+                          hint="a campaign file needs a few levels, not thousands") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -289,3 +291,58 @@ def test_hostile_case(case: Case, basic, smtp_server, tmp_path: Path, monkeypatc
     else:
         assert sent.exit_code == 0, sent.output
         assert len(smtp_server.handler.received) == len(msgs)
+
+
+
+def _mailmerge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mailmerge", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("encoding, message", [
+    ("rot13", "unknown encoding 'rot13'"), ("hex", "unknown encoding 'hex'"),
+    ("base64", "unknown encoding 'base64'"), ("zlib", "unknown encoding 'zlib'"),
+    ("idna", "'idna' is not an encoding a sheet is saved in"),
+])
+def test_an_encoding_no_sheet_is_saved_in_is_one_error(basic, encoding: str,
+                                                       message: str) -> None:
+    c = basic()
+    config = c.folder / "campaign.yaml"
+    config.write_text(config.read_text().replace(
+        "recipients: people.csv", f"recipients: {{path: people.csv, encoding: {encoding}}}"))
+    done = _mailmerge("check", str(config))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert message in done.stderr
+
+
+def test_yaml_nested_thousands_deep_is_one_error(tmp_path: Path) -> None:
+    config = tmp_path / "deep.yaml"
+    config.write_text("name: t\nx: " + "[" * 5000 + "]" * 5000 + "\n")
+    done = _mailmerge("check", str(config))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"Error: {config}: the YAML is nested too deeply" in done.stderr
+
+
+def test_an_attachment_name_with_a_line_break_is_a_row_problem(basic) -> None:
+    c = basic("attachments: ['{{ file }}']\n",
+              rows=[["email", "name", "file"], ["a@x.org", "A", "a\nb.pdf"]])
+    (c.folder / "a\nb.pdf").write_bytes(b"%PDF")
+    done = _mailmerge("preview", str(c.folder / "campaign.yaml"), "-o", str(c.root / "out"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "has a line break or another control character in its file name" in done.stdout
+
+
+@pytest.mark.parametrize("out", ["/proc/mailmerge-test", "/dev/full/x"])
+def test_an_output_folder_that_cannot_be_written_is_one_error(basic, out: str) -> None:
+    c = basic()
+    done = _mailmerge("preview", str(c.folder / "campaign.yaml"), "-o", out)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert f"Error: cannot write the dry run into {out}: " in done.stderr
+
+
+def test_status_csv_to_an_unwritable_path_is_one_error(basic, smtp_server) -> None:
+    c = basic(SMTP_BLOCK.format(port=smtp_server.port))
+    assert _mailmerge("send", str(c.folder / "campaign.yaml"), "--yes", "-q").returncode == 0
+    done = _mailmerge("status", str(c.folder / "campaign.yaml"), "--csv", "/proc/x/report.csv")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "Error: cannot write /proc/x/report.csv: " in done.stderr

@@ -348,8 +348,12 @@ def status(campaign: str, csv_path: str | None) -> None:
             if csv_path == "-":
                 journal.write_csv(sys.stdout)
             else:
-                with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-                    count = journal.write_csv(handle)
+                try:
+                    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+                        count = journal.write_csv(handle)
+                except OSError as exc:
+                    _fail(ConfigError(f"cannot write {csv_path}: {exc.strerror or exc}",
+                                      hint="give --csv a file in a folder you may write in"))
                 click.echo(f"Wrote {count} lines to {csv_path}")
 
 

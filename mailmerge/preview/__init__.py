@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..campaign import Campaign
+from ..errors import ConfigError
 from ..pipeline import Outcome, Report, run_rows
 from .folder import EmlFolder
 
@@ -25,8 +26,14 @@ def preview_campaign(campaign: Campaign, out: Path | None = None, *, limit: int 
     the index in sheet order. ``progress`` gets each row's outcome without its message.
     """
     folder = out or default_output_folder(campaign)
-    with EmlFolder(folder, campaign.name) as writer:
-        report = run_rows(campaign, limit=limit, jobs=jobs, build=True,
-                          store=writer.files().store, record=writer.record, progress=progress)
+    try:
+        with EmlFolder(folder, campaign.name) as writer:
+            report = run_rows(campaign, limit=limit, jobs=jobs, build=True,
+                              store=writer.files().store, record=writer.record,
+                              progress=progress)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the dry run into {folder}: {exc.strerror or exc}",
+                          hint="choose another --out: a folder you may write in, on a disk "
+                               "with room") from exc
     report.folder = folder
     return report

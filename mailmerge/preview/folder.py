@@ -71,6 +71,17 @@ class MessageFiles:
         self._gallery = GalleryFiles(folder)
 
     def store(self, outcome: Outcome) -> Stored | None:
+        """Write one message's files; an OSError becomes a ConfigError, which a worker
+        process hands to the parent as it is (see parallel.py)."""
+        try:
+            return self._store(outcome)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the dry run into {self.folder}: "
+                              f"{exc.strerror or exc}",
+                              hint="choose another --out: a folder you may write in, on a "
+                                   "disk with room") from exc
+
+    def _store(self, outcome: Outcome) -> Stored | None:
         if outcome.skipped:
             return None
         if outcome.built is None:
