@@ -7,6 +7,7 @@ checks that the files the campaign names exist. Every error names the key and it
 from __future__ import annotations
 
 import codecs
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -234,6 +235,16 @@ def _endpoint(reader: Reader, section: str, host: str, port: int | None,
                                       f"3600 seconds, not {timeout!r}")
 
 
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine, as written (no name is looked up here)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _imap(top: Reader, local: Local) -> Imap | None:
     reader = top.sub("imap")
     if reader is None:
@@ -262,6 +273,11 @@ def _imap(top: Reader, local: Local) -> Imap | None:
                 lookup=tuple(f.strip() for f in folders),
                 lookup_wait=lookup_wait)
     _endpoint(reader, "imap", imap.host, imap.port, imap.timeout)
+    if imap.security == "none" and not _loopback(imap.host):
+        raise reader.error("security", f"`imap.security: none` would send the login to "
+                                       f"{imap.host} unencrypted",
+                           "use `security: ssl` or `starttls`; `none` is only for a server on "
+                           "this machine (localhost, 127.0.0.1, ::1)")
     if not imap.copy and not imap.lookup:
         raise reader.error(None, "`imap:` with `copy: false` and no `lookup:` does nothing",
                            "add `lookup:` (the folder where sent mail appears), or remove "
@@ -478,6 +494,11 @@ def _smtp(top: Reader, local: Local) -> Smtp:
         token_command=reader.get("token_command", str),
     )
     _endpoint(reader, "smtp", smtp.host, smtp.port, smtp.timeout)
+    if smtp.security == "none" and smtp.username and not _loopback(smtp.host):
+        raise reader.error("security", f"`smtp.security: none` with `username` would send the "
+                                       f"login to {smtp.host} unencrypted",
+                           "use `security: starttls` or `ssl`; `none` with a login is only "
+                           "for a relay on this machine (localhost, 127.0.0.1, ::1)")
     if smtp.auth not in AUTH_MODES:
         raise reader.error("auth", f"`smtp.auth` must be password or xoauth2, not "
                                    f"{smtp.auth!r}")

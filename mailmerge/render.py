@@ -8,6 +8,7 @@ template source where that is safe, files cached) and then turns each row into a
 from __future__ import annotations
 
 import math
+import os
 import re
 import traceback
 from collections.abc import Callable, Mapping
@@ -153,11 +154,39 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> Any
     return jinja2.utils.generate_lorem_ipsum(n=n, html=html, min=min, max=max)
 
 
-def make_environment(search_path: list[Path]) -> SandboxedEnvironment:
-    """The Jinja2 environment: sandboxed, strict about undefined names, HTML autoescaped."""
+class LinkedOut(jinja2.exceptions.SecurityError):
+    """An included or extended template is a symbolic link out of the template folder."""
+
+
+class _FolderLoader(jinja2.FileSystemLoader):
+    """Templates from their folders only: an {% include %} or {% extends %} that is a
+    symbolic link out of them is refused, as images and attachments are. The templates
+    the campaign file names itself (``named``) may be links."""
+
+    def __init__(self, searchpath: list[str], named: frozenset[str]) -> None:
+        super().__init__(searchpath)
+        self.named = named
+
+    def get_source(self, environment: jinja2.Environment, template: str
+                   ) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        if template in self.named:
+            return source, filename, uptodate
+        real = os.path.realpath(filename)
+        roots = [os.path.realpath(root) for root in self.searchpath]
+        if not any(real == root or real.startswith(root + os.sep) for root in roots):
+            raise LinkedOut(f"the template {template!r} is a link to {real}, outside the "
+                            "template folder")
+        return source, filename, uptodate
+
+
+def make_environment(search_path: list[Path], named: frozenset[str] = frozenset()
+                     ) -> SandboxedEnvironment:
+    """The Jinja2 environment: sandboxed, strict about undefined names, HTML autoescaped.
+    ``named``: the templates the campaign file names (see _FolderLoader)."""
     env = _Sandbox(
         loader=jinja2.ChoiceLoader([jinja2.DictLoader({}),
-                                    jinja2.FileSystemLoader([str(p) for p in search_path])]),
+                                    _FolderLoader([str(p) for p in search_path], named)]),
         undefined=_Undefined,
         autoescape=jinja2.select_autoescape(("html", "htm", "xml"), default_for_string=False),
         keep_trailing_newline=True,
@@ -192,8 +221,9 @@ class Renderer:
             raise ConfigError(f"`recipients.key` names column {key!r}, which the sheet does not "
                               f"have", path=campaign.path, line=campaign.line_of("recipients"),
                               hint="its columns are: " + ", ".join(c for c in columns if c))
-        folders = [t.parent for t in (campaign.html_template, campaign.text_template) if t]
-        self.env = make_environment(list(dict.fromkeys(folders)))
+        named = [t for t in (campaign.html_template, campaign.text_template) if t]
+        self.env = make_environment(list(dict.fromkeys(t.parent for t in named)),
+                                    frozenset(t.name for t in named))
         self.token_env = make_address_environment(self.env)
         self.address_fields: dict[str, AddressTemplate | None] = {
             key: self._compile_address(key, value)
@@ -540,6 +570,8 @@ class Renderer:
             hint = ("CSV cells are text: convert numbers with |int or |float, e.g. "
                     "{% if points|int > 1000 %}")
             message = f"{type(exc).__name__}: {message}"
+        elif isinstance(exc, LinkedOut):
+            hint = "keep the templates that are included or extended inside their folder"
         elif isinstance(exc, TooBig):
             hint = "a cell or a template asks for more than a message can hold"
         elif isinstance(exc, RecursionError):

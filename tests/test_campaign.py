@@ -192,3 +192,15 @@ def test_a_header_name_has_a_sane_length() -> None:
             "characters long; at most 64; use a short name such as X-Campaign") in error_of(
         BASE + f"headers:\n  {name}: hello\n")
     assert parse_campaign(BASE + f"headers:\n  X-{'b' * 62}: hello\n", P).headers
+
+
+
+@pytest.mark.parametrize("section", ["smtp: {host: mail.acme.example, security: none, "
+                                     "username: news}",
+                                     "imap: {host: imap.acme.example, security: none, "
+                                     "username: news}"])
+def test_a_login_in_clear_text_is_only_for_this_machine(section: str) -> None:
+    assert "unencrypted; use `security:" in error_of(BASE + section + "\n")
+    for host in ("localhost", "127.0.0.1", "'::1'", "'[::1]'"):
+        assert parse_campaign(BASE + section.replace(section.split("host: ")[1].split(",")[0],
+                                                     host) + "\n", P)

@@ -349,3 +349,28 @@ def test_ordinary_repetition_and_powers_still_work(basic) -> None:
     c = basic(text="{{ '=' * 20 }} {{ 2 ** 10 }} {{ [1, 2] * 3 }}\n", html=None)
     (_built, msg), = c.messages()
     assert content(msg, "plain") == "==================== 1024 [1, 2, 1, 2, 1, 2]\n"
+
+
+def test_an_include_that_links_out_of_the_template_folder_is_refused(basic) -> None:
+    c = basic(text="{% include 'footer.txt' %}\n", html=None)
+    (c.root / "secret.txt").write_text("the secret\n")
+    (c.root / "templates" / "footer.txt").symlink_to(c.root / "secret.txt")
+    (error,) = c.errors()
+    assert (f"the template 'footer.txt' is a link to {c.root / 'secret.txt'}, outside the "
+            "template folder") in error
+    (c.root / "templates" / "footer.txt").unlink()
+    (c.root / "templates" / "footer.txt").write_text("a footer\n")
+    (_built, msg), = c.messages()
+    assert content(msg, "plain") == "a footer\n\n"
+
+
+def test_the_template_the_campaign_names_may_itself_be_a_link(basic) -> None:
+    c = basic(text=None, html=None)
+    (c.root / "elsewhere").mkdir()
+    (c.root / "elsewhere" / "mail.txt").write_text("Hello {{ name }}\n")
+    (c.root / "templates" / "mail.txt").symlink_to(c.root / "elsewhere" / "mail.txt")
+    config = c.folder / "campaign.yaml"
+    config.write_text(config.read_text().replace("templates:\n", "templates:\n  text: "
+                                                 "../templates/mail.txt\n"))
+    (_built, msg), = c.messages()
+    assert content(msg, "plain").startswith("Hello ")
