@@ -78,7 +78,11 @@ def resolve_inside(root: Path, relative: str, what: str,
     """
     if "\x00" in relative:
         raise AssetProblem(f"the {what} path holds a NUL character")
-    target = (root / relative).resolve()
+    try:
+        target = (root / relative).resolve()
+    except (RuntimeError, OSError) as exc:  # a loop of symbolic links
+        raise AssetProblem(f"the {what} path {relative!r} cannot be followed: "
+                           f"{exc.args[0] if exc.args else exc}") from None
     roots = (root, *allowed)
     if not any(target.is_relative_to(r.resolve()) for r in roots):
         raise AssetProblem(f"the {what} path {relative!r} points outside "

@@ -15,6 +15,9 @@ _FILES = ("campaign.yaml", "people.csv", "templates/mail.html", "templates/mail.
 def create_campaign(folder: Path) -> list[Path]:
     """Write a starter campaign into ``folder`` (new or empty). Never overwrites a file."""
     name = re.sub(r"[^\w.-]+", "-", folder.resolve().name).strip("-.") or "campaign"
+    if folder.is_symlink() and not folder.exists():
+        raise ConfigError(f"{folder} is a link to a folder that does not exist",
+                          hint="choose a new name; init never follows or replaces a link")
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ConfigError(f"{folder} already exists and is not empty",
                           hint="choose a new name; init never overwrites files")
@@ -25,7 +28,12 @@ def create_campaign(folder: Path) -> list[Path]:
         if relative == "campaign.yaml":
             data = data.decode("utf-8").replace("__NAME__", name).encode("utf-8")
         target = folder / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "xb") as handle:  # never over an existing file
+                handle.write(data)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {target}: {exc.strerror or exc}",
+                              hint="choose a folder you may write in") from exc
         written.append(target)
     return written

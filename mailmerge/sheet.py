@@ -22,6 +22,8 @@ from .campaign import Recipients
 from .errors import SheetError
 
 CSV_DELIMITERS = (",", ";", "\t")
+_OLE_PROBE = 1 << 20  # the start of a file, where an OLE container lists its streams
+_ENCRYPTED = "EncryptedPackage".encode("utf-16-le")
 _SNIFF_BYTES = 64 * 1024
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 # csv's default cell limit is 128 KiB; a newsletter cell may hold a whole article.
@@ -66,10 +68,16 @@ def open_sheet(recipients: Recipients) -> Sheet:
     path = recipients.path
     try:
         with open(path, "rb") as probe:
-            magic = probe.read(8)
+            head = probe.read(_OLE_PROBE)
     except OSError as exc:
         raise SheetError(f"cannot read the recipient sheet: {exc.strerror}", path=path) from exc
+    magic = head[:8]
     suffix = path.suffix.lower()
+    if magic.startswith(b"\xd0\xcf\x11\xe0") and _ENCRYPTED in head:
+        # an OLE container holding an EncryptedPackage: an .xlsx saved with a password
+        raise SheetError("the workbook is encrypted (saved with a password)", path=path,
+                         hint="open it in a spreadsheet program and save it again without "
+                              "a password, as .xlsx or .csv")
     if magic.startswith(b"\xd0\xcf\x11\xe0"):
         raise SheetError("this is an old Excel .xls workbook, which mailmerge cannot read",
                          path=path, hint="open it in a spreadsheet program and save it as .xlsx "

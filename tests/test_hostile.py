@@ -346,3 +346,37 @@ def test_status_csv_to_an_unwritable_path_is_one_error(basic, smtp_server) -> No
     done = _mailmerge("status", str(c.folder / "campaign.yaml"), "--csv", "/proc/x/report.csv")
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "Error: cannot write /proc/x/report.csv: " in done.stderr
+
+
+def test_an_encrypted_workbook_is_named_as_such(basic) -> None:
+    c = basic()
+    # an OLE container whose directory lists an EncryptedPackage stream, as Excel writes a
+    # workbook saved with a password; an old .xls has the same container without it
+    header = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)
+    entry = "EncryptedPackage".encode("utf-16-le").ljust(64, b"\0") + bytes(64)
+    (c.folder / "people.xlsx").write_bytes(header + bytes(512) + entry)
+    config = c.folder / "campaign.yaml"
+    config.write_text(config.read_text().replace("people.csv", "people.xlsx"))
+    done = _mailmerge("check", str(config))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert (f"Error: {c.folder / 'people.xlsx'}: the workbook is encrypted (saved with a "
+            "password); open it in a spreadsheet program and save it again without a "
+            "password, as .xlsx or .csv") in done.stderr
+
+
+def test_a_loop_of_links_among_attachments_is_a_row_problem(basic) -> None:
+    c = basic("attachments: ['{{ file }}']\n",
+              rows=[["email", "name", "file"], ["a@x.org", "A", "loop1"]])
+    (c.folder / "loop1").symlink_to("loop2")
+    (c.folder / "loop2").symlink_to("loop1")
+    done = _mailmerge("check", str(c.folder / "campaign.yaml"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "the attachment path 'loop1' cannot be followed: Symlink loop" in done.stdout
+
+
+def test_init_onto_a_dangling_link_is_one_error(tmp_path: Path) -> None:
+    (tmp_path / "demo").symlink_to(tmp_path / "nowhere")
+    done = _mailmerge("init", str(tmp_path / "demo"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "is a link to a folder that does not exist" in done.stderr
+    assert not (tmp_path / "nowhere").exists()
