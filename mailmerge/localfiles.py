@@ -40,7 +40,10 @@ def open_regular(path: Path, limit: int) -> BinaryIO:
 def read_bytes(path: Path, limit: int) -> bytes:
     """The whole of a regular file of at most ``limit`` bytes (see :func:`open_regular`)."""
     with open_regular(path, limit) as handle:
-        return handle.read(limit + 1)[:limit]
+        data = handle.read(limit + 1)
+    if len(data) > limit:  # it grew after it was measured: refused, not cut short
+        raise OSError(errno.EFBIG, f"more than the {limit:,} bytes it may hold", str(path))
+    return data
 
 
 def open_text(path: Path, limit: int, encoding: str = "utf-8") -> io.TextIOWrapper:

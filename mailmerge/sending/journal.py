@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -379,7 +380,7 @@ class SenderLock:
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since "
                      f"{format_time(time.time())}\n".encode())
         self._fd = fd
-        os.register_at_fork(after_in_child=self._forget)
+        _HELD.add(self)
 
     def _forget(self) -> None:
         """In a forked child: close this process's copy without unlocking the holder's."""
@@ -388,6 +389,7 @@ class SenderLock:
             self._fd = None
 
     def release(self) -> None:
+        _HELD.discard(self)
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -401,6 +403,20 @@ class SenderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# The locks this process holds; one fork hook closes them all in a child (a hook a lock
+# would pile up in a process that sends many campaigns).
+_HELD: weakref.WeakSet[SenderLock] = weakref.WeakSet()
+
+
+def _forget_held_locks() -> None:
+    for lock in list(_HELD):
+        lock._forget()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_held_locks)
 
 
 def _holder(fd: int) -> str:

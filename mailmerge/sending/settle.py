@@ -65,7 +65,7 @@ def look_up(journal: Journal, imap: Imap, password: str | None,
                 if now >= record.updated + imap.lookup_wait:
                     del waiting[message_id]
                     # deferred, due now: resent to the same recipients, same Message-ID
-                    journal.mark(record.key, "deferred", f"not found in {_names(imap.lookup)}"
+                    journal.mark(record.key, "deferred", f"not found in {' or '.join(imap.lookup)}"
                                  f" {imap.lookup_wait:g} s after it was sent: to be sent "
                                  "again with the same Message-ID")
                     settled.resend.append(record)
@@ -123,10 +123,6 @@ def settle_by_hand(journal: Journal, which: Iterable[str], verdict: Verdict) -> 
 def names(text: str) -> list[str]:
     """Row numbers and keys as written on the command line: ``4,17 21`` or ``all``."""
     return [part for part in re.split(r"[,\s]+", text) if part]
-
-
-def _names(folders: tuple[str, ...]) -> str:
-    return " or ".join(folders)
 
 
 def _reason(exc: BaseException) -> str:
