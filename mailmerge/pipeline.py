@@ -124,6 +124,7 @@ def _map_sheet(campaign: Campaign, work: Callable[[Renderer, Row], T], *, limit:
     A sheet that breaks part-way (malformed CSV) ends with an Outcome carrying that error.
     """
     with open_sheet(campaign.recipients) as sheet:
+        notices.extend(sheet.notices)
         renderer = Renderer(campaign, sheet.columns)
         rows = iter(sheet) if limit is None else itertools.islice(sheet, limit)
 

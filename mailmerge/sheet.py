@@ -1,7 +1,8 @@
 """Recipient sheets: CSV and Excel .xlsx, streamed row by row.
 
-Rows are numbered as a spreadsheet shows them: the header row is row 1 (or later, when
-blank rows come first), and blank rows still count.
+Rows are numbered as a spreadsheet shows them: the header row is row 1, and blank rows
+still count. An empty first row is an error, not a reason to take the next row for the
+header: that row may be the first recipient, whose cells would become column names.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ import csv
 import datetime as dt
 import io
 import re
+import unicodedata
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Self
+from xml.etree.ElementTree import ParseError
+from xml.parsers import expat
 from xml.parsers.expat import ExpatError
 
 from .campaign import Recipients
 from .errors import SheetError
+from .notices import Notice
 
 CSV_DELIMITERS = (",", ";", "\t")
 _OLE_PROBE = 1 << 20  # the start of a file, where an OLE container lists its streams
@@ -50,6 +55,11 @@ class Sheet:
 
     def __iter__(self) -> Iterator[Row]:
         return self._rows
+
+    @property
+    def notices(self) -> list[Notice]:
+        """Warnings about the header: columns a reader cannot tell apart."""
+        return [Notice.warning(text) for text in look_alike_columns(self.path, self.columns)]
 
     def close(self) -> None:
         if self._closer is not None:
@@ -106,14 +116,51 @@ def _header(path: Path, number: int, cells: list[Any]) -> tuple[str, ...]:
     return columns
 
 
+def _look_alike(name: str) -> str:
+    """What a reader sees of a column name: case, compatibility forms and invisible
+    characters (zero-width spaces, soft hyphens, a stray BOM) do not show."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(c for c in folded if unicodedata.category(c) != "Cf").strip()
+
+
+def _plain(name: str) -> bool:
+    """No compatibility form and no invisible character: such names differ only by case."""
+    return (unicodedata.normalize("NFKC", name) == name
+            and all(unicodedata.category(c) != "Cf" for c in name))
+
+
+def look_alike_columns(path: Path, columns: tuple[str, ...]) -> list[str]:
+    """One warning for each group of columns whose names differ only invisibly."""
+    groups: dict[str, list[int]] = {}
+    for index, name in enumerate(columns):
+        if name:
+            groups.setdefault(_look_alike(name), []).append(index)
+    found = []
+    for indexes in groups.values():
+        if len(indexes) > 1:
+            names = " and ".join(f"{columns[i]!r} (column {_letter(i)})" for i in indexes)
+            if all(_plain(columns[i]) for i in indexes):
+                how = "only by upper and lower case"
+            else:
+                how = "only by invisible characters or by how the same letters are encoded"
+            found.append(f"{path.name}: the columns {names} differ {how}; a template gets "
+                         "the one it names exactly, which is easy to mix up: rename one")
+    return found
+
+
+def _empty_header(path: Path, first: int) -> SheetError:
+    """The error for a sheet whose first row is empty and whose first filled row is ``first``."""
+    empty = "row 1 is" if first == 2 else f"rows 1 to {first - 1} are"
+    return SheetError(f"{empty} empty, but the column names must be in row 1; row {first} "
+                      "would be taken for the header although it may be a recipient",
+                      path=path, row=1, hint="delete the empty rows above the column names")
+
+
 def _letter(index: int) -> str:
     """Spreadsheet column letter for a 0-based index (0 -> A, 26 -> AA)."""
-    letters = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        letters = chr(65 + rem) + letters
-    return letters
+    from .xlsxrows import column_letters  # here: it imports openpyxl, which CSV needs not
+
+    return column_letters(index + 1)
 
 
 def _is_blank(value: Any) -> bool:
@@ -234,13 +281,14 @@ def _open_csv(recipients: Recipients) -> Sheet:
         return record
 
     try:
-        while True:
+        first = record = next_record()
+        while record is not None and not any(c.strip() for c in record):
             record = next_record()
-            if record is None:
-                raise SheetError("the sheet is empty: no header row", path=path,
-                                 hint="the first row must name the columns, e.g. email,name")
-            if any(c.strip() for c in record):
-                break
+        if record is None:
+            raise SheetError("the sheet is empty: no header row", path=path,
+                             hint="the first row must name the columns, e.g. email,name")
+        if record is not first:
+            raise _empty_header(path, number)
         columns = _header(path, number, record)
     except SheetError:
         handle.close()
@@ -290,6 +338,51 @@ def _refuse_bombs(path: Path) -> None:
         raise SheetError(f"the workbook would expand to {total / 1024**2:,.0f} MB, more than a "
                          "recipient sheet can need; it may be a zip bomb", path=path,
                          hint="export the sheet as .csv instead")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in members:
+                if member.filename.endswith((".xml", ".rels")) and _declares_dtd(archive, member):
+                    raise SheetError(
+                        f"the workbook's part {member.filename[:80]!r} declares a DTD "
+                        "(<!DOCTYPE>), which no spreadsheet program writes; its entities "
+                        "could read local files or expand to gigabytes", path=path,
+                        hint="open the file only if you trust where it came from, and save it "
+                             "again as .xlsx or export it as .csv")
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zipfile.LargeZipFile) as exc:
+        raise SheetError(f"not a readable Excel .xlsx workbook ({type(exc).__name__}: {exc})",
+                         path=path, hint="open it in a spreadsheet program and save it again "
+                                         "as .xlsx, or export it as .csv") from exc
+
+
+class _Prolog(Exception):
+    """Raised by the prolog scan: a DTD (True) or the root element (False) was reached."""
+
+
+def _declares_dtd(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bool:
+    """Whether an XML part has a <!DOCTYPE>: only its prolog is read, up to the root element.
+
+    Entities are where XML's attacks live (a billion laughs, external files), and the
+    packaging rules of Office Open XML forbid a DTD in a package's XML, so one is refused
+    before any parser that would expand it sees the file.
+    """
+    def found(*_: object) -> None:
+        raise _Prolog(True)
+
+    def root(*_: object) -> None:
+        raise _Prolog(False)
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = found
+    parser.StartElementHandler = root
+    try:
+        with archive.open(member) as source:
+            while chunk := source.read(4096):
+                parser.Parse(chunk, False)
+    except _Prolog as reached:
+        return bool(reached.args[0])
+    except ExpatError:
+        return False  # not well-formed: the reader that needs this part says so
+    return False
 
 
 class _Workbook:
@@ -322,7 +415,7 @@ class _Workbook:
     def sheetnames(self) -> list[str]:
         return list(self.sheets)
 
-    def records(self, name: str) -> Iterator[tuple[int, list[Any]]]:
+    def records(self, name: str) -> Generator[tuple[int, list[Any]]]:
         """(row number, cell values from column A) of each row the sheet holds."""
         from .xlsxrows import worksheet_rows
 
@@ -344,11 +437,12 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
     _refuse_bombs(path)
     try:
         workbook = _Workbook(path)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, OSError,
-            EOFError, zipfile.LargeZipFile, ExpatError) as exc:
+    except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, IndexError,
+            OSError, EOFError, zipfile.LargeZipFile, ExpatError, ParseError) as exc:
         raise SheetError(f"not a readable Excel .xlsx workbook ({type(exc).__name__}: {exc})",
                          path=path, hint="open it in a spreadsheet program and save it again "
                                          "as .xlsx, or export it as .csv") from exc
+    records: Generator[tuple[int, list[Any]]] | None = None
     try:
         if recipients.sheet is not None:
             if recipients.sheet not in workbook.sheetnames:
@@ -368,12 +462,18 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
         else:
             raise SheetError("the sheet is empty: no header row", path=path,
                              hint="the first row must name the columns, e.g. email, name")
+        if number != 1:
+            raise _empty_header(path, number)
         columns = _header(path, number, list(record))
     except SheetError:
+        if records is not None:  # its open worksheet keeps the file open past the archive
+            records.close()
         workbook.close()
         raise
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError,
+    except (zipfile.BadZipFile, KeyError, ValueError, IndexError, OSError, EOFError,
             ExpatError) as exc:
+        if records is not None:
+            records.close()
         workbook.close()
         raise SheetError(f"the workbook is damaged ({type(exc).__name__}: {exc})", path=path,
                          hint="open it in a spreadsheet program and save it again") from exc
@@ -385,7 +485,7 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
                 row = _make_row(path, number, columns, record, _xlsx_value)
                 if row is not None:
                     yield row
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, EOFError,
+        except (zipfile.BadZipFile, KeyError, ValueError, IndexError, OSError, EOFError,
                 ExpatError) as exc:
             raise SheetError(f"the workbook is damaged ({type(exc).__name__}: {exc})",
                              path=path, row=number + 1,

@@ -45,6 +45,15 @@ def _column(reference: str) -> int:
     return index
 
 
+def column_letters(number: int) -> str:
+    """The letters of a column numbered from 1: 1 -> A, 27 -> AA."""
+    letters = ""
+    while number:
+        number, rem = divmod(number - 1, 26)
+        letters = chr(65 + rem) + letters
+    return letters
+
+
 class _Cells:
     """Expat callbacks that collect one row's cells at a time."""
 
@@ -125,7 +134,12 @@ class _Cells:
         if text is None:
             return None
         if kind == "s":
-            return self.shared[int(text)]
+            index = int(text)
+            if not 0 <= index < len(self.shared):
+                raise ValueError(f"cell {column_letters(self.column)}{self.number} refers to "
+                                 f"shared string {index}, but the workbook holds "
+                                 f"{len(self.shared)}")
+            return self.shared[index]
         if kind == "n":
             value = _cast_number(text)
             if self.style in self.dates:

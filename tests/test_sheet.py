@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+import openpyxl
 import pytest
 
 from mailmerge import SheetError, open_sheet
@@ -65,11 +66,40 @@ def test_csv_in_the_wrong_encoding_suggests_encoding(tmp_path: Path) -> None:
 
 def test_rows_are_numbered_as_a_spreadsheet_shows_them(tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
-    path.write_text("\n\nemail,note\na@x.org,\"two\nlines\"\n,\nb@x.org,x\n\n\n")
+    path.write_text("email,note\na@x.org,\"two\nlines\"\n,\n\nb@x.org,x\n\n\n")
     columns, rows = read(path)
     assert columns == ("email", "note")
-    assert [n for n, _ in rows] == [4, 6]
+    assert [n for n, _ in rows] == [2, 5]
     assert rows[0][1]["note"] == "two\nlines"
+
+
+@pytest.mark.parametrize("head, first", [("\n", 2), (",,\n", 2), ("\n ,\n\n", 4)])
+def test_an_empty_header_row_is_an_error_not_a_reason_to_take_the_next(
+        tmp_path: Path, head: str, first: int) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text(head + "a@x.org,Ann\nb@x.org,Bob\n")
+    empty = "row 1 is" if first == 2 else f"rows 1 to {first - 1} are"
+    assert error_of(path) == (f"{path}, row 1: {empty} empty, but the column names must be in "
+                              f"row 1; row {first} would be taken for the header although it "
+                              "may be a recipient; delete the empty rows above the column names")
+
+
+@pytest.mark.parametrize("leading", [[[None, None]], [], [["", " "]]],
+                         ids=["blank-cells", "absent", "spaces"])
+def test_an_empty_first_row_of_a_workbook_is_an_error(tmp_path: Path,
+                                                     leading: list[list[object]]) -> None:
+    path = tmp_path / "p.xlsx"
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    for index, row in enumerate(leading or [[None]]):
+        for column, value in enumerate(row):
+            if leading:
+                sheet.cell(index + 1, column + 1, value)
+    sheet.cell(2, 1, "a@x.org")
+    sheet.cell(2, 2, "Ann")
+    workbook.save(path)
+    assert error_of(path).startswith(f"{path}, row 1: row 1 is empty, but the column names "
+                                     "must be in row 1; row 2 would be taken for the header")
 
 
 def test_duplicate_column_names_are_an_error(tmp_path: Path) -> None:
@@ -117,7 +147,6 @@ def test_empty_file(tmp_path: Path) -> None:
 
 def test_xlsx_cell_types(tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "p.xlsx", [
-        [None],
         ["email", "points", "price", "joined", "at", "note", "vip"],
         ["a@x.org", 42, 9.5, dt.date(2024, 2, 29), dt.datetime(2024, 1, 1, 12, 30), None, True],
         [None, None, None],
@@ -126,10 +155,10 @@ def test_xlsx_cell_types(tmp_path: Path) -> None:
     ])
     columns, rows = read(path)
     assert columns == ("email", "points", "price", "joined", "at", "note", "vip")
-    assert rows[0] == (3, {"email": "a@x.org", "points": 42, "price": 9.5,
+    assert rows[0] == (2, {"email": "a@x.org", "points": 42, "price": 9.5,
                            "joined": dt.date(2024, 2, 29), "at": dt.datetime(2024, 1, 1, 12, 30),
                            "note": "", "vip": True})
-    assert rows[1][0] == 5
+    assert rows[1][0] == 4
     assert rows[1][1]["points"] == 1001 and isinstance(rows[1][1]["points"], int)
     assert rows[1][1]["joined"] == dt.date(2020, 1, 1)
     assert len(rows) == 2
@@ -206,3 +235,33 @@ def test_utf16_text_from_a_spreadsheet_program(tmp_path: Path) -> None:
     path = tmp_path / "p.txt"
     path.write_bytes("email\tname\r\na@x.org\tZoë\r\n".encode("utf-16"))
     assert read(path)[1] == [(2, {"email": "a@x.org", "name": "Zoë"})]
+
+
+def test_columns_that_differ_only_invisibly_get_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("email,Name,name,Cafe\u0301,Caf\u00e9,note\u200b,note,\ufb01le,file,other\n"
+                    "a@x.org,1,2,3,4,5,6,7,8,9\n")
+    with open_sheet(Recipients(path=path)) as sheet:
+        texts = [str(n) for n in sheet.notices]
+    advice = "; a template gets the one it names exactly, which is easy to mix up: rename one"
+    invisible = "only by invisible characters or by how the same letters are encoded"
+    assert texts == [
+        f"Warning: p.csv: the columns 'Name' (column B) and 'name' (column C) differ only by "
+        f"upper and lower case{advice}",
+        f"Warning: p.csv: the columns 'Cafe\u0301' (column D) and 'Caf\u00e9' (column E) differ "
+        f"{invisible}{advice}",
+        f"Warning: p.csv: the columns 'note\\u200b' (column F) and 'note' (column G) differ "
+        f"{invisible}{advice}",
+        f"Warning: p.csv: the columns '\ufb01le' (column H) and 'file' (column I) differ "
+        f"{invisible}{advice}",
+    ]
+
+
+def test_distinct_column_names_get_no_warning(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", [["email", "name", "name2", "Straße", "strasse"],
+                                          ["a@x.org", "A", "B", "C", "D"]])
+    with open_sheet(Recipients(path=path)) as sheet:
+        assert [str(n) for n in sheet.notices] == [
+            "Warning: p.csv: the columns 'Straße' (column D) and 'strasse' (column E) differ "
+            "only by upper and lower case; a template gets the one it names exactly, which is "
+            "easy to mix up: rename one"]

@@ -108,7 +108,7 @@ def test_cells_other_programs_write_read_as_openpyxl_reads_them(tmp_path: Path) 
 def test_row_numbers_are_the_spreadsheet_rows(tmp_path: Path) -> None:
     workbook = openpyxl.Workbook()
     sheet = workbook.active
-    sheet["A3"], sheet["B3"] = "email", "name"
+    sheet["A1"], sheet["B1"] = "email", "name"
     sheet["A4"], sheet["B4"] = "a@example.org", "A"
     sheet["A7"], sheet["B7"] = "not-an-address", "B"
     workbook.save(tmp_path / "gaps.xlsx")
@@ -147,3 +147,75 @@ def test_a_cell_reference_past_xfd_or_unreadable_is_refused(tmp_path: Path, refe
     # read in one piece with the header here, so the reference itself names the row
     assert str(info.value) == (f"{crafted}: the workbook is damaged (ValueError: {reason}); "
                                "open it in a spreadsheet program and save it again")
+
+
+CONTENT_TYPE = ("application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings"
+                "+xml")
+RELATION = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings"
+LAUGHS = ('<!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">'
+          + "".join(f'<!ENTITY {b} "{("&" + a + ";") * 10}">'
+                    for a, b in zip("abcdefgh", "bcdefghi", strict=True)) + "]>")
+EXTERNAL = '<!DOCTYPE x [<!ENTITY i SYSTEM "file:///etc/passwd">]>'
+
+
+def shared_strings_book(tmp_path: Path, index: str = "1", doctype: dict[str, str] | None = None
+                        ) -> Path:
+    """email | name, one row; the name (and the header "name") from the shared strings, as
+    Excel writes them. ``doctype`` puts a DTD whose entity ``&i;`` is used into a part."""
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["email", "name"])
+    workbook.active.append(["a@example.org", "x"])
+    workbook.save(tmp_path / "base.xlsx")
+    doctype = doctype or {}
+    parts = {"xl/sharedStrings.xml": '<sst xmlns="http://schemas.openxmlformats.org/'
+                                     'spreadsheetml/2006/main"><si><t>name</t></si>'
+                                     '<si><t>Ann</t></si></sst>'}
+    target = tmp_path / "strings.xlsx"
+    with zipfile.ZipFile(tmp_path / "base.xlsx") as source, zipfile.ZipFile(target, "w") as out:
+        for item in source.infolist():
+            text = source.read(item.filename).decode()
+            if item.filename == "xl/worksheets/sheet1.xml":
+                text = re.sub(r'<c r="B1".*?</c>', '<c r="B1" t="s"><v>0</v></c>', text)
+                text = re.sub(r'<c r="B2".*?</c>', f'<c r="B2" t="s"><v>{index}</v></c>', text)
+            elif item.filename == "[Content_Types].xml":
+                text = text.replace("</Types>", '<Override PartName="/xl/sharedStrings.xml" '
+                                                f'ContentType="{CONTENT_TYPE}"/></Types>')
+            elif item.filename == "xl/_rels/workbook.xml.rels":
+                text = text.replace("</Relationships>", f'<Relationship Id="rIdS" Type='
+                                    f'"{RELATION}" Target="sharedStrings.xml"/></Relationships>')
+            parts.setdefault(item.filename, text)
+        for name, text in parts.items():
+            if name in doctype:
+                text = text.split("?>", 1)[-1]  # the DTD comes after the XML declaration
+                text = doctype[name] + text.replace("a@example.org", "&i;", 1).replace(
+                    "<t>Ann</t>", "<t>&i;</t>")
+            out.writestr(name, text)
+    return target
+
+
+def test_shared_strings_read_as_excel_writes_them(tmp_path: Path) -> None:
+    with open_sheet(Recipients(path=shared_strings_book(tmp_path))) as rows:
+        assert [dict(r.values) for r in rows] == [{"email": "a@example.org", "name": "Ann"}]
+
+
+@pytest.mark.parametrize("index", ["2", "99", "-1"])
+def test_a_shared_string_index_out_of_range_is_refused(tmp_path: Path, index: str) -> None:
+    crafted = shared_strings_book(tmp_path, index)
+    with pytest.raises(SheetError) as info, open_sheet(Recipients(path=crafted)) as rows:
+        list(rows)
+    assert str(info.value) == (f"{crafted}: the workbook is damaged (ValueError: cell B2 "
+                               f"refers to shared string {index}, but the workbook holds 2); "
+                               "open it in a spreadsheet program and save it again")
+
+
+@pytest.mark.parametrize("part", ["xl/sharedStrings.xml", "xl/worksheets/sheet1.xml",
+                                  "xl/workbook.xml", "[Content_Types].xml"])
+@pytest.mark.parametrize("dtd", [LAUGHS, EXTERNAL], ids=["billion-laughs", "external-entity"])
+def test_a_dtd_in_any_part_is_refused_before_it_is_parsed(tmp_path: Path, part: str,
+                                                          dtd: str) -> None:
+    crafted = shared_strings_book(tmp_path, doctype={part: dtd})
+    with pytest.raises(SheetError) as info:
+        open_sheet(Recipients(path=crafted))
+    assert str(info.value).startswith(
+        f"{crafted}: the workbook's part {part!r} declares a DTD (<!DOCTYPE>), which no "
+        "spreadsheet program writes")
