@@ -193,6 +193,8 @@ class PipeServer:
         self.data_rule: Callable[[int], str | None] = lambda index: None
         self.rcpt_rule: Callable[[str, int], str | None] = lambda address, seen: None
         self.data_command_reply: str | None = None  # what DATA gets instead of 354
+        self.mail_reply: str | None = None  # what MAIL gets instead of 250 OK
+        self.mail_drip = 0.0  # answer MAIL with a 250- line this often, forever
         self.rcpt_seen: Counter[str] = Counter()
         self.received: list[Received] = []
         self.followed: list[bool] = []  # per message: the next commands came before its reply
@@ -280,7 +282,15 @@ class PipeServer:
                 elif command == b"MAIL":
                     mail_from = text.split(b":", 1)[1].split()[0].decode().strip("<>")
                     rcpts = []
-                    reply("250 OK")
+                    if self.mail_drip:
+                        while not gone:
+                            reply("250-still thinking")
+                            try:
+                                await writer.drain()
+                            except ConnectionError:
+                                gone = True
+                            await asyncio.sleep(self.mail_drip)
+                    reply(self.mail_reply or "250 OK")
                 elif command == b"RCPT":
                     address = text.split(b":", 1)[1].strip().decode().strip("<>")
                     self.rcpt_seen[address] += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 
 import pytest
 from click.testing import Result
@@ -234,3 +235,70 @@ def test_a_5xx_to_data_is_permanent_for_that_message(pipelining: bool) -> None:
     assert delivery.accepted == [] and delivery.deferred == {} and delivery.unknown == {}
     assert str(delivery.refused["p1@example.org"]) == "554 5.7.1 message refused"
     assert server.received == []
+
+
+@pytest.mark.parametrize("answer, problem", [
+    ("2500 OK", "the reply '2500 OK' does not start with a three-digit code"),
+    ("999 what", "the reply '999 what' does not start with a three-digit code"),
+    ("25O OK", "the reply '25O OK' does not start with a three-digit code"),
+    ("garbage", "the reply 'garbage' does not start with a three-digit code"),
+    ("250-fine\r\n550 but no", "a reply whose lines have different codes (250 and 550)"),
+    ("250 " + "x" * 9000, "a reply line longer than 8192 bytes"),
+])
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "classic"])
+def test_a_final_reply_that_is_not_one_leaves_the_message_uncertain(
+        answer: str, problem: str, pipelining: bool) -> None:
+    server = PipeServer(pipelining=pipelining)
+    server.data_rule = lambda index: answer
+    try:
+        connection = connect(server)
+        delivery = connection.send(*message(1))
+        connection.close()
+    finally:
+        server.stop()
+    # the text went out and the server said something that is no reply: never "delivered"
+    assert delivery.accepted == [] and delivery.deferred == {} and delivery.refused == {}
+    assert str(delivery.unknown["p1@example.org"]) == f"0 no reply to the text: protocol error: {problem}"
+    assert delivery.reconnect
+
+
+@pytest.mark.parametrize("where", ["mail", "rcpt"])
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "classic"])
+def test_a_reply_that_is_not_one_before_the_text_leaves_the_message_pending(
+        where: str, pipelining: bool) -> None:
+    server = PipeServer(pipelining=pipelining)
+    if where == "mail":
+        server.mail_reply = "2500 OK"
+    else:
+        server.rcpt_rule = lambda address, seen: "999 sure"
+    try:
+        connection = connect(server)
+        delivery = connection.send(*message(1))
+        connection.close()
+    finally:
+        server.stop()
+    assert delivery.accepted == [] and delivery.unknown == {} and delivery.refused == {}
+    reply = delivery.deferred["p1@example.org"]
+    assert reply.code == 0 and reply.text.startswith("protocol error: the reply ")
+    # a pipelined DATA may have been granted before the session ended: with no text in it
+    assert server.received == [] and server.unfinished in ([], [b""])
+
+
+def test_a_reply_that_drips_forever_is_given_up_on_and_nothing_is_sent() -> None:
+    server = PipeServer()
+    server.mail_drip = 0.05  # a 250- line every 50 ms: no single read ever times out
+    try:
+        connection = SmtpConnection(Smtp(host="127.0.0.1", port=server.port, security="none",
+                                         timeout=0.3), None)
+        started = time.monotonic()
+        delivery = connection.send(*message(1))
+        took = time.monotonic() - started
+        connection.close()
+    finally:
+        server.stop()
+    assert took < 5, took  # the whole reply is bounded: 4 x timeout
+    reply = delivery.deferred["p1@example.org"]
+    assert reply.code == 0 and reply.text.startswith("protocol error: a reply still going on "
+                                                     "after ")
+    assert reply.text.endswith(" lines and 1.2 s")
+    assert server.received == [] and server.unfinished == []

@@ -141,6 +141,22 @@ def test_a_connection_lost_after_the_text_leaves_the_recipient_uncertain(basic,
     assert sorted(smtp_server.handler.by_recipient().values()) == [1] * 5
 
 
+def test_a_final_reply_without_a_valid_code_is_never_taken_for_delivered(basic,
+                                                                        smtp_server) -> None:
+    # smtplib reads "2500" as 250: the row would have been marked sent on a reply that is
+    # no reply at all
+    smtp_server.handler.data_rule = lambda env, i: "2500 OK" if i == 1 else None
+    c = make(basic, smtp_server)
+    result = send(c)
+    assert result.exit_code == 1, result.output
+    uncertain = {key: row for key, row in journal_rows(c).items() if row[0] == "sending"}
+    assert len(uncertain) == 1
+    ((key, row),) = uncertain.items()
+    assert row[2] == (f"{key}: 0 no reply to the text: protocol error: the reply '2500 OK' "
+                      "does not start with a three-digit code")
+    assert [v[0] for v in journal_rows(c).values()].count("sent") == 4
+
+
 def test_a_late_reply_to_the_text_is_waited_for(basic, smtp_server) -> None:
     smtp_server.handler.data_delay = 1.5  # a slow content filter, past `timeout`
     c = make(basic, smtp_server, rows=PEOPLE[:3], timeout=0.5)

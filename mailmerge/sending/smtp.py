@@ -15,6 +15,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -141,10 +142,11 @@ class SmtpConnection:
         try:
             try:
                 if s.security == "ssl":
-                    smtp: smtplib.SMTP = _watched(smtplib.SMTP_SSL, sockets.append)(
+                    # the watchdog bounds the opening; the replies' own deadline comes after
+                    smtp: smtplib.SMTP = _watched(smtplib.SMTP_SSL, sockets.append, 2 * deadline)(
                         s.host, s.effective_port, timeout=s.timeout, context=self._context())
                 else:
-                    smtp = _watched(smtplib.SMTP, sockets.append)(
+                    smtp = _watched(smtplib.SMTP, sockets.append, 2 * deadline)(
                         s.host, s.effective_port, timeout=s.timeout)
             except OSError:
                 if expired.is_set():
@@ -193,6 +195,7 @@ class SmtpConnection:
                                   f"{_text(exc.smtp_error)}") from exc
         finally:
             watchdog.cancel()
+        smtp.reply_deadline = deadline  # type: ignore[attr-defined]  # a _StrictReplies
         self._smtp = smtp
         self._primed = None
         return smtp
@@ -261,7 +264,7 @@ class SmtpConnection:
                     self.drop()
                     smtp, reused, primed = self.open(), False, False
                     continue
-                lost = (f"connection lost: {exc}" if isinstance(exc, smtplib.SMTPServerDisconnected)
+                lost = (str(exc) if isinstance(exc, ProtocolError)
                         else f"connection lost: {exc or type(exc).__name__}")
                 if self.text_sent:  # after the text, silence is no refusal: it may be there
                     self._unknown(delivery, recipients, Reply(0, f"no reply to the text: {lost}"))
@@ -396,10 +399,13 @@ class SmtpConnection:
         or ``timeout`` if longer): content filters take their time, and a reply given up
         on leaves the message uncertain."""
         assert smtp.sock is not None
-        smtp.sock.settimeout(max(self.settings.timeout, FINAL_REPLY_TIMEOUT))
+        wait = max(self.settings.timeout, FINAL_REPLY_TIMEOUT)
+        smtp.sock.settimeout(wait)
+        smtp.reply_deadline = wait  # type: ignore[attr-defined]  # a _StrictReplies
         try:
             return _reply(smtp.getreply())
         finally:
+            smtp.reply_deadline = OPEN_DEADLINE_FACTOR * self.settings.timeout  # type: ignore[attr-defined]
             if smtp.sock is not None:
                 smtp.sock.settimeout(self.settings.timeout)
 
@@ -434,17 +440,83 @@ class SmtpConnection:
 
 S = TypeVar("S", bound=smtplib.SMTP)
 
+# RFC 5321 4.2: three digits (2-5, then 0-5, then any), then a space, a hyphen (more lines
+# follow) or the end of the line
+_REPLY_LINE = re.compile(rb"([2-5][0-5][0-9])(?:([ -])|\r?\n?$)")
+MAX_REPLY_LINES = 1000  # no EHLO lists more; a server that goes on is not answering
 
-def _watched(base: type[S], watch: Callable[[socket.socket], None]) -> type[S]:
-    """``base`` that hands its socket to ``watch`` as soon as it exists, before the
-    greeting is read (smtplib's SMTP_SSL overrides _get_socket for its TLS the same way)."""
 
-    class Watched(base):  # type: ignore[valid-type,misc]
+class ProtocolError(smtplib.SMTPServerDisconnected):
+    """The server broke the protocol (a reply that is not one), so the session is ended:
+    whatever it meant cannot be known. Like a lost connection, it never means delivered."""
+
+
+class _StrictReplies(smtplib.SMTP):
+    """smtplib's reply reader, made strict and bounded.
+
+    smtplib reads "2500 ok" as 250, "abc" as -1 and a line over 8 KB as a 500 refusal,
+    and reads continuation lines as long as they come, each within the socket timeout.
+    Here a line that does not start with a valid code, a code that changes within one
+    reply, an overlong line, more than MAX_REPLY_LINES lines or a reply still going after
+    ``reply_deadline`` seconds ends the session with :class:`ProtocolError`.
+    """
+
+    reply_deadline = 60.0
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.file is None:
+            assert self.sock is not None
+            self.file = self.sock.makefile("rb")
+        deadline = time.monotonic() + self.reply_deadline
+        code: bytes | None = None
+        lines: list[bytes] = []
+        while True:
+            try:
+                line = self.file.readline(smtplib._MAXLINE + 1)  # type: ignore[attr-defined]
+            except OSError as exc:
+                self.close()
+                raise smtplib.SMTPServerDisconnected(
+                    f"Connection unexpectedly closed: {exc}") from exc
+            if not line:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("Connection unexpectedly closed")
+            problem = None
+            match = _REPLY_LINE.match(line)
+            if len(line) > smtplib._MAXLINE:  # type: ignore[attr-defined]
+                problem = f"a reply line longer than {smtplib._MAXLINE} bytes"  # type: ignore[attr-defined]
+            elif match is None:
+                problem = (f"the reply {line[:40].decode('ascii', 'replace').strip()!r} does "
+                           "not start with a three-digit code")
+            elif code is not None and match[1] != code:
+                problem = (f"a reply whose lines have different codes ({code.decode()} and "
+                           f"{match[1].decode()})")
+            elif match[2] == b"-" and (len(lines) >= MAX_REPLY_LINES
+                                       or time.monotonic() > deadline):
+                problem = (f"a reply still going on after {len(lines) + 1} lines and "
+                           f"{self.reply_deadline:g} s")
+            if problem is not None:
+                self.close()
+                raise ProtocolError(f"protocol error: {problem}")
+            assert match is not None
+            code = match[1]
+            lines.append(line[4:].strip(b" \t\r\n"))
+            if match[2] != b"-":
+                return int(code), b"\n".join(lines)
+
+
+def _watched(base: type[S], watch: Callable[[socket.socket], None],
+             reply_deadline: float) -> type[S]:
+    """``base`` with strict replies, that hands its socket to ``watch`` as soon as it
+    exists, before the greeting is read (smtplib's SMTP_SSL overrides _get_socket for its
+    TLS the same way)."""
+
+    class Watched(_StrictReplies, base):  # type: ignore[valid-type,misc]
         def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
             sock: socket.socket = super()._get_socket(host, port, timeout)
             watch(sock)
             return sock
 
+    Watched.reply_deadline = reply_deadline
     return Watched
 
 
