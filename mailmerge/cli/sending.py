@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -328,7 +329,14 @@ def status(campaign: str, csv_path: str | None) -> None:
     if not path.exists():
         _fail(ConfigError(f"no journal yet at {path}", hint="nothing has been sent; "
                                                             "run `mailmerge send` first"))
-    with Journal(path) as journal:
+    try:
+        _show_status(loaded, path, csv_path)
+    except MailmergeError as exc:
+        _fail(exc)
+
+
+def _show_status(loaded: Campaign, path: Path, csv_path: str | None) -> None:
+    with Journal(path, read_only=True) as journal:
         counts = journal.counts()
         click.echo(f"Campaign {loaded.name} ({path}):")
         labels = {"sending": "uncertain"}
@@ -394,7 +402,7 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
     if both:
         _fail(ConfigError(f"{', '.join(sorted(both))} cannot be both --sent and --resend",
                           hint="name each recipient once"))
-    with _taken(path), Journal(path) as journal:
+    with _held_journal(path) as journal:
         try:
             if lookup:
                 imap = loaded.imap
@@ -415,9 +423,9 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
                                + ("sent" if verdict == "sent" else "to be sent again") + ": "
                                + ", ".join(f"row {r.row} {r.key}" for r in settled[:10])
                                + (" ..." if len(settled) > 10 else ""))
+            uncertain = list(journal.records("sending"))
         except MailmergeError as exc:
             _fail(exc)
-        uncertain = list(journal.records("sending"))
     if not uncertain:
         click.echo("No recipient is uncertain.")
         sys.exit(EXIT_OK)
@@ -426,6 +434,18 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
         click.echo(f"  row {record.row} {record.key}: Message-ID {record.message_id}")
     _how_to_settle(loaded, uncertain)
     sys.exit(EXIT_DATA)
+
+
+@contextlib.contextmanager
+def _held_journal(path: Path) -> Iterator[Journal]:
+    """The journal, opened under its sender lock, or the one Error line that says why not."""
+    with _taken(path):
+        try:
+            journal = Journal(path)
+        except MailmergeError as exc:
+            _fail(exc)
+        with journal:
+            yield journal
 
 
 def _taken(journal: Path) -> SenderLock:
