@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
+import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -123,6 +126,73 @@ class Rendered:
         return list(seen.values())
 
 
+ROW_SECONDS = 10.0  # what rendering one row may take; longer is a row problem
+MAX_SLOW_ROWS = 3  # rows over ROW_SECONDS after which the run stops
+
+
+class TooSlow(BaseException):
+    """A row's rendering ran past ROW_SECONDS (raised from SIGALRM). A BaseException, so
+    that no ``except Exception`` in Jinja or a filter on the way swallows it."""
+
+
+class TimeBudget:
+    """``with TimeBudget(seconds):`` interrupts the block with TooSlow once it has run
+    ``seconds``: a template loop that would run for hours (nested loops over big ranges)
+    becomes a row problem.
+
+    It wraps every row, so entering costs next to nothing: a SIGALRM ticks a few times a
+    second while blocks are being timed (and stops itself when none is) and checks the
+    running block's start. Only where a signal can be set, the main thread of a process,
+    as in every mailmerge command and render worker; elsewhere (a library caller's own
+    thread) the block runs unbounded.
+    """
+
+    started = 0.0  # when the block being timed began; 0 when none is
+    limit = 0.0
+    ticking = False  # the interval timer runs in this process
+    _main = threading.main_thread()
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.timing = False
+
+    def __enter__(self) -> None:
+        cls = TimeBudget
+        if cls.started or threading.current_thread() is not cls._main:
+            return  # already bounded by an outer budget, or no signals here
+        if not cls.ticking:
+            signal.signal(signal.SIGALRM, _tick)
+            tick = min(1.0, self.seconds / 4)
+            signal.setitimer(signal.ITIMER_REAL, tick, tick)
+            cls.ticking = True
+        cls.limit = self.seconds
+        cls.started = time.monotonic()
+        self.timing = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.timing:
+            TimeBudget.started = 0.0
+            self.timing = False
+
+
+def _tick(signum: int, frame: object) -> None:
+    cls = TimeBudget
+    if not cls.started:  # nothing is being timed: stop until the next block
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        cls.ticking = False
+    elif time.monotonic() - cls.started > cls.limit:
+        cls.started = 0.0
+        raise TooSlow
+
+
+def _not_ticking() -> None:
+    TimeBudget.ticking = False  # a forked child has no interval timer
+    TimeBudget.started = 0.0
+
+
+os.register_at_fork(after_in_child=_not_ticking)
+
+
 class TooBig(jinja2.exceptions.SecurityError):
     """A template expression would make a value too large to be mail (a repetition or a
     power that a cell can drive)."""
@@ -200,6 +270,14 @@ def _template_line(exc: BaseException, filename: str) -> int | None:
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return exc.lineno
     line = None
+    if isinstance(exc, TooSlow):  # raised past jinja2's handler: map the lines here
+        tb = exc.__traceback__
+        while tb is not None:
+            template = tb.tb_frame.f_globals.get("__jinja_template__")
+            if template is not None and template.filename == filename:
+                line = template.get_corresponding_lineno(tb.tb_lineno)
+            tb = tb.tb_next
+        return line
     for frame in traceback.extract_tb(exc.__traceback__):
         if frame.filename == filename:
             line = frame.lineno
@@ -214,6 +292,7 @@ class Renderer:
         self.columns = columns
         self.sheet_path = campaign.recipients.path
         self.notices: list[Notice] = []
+        self._slow_rows: list[int] = []  # rows that ran out of time
         self.files = FileCache()
         self._images: dict[str, Part] = {}
         key = campaign.recipients.key
@@ -287,8 +366,9 @@ class Renderer:
         if self.where is None or row.problem is not None:
             return True
         try:
-            return bool(self.where(**self.context(row)))
-        except _RUNTIME_ERRORS as exc:
+            with TimeBudget(ROW_SECONDS):
+                return bool(self.where(**self.context(row)))
+        except (*_RUNTIME_ERRORS, TooSlow) as exc:
             raise RowErrors(row.number, [self._template_error(row, exc, "where")]) from None
 
     def _load(self, path: Path) -> jinja2.Template:
@@ -334,14 +414,33 @@ class Renderer:
 
     def render(self, row: Row) -> Rendered | Suppressed:
         """Render one row, or say that its recipient is suppressed. Raises RowErrors with
-        every problem found in it."""
+        every problem found in it; a row that takes more than ROW_SECONDS is one."""
         if row.problem is not None:
             raise RowErrors(row.number, [row.problem])
+        doing = ["subject"]  # the field being rendered, for a row that runs out of time
+        try:
+            with TimeBudget(ROW_SECONDS):
+                return self._render(row, doing)
+        except TooSlow as exc:
+            error = self._template_error(row, exc, doing[0])
+            self._slow_rows.append(row.number)
+            if len(self._slow_rows) >= MAX_SLOW_ROWS:  # the template, not a row: stop here
+                *first, last = self._slow_rows
+                raise TemplateError(
+                    f"rows {', '.join(map(str, first))} and {last} each took more than "
+                    f"{ROW_SECONDS:g} s to render (a loop over a huge range, or loops inside "
+                    "loops)", path=error.path, line=error.line,
+                    hint="make the loops smaller; at this pace the sheet would take "
+                         "hours") from None
+            raise RowErrors(row.number, [error]) from None
+
+    def _render(self, row: Row, doing: list[str]) -> Rendered | Suppressed:
         errors: list[MailmergeError] = []
         failed: set[str] = set()  # the keys whose errors are in ``errors``
         ctx = self.context(row)
 
         def attempt(key: str, work: Callable[[], T], default: T) -> T:
+            doing[0] = key
             try:
                 return work()
             except (AddressProblem, AssetProblem, *_RUNTIME_ERRORS) as exc:
@@ -574,6 +673,10 @@ class Renderer:
             hint = "keep the templates that are included or extended inside their folder"
         elif isinstance(exc, TooBig):
             hint = "a cell or a template asks for more than a message can hold"
+        elif isinstance(exc, TooSlow):
+            message = (f"rendering this row took more than {ROW_SECONDS:g} s (a loop over a "
+                       "huge range, or loops inside loops)")
+            hint = "make the loops smaller: each row must render within that time"
         elif isinstance(exc, RecursionError):
             message = "RecursionError: the template calls or includes itself without end"
             hint = "give the macro or {% include %} a condition that ends it"

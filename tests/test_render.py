@@ -339,6 +339,46 @@ def test_a_template_that_calls_itself_without_end_is_a_row_problem(basic) -> Non
     assert error.endswith("; give the macro or {% include %} a condition that ends it")
 
 
+NESTED = ("{{ name }}\n{% for i in range(n|int) %}\n{% for j in range(n|int) %}{% endfor %}"
+          "{% endfor %}done\n")
+
+
+def test_a_row_that_renders_too_long_is_a_row_problem_and_the_others_go_on(
+        basic, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mailmerge.render.ROW_SECONDS", 0.3)
+    c = basic(text=NESTED, html=None, rows=[["email", "name", "n"], ["a@x.org", "A", "100000"],
+                                            ["b@x.org", "B", "3"]])
+    slow, fast = c.outcomes()
+    assert [str(e) for e in slow.errors] == [
+        f"{c.root}/templates/mail.txt, line 3, row 2: rendering this row took more than 0.3 s "
+        "(a loop over a huge range, or loops inside loops); make the loops smaller: each row "
+        "must render within that time"]
+    assert fast.ok and fast.built is not None and b"done" in fast.built.data
+
+
+def test_a_template_too_slow_for_every_row_stops_the_run(basic,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mailmerge.render.ROW_SECONDS", 0.2)
+    rows = [["email", "name", "n"], *[[f"p{i}@x.org", "P", "100000"] for i in range(50)]]
+    c = basic(text=NESTED, html=None, rows=rows)
+    seen = []
+    with pytest.raises(TemplateError) as info:
+        seen.extend(iter_messages(load_campaign(c.folder / "campaign.yaml")))
+    assert len(seen) == 2  # the third slow row ends it, not the fiftieth
+    assert str(info.value) == (
+        f"{c.root}/templates/mail.txt, line 3: rows 2, 3 and 4 each took more than 0.2 s to "
+        "render (a loop over a huge range, or loops inside loops); make the loops smaller; at "
+        "this pace the sheet would take hours")
+
+
+def test_a_where_filter_that_runs_too_long_is_a_row_problem(
+        basic, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("mailmerge.render.ROW_SECONDS", 0.3)
+    c = basic("where: '((range(99999)|list) * 99)|map(\"string\")|join|length > 0'\n")
+    (error,) = c.errors()
+    assert "`where`: rendering this row took more than 0.3 s" in error
+
+
 def test_a_where_filter_cannot_raise_a_huge_power(basic) -> None:
     c = basic("where: '9 ** (9 ** 9) > 1'\n")
     (error,) = c.errors()
