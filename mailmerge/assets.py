@@ -13,12 +13,13 @@ import mimetypes
 import re
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 MAX_GLOB_MATCHES = 100
-_CACHE_ENTRIES = 32
+CACHE_BYTES = 64 * 1024**2  # file contents kept for the rows after
 _IMG_SRC = re.compile(r"""(<img\b[^>]*?\bsrc\s*=\s*)(["'])(.*?)\2""", re.I | re.S)
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
@@ -44,16 +45,51 @@ def guess_type(filename: str) -> tuple[str, str]:
     return maintype, subtype
 
 
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class SizedCache(Generic[K, V]):
+    """A least-recently-used cache bounded by the bytes its values hold (``size`` of each),
+    not by their number: 32 logos or 3 brochures. The newest entry is always kept."""
+
+    def __init__(self, budget: int, size: Callable[[V], int]) -> None:
+        self.budget, self._size = budget, size
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self.held = 0
+
+    def get(self, key: K) -> V | None:
+        found = self._items.get(key)
+        if found is None:
+            return None
+        self._items.move_to_end(key)
+        return found[0]
+
+    def put(self, key: K, value: V) -> V:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.held -= old[1]
+        size = self._size(value)
+        self._items[key] = (value, size)
+        self.held += size
+        while self.held > self.budget and len(self._items) > 1:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.held -= dropped
+        return value
+
+
 class FileCache:
-    """A small LRU of file contents: the same logo or brochure is read once per campaign."""
+    """File contents, read once per campaign while they fit in CACHE_BYTES: the same logo
+    or brochure on every row is read once; a different file per row is read per row, and
+    memory stays flat."""
 
     def __init__(self) -> None:
-        self._parts: OrderedDict[Path, Part] = OrderedDict()
+        self._parts: SizedCache[tuple[Path, bool], Part] = SizedCache(
+            CACHE_BYTES, lambda part: len(part.data))
 
     def part(self, path: Path, cid_domain: str | None = None) -> Part:
-        cached = self._parts.get(path)
-        if cached is not None and (cid_domain is None) == (cached.cid is None):
-            self._parts.move_to_end(path)
+        cached = self._parts.get((path, cid_domain is None))
+        if cached is not None:
             return cached
         try:
             data = path.read_bytes()
@@ -63,11 +99,8 @@ class FileCache:
         cid = None
         if cid_domain is not None:
             cid = f"{hashlib.sha256(data).hexdigest()[:24]}@{cid_domain}"
-        part = Part(data, maintype, subtype, path.name, cid)
-        self._parts[path] = part
-        if len(self._parts) > _CACHE_ENTRIES:
-            self._parts.popitem(last=False)
-        return part
+        return self._parts.put((path, cid_domain is None), Part(data, maintype, subtype,
+                                                               path.name, cid))
 
 
 def resolve_inside(root: Path, relative: str, what: str,

@@ -3,7 +3,8 @@
 Building an ``EmailMessage`` and serialising it costs several milliseconds a message,
 mostly in parsing the headers it was just given. Here the headers are formatted once,
 the text parts are encoded with ``binascii`` (C) and the file parts (logo, brochure) are
-encoded once per campaign by the email package itself. ``tests/reference_message.py``
+encoded once per campaign (headers by the email package, base64 in one buffer), and the
+message is joined from its pieces once. ``tests/reference_message.py``
 is the straightforward ``EmailMessage`` build; a test compares the two on many generated
 rows (tree, headers and decoded content). What both share is in :mod:`mailmerge.mime`.
 """
@@ -12,14 +13,12 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
-import functools
 import secrets
 from email.headerregistry import Address
 
-from .assets import Part
+from .assets import CACHE_BYTES, Part, SizedCache
 from .mime import (
     LINE_LIMIT,
-    POLICY,
     AddressList,
     Built,
     HeaderField,
@@ -29,7 +28,7 @@ from .mime import (
     Token,
     encoded_address,
     encoded_words,
-    file_part,
+    file_part_bytes,
     header_fields,
     mime_tree,
     needs_smtputf8,
@@ -106,26 +105,43 @@ def _text_part(text: str, subtype: str) -> bytes:
     return head.encode("ascii") + encoded.replace(b"\n", CRLF)
 
 
-@functools.lru_cache(maxsize=64)
-def _file_bytes(part: Part, inline: bool) -> bytes:
-    """A file part as the email package writes it, once per file and campaign."""
-    return file_part(part, inline).as_bytes(policy=POLICY)
+# A message is assembled as a list of pieces and joined once: a 25 MB attachment is then
+# copied into the message once, not once per level of multipart around it.
+Pieces = list[bytes | bytearray]
+
+# The encoded file parts, once per file and campaign while they fit.
+_FILE_PARTS: SizedCache[tuple[Part, bool], bytearray] = SizedCache(CACHE_BYTES, len)
 
 
-def _multipart(subtype: str, parts: list[bytes]) -> bytes:
+def _file_pieces(part: Part, inline: bool) -> Pieces:
+    encoded = _FILE_PARTS.get((part, inline))
+    if encoded is None:
+        encoded = _FILE_PARTS.put((part, inline), file_part_bytes(part, inline))
+    return [encoded]
+
+
+def _text_pieces(text: str, subtype: str) -> Pieces:
+    return [_text_part(text, subtype)]
+
+
+def _multipart(subtype: str, parts: list[Pieces]) -> Pieces:
     while True:
-        boundary = f"=_mm_{secrets.token_hex(12)}"
-        if not any(boundary.encode() in part for part in parts):
+        boundary = f"=_mm_{secrets.token_hex(12)}".encode()
+        if not any(boundary in piece for part in parts for piece in part):
             break
-    head = f'Content-Type: multipart/{subtype};\r\n boundary="{boundary}"\r\n\r\n'
     # the CRLF before each delimiter belongs to the delimiter, not to the part (RFC 2046)
-    between = f"\r\n--{boundary}\r\n".encode()
-    return (head.encode() + f"--{boundary}\r\n".encode() + between.join(parts)
-            + f"\r\n--{boundary}--\r\n".encode())
+    pieces: Pieces = [b"Content-Type: multipart/" + subtype.encode() + b';\r\n boundary="'
+                      + boundary + b'"\r\n\r\n--' + boundary + b"\r\n"]
+    for index, part in enumerate(parts):
+        if index:
+            pieces.append(b"\r\n--" + boundary + b"\r\n")
+        pieces += part
+    pieces.append(b"\r\n--" + boundary + b"--\r\n")
+    return pieces
 
 
-def _body(rendered: Rendered) -> bytes:
-    return mime_tree(rendered, _text_part, _file_bytes, _multipart)
+def _body(rendered: Rendered) -> Pieces:
+    return mime_tree(rendered, _text_pieces, _file_pieces, _multipart)
 
 
 def build_message(rendered: Rendered, *, message_id: str | None = None,
@@ -135,7 +151,8 @@ def build_message(rendered: Rendered, *, message_id: str | None = None,
     smtputf8 = needs_smtputf8(rendered)
     lines = [_header_line(field) for field in header_fields(rendered, date_text, message_id)]
     head = ("\r\n".join(lines) + "\r\n").encode("utf-8" if smtputf8 else "ascii")
-    return Built.of(rendered, message_id, head + _body(rendered), date_text, smtputf8)
+    data = b"".join([head, *_body(rendered)])
+    return Built.of(rendered, message_id, data, date_text, smtputf8)
 
 
 def _header_line(field: HeaderField) -> str:

@@ -34,9 +34,11 @@ from .addresses import (
     make_address_environment,
 )
 from .assets import (
+    CACHE_BYTES,
     AssetProblem,
     FileCache,
     Part,
+    SizedCache,
     embed_images,
     resolve_attachments,
     resolve_inside,
@@ -294,7 +296,8 @@ class Renderer:
         self.notices: list[Notice] = []
         self._slow_rows: list[int] = []  # rows that ran out of time
         self.files = FileCache()
-        self._images: dict[str, Part] = {}
+        # by src; the parts are FileCache's own, so this costs no more memory
+        self._images: SizedCache[str, Part] = SizedCache(CACHE_BYTES, lambda p: len(p.data))
         key = campaign.recipients.key
         if key is not None and key not in columns:
             raise ConfigError(f"`recipients.key` names column {key!r}, which the sheet does not "
@@ -605,7 +608,7 @@ class Renderer:
             assert self.campaign.html_template is not None
             folder = self.campaign.html_template.parent
             path = resolve_inside(folder, src, "image", allowed=(self.campaign.folder,))
-            part = self._images[src] = self.files.part(path, cid_domain=CID_DOMAIN)
+            part = self._images.put(src, self.files.part(path, cid_domain=CID_DOMAIN))
         return part
 
     def _render_attachment(self, template: jinja2.Template, ctx: Mapping[str, Any]

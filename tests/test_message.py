@@ -311,3 +311,57 @@ def test_deliverability_keys_are_checked(basic, line: str, message: str) -> None
     with pytest.raises(ConfigError) as info:
         load_campaign(c.folder / "campaign.yaml")
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("size", [0, 1, 56, 57, 58, 114, 1000, 57 * 1024, 57 * 1024 + 1,
+                                  300_001])
+def test_a_file_part_is_byte_for_byte_what_the_email_package_writes(size: int) -> None:
+    import os
+
+    from mailmerge.assets import Part
+    from mailmerge.mime import POLICY, file_part, file_part_bytes
+
+    for inline in (False, True):
+        part = Part(os.urandom(size), "application", "pdf", "Rechnung für Zoë.pdf",
+                    "abc@mailmerge" if inline else None)
+        assert bytes(file_part_bytes(part, inline)) == file_part(part, inline).as_bytes(
+            policy=POLICY)
+
+
+def test_file_caches_hold_a_bounded_number_of_bytes() -> None:
+    from mailmerge.assets import SizedCache
+
+    cache: SizedCache[int, bytes] = SizedCache(1000, len)
+    for key in range(100):  # a different 300-byte file on every row
+        assert cache.put(key, bytes(300)) == bytes(300)
+        assert cache.held <= 1000
+    assert cache.get(99) is not None and cache.get(0) is None
+    cache.get(97)  # used again: kept over the older 98
+    cache.put(100, bytes(300))
+    assert cache.get(97) is not None and cache.get(98) is None
+    cache.put(101, bytes(5000))  # larger than the budget: kept alone, as the newest
+    assert cache.get(101) is not None and cache.held == 5000
+
+
+def test_a_different_attachment_on_every_row_keeps_memory_flat(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailmerge import iter_messages, load_campaign
+    from mailmerge.message import _FILE_PARTS
+
+    budget = 2_000_000  # the caches' byte budget, small here: 30 files of 400 KB exceed it
+    monkeypatch.setattr("mailmerge.assets.CACHE_BYTES", budget)
+    monkeypatch.setattr(_FILE_PARTS, "budget", budget)
+    for index in range(30):
+        (cdir.folder / f"{index}.bin").write_bytes(bytes([index]) * 400_000)
+    (cdir.folder / "mail.txt").write_text("hi\n")
+    cdir.csv([["email", "file"], *[[f"p{i}@x.org", f"{i}.bin"] for i in range(30)]])
+    cdir.yaml('name: t\nfrom: a@x.org\nto: "{{ email }}"\nsubject: s\ntransactional: true\n'
+              'templates: {text: mail.txt}\nrecipients: people.csv\n'
+              'attachments: ["{{ file }}"]\n')
+    held = []
+    for outcome in iter_messages(load_campaign(cdir.folder / "campaign.yaml")):
+        assert outcome.built is not None, [str(e) for e in outcome.errors]
+        attachment = parse(outcome.built.data).get_payload()[1].get_content()
+        assert attachment == bytes([outcome.row - 2]) * 400_000
+        held.append(_FILE_PARTS.held)
+    assert max(held) <= budget and len(held) == 30

@@ -358,7 +358,7 @@ class SmtpConnection:
             if code != 354:
                 raise smtplib.SMTPDataError(code, text)
             self.text_sent = True
-            smtp.send(_with_final_dot(data))
+            _send_pieces(smtp, _with_final_dot(data))
             code, text = self._final_reply(smtp)
         elif data_reply.code != 354:  # the text does not go: nothing can be delivered
             code, text = _not_354(data_reply)
@@ -375,10 +375,10 @@ class SmtpConnection:
                 next_sender, next_recipients, next_data, next_utf8 = following_envelope
                 next_options = self._options(smtp, next_data, next_utf8)
                 if not isinstance(next_options, Reply):  # else refused without a word
-                    body += self._group(next_sender, next_recipients, next_options)
+                    body.append(self._group(next_sender, next_recipients, next_options))
                     self._primed = next_data
             self.text_sent = True
-            smtp.send(body)
+            _send_pieces(smtp, body)
             code, text = self._final_reply(smtp)
         reply = Reply(code, text)
         if code != 250:
@@ -551,10 +551,24 @@ def _auth_utf8(smtp: smtplib.SMTP, mechanism: str, initial: str) -> None:
         raise smtplib.SMTPAuthenticationError(code, reply)
 
 
-def _with_final_dot(data: bytes) -> bytes:
-    """The message text as it goes after DATA: dot-stuffed, ended by CRLF . CRLF."""
+def _with_final_dot(data: bytes) -> list[bytes]:
+    """The message text as it goes after DATA, in pieces: dot-stuffed, ended by CRLF . CRLF."""
     body = dot_stuff(data)
-    return body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+    return [body, b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"]
+
+
+JOIN_BELOW = 256 * 1024  # smaller messages go out in one write: one segment, not two
+
+
+def _send_pieces(smtp: smtplib.SMTP, pieces: list[bytes]) -> None:
+    """Write the pieces in order: joined when small, so that the final dot (and the next
+    transaction's commands) leave with the message; one by one when large, so that a
+    25 MB message is not copied once more to add five bytes."""
+    if sum(len(piece) for piece in pieces) < JOIN_BELOW:
+        smtp.send(b"".join(pieces))
+    else:
+        for piece in pieces:
+            smtp.send(piece)
 
 
 def dot_stuff(data: bytes) -> bytes:
