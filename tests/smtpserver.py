@@ -195,6 +195,7 @@ class PipeServer:
         self.data_command_reply: str | None = None  # what DATA gets instead of 354
         self.mail_reply: str | None = None  # what MAIL gets instead of 250 OK
         self.mail_drip = 0.0  # answer MAIL with a 250- line this often, forever
+        self.drop_in_text = 0  # hang up once this many bytes of a message's text came
         self.rcpt_seen: Counter[str] = Counter()
         self.received: list[Received] = []
         self.followed: list[bool] = []  # per message: the next commands came before its reply
@@ -262,6 +263,8 @@ class PipeServer:
                 if in_data:
                     if text != b".\r\n":
                         content += text[1:] if text.startswith(b".") else text
+                        if self.drop_in_text and len(content) > self.drop_in_text:
+                            break  # mid-text, before any final dot
                         continue
                     in_data = False
                     index = len(self.followed)

@@ -302,3 +302,22 @@ def test_a_reply_that_drips_forever_is_given_up_on_and_nothing_is_sent() -> None
                                                      "after ")
     assert reply.text.endswith(" lines and 1.2 s")
     assert server.received == [] and server.unfinished == []
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "classic"])
+def test_a_connection_lost_before_the_final_dot_of_a_large_message_is_no_uncertainty(
+        pipelining: bool) -> None:
+    server = PipeServer(pipelining=pipelining)
+    server.drop_in_text = 1_000_000  # of 20 MB: more than the sockets' buffers hold
+    sender, recipients, _, utf8 = message(1)
+    data = b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 270_000
+    try:
+        connection = connect(server)
+        delivery = connection.send(sender, recipients, data, utf8)
+        connection.close()
+    finally:
+        server.stop()
+    # no server keeps a message whose final dot never came: send it again, no question
+    assert delivery.unknown == {} and delivery.accepted == []
+    assert delivery.deferred["p1@example.org"].text.startswith("connection lost")
+    assert server.received == [] and len(server.unfinished) == 1

@@ -357,8 +357,7 @@ class SmtpConnection:
             code, text = _reply(smtp.docmd("DATA"))
             if code != 354:
                 raise smtplib.SMTPDataError(code, text)
-            self.text_sent = True
-            _send_pieces(smtp, _with_final_dot(data))
+            self._send_text(smtp, _with_final_dot(data))
             code, text = self._final_reply(smtp)
         elif data_reply.code != 354:  # the text does not go: nothing can be delivered
             code, text = _not_354(data_reply)
@@ -377,8 +376,7 @@ class SmtpConnection:
                 if not isinstance(next_options, Reply):  # else refused without a word
                     body.append(self._group(next_sender, next_recipients, next_options))
                     self._primed = next_data
-            self.text_sent = True
-            _send_pieces(smtp, body)
+            self._send_text(smtp, body)
             code, text = self._final_reply(smtp)
         reply = Reply(code, text)
         if code != 250:
@@ -393,6 +391,29 @@ class SmtpConnection:
         if data_reply is not None and data_reply.code == 354:
             smtp.send(b".\r\n")
             smtp.getreply()
+
+    def _send_text(self, smtp: smtplib.SMTP, pieces: list[bytes]) -> None:
+        """Write the message text, its final dot and anything after (``pieces``).
+
+        Small texts are joined into one write, so that the final dot (and the next
+        transaction's commands) leave with the message. A large text is written piece by
+        piece, not copied once more to add five bytes; and until its final dot is written
+        a lost connection means certainly not delivered (a server keeps no message without
+        its dot), so ``text_sent`` (uncertain if lost) is set only then. Each write may
+        take ``timeout`` plus the time the text needs at SLOWEST_UPLOAD.
+        """
+        total = sum(len(piece) for piece in pieces)
+        writes = [b"".join(pieces)] if total < JOIN_BELOW else pieces
+        assert smtp.sock is not None
+        try:
+            for index, write in enumerate(writes):
+                if index > 0 or len(writes) == 1:
+                    self.text_sent = True  # this write holds the final dot (or follows it)
+                smtp.sock.settimeout(self.settings.timeout + len(write) / SLOWEST_UPLOAD)
+                smtp.send(write)
+        finally:
+            if smtp.sock is not None:
+                smtp.sock.settimeout(self.settings.timeout)
 
     def _final_reply(self, smtp: smtplib.SMTP) -> tuple[int, str]:
         """The reply to the final dot, waited for as RFC 5321 4.5.3.2.6 says (10 minutes,
@@ -558,17 +579,7 @@ def _with_final_dot(data: bytes) -> list[bytes]:
 
 
 JOIN_BELOW = 256 * 1024  # smaller messages go out in one write: one segment, not two
-
-
-def _send_pieces(smtp: smtplib.SMTP, pieces: list[bytes]) -> None:
-    """Write the pieces in order: joined when small, so that the final dot (and the next
-    transaction's commands) leave with the message; one by one when large, so that a
-    25 MB message is not copied once more to add five bytes."""
-    if sum(len(piece) for piece in pieces) < JOIN_BELOW:
-        smtp.send(b"".join(pieces))
-    else:
-        for piece in pieces:
-            smtp.send(piece)
+SLOWEST_UPLOAD = 16 * 1024  # bytes/s (128 kbit/s) a message's text is given time for
 
 
 def dot_stuff(data: bytes) -> bytes:
