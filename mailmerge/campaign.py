@@ -107,6 +107,37 @@ class Imap:
         return 993 if self.security == "ssl" else 143
 
 
+After = Literal["keep", "delete", "move"]
+AFTER_MODES: tuple[After, ...] = get_args(After)
+
+
+@dataclass(frozen=True)
+class Bounces:
+    """The mailbox bounces and complaints come back to, and what to do with them."""
+
+    host: str
+    username: str
+    protocol: Literal["imap", "pop3"] = "imap"
+    port: int | None = None
+    security: Security = "ssl"
+    password_env: str = "MAILMERGE_BOUNCES_PASSWORD"
+    folder: str = "INBOX"
+    ca_file: Path | None = None
+    timeout: float = 30.0
+    after: After = "keep"  # what becomes of a report once recorded
+    move_to: str = "Processed"
+    suppress_to: Path | None = None  # the file bounced and complaining addresses go to
+    soft_limit: int = 3  # soft bounces (across runs) after which an address is suppressed
+
+    @property
+    def effective_port(self) -> int:
+        if self.port is not None:
+            return self.port
+        if self.protocol == "pop3":
+            return 995 if self.security == "ssl" else 110
+        return 993 if self.security == "ssl" else 143
+
+
 @dataclass(frozen=True)
 class Dkim:
     """How to sign: the signing domain (d=), the selector (s=) and the private key file."""
@@ -141,6 +172,8 @@ class Campaign:
     suppress: tuple[Path, ...] = ()
     dkim: Dkim | None = None
     imap: Imap | None = None
+    bounces: Bounces | None = None
+    return_path: str | None = None  # templated envelope sender (MAIL FROM), e.g. VERP
     smtp: Smtp = field(default_factory=Smtp)
     journal: Path | None = None
     where: str | None = None
@@ -158,6 +191,7 @@ _TOP_KEYS = {
     "name", "from", "sender", "reply_to", "to", "cc", "bcc", "subject", "templates",
     "recipients", "attachments", "headers", "unsubscribe", "smtp", "journal", "where",
     "list_id", "transactional", "suppress", "dkim", "imap", "max_attachment_size",
+    "bounces", "return_path",
 }
 _TEMPLATE_KEYS = {"html", "text"}
 _RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
@@ -285,6 +319,59 @@ def _imap(top: Reader, local: Local) -> Imap | None:
     return imap
 
 
+def _bounces(top: Reader, local: Local, name: str) -> Bounces | None:
+    reader = top.sub("bounces")
+    if reader is None:
+        return None
+    reader.check_keys({"protocol", "host", "port", "security", "username", "password_env",
+                       "folder", "ca_file", "timeout", "after", "move_to", "suppress_to",
+                       "soft_limit"})
+    protocol = reader.get("protocol", str, default="imap")
+    if protocol not in ("imap", "pop3"):
+        raise reader.error("protocol", f"`bounces.protocol` must be imap or pop3, not "
+                                       f"{protocol!r}")
+    after = reader.get("after", str, default="keep")
+    if after not in AFTER_MODES:
+        raise reader.error("after", f"`bounces.after` must be keep, delete or move, not "
+                                    f"{after!r}",
+                           "`move` moves each recorded report to `move_to` (IMAP only)")
+    if after == "move" and protocol == "pop3":
+        raise reader.error("after", "POP3 has no folders to move a report to",
+                           "use `after: delete` or `keep` with POP3, or read over IMAP")
+    soft_limit = reader.get("soft_limit", int, default=3)
+    if not 1 <= soft_limit <= 100:
+        raise reader.error("soft_limit", "`bounces.soft_limit` must be from 1 to 100")
+    ca_file = reader.get("ca_file", str)
+    suppress_to = reader.get("suppress_to", str, default=f"{name}.bounced.txt")
+    bounces = Bounces(
+        host=reader.get("host", str, required=True),
+        username=reader.get("username", str, required=True),
+        protocol=cast(Literal["imap", "pop3"], protocol),
+        port=reader.get("port", int), security=_security(reader, "bounces", "ssl"),
+        password_env=reader.get("password_env", str, default="MAILMERGE_BOUNCES_PASSWORD"),
+        folder=reader.get("folder", str, default="INBOX"),
+        ca_file=local(ca_file) if ca_file else None,
+        timeout=reader.get("timeout", float, default=30.0),
+        after=cast(After, after), move_to=reader.get("move_to", str, default="Processed"),
+        suppress_to=local(suppress_to), soft_limit=soft_limit)
+    _endpoint(reader, "bounces", bounces.host, bounces.port, bounces.timeout)
+    if bounces.security == "none" and not _loopback(bounces.host):
+        raise reader.error("security", f"`bounces.security: none` would send the login to "
+                                       f"{bounces.host} unencrypted",
+                           "use `security: ssl` or `starttls`; `none` is only for a server on "
+                           "this machine (localhost, 127.0.0.1, ::1)")
+    return bounces
+
+
+def _return_path(top: Reader) -> str | None:
+    value: str | None = top.get("return_path", str)
+    if value is not None and not value.strip():
+        raise top.error("return_path", "`return_path` is empty",
+                        'write e.g. `return_path: "bounces+{{ token }}@acme.example"`, or '
+                        "remove it to use the From (or Sender) address")
+    return value
+
+
 def _dkim(top: Reader, local: Local) -> Dkim | None:
     reader = top.sub("dkim")
     if reader is None:
@@ -388,6 +475,8 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         suppress=tuple(local(p) for p in _paths(top, "suppress")),
         dkim=_dkim(top, local),
         imap=_imap(top, local),
+        bounces=_bounces(top, local, name),
+        return_path=_return_path(top),
         smtp=smtp,
         journal=local(journal) if (journal := top.get("journal", str)) else None,
         where=top.get("where", str),

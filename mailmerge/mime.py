@@ -82,8 +82,7 @@ def needs_smtputf8(rendered: Rendered) -> bool:
     """Whether an address's local part is not ASCII: the message then needs SMTPUTF8
     (RFC 6531) and goes out with UTF-8 headers."""
     everyone = [*rendered.from_, *rendered.to, *rendered.cc, *rendered.bcc, *rendered.reply_to]
-    if rendered.sender:
-        everyone.append(rendered.sender)
+    everyone += [a for a in (rendered.sender, rendered.return_path) if a is not None]
     return not all(a.username.isascii() for a in everyone)
 
 

@@ -114,10 +114,11 @@ class Rendered:
     headers: tuple[tuple[str, str], ...] = ()
     unsubscribe: tuple[str, ...] = ()
     list_id: str | None = None
+    return_path: Address | None = None  # the envelope sender, when not Sender or From
 
     @property
     def envelope_from(self) -> str:
-        return (self.sender or self.from_[0]).addr_spec
+        return (self.return_path or self.sender or self.from_[0]).addr_spec
 
     @property
     def envelope_to(self) -> list[str]:
@@ -311,7 +312,8 @@ class Renderer:
             key: self._compile_address(key, value)
             for key, value in (("from", campaign.from_), ("sender", campaign.sender),
                                ("reply_to", campaign.reply_to), ("to", campaign.to),
-                               ("cc", campaign.cc), ("bcc", campaign.bcc))
+                               ("cc", campaign.cc), ("bcc", campaign.bcc),
+                               ("return_path", campaign.return_path))
         }
         self.subject = self._compile("subject", campaign.subject)
         self.headers = [(name, self._compile("headers", value))
@@ -324,7 +326,11 @@ class Renderer:
                 "one-click unsubscribe; add one, or set `transactional: true` for invoices, "
                 "receipts and other one-to-one mail"))
         self.where = self._compile_where(campaign.where) if campaign.where else None
-        self.suppressed = load_suppressions(campaign.suppress)
+        lists = list(campaign.suppress)
+        bounced = campaign.bounces.suppress_to if campaign.bounces else None
+        if bounced is not None and bounced.exists() and bounced not in lists:
+            lists.append(bounced)  # what `mailmerge bounces` found is never mailed again
+        self.suppressed = load_suppressions(tuple(lists))
         self.signer = None
         if campaign.dkim is not None:
             self.signer = load_signer(campaign.dkim.domain, campaign.dkim.selector,
@@ -509,6 +515,7 @@ class Renderer:
             row=row.number, key=key, from_=from_, sender=sender[0] if sender else None,
             reply_to=addresses["reply_to"], to=addresses["to"], cc=addresses["cc"],
             bcc=addresses["bcc"], subject=subject, text=text, html=html, images=tuple(images),
+            return_path=addresses["return_path"][0] if addresses["return_path"] else None,
             attachments=tuple(attachments), headers=headers, unsubscribe=unsubscribe,
             list_id=self.campaign.list_id)
 
@@ -536,6 +543,9 @@ class Renderer:
             return ("from", "`from` rendered empty", "every message needs a From address")
         if len(sender) > 1:
             return ("sender", "`sender` must be exactly one address", "remove the others")
+        if len(addresses["return_path"]) > 1:
+            return ("return_path", "`return_path` must be exactly one address",
+                    "it is the envelope sender (MAIL FROM) bounces go to")
         if len(from_) > 1 and not sender:
             return ("from", "`from` holds several addresses, so RFC 5322 requires a Sender",
                     "add `sender:` with the one address that actually sends")

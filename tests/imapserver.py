@@ -20,8 +20,10 @@ from .smtpserver import free_port
 DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists()
                                       else None)
 
+POP3 = Path("/usr/lib/dovecot/pop3").exists()  # the dovecot-pop3d package
+
 CONFIG = """\
-protocols = imap
+protocols = {protocols}
 listen = 127.0.0.1
 base_dir = {root}/run
 log_path = {root}/dovecot.log
@@ -54,6 +56,7 @@ service imap-login {{
     port = 0
   }}
 }}
+{pop3_service}
 service anvil {{
   unix_listener anvil-auth-penalty {{
     mode = 0
@@ -74,10 +77,16 @@ class Dovecot:
         home.mkdir()
         os.chown(home, nobody.pw_uid, nobody.pw_gid)
         self.port = free_port()
+        self.pop3_port = free_port() if POP3 else 0
         self.user, self.password = user, password
         (self.root / "users").write_text(
             f"{user}:{{PLAIN}}{password}:{nobody.pw_uid}:{nobody.pw_gid}::{home}\n")
-        (self.root / "dovecot.conf").write_text(CONFIG.format(root=self.root, port=self.port))
+        pop3 = ("pop3_uidl_format = %08Xu%08Xv\nservice pop3-login {\n  inet_listener pop3 {\n"
+                f"    address = 127.0.0.1\n    port = {self.pop3_port}\n  }}\n"
+                "  inet_listener pop3s {\n    port = 0\n  }\n}" if POP3 else "")
+        (self.root / "dovecot.conf").write_text(CONFIG.format(
+            root=self.root, port=self.port, protocols="imap pop3" if POP3 else "imap",
+            pop3_service=pop3))
         self.process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.root / "dovecot.conf")],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
@@ -106,6 +115,14 @@ class Dovecot:
                 assert b"\\Seen" in flags
                 found.append(body)
             return found
+
+    def folder_count(self, folder: str = "INBOX") -> int:
+        import imaplib
+
+        with imaplib.IMAP4("127.0.0.1", self.port) as imap:
+            imap.login(self.user, self.password)
+            status, data = imap.select(f'"{folder}"', readonly=True)
+            return int(data[0]) if status == "OK" else 0
 
     def append(self, data: bytes, folder: str = "INBOX") -> None:
         """Deliver ``data`` into ``folder``, as a relay delivers an archive copy."""

@@ -356,9 +356,10 @@ def test_status_csv(basic, smtp_server, tmp_path: Path) -> None:
     result = run("status", str(c.folder / "campaign.yaml"), "--csv", str(out))
     assert result.exit_code == 0
     lines = out.read_text().splitlines()
-    assert lines[0] == "row,key,state,attempts,last_reply,message_id,time,settled"
+    assert lines[0] == ("row,key,state,attempts,last_reply,message_id,time,settled,"
+                        "status_code,diagnostic,soft_bounces")
     assert lines[1].startswith("2,p0@example.org,sent,1,250 accepted,<")
-    assert lines[1].endswith(",reply")  # settled by the server's reply
+    assert lines[1].endswith(",reply,,,0")  # settled by the server's reply; no bounce
 
 
 def test_status_without_journal(basic) -> None:

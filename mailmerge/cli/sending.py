@@ -15,6 +15,7 @@ from ..campaign import Campaign, Smtp
 from ..errors import ConfigError, MailmergeError
 from ..pipeline import Report
 from ..sending import (
+    BounceReport,
     Event,
     Journal,
     Record,
@@ -28,6 +29,7 @@ from ..sending import (
     look_up,
     names,
     prepare_send,
+    read_bounces,
     send_test,
     settle_by_hand,
 )
@@ -340,9 +342,11 @@ def _show_status(loaded: Campaign, path: Path, csv_path: str | None) -> None:
         counts = journal.counts()
         click.echo(f"Campaign {loaded.name} ({path}):")
         labels = {"sending": "uncertain"}
-        click.echo("  " + ", ".join(f"{labels.get(k, k)} {v}" for k, v in counts.items()))
+        click.echo("  " + ", ".join(f"{labels.get(k, k)} {v}" for k, v in counts.items())
+                   + f", soft-bounced {journal.soft_bounced()}")
         sections: tuple[tuple[State, str], ...] = (
-            ("failed", "Failed"), ("sending", "Uncertain"), ("deferred", "Deferred"))
+            ("failed", "Failed"), ("sending", "Uncertain"), ("deferred", "Deferred"),
+            ("bounced", "Bounced"), ("complained", "Complained"))
         for state, title in sections:
             records = list(journal.records(state))
             if records:
@@ -363,6 +367,71 @@ def _show_status(loaded: Campaign, path: Path, csv_path: str | None) -> None:
                     _fail(ConfigError(f"cannot write {csv_path}: {exc.strerror or exc}",
                                       hint="give --csv a file in a folder you may write in"))
                 click.echo(f"Wrote {count} lines to {csv_path}")
+
+
+@cli.command()
+@click.argument("campaign", type=click.Path(dir_okay=False))
+def bounces(campaign: str) -> None:
+    """Read bounces and complaints from the `bounces:` mailbox into the journal.
+
+    Each delivery report (DSN) or complaint (ARF) is matched to a recipient of
+    this campaign: by the address it came back to (`return_path:`, VERP), by the
+    Message-ID of the message it returns, or by the recipient it names. A hard
+    bounce or a complaint suppresses the address at once (it is added to
+    `bounces.suppress_to`, which `send` never mails); soft bounces do so after
+    `soft_limit` of them. Auto-replies are not bounces. Reports of other
+    campaigns and anything not understood stay in the mailbox; recorded reports
+    are kept, deleted or moved as `after:` says. Reading again counts nothing
+    twice.
+
+    The password comes from the variable named by `bounces.password_env`
+    (default MAILMERGE_BOUNCES_PASSWORD), or a prompt on a terminal.
+
+    Exit codes: 0 read, 2 configuration error or the mailbox cannot be read.
+
+    \b
+    Example:
+      mailmerge bounces campaigns/newsletter.yaml
+      mailmerge status campaigns/newsletter.yaml
+    """
+    loaded = _load(campaign)
+    settings = loaded.bounces
+    if settings is None:
+        _fail(ConfigError("the campaign has no `bounces:` mailbox to read", path=loaded.path,
+                          hint="add `bounces: {host: ..., username: ...}` (see README, "
+                               "\"Bounces and complaints\")"))
+    path = journal_path(loaded)
+    if not path.exists():
+        _fail(ConfigError(f"no journal yet at {path}", hint="nothing has been sent; "
+                                                            "run `mailmerge send` first"))
+    password = _secret(settings.password_env,
+                       f"{settings.protocol.upper()} password for {settings.username} at "
+                       f"{settings.host}", "no password for the bounces mailbox",
+                       f"export {settings.password_env}=...")
+    with _held_journal(path) as journal:
+        try:
+            found = read_bounces(loaded, journal, password)
+        except MailmergeError as exc:
+            _fail(exc)
+    _bounce_summary(found, settings.after, settings.suppress_to)
+
+
+def _bounce_summary(found: BounceReport, after: str, suppress_to: Path | None) -> None:
+    click.echo(f"Read {found.read} messages: {found.hard} hard bounces, {found.soft} soft "
+               f"({found.soft_suppressed} now suppressed), {found.complaints} complaints, "
+               f"{found.autoreplies} auto-replies; {found.already} read before.")
+    left = found.others + found.unknown + found.skipped
+    if left:
+        click.echo(f"Left in the mailbox: {found.others} of other campaigns, "
+                   f"{found.unknown} not understood, {found.skipped} not believed.")
+        for line in found.lines[:20]:
+            click.echo(f"  {line}")
+        if len(found.lines) > 20:
+            click.echo(f"  ... and {len(found.lines) - 20} more")
+    if after != "keep":
+        click.echo(f"{found.removed} recorded reports {'deleted' if after == 'delete' else 'moved'}.")
+    if suppress_to is not None and (found.hard or found.complaints or found.soft_suppressed):
+        click.echo(f"Suppressed addresses are in {suppress_to}.")
 
 
 @cli.command()

@@ -20,8 +20,8 @@ from ..safecsv import csv_safe
 from .gallery import Gallery, GalleryFiles
 
 MARKER = ".mailmerge-preview"
-MANIFEST_FIELDS = ("row", "key", "envelope_to", "subject", "file", "size", "attachments",
-                   "message_id")
+MANIFEST_FIELDS = ("row", "key", "envelope_from", "envelope_to", "subject", "file", "size",
+                   "attachments", "message_id")
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
 
 # What a preview writes into its folder, and nothing else may be there when it clears it.
@@ -94,6 +94,7 @@ class MessageFiles:
         attachments = [a.filename for a in rendered.attachments]
         manifest = {name: csv_safe(value) for name, value in {
             "row": rendered.row, "key": rendered.key,
+            "envelope_from": built.envelope_from,
             "envelope_to": " ".join(built.envelope_to), "subject": rendered.subject,
             "file": path.name, "size": len(built.data), "attachments": "; ".join(attachments),
             "message_id": built.message_id,

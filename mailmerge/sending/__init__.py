@@ -3,11 +3,13 @@
 ``prepare_send`` validates every row and opens the journal; the :class:`SendPlan` it
 returns says what will happen, and ``SendPlan.run`` does it. ``send_test`` sends rendered
 rows to one address without a journal. ``look_up`` and ``settle_by_hand`` settle the
-recipients a run left uncertain.
+recipients a run left uncertain. ``read_bounces`` reads bounces and complaints back from
+the `bounces:` mailbox into the journal and the suppression file.
 """
 
 from __future__ import annotations
 
+from .bounces import BounceReport, read_bounces
 from .journal import Journal, Record, SenderLock, State
 from .plan import SendOptions, SendPlan, journal_path, prepare_send, send_test
 from .runner import Event, SendReport
@@ -15,6 +17,7 @@ from .settle import Settled, Verdict, look_up, names, settle_by_hand
 from .smtp import Delivery
 
 __all__ = [
+    "BounceReport",
     "Delivery",
     "Event",
     "Journal",
@@ -30,6 +33,7 @@ __all__ = [
     "look_up",
     "names",
     "prepare_send",
+    "read_bounces",
     "send_test",
     "settle_by_hand",
 ]

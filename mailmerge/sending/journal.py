@@ -32,7 +32,8 @@ from typing import IO, Any, Literal, Self, get_args
 from ..errors import JournalError
 from ..safecsv import csv_safe
 
-State = Literal["pending", "sending", "sent", "deferred", "failed", "skipped"]
+State = Literal["pending", "sending", "sent", "deferred", "failed", "skipped", "bounced",
+                "complained"]
 STATES: tuple[State, ...] = get_args(State)
 Settled = Literal["reply", "lookup", "hand"]
 _SCHEMA = """
@@ -51,9 +52,19 @@ CREATE TABLE IF NOT EXISTS recipients (
     created REAL NOT NULL,
     updated REAL NOT NULL,
     seen_run INTEGER NOT NULL DEFAULT 0,
-    settled TEXT NOT NULL DEFAULT ''
+    settled TEXT NOT NULL DEFAULT '',
+    return_path TEXT NOT NULL DEFAULT '',
+    status_code TEXT NOT NULL DEFAULT '',
+    diagnostic TEXT NOT NULL DEFAULT '',
+    soft_bounces INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS recipients_state ON recipients (state);
+CREATE TABLE IF NOT EXISTS reports (
+    report_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    key TEXT,
+    recorded REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS spool (
     key TEXT PRIMARY KEY,
     message_id TEXT,
@@ -61,6 +72,15 @@ CREATE TABLE IF NOT EXISTS spool (
     error TEXT NOT NULL DEFAULT ''
 );
 """
+
+# Columns added since the first journals, in the order CREATE TABLE lists them.
+_ADDED_COLUMNS = (("settled", "TEXT NOT NULL DEFAULT ''"),
+                  ("return_path", "TEXT NOT NULL DEFAULT ''"),
+                  ("status_code", "TEXT NOT NULL DEFAULT ''"),
+                  ("diagnostic", "TEXT NOT NULL DEFAULT ''"),
+                  ("soft_bounces", "INTEGER NOT NULL DEFAULT 0"))
+# States a recipient keeps once reached: nothing more is sent to it in this campaign.
+FINAL: tuple[State, ...] = ("sent", "failed", "skipped", "bounced", "complained")
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,10 @@ class Record:
     updated: float
     seen_run: int
     settled: str = ""  # a Settled, or '' while unsettled (and in old journals)
+    return_path: str = ""  # the envelope sender its message went out with
+    status_code: str = ""  # of the last bounce or complaint reported for it
+    diagnostic: str = ""
+    soft_bounces: int = 0
 
     @property
     def remaining_list(self) -> list[str]:
@@ -106,9 +130,9 @@ class Journal:
                 self.db.execute("PRAGMA synchronous=FULL")
                 self.db.executescript(_SCHEMA)
                 columns = {row[1] for row in self.db.execute("PRAGMA table_info(recipients)")}
-                if "settled" not in columns:  # a journal begun by an earlier version
-                    self.db.execute("ALTER TABLE recipients ADD COLUMN settled TEXT NOT NULL "
-                                    "DEFAULT ''")
+                for column, kind in _ADDED_COLUMNS:  # a journal begun by an earlier version
+                    if column not in columns:
+                        self.db.execute(f"ALTER TABLE recipients ADD COLUMN {column} {kind}")
             # a damaged file is found here, before anything is sent on what it says; the
             # check reads every page (about 30 ms per 100,000 recipients)
             problem = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
@@ -198,13 +222,14 @@ class Journal:
         return _Batch(self.db, self.path, keep_on_error)
 
     def mark_sending(self, key: str, message_id: str, content_hash: str, envelope: list[str],
-                     remaining: list[str]) -> None:
+                     remaining: list[str], return_path: str = "") -> None:
         """Durably record that the message is about to be handed to the server."""
         self.db.execute(
             "UPDATE recipients SET state = 'sending', attempts = attempts + 1, message_id = ?, "
-            "content_hash = ?, envelope = ?, remaining = ?, updated = ? WHERE key = ?",
+            "content_hash = ?, envelope = ?, remaining = ?, updated = ?, return_path = ? "
+            "WHERE key = ?",
             (message_id, content_hash, " ".join(envelope), " ".join(remaining), self._clock(),
-             key))
+             return_path, key))
 
     def mark(self, key: str, state: State, reply: str, remaining: list[str] | None = None,
              next_attempt: float = 0.0, settled: Settled | None = None) -> None:
@@ -229,6 +254,40 @@ class Journal:
             if copy is not None:
                 self.db.execute("INSERT OR REPLACE INTO spool (key, message_id, data) "
                                 "VALUES (?, ?, ?)", (key, *copy))
+
+    # --- reports that came back (bounces, complaints) -----------------------------------------
+
+    def report_seen(self, report_id: str) -> bool:
+        cur = self.db.execute("SELECT 1 FROM reports WHERE report_id = ?", (report_id,))
+        cur.row_factory = None
+        return cur.fetchone() is not None
+
+    def record_report(self, report_id: str, kind: str, key: str | None) -> None:
+        """Remember a report as handled; call in the batch that records what it says."""
+        self.db.execute("INSERT OR IGNORE INTO reports (report_id, kind, key, recorded) "
+                        "VALUES (?, ?, ?, ?)", (report_id, kind, key, self._clock()))
+
+    def note_bounce(self, key: str, state: State | None, status: str, diagnostic: str,
+                    soft: bool = False) -> int:
+        """Record a bounce or complaint for ``key``: its status and diagnostic, one more
+        soft bounce if ``soft``, and ``state`` (bounced, complained) unless None. Returns
+        the soft bounces counted so far."""
+        self.db.execute("UPDATE recipients SET status_code = ?, diagnostic = ?, "
+                        "soft_bounces = soft_bounces + ?, updated = ? WHERE key = ?",
+                        (status, diagnostic, 1 if soft else 0, self._clock(), key))
+        if state is not None:
+            self.db.execute("UPDATE recipients SET state = ?, last_reply = ? WHERE key = ?",
+                            (state, f"{status} {diagnostic}".strip(), key))
+        record = self.get(key)
+        return record.soft_bounces if record is not None else 0
+
+    def soft_bounced(self) -> int:
+        """Recipients with soft bounces that are not (yet) bounced."""
+        cur = self.db.execute("SELECT COUNT(*) FROM recipients WHERE soft_bounces > 0 AND "
+                              "state NOT IN ('bounced', 'complained')")
+        cur.row_factory = None
+        count: int = cur.fetchone()[0]
+        return count
 
     def spooled(self, key: str) -> tuple[str | None, bytes] | None:
         cur = self.db.execute("SELECT message_id, data FROM spool WHERE key = ?", (key,))
@@ -274,12 +333,13 @@ class Journal:
     def write_csv(self, handle: IO[str]) -> int:
         writer = csv.writer(handle)
         writer.writerow(["row", "key", "state", "attempts", "last_reply", "message_id",
-                         "time", "settled"])
+                         "time", "settled", "status_code", "diagnostic", "soft_bounces"])
         count = 0
         for record in self.records():
             writer.writerow([csv_safe(v) for v in (
                 record.row, record.key, record.state, record.attempts, record.last_reply,
-                record.message_id or "", format_time(record.updated), record.settled)])
+                record.message_id or "", format_time(record.updated), record.settled,
+                record.status_code, record.diagnostic, record.soft_bounces)])
             count += 1
         return count
 
@@ -390,10 +450,10 @@ class GroupCommits:
         self._pending: list[tuple[Callable[[Journal], None], list[Any]]] = []
 
     def mark_sending(self, key: str, message_id: str, content_hash: str, envelope: list[str],
-                     remaining: list[str]) -> None:
+                     remaining: list[str], return_path: str = "") -> None:
         """As :meth:`Journal.mark_sending`, durable when this returns."""
         self._write(lambda journal: journal.mark_sending(key, message_id, content_hash,
-                                                         envelope, remaining))
+                                                         envelope, remaining, return_path))
 
     def mark_sent(self, key: str, reply: str, copy: tuple[str, bytes] | None) -> None:
         """As :meth:`Journal.mark_sent`, durable when this returns."""

@@ -1,25 +1,29 @@
-"""The sending account's mailbox over IMAP: where sent mail is kept and can be found.
+"""Mailboxes over IMAP and POP3: where sent mail is kept, and where reports come back.
 
-One session serves the copy in Sent (APPEND) and the lookup of uncertain recipients
-(a message found by its Message-ID). IMAP's SEARCH HEADER matches a substring, so every
-hit is fetched and its Message-ID compared whole: another message whose header merely
-contains ours is not taken for it.
+One IMAP session serves the copy in Sent (APPEND), the lookup of uncertain recipients (a
+message found by its Message-ID) and the reading of bounces and complaints. IMAP's SEARCH
+HEADER matches a substring, so every hit is fetched and its Message-ID compared whole:
+another message whose header merely contains ours is not taken for it. POP3 serves the
+reading of reports only (:class:`Pop3Box`); both give them as a :class:`ReportBox`.
 """
 
 from __future__ import annotations
 
 import imaplib
+import poplib
 import re
 import ssl
 import time
 from collections.abc import Iterable
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from typing import Protocol
 
-from ..campaign import Imap
+from ..campaign import Bounces, Imap
 
-# What a lost, refused or broken IMAP session raises.
-IMAP_ERRORS = (imaplib.IMAP4.error, OSError, ssl.SSLError)
+# What a lost, refused or broken IMAP or POP3 session raises.
+IMAP_ERRORS = (imaplib.IMAP4.error, poplib.error_proto, OSError, ssl.SSLError)
+MAX_REPORT_BYTES = 1024 * 1024  # read of each report: its fields come first, not its copy
 
 
 def quote(text: str) -> str:
@@ -30,7 +34,7 @@ def quote(text: str) -> str:
 class Mailbox:
     """One IMAP session, opened on first use. Raises IMAP_ERRORS when it fails."""
 
-    def __init__(self, settings: Imap, password: str | None) -> None:
+    def __init__(self, settings: Imap | Bounces, password: str | None) -> None:
         self.settings, self._password = settings, password
         self._imap: imaplib.IMAP4 | None = None
 
@@ -98,6 +102,132 @@ class Mailbox:
                                                imaplib.Time2Internaldate(time.time()), data)
         if status != "OK":
             raise imaplib.IMAP4.error(f"APPEND refused: {_text(reply)}")
+
+
+class ReportBox(Protocol):
+    """A mailbox of reports, read one message at a time."""
+
+    def listing(self) -> list[str]:
+        """The id of every message, oldest first."""
+        ...
+
+    def fetch(self, item: str) -> bytes:
+        """The message, or its first MAX_REPORT_BYTES."""
+        ...
+
+    def remove(self, item: str, move_to: str | None) -> None:
+        """Delete the message, or move it to ``move_to`` (IMAP)."""
+        ...
+
+    def close(self) -> None:
+        """End the session, making removals final."""
+        ...
+
+
+class ImapBox:
+    """The reports in one IMAP folder, by UID."""
+
+    def __init__(self, mailbox: Mailbox, folder: str) -> None:
+        self.mailbox, self.folder = mailbox, folder
+        self._removed = False
+
+    def listing(self) -> list[str]:
+        imap = self.mailbox._session()
+        status, reply = imap.select(quote(self.folder))
+        if status != "OK":
+            raise imaplib.IMAP4.error(f"cannot open the folder {self.folder!r}: {_text(reply)}")
+        status, data = imap.uid("FETCH", "1:*", "(RFC822.SIZE)")
+        found = []
+        for item in data if status == "OK" else []:
+            line = item[0] if isinstance(item, tuple) else item
+            if isinstance(line, bytes):
+                uid = re.search(rb"UID (\d+)", line)
+                size = re.search(rb"RFC822\.SIZE (\d+)", line)
+                if uid and size:
+                    found.append((uid.group(1).decode(), int(size.group(1))))
+        return [uid for uid, _ in sorted(found, key=lambda pair: int(pair[0]))]
+
+    def fetch(self, item: str) -> bytes:
+        status, data = self.mailbox._session().uid(
+            "FETCH", item, f"(BODY.PEEK[]<0.{MAX_REPORT_BYTES}>)")
+        for part in data if status == "OK" else []:
+            if isinstance(part, tuple):
+                return bytes(part[1])
+        raise imaplib.IMAP4.error(f"cannot fetch message {item}: {_text(data)}")
+
+    def remove(self, item: str, move_to: str | None) -> None:
+        imap = self.mailbox._session()
+        if move_to is not None:
+            imap.create(quote(move_to))  # already there: a NO, which is fine
+            status, reply = imap.uid("COPY", item, quote(move_to))
+            if status != "OK":
+                raise imaplib.IMAP4.error(f"cannot copy to {move_to!r}: {_text(reply)}")
+        status, reply = imap.uid("STORE", item, "+FLAGS.SILENT", r"(\Deleted)")
+        if status != "OK":
+            raise imaplib.IMAP4.error(f"cannot delete message {item}: {_text(reply)}")
+        self._removed = True
+
+    def close(self) -> None:
+        if self._removed and self.mailbox._imap is not None:
+            self.mailbox._imap.expunge()
+        self.mailbox.close()
+
+
+class Pop3Box:
+    """The reports in a POP3 mailbox (RFC 1939), by message number; deletions are made
+    final when the session ends."""
+
+    def __init__(self, settings: Bounces, password: str | None) -> None:
+        context = ssl.create_default_context(
+            cafile=str(settings.ca_file) if settings.ca_file else None)
+        pop: poplib.POP3
+        if settings.security == "ssl":
+            pop = poplib.POP3_SSL(settings.host, settings.effective_port, context=context,
+                                  timeout=settings.timeout)
+        else:
+            pop = poplib.POP3(settings.host, settings.effective_port, timeout=settings.timeout)
+        try:
+            if settings.security == "starttls":
+                pop.stls(context=context)
+            pop.user(settings.username)
+            pop.pass_(password or "")
+        except BaseException:
+            pop.close()
+            raise
+        self.pop = pop
+        self._sizes: dict[str, int] = {}
+
+    def listing(self) -> list[str]:
+        _, lines, _ = self.pop.list()
+        for line in lines:
+            number, _, size = line.decode("ascii", "replace").partition(" ")
+            self._sizes[number] = int(size or 0)
+        return list(self._sizes)
+
+    def fetch(self, item: str) -> bytes:
+        if self._sizes.get(item, 0) > MAX_REPORT_BYTES:  # its beginning: headers and ~1 MB of lines
+            _, lines, _ = self.pop.top(int(item), MAX_REPORT_BYTES // 80)
+        else:
+            _, lines, _ = self.pop.retr(int(item))
+        return b"\r\n".join(lines) + b"\r\n"
+
+    def remove(self, item: str, move_to: str | None) -> None:
+        self.pop.dele(int(item))
+
+    def close(self) -> None:
+        try:
+            self.pop.quit()
+        except IMAP_ERRORS:
+            self.pop.close()
+
+
+def open_reports(settings: Bounces, password: str | None) -> ReportBox:
+    """The mailbox ``settings`` names, logged in. Raises IMAP_ERRORS when it cannot be."""
+    if settings.protocol == "pop3":
+        return Pop3Box(settings, password)
+    box = ImapBox(Mailbox(settings, password), settings.folder)
+    box.mailbox._session()
+    return box
 
 
 def _text(reply: object) -> str:

@@ -181,7 +181,8 @@ class Runner:
         not uncertain), through a group commit the workers share: before the job's first
         command goes out, or, for a job whose commands went out early, before its text."""
         self.marks.mark_sending(job.key, job.built.message_id, _content_hash(job.built),
-                                list(job.built.envelope_to), job.recipients)
+                                list(job.built.envelope_to), job.recipients,
+                                job.built.envelope_from)
         job.marked = True
 
     def _mark_sent(self, job: _Job, delivery: Delivery) -> None:

@@ -1,0 +1,260 @@
+"""Bounces and complaints read back over IMAP and POP3 (a real Dovecot), from reports a
+real Postfix made (tests/data/reports), and from ARF and auto-reply samples written from
+the RFCs' examples."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailmerge.cli import cli
+from mailmerge.reports import read_report
+
+from .conftest import SMTP_BLOCK, CampaignDir
+from .imapserver import POP3
+from .smtpserver import Server
+
+DATA = Path(__file__).parent / "data" / "reports"
+
+
+def sample(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+@pytest.mark.parametrize("name, kind, findings, ids", [
+    ("postfix-hard.eml", "bounce", [("nosuchuser@bounce.test", "hard", "5.1.1")],
+     ["<hard.ef36d0fa@example.test>"]),
+    ("postfix-delayed.eml", "bounce", [("fulluser@defer.test", "soft", "4.2.2")],
+     ["<soft.ef36d0fa@example.test>"]),
+    ("postfix-failed-4xx.eml", "bounce", [("fulluser@defer.test", "soft", "4.2.2")],
+     ["<soft.ef36d0fa@example.test>"]),
+    ("arf-abuse.eml", "complaint", [("carol@example.org", None, "abuse")],
+     ["<campaign-carol@acme.example>"]),
+    ("autoreply-rfc3834.eml", "autoreply", [], ["<campaign-dave@acme.example>"]),
+    ("autoreply-outlook.eml", "autoreply", [], ["<campaign-erin@acme.example>"]),
+    ("qmail.eml", "bounce", [("frank@example.net", "hard", "5.1.1")],
+     ["<campaign-frank@acme.example>"]),
+    ("exim.eml", "bounce", [("grace@example.com", "hard", "5.1.1")],
+     ["<campaign-grace@acme.example>"]),
+])
+def test_reports_are_read_as_what_they_are(name: str, kind: str, findings: list[tuple],
+                                           ids: list[str]) -> None:
+    report = read_report(sample(name))
+    assert report.kind == kind, report.why
+    assert [(f.address, f.severity, f.status) for f in report.findings] == findings
+    assert list(report.message_ids) == ids
+
+
+def test_a_postfix_dsn_gives_its_diagnostic_and_the_address_it_came_back_to() -> None:
+    report = read_report(sample("postfix-hard.eml"))
+    assert report.report_id == "<20261128042524.C19C516E0EE@mail.realmail.test>"
+    assert report.delivered_to[0] == "news+bounce-hard-ef36d0fa@example.test"
+    assert report.findings[0].diagnostic == ("X-Postfix; User unknown (realmail: bounce.test "
+                                             "always bounces)")
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"\x00\xff garbage \r\n\r\n\xfe", "neither a delivery report"),
+    (b"Content-Type: multipart/report; report-type=delivery-status; boundary=x\r\n\r\n"
+     b"--x\r\nContent-Type: text/plain\r\n\r\nno status part\r\n--x--\r\n",
+     "without its message/delivery-status part"),
+    (b"Content-Type: multipart/report; report-type=delivery-status; boundary=x\r\n\r\n"
+     b"--x\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n\r\n"
+     b"Final-Recipient: rfc822; a@example.org\r\nAction: delivered\r\nStatus: 2.0.0\r\n--x--",
+     "names no failed or delayed recipient"),
+    (b"Content-Type: multipart/report; report-type=disposition-notification; boundary=x"
+     b"\r\n\r\n--x--\r\n", "a report of type 'disposition-notification'"),
+])
+def test_what_is_not_understood_says_why_and_never_raises(data: bytes, why: str) -> None:
+    report = read_report(data)
+    assert report.kind == "unknown" and why in report.why
+    assert report.report_id.startswith("sha256:")
+
+
+def test_a_report_cut_short_is_still_read() -> None:
+    whole = sample("postfix-hard.eml")
+    cut = whole[:whole.index(b"Content-Type: message/rfc822") + 40]  # its copy cut off
+    report = read_report(cut)
+    assert [(f.address, f.status) for f in report.findings] == [("nosuchuser@bounce.test",
+                                                                 "5.1.1")]
+
+
+# --- against a campaign that was sent ---------------------------------------------------------
+
+PEOPLE = [["email", "name", "token"],
+          *[[f"p{i}@example.org", f"P{i}", f"t{i:03d}"] for i in range(8)]]
+
+
+@pytest.fixture
+def smtp():
+    server = Server(pipelining=True)
+    yield server
+    server.stop()
+
+
+def sent_campaign(basic, smtp: Server, dovecot, protocol: str = "imap",
+                  extra: str = "") -> CampaignDir:
+    port = dovecot.port if protocol == "imap" else dovecot.pop3_port
+    c = basic(SMTP_BLOCK.format(port=smtp.port)
+              + 'return_path: "news+bounce-{{ token }}@acme.example"\n'
+              + f"bounces: {{protocol: {protocol}, host: 127.0.0.1, port: {port}, "
+                f"security: none, username: {dovecot.user}, password_env: BOUNCE_PW"
+              + (", soft_limit: 2" if "soft_limit" not in extra else "") + extra + "}\n",
+              rows=PEOPLE)
+    done = run("send", c, "--yes", "-q")
+    assert done.exit_code == 0, done.output
+    return c
+
+
+def run(command: str, c: CampaignDir, *args: str, password: str = "imap-secret"):
+    return CliRunner().invoke(cli, [command, str(c.folder / "campaign.yaml"), *args],
+                              env={"BOUNCE_PW": password}, catch_exceptions=False)
+
+
+def journal(c: CampaignDir) -> dict[str, tuple]:
+    db = sqlite3.connect(c.folder / "test.journal.sqlite")
+    try:
+        return {r[0]: r[1:] for r in db.execute(
+            "SELECT key, state, status_code, soft_bounces, message_id, return_path "
+            "FROM recipients")}
+    finally:
+        db.close()
+
+
+def dsn(c: CampaignDir, row: int, kind: str = "hard", report_id: str | None = None,
+        verp: bool = True, message_id: bool = True, recipient: str | None = None) -> bytes:
+    """A Postfix DSN for the message of sheet row ``row``, as it would come back."""
+    key = f"p{row - 2}@example.org"
+    _, _, _, mid, return_path = journal(c)[key]
+    name = {"hard": "postfix-hard.eml", "delayed": "postfix-delayed.eml",
+            "failed4": "postfix-failed-4xx.eml"}[kind]
+    text = sample(name).decode()
+    text = re.sub(r"news\+bounce-\w+-ef36d0fa@example\.test",
+                  return_path if verp else "news@acme.example", text)
+    text = re.sub(r"(nosuchuser@bounce|fulluser@defer)\.test", recipient or key, text)
+    text = re.sub(r"<(hard|soft)\.ef36d0fa@example\.test>",
+                  mid if message_id else "<elsewhere@example.net>", text)
+    text = re.sub(r"(?m)^Message-Id: <[^>]+>",
+                  f"Message-Id: <{report_id or f'{kind}-{row}'}@mx.example>", text)
+    return text.encode()
+
+
+@pytest.mark.parametrize("protocol", ["imap", pytest.param(
+    "pop3", marks=pytest.mark.skipif(not POP3, reason="needs the dovecot-pop3d package"))])
+def test_bounces_are_recorded_suppressed_and_counted_once(basic, smtp, dovecot,
+                                                           protocol: str) -> None:
+    c = sent_campaign(basic, smtp, dovecot, protocol)
+    dovecot.append(dsn(c, 2))  # hard, by VERP
+    dovecot.append(dsn(c, 3, verp=False))  # hard, by the returned Message-ID
+    dovecot.append(dsn(c, 4, "delayed"))  # soft
+    dovecot.append(dsn(c, 4, "failed4"))  # soft again: the limit (2 here) suppresses
+    dovecot.append(dsn(c, 5, "delayed"))  # soft once: counted, not suppressed
+    dovecot.append(sample("arf-abuse.eml").replace(b"carol@example.org", b"p4@example.org")
+                   .replace(b"news+bounce-carol@acme.example", b"news+bounce-t004@acme.example"))
+    dovecot.append(sample("autoreply-rfc3834.eml").replace(
+        b"news+bounce-dave@acme.example", b"news+bounce-t005@acme.example"))
+    dovecot.append(sample("qmail.eml"))  # another campaign's
+    dovecot.append(b"Subject: hello\r\n\r\nnot a report\r\n")
+    done = run("bounces", c)
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith(
+        "Read 9 messages: 2 hard bounces, 3 soft (1 now suppressed), 1 complaints, "
+        "1 auto-replies; 0 read before.\n"
+        "Left in the mailbox: 1 of other campaigns, 1 not understood, 0 not believed.\n")
+    rows = journal(c)
+    assert rows["p0@example.org"][:3] == ("bounced", "5.1.1", 0)
+    assert rows["p1@example.org"][:3] == ("bounced", "5.1.1", 0)
+    assert rows["p2@example.org"][:3] == ("bounced", "4.2.2", 2)
+    assert rows["p3@example.org"][:3] == ("sent", "4.2.2", 1)
+    assert rows["p4@example.org"][:2] == ("complained", "abuse")
+    assert rows["p5@example.org"][:3] == ("sent", "", 0)  # an auto-reply is no bounce
+    suppressed = (c.folder / "test.bounced.txt").read_text()
+    assert [line.split()[0] for line in suppressed.splitlines()[1:]] == [
+        "p0@example.org", "p1@example.org", "p2@example.org", "p4@example.org"]
+    assert "hard bounce 5.1.1" in suppressed and "complaint" in suppressed
+
+    again = run("bounces", c)  # the same reports: nothing changes
+    assert again.output.startswith("Read 9 messages: 0 hard bounces, 0 soft (0 now "
+                                   "suppressed), 0 complaints, 0 auto-replies; 7 read before.")
+    assert journal(c) == rows
+    assert (c.folder / "test.bounced.txt").read_text() == suppressed
+
+    status = CliRunner().invoke(cli, ["status", str(c.folder / "campaign.yaml"), "--csv", "-"])
+    assert "bounced 3, complained 1, soft-bounced 1" in status.output
+    assert "p0@example.org,bounced,1," in status.output.replace("\r", "")
+
+    # a new run of the campaign mails nobody who bounced or complained
+    before = len(smtp.handler.received)
+    resend = run("send", c, "--yes", "-q", "--restart")
+    assert resend.exit_code == 0, resend.output
+    mailed = {r.rcpt_tos[0] for r in smtp.handler.received[before:]}
+    assert mailed == {"p3@example.org", "p5@example.org", "p6@example.org", "p7@example.org"}
+
+
+def test_only_recorded_reports_are_deleted(basic, smtp, dovecot) -> None:
+    c = sent_campaign(basic, smtp, dovecot, extra=", after: delete")
+    dovecot.append(dsn(c, 2))
+    dovecot.append(sample("qmail.eml"))  # another campaign's: stays
+    dovecot.append(b"Subject: hello\r\n\r\nnot a report\r\n")  # not understood: stays
+    done = run("bounces", c)
+    assert "1 recorded reports deleted." in done.output
+    assert dovecot.folder_count("INBOX") == 2
+
+
+def test_recorded_reports_can_be_moved(basic, smtp, dovecot) -> None:
+    c = sent_campaign(basic, smtp, dovecot, extra=", after: move, move_to: Processed")
+    dovecot.append(dsn(c, 2))
+    dovecot.append(dsn(c, 3))
+    done = run("bounces", c)
+    assert "2 recorded reports moved." in done.output
+    assert dovecot.folder_count("INBOX") == 0 and dovecot.folder_count("Processed") == 2
+
+
+def test_forged_and_stray_reports_are_skipped_with_a_reason(basic, smtp, dovecot) -> None:
+    c = sent_campaign(basic, smtp, dovecot)
+    # a DSN through a real VERP address that claims a recipient that message never had
+    dovecot.append(dsn(c, 2, recipient="someone@else.example", report_id="claims"))
+    # a forged VERP token, with a real recipient's address and no real Message-ID
+    forged = dsn(c, 3, message_id=False, report_id="forged").replace(
+        b"news+bounce-t001@acme.example", b"news+bounce-zzz@acme.example")
+    dovecot.append(forged)
+    # broken MIME and a 3 MB report
+    dovecot.append(b"Content-Type: multipart/report; boundary=\r\n\r\n--\x00\xff")
+    closing = b"--BC95D16E0E3.1795839924/mail.realmail.test--"  # a 3 MB returned message
+    dovecot.append(dsn(c, 4, report_id="huge").replace(
+        closing, b"\r\n".join([b"A" * 76] * 40_000) + b"\r\n" + closing))
+    done = run("bounces", c)
+    assert done.exit_code == 0, done.output
+    assert "1 hard bounces" in done.output  # the huge one: its fields come first
+    assert "1 of other campaigns, 1 not understood, 1 not believed." in done.output
+    assert ("skipped: the report names someone@else.example, whom the message it answers "
+            "(row 2) did not go to (<claims@mx.example>)") in done.output
+    rows = journal(c)
+    assert rows["p0@example.org"][0] == "sent" and rows["p1@example.org"][0] == "sent"
+    assert rows["p2@example.org"][0] == "bounced"
+
+
+def test_a_wrong_password_is_one_error_line(basic, smtp, dovecot) -> None:
+    c = sent_campaign(basic, smtp, dovecot)
+    done = run("bounces", c, password="wrong")
+    assert done.exit_code == 2
+    assert done.output.startswith("Error: cannot read the bounces mailbox at IMAP 127.0.0.1:")
+    assert "Traceback" not in done.output
+
+
+def test_the_return_path_is_the_envelope_sender_and_no_header(basic, smtp, dovecot) -> None:
+    c = sent_campaign(basic, smtp, dovecot)
+    first = smtp.handler.received[0]
+    assert first.mail_from == "news+bounce-t000@acme.example"
+    assert b"Return-Path" not in first.content  # the receiving server adds it
+    out = c.folder / "dry"
+    done = run("preview", c, "--out", str(out))
+    assert done.exit_code == 0, done.output
+    manifest = (out / "manifest.csv").read_text()
+    assert "envelope_from" in manifest.splitlines()[0]
+    assert "news+bounce-t003@acme.example" in manifest
+    assert all(b"Return-Path" not in eml.read_bytes() for eml in out.glob("*.eml"))
