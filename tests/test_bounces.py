@@ -258,3 +258,37 @@ def test_the_return_path_is_the_envelope_sender_and_no_header(basic, smtp, dovec
     assert "envelope_from" in manifest.splitlines()[0]
     assert "news+bounce-t003@acme.example" in manifest
     assert all(b"Return-Path" not in eml.read_bytes() for eml in out.glob("*.eml"))
+
+
+def test_a_crash_between_the_suppression_file_and_the_journal_loses_and_doubles_nothing(
+        basic, smtp, dovecot, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailmerge import load_campaign
+    from mailmerge.sending import Journal, read_bounces
+
+    c = sent_campaign(basic, smtp, dovecot)
+    dovecot.append(dsn(c, 2))
+    dovecot.append(dsn(c, 3))
+    campaign = load_campaign(c.folder / "campaign.yaml")
+    calls = []
+
+    def crash(self: Journal, report_id: str, kind: str, key: str | None) -> None:
+        calls.append(report_id)
+        if len(calls) == 2:  # the second report: its address is in the file, then "kill"
+            raise KeyboardInterrupt
+        original(self, report_id, kind, key)
+
+    original = Journal.record_report
+    monkeypatch.setattr(Journal, "record_report", crash)
+    with Journal(c.folder / "test.journal.sqlite") as opened, pytest.raises(KeyboardInterrupt):
+        read_bounces(campaign, opened, "imap-secret")
+    monkeypatch.setattr(Journal, "record_report", original)
+    rows = {k: v[0] for k, v in journal(c).items()}
+    assert rows["p0@example.org"] == "bounced" and rows["p1@example.org"] == "sent"  # rolled back
+    assert (c.folder / "test.bounced.txt").read_text().count("p1@example.org") == 1
+    done = run("bounces", c)  # read again: the second is recorded now, the first not again
+    assert done.output.startswith("Read 2 messages: 1 hard bounces, 0 soft (0 now "
+                                  "suppressed), 0 complaints, 0 auto-replies; 1 read before.")
+    journal_states = {k: v[0] for k, v in journal(c).items()}
+    assert journal_states["p1@example.org"] == "bounced"
+    suppressed = (c.folder / "test.bounced.txt").read_text()
+    assert suppressed.count("p0@example.org") == 1 and suppressed.count("p1@example.org") == 1
