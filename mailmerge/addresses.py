@@ -172,7 +172,9 @@ def parse_address_list(text: str, values: list[str] | None = None) -> list[Addre
             name, name_source = _substitute(_unquote(item[:cut]), values)
             addr, addr_source = _substitute(item[cut + 1:-1], values)
             _check_text(name, name_source)
-            result.append(make_address(" ".join(name.split()), addr.strip(), addr_source))
+            # the name as the sheet has it (a no-break space stays one); only the ASCII
+            # spaces around it, which a template's "{{ first }} {{ last }}" leaves, go
+            result.append(make_address(name.strip(" \t"), addr.strip(), addr_source))
         else:
             addr, addr_source = _substitute(item, values)
             addr = addr.strip()

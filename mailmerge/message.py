@@ -31,6 +31,7 @@ from .mime import (
     file_part_bytes,
     header_fields,
     mime_tree,
+    needs_encoding,
     needs_smtputf8,
     stamp,
     transfer_encoding,
@@ -48,7 +49,7 @@ def _fold_ascii(name: str, value: str) -> str:
 
 
 def unstructured(name: str, value: str) -> str:
-    if value.isascii() and all(len(word) < 70 for word in value.split(" ")):
+    if not needs_encoding(value) and all(len(word) < 70 for word in value.split(" ")):
         return _fold_ascii(name, value)
     return f"{name}: " + "\r\n ".join(encoded_words(value, len(name) + 2))
 
@@ -62,10 +63,14 @@ def addresses_header(name: str, addresses: tuple[Address, ...]) -> str:
         name_text = address.display_name
         if not name_text:
             parts = [address.addr_spec]
-        elif name_text.isascii():
+        elif not needs_encoding(name_text):
             # folding at a space keeps it, inside a quoted name too (unfolding only
-            # removes the CRLF)
-            parts = _wrap(f"{address}{comma}", used)
+            # removes the CRLF); a name that is folded, or has runs of spaces, is quoted:
+            # in a bare phrase readers may collapse them, and GMime keeps the fold's CRLF
+            text = f"{address}{comma}"
+            if "  " in name_text or used + len(text) > LINE_LIMIT:
+                text = f"{_quoted(name_text)} <{address.addr_spec}>{comma}"
+            parts = _wrap(text, used)
             lines += parts
             used = 1
             continue
@@ -75,6 +80,11 @@ def addresses_header(name: str, addresses: tuple[Address, ...]) -> str:
         lines += parts
         used = 1
     return f"{name}: " + "\r\n ".join(lines)
+
+
+def _quoted(name: str) -> str:
+    """An RFC 5322 quoted-string."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _wrap(text: str, used: int) -> list[str]:
@@ -172,7 +182,7 @@ def _header_line(field: HeaderField) -> str:
 
 def _list_id(name: str, value: str) -> str:
     """`phrase <id>`: only the phrase may be encoded."""
-    if value.isascii():
+    if not needs_encoding(value):
         return _fold_ascii(name, value)
     phrase, _, rest = value.rpartition("<")
     words = encoded_words(phrase.strip(), len(name) + 2)

@@ -22,8 +22,9 @@ import base64
 import datetime as dt
 import email.policy
 import re
+import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from email import quoprimime
 from email.headerregistry import Address
 from email.message import MIMEPart
@@ -158,32 +159,61 @@ def header_fields(rendered: Rendered, date: str, message_id: str) -> list[Header
 
 # --- encoding -------------------------------------------------------------------------------
 
-def encoded_words(text: str, first_line_used: int) -> list[str]:
-    """``text`` as RFC 2047 Q-encoded words, one per line, every space inside a word.
+# Text a reader would take for an RFC 2047 encoded word: written raw, it would be decoded.
+LOOKS_ENCODED = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
 
-    The email package folds long non-ASCII headers at a space *between* two encoded
-    words, where RFC 2047 6.2 says readers drop it: names and subjects lost a space
-    (found by the property tests). Here a space always stays inside the encoded text.
+
+def encoded_words(text: str, first_line_used: int) -> list[str]:
+    """``text`` as RFC 2047 encoded words, one per line, that every reader reads back as
+    ``text``.
+
+    - A value that fits in one word is one word: B (base64) when that is shorter, as it is
+      for most non-Latin scripts, else Q. B words are never chained: GMime drops text
+      after a padded base64 word that another follows.
+    - Otherwise Q words, cut only after a space (the space stays inside the earlier
+      word: RFC 2047 6.2 lets readers drop white space between words, and Python's
+      parser and others then join the two words) wherever the next word fits whole in
+      a fresh encoded word; only a word longer than one encoded word is cut between
+      characters (never inside a character's UTF-8 bytes).
     """
+    budget = min(WORD_LIMIT, LINE_LIMIT - first_line_used)
+    data = text.encode("utf-8")
+    single_b = f"=?utf-8?b?{base64.b64encode(data).decode('ascii')}?="
+    single_q = _q_word(text)
+    if len(single_q) <= budget and len(single_q) <= len(single_b):
+        return [single_q]
+    if len(single_b) <= budget:
+        return [single_b]
     words: list[str] = []
     current = ""
-    budget = min(WORD_LIMIT, LINE_LIMIT - first_line_used)
-
-    def encoded(chunk: str) -> str:
-        return quoprimime.header_encode(chunk.encode("utf-8"), charset="utf-8")
-
     for piece in re.split(r"(?<= )", text):
-        if len(encoded(current + piece)) <= budget:
+        if not piece:
+            continue
+        if len(_q_word(current + piece)) <= budget:
             current += piece
             continue
-        for char in piece:  # start a new word; split inside a long word if it must
-            if current and len(encoded(current + char)) > budget:
-                words.append(encoded(current))
+        if current and len(_q_word(piece)) <= WORD_LIMIT:  # the word fits whole: next line
+            words.append(_q_word(current))
+            current, budget = piece, WORD_LIMIT
+            continue
+        for char in piece:  # a word longer than one encoded word: cut between characters
+            if current and len(_q_word(current + char)) > budget:
+                words.append(_q_word(current))
                 current, budget = "", WORD_LIMIT
             current += char
     if current or not words:
-        words.append(encoded(current))
+        words.append(_q_word(current))
     return words
+
+
+def _q_word(chunk: str) -> str:
+    return quoprimime.header_encode(chunk.encode("utf-8"), charset="utf-8")
+
+
+def needs_encoding(text: str) -> bool:
+    """Whether a header text must go out as encoded words: not ASCII, or ASCII that a
+    reader would decode as if it were encoded words (RFC 2047 5 and 6.1)."""
+    return not text.isascii() or LOOKS_ENCODED.search(text) is not None
 
 
 def encoded_address(address: Address, used: int, comma: str) -> list[str]:
@@ -192,7 +222,8 @@ def encoded_address(address: Address, used: int, comma: str) -> list[str]:
     """
     parts = encoded_words(address.display_name, used)
     angle = f"<{address.addr_spec}>"
-    if len(parts[-1]) + 1 + len(angle) + len(comma) + 1 <= LINE_LIMIT:
+    before = used if len(parts) == 1 else 1  # the field name, or a continuation's space
+    if before + len(parts[-1]) + 1 + len(angle) + len(comma) <= LINE_LIMIT:
         parts[-1] += " " + angle
     else:
         parts.append(angle)
@@ -220,10 +251,58 @@ def file_part(file: Part, inline: bool) -> MIMEPart:
 
 
 def file_part_bytes(file: Part, inline: bool) -> bytearray:
-    """:func:`file_part` as bytes, its base64 written here: the email package holds about
-    six copies of a file while it encodes it; this holds the file and the result."""
-    head = file_part(replace(file, data=b""), inline).as_bytes(policy=POLICY)
-    return base64_lines(file.data, head)
+    """:func:`file_part` as bytes, written here: the email package holds about six copies
+    of a file while it encodes it (this holds the file and the result), writes a file
+    name that looks like an encoded word raw (every reader then decodes it), and gives a
+    UTF-8 text attachment no charset (RFC 2046 then reads it as US-ASCII)."""
+    kind = f"{file.maintype}/{file.subtype}"
+    if file.maintype == "text" and _is_utf8(file.data):
+        kind += "; charset=utf-8"
+    lines = [f"Content-Type: {kind}", "Content-Transfer-Encoding: base64",
+             *_disposition("inline" if inline else "attachment", file.filename)]
+    if inline:
+        lines.append(f"Content-ID: <{file.cid}>")
+    return base64_lines(file.data, ("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+_PLAIN_NAME = re.compile(r"[ !#-\[\]-~]*")  # printable ASCII but `"` and `\`
+_ATTR_SAFE = "!#$&+-.^_`|~"  # RFC 2231 attribute-char besides letters and digits
+MAX_SECTIONS = 9  # RFC 2231 continuations: Ruby's mail orders *10 before *2
+
+
+def _disposition(kind: str, filename: str) -> list[str]:
+    """Content-Disposition lines with the file name: quoted when it is plain ASCII, else
+    RFC 2231 (``filename*=utf-8''...``, in at most MAX_SECTIONS sections), each on a line
+    of its own within 78 characters where the name allows."""
+    head = f"Content-Disposition: {kind};"
+    plain = f'filename="{filename}"'
+    if _PLAIN_NAME.fullmatch(filename) and not LOOKS_ENCODED.search(filename):
+        if len(head) + 1 + len(plain) <= LINE_LIMIT:
+            return [f"{head} {plain}"]
+        return [head, f" {plain}"]
+    value = "utf-8''" + urllib.parse.quote(filename.encode("utf-8"), safe=_ATTR_SAFE)
+    if len(" filename*=") + len(value) <= LINE_LIMIT:
+        return [head, f" filename*={value}"]
+    size = max(LINE_LIMIT - len(" filename*0*=;"), -(-len(value) // MAX_SECTIONS) + 2)
+    sections: list[str] = []
+    rest = value
+    while rest:
+        cut = min(size, len(rest))
+        if "%" in rest[max(cut - 2, 0):cut]:  # not inside a %XX
+            cut = rest.rindex("%", 0, cut)
+        sections.append(rest[:cut])
+        rest = rest[cut:]
+    last = len(sections) - 1
+    return [head] + [f" filename*{i}*={section}{';' if i < last else ''}"
+                     for i, section in enumerate(sections)]
 
 
 def base64_lines(data: bytes, head: bytes = b"") -> bytearray:
