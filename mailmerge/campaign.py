@@ -269,6 +269,15 @@ def _endpoint(reader: Reader, section: str, host: str, port: int | None,
                                       f"3600 seconds, not {timeout!r}")
 
 
+def _no_clear_login(reader: Reader, section: str, host: str, security: Security) -> None:
+    """A mailbox login goes encrypted, but to a server on this machine."""
+    if security == "none" and not _loopback(host):
+        raise reader.error("security", f"`{section}.security: none` would send the login to "
+                                       f"{host} unencrypted",
+                           "use `security: ssl` or `starttls`; `none` is only for a server on "
+                           "this machine (localhost, 127.0.0.1, ::1)")
+
+
 def _loopback(host: str) -> bool:
     """Whether ``host`` is this machine, as written (no name is looked up here)."""
     if host.lower().rstrip(".") == "localhost":
@@ -307,11 +316,7 @@ def _imap(top: Reader, local: Local) -> Imap | None:
                 lookup=tuple(f.strip() for f in folders),
                 lookup_wait=lookup_wait)
     _endpoint(reader, "imap", imap.host, imap.port, imap.timeout)
-    if imap.security == "none" and not _loopback(imap.host):
-        raise reader.error("security", f"`imap.security: none` would send the login to "
-                                       f"{imap.host} unencrypted",
-                           "use `security: ssl` or `starttls`; `none` is only for a server on "
-                           "this machine (localhost, 127.0.0.1, ::1)")
+    _no_clear_login(reader, "imap", imap.host, imap.security)
     if not imap.copy and not imap.lookup:
         raise reader.error(None, "`imap:` with `copy: false` and no `lookup:` does nothing",
                            "add `lookup:` (the folder where sent mail appears), or remove "
@@ -355,11 +360,7 @@ def _bounces(top: Reader, local: Local, name: str) -> Bounces | None:
         after=cast(After, after), move_to=reader.get("move_to", str, default="Processed"),
         suppress_to=local(suppress_to), soft_limit=soft_limit)
     _endpoint(reader, "bounces", bounces.host, bounces.port, bounces.timeout)
-    if bounces.security == "none" and not _loopback(bounces.host):
-        raise reader.error("security", f"`bounces.security: none` would send the login to "
-                                       f"{bounces.host} unencrypted",
-                           "use `security: ssl` or `starttls`; `none` is only for a server on "
-                           "this machine (localhost, 127.0.0.1, ::1)")
+    _no_clear_login(reader, "bounces", bounces.host, bounces.security)
     return bounces
 
 

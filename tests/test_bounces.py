@@ -292,3 +292,26 @@ def test_a_crash_between_the_suppression_file_and_the_journal_loses_and_doubles_
     assert journal_states["p1@example.org"] == "bounced"
     suppressed = (c.folder / "test.bounced.txt").read_text()
     assert suppressed.count("p0@example.org") == 1 and suppressed.count("p1@example.org") == 1
+
+
+@pytest.mark.parametrize("block, message", [
+    ("{host: mail.example.net, username: u, security: none}",
+     "`bounces.security: none` would send the login to mail.example.net unencrypted"),
+    ("{protocol: pop3, host: 127.0.0.1, username: u, after: move}",
+     "POP3 has no folders to move a report to"),
+    ("{protocol: smtp, host: 127.0.0.1, username: u}", "`bounces.protocol` must be imap or pop3"),
+    ("{host: 127.0.0.1, username: u, soft_limit: 0}", "`bounces.soft_limit` must be from 1"),
+    ("{host: 127.0.0.1}", "missing required key `bounces.username`"),
+])
+def test_a_bounces_block_that_cannot_work_is_refused(basic, block: str, message: str) -> None:
+    c = basic(f"bounces: {block}\n")
+    done = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml")])
+    assert done.exit_code == 2, done.output
+    assert message in done.output
+
+
+def test_bounces_without_a_mailbox_says_what_to_add(basic) -> None:
+    c = basic()
+    done = CliRunner().invoke(cli, ["bounces", str(c.folder / "campaign.yaml")])
+    assert done.exit_code == 2
+    assert "the campaign has no `bounces:` mailbox to read" in done.output
