@@ -142,6 +142,10 @@ def cli() -> None:
     Start with a dry run, then check, then send:
       mailmerge preview campaigns/newsletter.yaml     # .eml files in out/newsletter/
       mailmerge check campaigns/newsletter.yaml       # every problem of every row
+      mailmerge send campaigns/newsletter.yaml        # resumable; run again to resume
+    Afterwards:
+      mailmerge status campaigns/newsletter.yaml      # who was sent, failed, bounced
+      mailmerge bounces campaigns/newsletter.yaml     # read bounces back, suppress them
 
     Exit codes: 0 success, 1 some rows have problems, 2 the campaign file is wrong.
     """
