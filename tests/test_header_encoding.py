@@ -162,3 +162,21 @@ def test_a_cc_line_counts_its_field_name() -> None:
     for field in ("To", "Cc", "Reply-To"):
         header = addresses_header(field, addresses)
         assert all(len(line) <= 78 for line in header.split("\r\n")), header
+
+
+file_pieces = st.sampled_from([*"abcXYZ019 -_.,;()[]'%*=?\"\\", "é", "ß", "中文", "ملف", "\u00a0",
+                               "=?utf-8?q?x?=", "報告", "🙂", ".pdf", "  "])
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(name=st.lists(file_pieces, min_size=1, max_size=90).map("".join))
+def test_any_file_name_decodes_to_exactly_its_text(name: str) -> None:
+    name = name.strip() or "x"
+    part = file_part_bytes(Part(b"%PDF-1.4", "application", "pdf", name), inline=False)
+    head = bytes(part).split(b"\r\n\r\n", 1)[0].decode("ascii")
+    assert all(len(line) <= 78 or " " not in line.strip() for line in head.split("\r\n"))
+    assert head.count("filename*") <= 9
+    parsed = email.message_from_bytes(bytes(part), policy=email.policy.default)
+    assert parsed.get_filename() == name
+    legacy = email.message_from_bytes(bytes(part), policy=email.policy.compat32)
+    assert legacy.get_filename() == name
