@@ -160,7 +160,8 @@ def header_fields(rendered: Rendered, date: str, message_id: str) -> list[Header
 # --- encoding -------------------------------------------------------------------------------
 
 # Text a reader would take for an RFC 2047 encoded word: written raw, it would be decoded.
-LOOKS_ENCODED = re.compile(r"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?=")
+# As loose as the loosest reader (Python's legacy decoder allows "?" in the encoded text).
+LOOKS_ENCODED = re.compile(r"=\?[^?]*\?[bBqQ]\?.*?\?=", re.S)
 
 
 def encoded_words(text: str, first_line_used: int) -> list[str]:

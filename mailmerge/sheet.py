@@ -310,6 +310,9 @@ def _open_csv(recipients: Recipients) -> Sheet:
 
 def _xlsx_value(value: Any) -> Any:
     """Numbers stay numbers (integral ones as int), date-only cells become dates, empty is ''."""
+    kind = value.__class__
+    if kind is str or kind is int:  # most cells: nothing to do
+        return value
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:

@@ -1,15 +1,19 @@
-"""The cells of an .xlsx worksheet, streamed from its XML with expat.
+"""The cells of an .xlsx worksheet, streamed from its XML.
 
 openpyxl (read-only) still opens the workbook: the sheet names, the shared strings, the
 date formats and the 1900/1904 epoch come from it. Only the cells are parsed here, because
-openpyxl builds an element tree per cell and read about 3,000 rows a second; expat with
-four small callbacks reads more than ten times that, in constant memory. Each value is
-converted exactly as openpyxl converts it (its own helpers are used), so a cell reads the
-same either way.
+openpyxl builds an element tree per cell and read about 3,000 rows a second. Rows in the
+plain form spreadsheet programs write are read with one regular expression (about 45,000
+rows of 14 columns a second); any other stretch goes to expat with four small callbacks
+(about 27,000). Both in constant memory. Each value is converted exactly as openpyxl
+converts it (its own helpers are used), so a cell reads the same either way.
 """
 
 from __future__ import annotations
 
+import codecs
+import html
+import re
 from collections.abc import Iterator
 from typing import IO, Any
 from xml.parsers import expat
@@ -160,14 +164,165 @@ def worksheet_rows(source: IO[bytes], shared: Any, epoch: Any, dates: set[int],
     """(row number, values by column from A) for each row; missing cells are None and rows
     the file leaves out are not yielded."""
     cells = _Cells(shared, epoch, dates, durations)
+    head = source.read(_CHUNK)
+    fast = _fast_start(head)
+    if fast is None:  # a prefixed namespace, another encoding: expat reads it all
+        yield from _expat_rows(cells, head, source)
+        return
+    yield from _fast_rows(cells, head[fast:], source)
+
+
+def _expat_rows(cells: _Cells, head: bytes, source: IO[bytes]
+                ) -> Iterator[tuple[int, list[Any]]]:
+    parser = _parser(cells)
+    chunk = head
+    while chunk:
+        parser.Parse(chunk, False)
+        yield from cells.rows
+        cells.rows.clear()
+        chunk = source.read(_CHUNK)
+    parser.Parse(b"", True)
+    yield from cells.rows
+
+
+def _parser(cells: _Cells) -> Any:
     parser = expat.ParserCreate()
     parser.buffer_text = True
     parser.StartElementHandler = cells.start
     parser.EndElementHandler = cells.end
     parser.CharacterDataHandler = cells.data
-    while chunk := source.read(_CHUNK):
-        parser.Parse(chunk, False)
-        yield from cells.rows
-        cells.rows.clear()
-    parser.Parse(b"", True)
-    yield from cells.rows
+    return parser
+
+
+# --- the fast path ---------------------------------------------------------------------------
+# Most workbooks write their rows in one plain form: `<row r="2">`, then cells such as
+# `<c r="A2" s="3" t="s"><v>7</v></c>` or `<c r="B2" t="inlineStr"><is><t>Zoë</t></is></c>`,
+# then `</row>`. Those are read with one regular expression, in C, about twice as fast as
+# expat's callbacks; a stretch of rows in any other form (rich text, comments, CDATA,
+# attributes in odd places) is handed to expat, wrapped in a <sheetData> of its own, and
+# read exactly as before. Text is unescaped and its line ends normalised as XML does.
+
+_FAST = re.compile(
+    r'<row r="(\d+)"[^>/]*(/?)>'
+    r'|<c r="([A-Z]{1,3})(\d+)"((?: (?:s|t|cm|vm|ph)="[^"<>&]*")*)'
+    r'(?:/>|>(?:<f(?: [^<>]*)?/>|<f(?: [^<>]*)?>[^<]*</f>)?'
+    r'(?:<v>([^<]*)</v>|(<is><t(?: xml:space="preserve")?>([^<]*)</t></is>))?</c>)'
+    r'|(</row>)')
+_ATTRS = re.compile(r'(s|t)="([^"]*)"')
+_SHEET_DATA = re.compile(rb"<sheetData(/?)>")
+
+
+def _fast_start(head: bytes) -> int | None:
+    """Where the rows begin in the first chunk, when the fast path can read them."""
+    declaration = head[:100].lower()
+    if b"encoding=" in declaration and b'encoding="utf-8"' not in declaration:
+        return None
+    match = _SHEET_DATA.search(head)
+    if match is None or b"<sheetData" in head[:match.start()]:
+        return None  # prefixed (x:sheetData), or the chunk ends before it
+    return match.start()
+
+
+def _fast_rows(cells: _Cells, text_head: bytes, source: IO[bytes]
+               ) -> Iterator[tuple[int, list[Any]]]:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    pending = decoder.decode(text_head)
+    if pending.startswith("<sheetData/>"):
+        return
+    pending = pending[len("<sheetData>"):]
+    ended = False
+    while not ended:
+        chunk = source.read(_CHUNK)
+        if chunk:
+            pending += decoder.decode(chunk)
+        else:
+            pending += decoder.decode(b"", final=True)
+        cut = pending.rfind("</row>")
+        closing = pending.find("</sheetData>")
+        if closing != -1:  # the last rows: everything up to the end of the data
+            rows, pending, ended = pending[:closing], "", True
+        elif cut != -1:
+            rows, pending = pending[:cut + 6], pending[cut + 6:]
+        elif not chunk:
+            rows, pending, ended = pending, "", True
+        else:
+            continue  # one row longer than a chunk: read on
+        found = _read_fast(cells, rows)
+        if found is None:
+            found = _read_expat(cells, rows)
+        yield from found
+
+
+def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
+    """The rows in ``text``, or None when some of it is not in the plain form."""
+    rows: list[tuple[int, list[Any]]] = []
+    row: list[Any] = []
+    number = 0
+    at = 0
+    letters_index = _LETTERS
+    shared, dates = cells.shared, cells.dates
+    attributes = _ATTRIBUTES
+    for match in _FAST.finditer(text):
+        start, end = match.span()
+        if start != at and not text[at:start].isspace():
+            return None
+        at = end
+        row_number, empty, letters, ref_row, attrs, v, inline, inline_text, _ = match.groups()
+        if letters is not None:
+            index = letters_index.get(letters) or _column(letters + ref_row)
+            kind_style = attributes.get(attrs)
+            if kind_style is None:
+                kind_style = attributes[attrs] = _kind_style(attrs)
+            kind, style = kind_style
+            raw = inline_text if inline is not None else v
+            if raw and ("&" in raw or "\r" in raw):
+                raw = html.unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
+            if kind == "inlineStr":
+                value = raw if inline is not None else None
+            elif not raw:
+                continue
+            elif kind == "s" and raw.isdigit() and int(raw) < len(shared):
+                value = shared[int(raw)]
+            elif kind == "n" and style not in dates:
+                value = _cast_number(raw)
+            else:  # dates, booleans, errors, formulas' text, a bad index: as expat's path
+                cells.kind, cells.style, cells.column, cells.number = kind, style, index, number
+                cells.inline, cells.text = inline is not None, [raw]
+                value = cells._value()
+            if value is not None:
+                if len(row) < index:
+                    row.extend([None] * (index - len(row)))
+                row[index - 1] = value
+        elif row_number is not None:
+            number = int(row_number)
+            row = []
+            if empty:  # <row r="5"/>
+                rows.append((number, row))
+        else:  # </row>
+            rows.append((number, row))
+    if at != len(text) and not text[at:].isspace():
+        return None
+    cells.number = number
+    return rows
+
+
+_ATTRIBUTES: dict[str, tuple[str, int]] = {}  # a cell's attributes as written -> (t, s)
+
+
+def _kind_style(attrs: str) -> tuple[str, int]:
+    kind, style = "n", 0
+    for name, value in _ATTRS.findall(attrs):
+        if name == "t":
+            kind = value
+        elif value:
+            style = int(value)
+    return kind, style
+
+
+def _read_expat(cells: _Cells, text: str) -> list[tuple[int, list[Any]]]:
+    """Rows in any form, read by expat as the whole-sheet path reads them."""
+    parser = _parser(cells)
+    parser.Parse(("<sheetData>" + text + "</sheetData>").encode("utf-8"), True)
+    found = list(cells.rows)
+    cells.rows.clear()
+    return found

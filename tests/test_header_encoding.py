@@ -16,7 +16,7 @@ from email.header import decode_header, make_header
 from email.headerregistry import Address
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mailmerge.assets import Part
@@ -109,7 +109,7 @@ def test_a_display_name_decodes_to_exactly_its_text(display: str, field: str,
         # words of a phrase (RFC 2047 6.2 says drop it): a double space at each cut,
         # which the README lists among the readers' bugs (and a space where a word
         # longer than one encoded word had to be cut)
-        assert got[0].display_name.replace(" ", "") == display.replace(" ", "")
+        assert "".join(got[0].display_name.split()) == "".join(display.split())
     elif words:  # CPython's policy.default also collapses runs of spaces it decoded, and
         # strips white space (a no-break space too) at the ends
         assert " ".join(got[0].display_name.split()) == " ".join(display.split())
@@ -172,6 +172,8 @@ file_pieces = st.sampled_from([*"abcXYZ019 -_.,;()[]'%*=?\"\\", "é", "ß", "中
 @given(name=st.lists(file_pieces, min_size=1, max_size=90).map("".join))
 def test_any_file_name_decodes_to_exactly_its_text(name: str) -> None:
     name = name.strip() or "x"
+    # Python strips one pair of quotes around any parameter value, decoded RFC 2231 too
+    assume(not (len(name) > 1 and name[0] == name[-1] == '"'))
     part = file_part_bytes(Part(b"%PDF-1.4", "application", "pdf", name), inline=False)
     head = bytes(part).split(b"\r\n\r\n", 1)[0].decode("ascii")
     assert all(len(line) <= 78 or " " not in line.strip() for line in head.split("\r\n"))

@@ -219,3 +219,39 @@ def test_a_dtd_in_any_part_is_refused_before_it_is_parsed(tmp_path: Path, part: 
     assert str(info.value).startswith(
         f"{crafted}: the workbook's part {part!r} declares a DTD (<!DOCTYPE>), which no "
         "spreadsheet program writes")
+
+
+def test_plain_rows_and_other_forms_mixed_in_a_large_sheet_read_as_openpyxl_reads_them(
+        tmp_path: Path) -> None:
+    """The plain form is read by the fast path and every other stretch by expat; a sheet
+    of several chunks with both, entities, line ends and pretty-printing reads the same."""
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["a"])
+    workbook.save(tmp_path / "base.xlsx")
+    rows = ['<row r="1"><c r="A1" t="inlineStr"><is><t>email</t></is></c>'
+            '<c r="B1" t="inlineStr"><is><t>note</t></is></c><c r="C1" t="inlineStr"><is><t>n'
+            '</t></is></c></row>']
+    for number in range(2, 4000):
+        if number == 1500:  # rich text, a phonetic run and a formula: expat's part
+            rows.append(f'<row r="{number}"><c r="A{number}" t="inlineStr"><is><r><t>ri</t></r>'
+                        f'<r><t xml:space="preserve">ch </t></r><rPh sb="0" eb="1"><t>x</t>'
+                        f'</rPh></is></c><c r="C{number}"><f>1+1</f><v>2</v></c></row>')
+        elif number == 2500:  # pretty-printed
+            rows.append(f'<row r="{number}">\n  <c r="A{number}" t="inlineStr"><is><t>p</t>'
+                        f'</is></c>\n  <c r="C{number}" s="0"><v>{number}</v></c>\n</row>')
+        elif number == 3000:
+            rows.append(f'<row r="{number}"/>')
+        else:
+            rows.append(f'<row r="{number}" spans="1:3"><c r="A{number}" t="inlineStr"><is>'
+                        f'<t xml:space="preserve">u{number}@x.org &amp; &lt;b&gt; &#10;'
+                        f'z\r\nw </t></is></c><c r="B{number}" t="b"><v>{number % 2}</v></c>'
+                        f'<c r="C{number}"><v>{number * 1.5}</v></c><c r="D{number}" t="e">'
+                        f'<v>#N/A</v></c><c r="E{number}" t="str"><f>A1</f><v>s{number}</v></c>'
+                        '</row>')
+    crafted = rewrite_sheet(tmp_path / "base.xlsx", "".join(rows))
+    assert crafted.stat().st_size > 3 * 1024  # compressed; well over one 64 KB chunk inside
+    expected = [r for r in openpyxl_rows(crafted, "Sheet") if any(v is not None for v in r)]
+    got = [r for r in fast_rows(crafted, "Sheet") if r]
+    assert len(got) == len(expected) == 3998  # rows 1 to 3999 but the empty one
+    for want, have in zip(expected, got, strict=True):
+        assert same(want, have), (want, have)
