@@ -2,18 +2,19 @@
 
 The message that is sent is written directly (``mailmerge.message``); ``test_message_reference.py``
 compares the two on many generated rows (tree, headers and decoded content). Both take
-the header fields, the body's structure and the encoded words from ``mailmerge.mime``.
+the header fields, the body's structure and the encoded words from ``mailmerge.mime``;
+the file parts here are the email package's own.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 from email.headerregistry import Address
 from email.message import EmailMessage, MIMEPart
 
+from mailmerge.assets import Part
 from mailmerge.mime import (
-    POLICY,
-    POLICY_UTF8,
     AddressList,
     Built,
     HeaderField,
@@ -23,7 +24,6 @@ from mailmerge.mime import (
     Token,
     encoded_address,
     encoded_words,
-    file_part,
     header_fields,
     mime_tree,
     needs_smtputf8,
@@ -31,6 +31,10 @@ from mailmerge.mime import (
     transfer_encoding,
 )
 from mailmerge.render import Rendered
+
+# Header values encoded by mailmerge.mime (see encoded_words) are written as they are.
+POLICY = email.policy.SMTP.clone(refold_source="none")
+POLICY_UTF8 = email.policy.SMTPUTF8.clone(refold_source="none")
 
 
 def build_reference(rendered: Rendered, *, message_id: str | None = None,
@@ -87,6 +91,19 @@ def _set_addresses(msg: EmailMessage, name: str, addresses: tuple[Address, ...])
         lines += parts
         used = 1
     msg.set_raw(name, "\n ".join(lines))
+
+
+def file_part(file: Part, inline: bool) -> MIMEPart:
+    """An image (``inline``, with its Content-ID) or an attachment, as the email package
+    writes it."""
+    part = MIMEPart(policy=POLICY)
+    if inline:
+        part.set_content(file.data, file.maintype, file.subtype, disposition="inline",
+                         filename=file.filename, cid=f"<{file.cid}>")
+    else:
+        part.set_content(file.data, file.maintype, file.subtype, disposition="attachment",
+                         filename=file.filename)
+    return part
 
 
 def _text_part(text: str, subtype: str) -> MIMEPart:

@@ -319,7 +319,9 @@ def test_a_file_part_is_byte_for_byte_what_the_email_package_writes(size: int) -
     import os
 
     from mailmerge.assets import Part
-    from mailmerge.mime import POLICY, file_part, file_part_bytes
+    from mailmerge.mime import file_part_bytes
+
+    from .reference_message import POLICY, file_part
 
     for inline in (False, True):
         part = Part(os.urandom(size), "application", "pdf", "Rechnung für Zoë.pdf",
