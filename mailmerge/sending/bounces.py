@@ -21,13 +21,14 @@ import datetime as dt
 import os
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..addresses import address_key
 from ..campaign import Campaign
 from ..errors import SendError
 from ..reports import Finding, Report, read_report
+from ..suppress import load_suppressions
 from .journal import Journal, Record, State
 from .mailbox import IMAP_ERRORS, open_reports
 
@@ -142,7 +143,8 @@ def _handle(report: Report, campaign: Campaign, journal: Journal, index: _Index,
             journal.record_report(report.report_id, "autoreply", key)
         result.autoreplies += 1
         return True
-    findings = [f for f in report.findings if address_key(f.address) in index.envelope(key)]
+    envelope, primary = index.envelope(key), index.primary(key)
+    findings = [f for f in report.findings if address_key(f.address) in envelope]
     strangers = [f.address for f in report.findings if f not in findings]
     if not findings:
         result.skipped += 1
@@ -152,30 +154,27 @@ def _handle(report: Report, campaign: Campaign, journal: Journal, index: _Index,
         return False
     settings = campaign.bounces
     assert settings is not None
-    plan: list[tuple[Finding, State | None, bool]] = []  # finding, new state, suppress
+    # per finding: is it the row's own address, a soft bounce, the row's new state, and
+    # is the address suppressed
+    plan: list[tuple[Finding, bool, bool, State | None, bool]] = []
     for finding in findings:
-        own = address_key(finding.address) == index.primary(key)
+        own = address_key(finding.address) == primary
         if report.kind == "complaint":
-            plan.append((finding, "complained" if own else None, True))
+            plan.append((finding, own, False, "complained" if own else None, True))
         elif finding.severity == "hard":
-            plan.append((finding, "bounced" if own else None, True))
+            plan.append((finding, own, False, "bounced" if own else None, True))
         else:
-            soft = index.records[key].soft_bounces + 1 if own else 0
-            plan.append((finding, None, soft >= settings.soft_limit))
-    for finding, _state, suppress in plan:  # first the file: it must never miss one
+            limit = own and index.records[key].soft_bounces + 1 >= settings.soft_limit
+            plan.append((finding, own, True, "bounced" if limit else None, limit))
+    for finding, _own, _soft, _state, suppress in plan:  # first the file: it never misses one
         if suppress:
             suppressed.add(finding, report.kind)
     with journal.batch():
-        for finding, state, suppress in plan:
-            own = address_key(finding.address) == index.primary(key)
-            soft = report.kind == "bounce" and finding.severity == "soft"
-            if soft and suppress:
-                state = "bounced"
+        for finding, own, soft, state, suppress in plan:
             if own:
                 count = journal.note_bounce(key, state, finding.status, finding.diagnostic,
                                             soft=soft)
-                record = index.records[key]
-                index.records[key] = Record(**{**record.__dict__, "soft_bounces": count})
+                index.records[key] = replace(index.records[key], soft_bounces=count)
             if report.kind == "complaint":
                 result.complaints += 1
             elif soft:
@@ -214,8 +213,6 @@ class _Suppressions:
         self.path, self.campaign = path, campaign
         self.known: set[str] = set()
         if path is not None and path.exists():
-            from ..suppress import load_suppressions
-
             self.known = set(load_suppressions([path]))
 
     def add(self, finding: Finding, kind: str) -> None:
