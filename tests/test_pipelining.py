@@ -38,6 +38,20 @@ def connect(server: PipeServer) -> SmtpConnection:
                           None)
 
 
+def send_once(server: PipeServer, envelope: tuple[str, list[str], bytes, bool] | None = None,
+              timeout: float = 5) -> Delivery:
+    """One message through a fresh connection; the server is stopped afterwards, and what
+    it recorded can still be read."""
+    try:
+        connection = SmtpConnection(Smtp(host="127.0.0.1", port=server.port, security="none",
+                                         timeout=timeout), None)
+        delivery = connection.send(*(envelope or message(1)))
+        connection.close()
+    finally:
+        server.stop()
+    return delivery
+
+
 def delivered(server: PipeServer) -> list[str]:
     return [r.rcpt_tos[0] for r in server.received]
 
@@ -226,12 +240,7 @@ def test_a_data_command_not_answered_354_sends_no_text_and_is_not_sent(server,
 def test_a_5xx_to_data_is_permanent_for_that_message(pipelining: bool) -> None:
     server = PipeServer(pipelining=pipelining)
     server.data_command_reply = "554 5.7.1 message refused"
-    try:
-        connection = connect(server)
-        delivery = connection.send(*message(1))
-        connection.close()
-    finally:
-        server.stop()
+    delivery = send_once(server)
     assert delivery.accepted == [] and delivery.deferred == {} and delivery.unknown == {}
     assert str(delivery.refused["p1@example.org"]) == "554 5.7.1 message refused"
     assert server.received == []
@@ -250,12 +259,7 @@ def test_a_final_reply_that_is_not_one_leaves_the_message_uncertain(
         answer: str, problem: str, pipelining: bool) -> None:
     server = PipeServer(pipelining=pipelining)
     server.data_rule = lambda index: answer
-    try:
-        connection = connect(server)
-        delivery = connection.send(*message(1))
-        connection.close()
-    finally:
-        server.stop()
+    delivery = send_once(server)
     # the text went out and the server said something that is no reply: never "delivered"
     assert delivery.accepted == [] and delivery.deferred == {} and delivery.refused == {}
     assert str(delivery.unknown["p1@example.org"]) == f"0 no reply to the text: protocol error: {problem}"
@@ -271,12 +275,7 @@ def test_a_reply_that_is_not_one_before_the_text_leaves_the_message_pending(
         server.mail_reply = "2500 OK"
     else:
         server.rcpt_rule = lambda address, seen: "999 sure"
-    try:
-        connection = connect(server)
-        delivery = connection.send(*message(1))
-        connection.close()
-    finally:
-        server.stop()
+    delivery = send_once(server)
     assert delivery.accepted == [] and delivery.unknown == {} and delivery.refused == {}
     reply = delivery.deferred["p1@example.org"]
     assert reply.code == 0 and reply.text.startswith("protocol error: the reply ")
@@ -287,15 +286,9 @@ def test_a_reply_that_is_not_one_before_the_text_leaves_the_message_pending(
 def test_a_reply_that_drips_forever_is_given_up_on_and_nothing_is_sent() -> None:
     server = PipeServer()
     server.mail_drip = 0.05  # a 250- line every 50 ms: no single read ever times out
-    try:
-        connection = SmtpConnection(Smtp(host="127.0.0.1", port=server.port, security="none",
-                                         timeout=0.3), None)
-        started = time.monotonic()
-        delivery = connection.send(*message(1))
-        took = time.monotonic() - started
-        connection.close()
-    finally:
-        server.stop()
+    started = time.monotonic()
+    delivery = send_once(server, timeout=0.3)
+    took = time.monotonic() - started
     assert took < 5, took  # the whole reply is bounded: 4 x timeout
     reply = delivery.deferred["p1@example.org"]
     assert reply.code == 0 and reply.text.startswith("protocol error: a reply still going on "
@@ -311,12 +304,7 @@ def test_a_connection_lost_before_the_final_dot_of_a_large_message_is_no_uncerta
     server.drop_in_text = 1_000_000  # of 20 MB: more than the sockets' buffers hold
     sender, recipients, _, utf8 = message(1)
     data = b"Subject: big\r\n\r\n" + (b"x" * 76 + b"\r\n") * 270_000
-    try:
-        connection = connect(server)
-        delivery = connection.send(sender, recipients, data, utf8)
-        connection.close()
-    finally:
-        server.stop()
+    delivery = send_once(server, (sender, recipients, data, utf8))
     # no server keeps a message whose final dot never came: send it again, no question
     assert delivery.unknown == {} and delivery.accepted == []
     assert delivery.deferred["p1@example.org"].text.startswith("connection lost")
