@@ -422,11 +422,12 @@ class SmtpConnection:
         assert smtp.sock is not None
         wait = max(self.settings.timeout, FINAL_REPLY_TIMEOUT)
         smtp.sock.settimeout(wait)
-        smtp.reply_deadline = wait  # type: ignore[attr-defined]  # a _StrictReplies
+        usual = smtp.reply_deadline  # type: ignore[attr-defined]  # a _StrictReplies
+        smtp.reply_deadline = wait  # type: ignore[attr-defined]
         try:
             return _reply(smtp.getreply())
         finally:
-            smtp.reply_deadline = OPEN_DEADLINE_FACTOR * self.settings.timeout  # type: ignore[attr-defined]
+            smtp.reply_deadline = usual  # type: ignore[attr-defined]
             if smtp.sock is not None:
                 smtp.sock.settimeout(self.settings.timeout)
 
