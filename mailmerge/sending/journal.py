@@ -79,8 +79,6 @@ _ADDED_COLUMNS = (("settled", "TEXT NOT NULL DEFAULT ''"),
                   ("status_code", "TEXT NOT NULL DEFAULT ''"),
                   ("diagnostic", "TEXT NOT NULL DEFAULT ''"),
                   ("soft_bounces", "INTEGER NOT NULL DEFAULT 0"))
-# States a recipient keeps once reached: nothing more is sent to it in this campaign.
-FINAL: tuple[State, ...] = ("sent", "failed", "skipped", "bounced", "complained")
 
 
 @dataclass(frozen=True)
