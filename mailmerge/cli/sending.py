@@ -327,10 +327,7 @@ def status(campaign: str, csv_path: str | None) -> None:
       mailmerge status campaigns/newsletter.yaml --csv report.csv
     """
     loaded = _load(campaign)
-    path = journal_path(loaded)
-    if not path.exists():
-        _fail(ConfigError(f"no journal yet at {path}", hint="nothing has been sent; "
-                                                            "run `mailmerge send` first"))
+    path = _existing_journal(loaded)
     try:
         _show_status(loaded, path, csv_path)
     except MailmergeError as exc:
@@ -400,10 +397,7 @@ def bounces(campaign: str) -> None:
         _fail(ConfigError("the campaign has no `bounces:` mailbox to read", path=loaded.path,
                           hint="add `bounces: {host: ..., username: ...}` (see README, "
                                "\"Bounces and complaints\")"))
-    path = journal_path(loaded)
-    if not path.exists():
-        _fail(ConfigError(f"no journal yet at {path}", hint="nothing has been sent; "
-                                                            "run `mailmerge send` first"))
+    path = _existing_journal(loaded)
     password = _secret(settings.password_env,
                        f"{settings.protocol.upper()} password for {settings.username} at "
                        f"{settings.host}", "no password for the bounces mailbox",
@@ -463,10 +457,7 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
       mailmerge resolve campaigns/newsletter.yaml --lookup
     """
     loaded = _load(campaign)
-    path = journal_path(loaded)
-    if not path.exists():
-        _fail(ConfigError(f"no journal yet at {path}", hint="nothing has been sent; "
-                                                            "run `mailmerge send` first"))
+    path = _existing_journal(loaded)
     both = set(names(",".join(sent))) & set(names(",".join(resend)))
     if both:
         _fail(ConfigError(f"{', '.join(sorted(both))} cannot be both --sent and --resend",
@@ -503,6 +494,15 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
         click.echo(f"  row {record.row} {record.key}: Message-ID {record.message_id}")
     _how_to_settle(loaded, uncertain)
     sys.exit(EXIT_DATA)
+
+
+def _existing_journal(campaign: Campaign) -> Path:
+    """The campaign's journal file, or the one Error line that says none was begun yet."""
+    path = journal_path(campaign)
+    if not path.exists():
+        _fail(ConfigError(f"no journal yet at {path}", hint="nothing has been sent; "
+                                                            "run `mailmerge send` first"))
+    return path
 
 
 @contextlib.contextmanager
