@@ -158,6 +158,9 @@ class Campaign:
     recipients: Recipients
     html_template: Path | None = None
     text_template: Path | None = None
+    markdown_template: Path | None = None  # the body as Markdown, instead of html_template
+    layout_template: Path | None = None  # the HTML around a Markdown body (None: the default)
+    line_breaks: bool = False  # in Markdown, a single newline is a line break
     to: AddressField = "{{ email }}"
     sender: AddressField = None
     reply_to: AddressField = None
@@ -193,7 +196,7 @@ _TOP_KEYS = {
     "list_id", "transactional", "suppress", "dkim", "imap", "max_attachment_size",
     "bounces", "return_path",
 }
-_TEMPLATE_KEYS = {"html", "text"}
+_TEMPLATE_KEYS = {"html", "text", "markdown", "layout", "line_breaks"}
 _RECIPIENT_KEYS = {"path", "sheet", "encoding", "delimiter", "key"}
 _SMTP_KEYS = {
     "host", "port", "security", "username", "password_env", "ca_file", "timeout",
@@ -450,7 +453,7 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         raise top.error("name", f"`name` {name!r} may hold only letters, digits, '.', '_' and "
                                 "'-', and may not start with '.'",
                         "it names the output folder and the journal")
-    html, text_template = _templates(top)
+    templates = _templates(top)
     # in this order, so that of several mistakes the same one is reported first
     recipients, attachments, headers, smtp = (_recipients(top, local), _attachments(top),
                                               _headers(top), _smtp(top, local))
@@ -464,8 +467,11 @@ def parse_campaign(text: str, path: Path) -> Campaign:
         cc=_address_field(top, "cc"),
         bcc=_address_field(top, "bcc"),
         subject=top.get("subject", str, required=True),
-        html_template=local(html) if html else None,
-        text_template=local(text_template) if text_template else None,
+        html_template=local(templates.html) if templates.html else None,
+        text_template=local(templates.text) if templates.text else None,
+        markdown_template=local(templates.markdown) if templates.markdown else None,
+        layout_template=local(templates.layout) if templates.layout else None,
+        line_breaks=templates.line_breaks,
         recipients=recipients,
         attachments=attachments,
         headers=headers,
@@ -485,18 +491,41 @@ def parse_campaign(text: str, path: Path) -> Campaign:
     )
 
 
-def _templates(top: Reader) -> tuple[str | None, str | None]:
-    """The HTML and text template paths as written; at least one of them."""
+@dataclass(frozen=True)
+class _Templates:
+    html: str | None
+    text: str | None
+    markdown: str | None
+    layout: str | None
+    line_breaks: bool
+
+
+def _templates(top: Reader) -> _Templates:
+    """The template paths as written: HTML or Markdown, text, or both."""
     templates = top.sub("templates")
     if templates is None:
         raise top.error(None, "missing required key `templates`",
-                        "add `templates: {html: ..., text: ...}` (at least one of them)")
+                        "add `templates: {html: ..., text: ...}` (at least one of them), "
+                        "or `templates: {markdown: ...}`")
     templates.check_keys(_TEMPLATE_KEYS)
-    html = templates.get("html", str)
-    text = templates.get("text", str)
-    if not html and not text:
-        raise top.error("templates", "`templates` needs `html:`, `text:` or both")
-    return html, text
+    found = _Templates(templates.get("html", str), templates.get("text", str),
+                       templates.get("markdown", str), templates.get("layout", str),
+                       templates.get("line_breaks", bool, default=False))
+    if found.html and found.markdown:
+        raise top.error("templates", "`templates` has both `html:` and `markdown:`",
+                        "a Markdown body becomes the HTML part: keep one of them, and put "
+                        "the HTML around the Markdown in `layout:`")
+    if found.layout and not found.markdown:
+        raise top.error("templates", "`templates.layout` places a Markdown body, but there "
+                                     "is no `markdown:`",
+                        "add `markdown: body.md`, or drop `layout:` and use `html:`")
+    if found.line_breaks and not found.markdown:
+        raise top.error("templates", "`templates.line_breaks` applies to a Markdown body, "
+                                     "and there is no `markdown:`", "drop it")
+    if not (found.html or found.text or found.markdown):
+        raise top.error("templates", "`templates` needs `html:`, `markdown:` or `text:`",
+                        "HTML or Markdown with a text part, or text alone")
+    return found
 
 
 def _recipients(top: Reader, local: Local) -> Recipients:
@@ -637,6 +666,8 @@ def load_campaign(path: str | Path) -> Campaign:
     campaign = parse_campaign(text, path)
     for key, target in (("templates", campaign.html_template),
                         ("templates", campaign.text_template),
+                        ("templates", campaign.markdown_template),
+                        ("templates", campaign.layout_template),
                         ("recipients", campaign.recipients.path)):
         if target is not None and not target.is_file():
             raise ConfigError(f"`{key}` names {target}, which does not exist", path=path,

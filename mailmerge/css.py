@@ -48,6 +48,11 @@ def needs_inlining(html: str) -> bool:
     return bool(_STYLE_BLOCK.search(html))
 
 
+def style_blocks(html: str) -> list[str]:
+    """The contents of the `<style>` blocks."""
+    return _STYLE_BLOCK.findall(html)
+
+
 def uses_other_templates(source: str) -> bool:
     return bool(_REFERENCES.search(source))
 

@@ -18,11 +18,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from functools import partial
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from . import css
 from .addresses import (
@@ -47,6 +49,7 @@ from .campaign import AddressField, Campaign, where_expression
 from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .htmlpart import html_to_text, refuse_script_links
+from .markdown_body import Placeholders, make_converter
 from .notices import Notice
 from .sheet import Row
 from .signing import load_signer
@@ -62,6 +65,8 @@ _RUNTIME_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError,
 MAX_VALUE = 10_000_000  # items of a text or list one expression may make by repetition
 MAX_POWER_DIGITS = 10_000
 T = TypeVar("T")
+# The HTML around a Markdown body when the campaign names no `layout:`.
+DEFAULT_LAYOUT = (resources.files("mailmerge") / "static/layout/layout.html").read_text("utf-8")
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -304,7 +309,8 @@ class Renderer:
             raise ConfigError(f"`recipients.key` names column {key!r}, which the sheet does not "
                               f"have", path=campaign.path, line=campaign.line_of("recipients"),
                               hint="its columns are: " + ", ".join(c for c in columns if c))
-        named = [t for t in (campaign.html_template, campaign.text_template) if t]
+        named = [t for t in (campaign.html_template, campaign.text_template,
+                             campaign.markdown_template, campaign.layout_template) if t]
         self.env = make_environment(list(dict.fromkeys(t.parent for t in named)),
                                     frozenset(t.name for t in named))
         self.token_env = make_address_environment(self.env)
@@ -339,6 +345,10 @@ class Renderer:
         self._dkim_checked = False
         self.text = self._load(campaign.text_template) if campaign.text_template else None
         self.html = self._load(campaign.html_template) if campaign.html_template else None
+        self.markdown: jinja2.Template | None = None
+        self.layout: jinja2.Template | None = None
+        if campaign.markdown_template is not None:
+            self._prepare_markdown(campaign.markdown_template, campaign.layout_template)
         self.fast_html: jinja2.Template | None = None
         self.inline_each = False
         self._verified = 0
@@ -380,9 +390,9 @@ class Renderer:
         except (*_RUNTIME_ERRORS, TooSlow) as exc:
             raise RowErrors(row.number, [self._template_error(row, exc, "where")]) from None
 
-    def _load(self, path: Path) -> jinja2.Template:
+    def _load(self, path: Path, env: jinja2.Environment | None = None) -> jinja2.Template:
         try:
-            return self.env.get_template(path.name)
+            return (env or self.env).get_template(path.name)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"template syntax error: {exc.message}",
                                 path=exc.filename or path, line=exc.lineno,
@@ -413,6 +423,29 @@ class Renderer:
         assert isinstance(dict_loader, jinja2.DictLoader)
         dict_loader.mapping[name] = prepared.source  # type: ignore[index]
         self.fast_html = self.env.get_template(name)
+
+    def _prepare_markdown(self, markdown: Path, layout: Path | None) -> None:
+        """The Markdown template and its layout, rendered with cell values as placeholders
+        (see markdown_body), and the CommonMark converter."""
+        self.placeholders = Placeholders()
+        # a cache of its own: templates compiled for self.env must not be shared with it
+        self.md_env = self.env.overlay(autoescape=True, cache_size=50,
+                                       finalize=self.placeholders.finalize())
+        self.markdown = self._load(markdown, self.md_env)
+        if layout is None:
+            loader = self.env.loader
+            assert isinstance(loader, jinja2.ChoiceLoader)
+            dict_loader = loader.loaders[0]
+            assert isinstance(dict_loader, jinja2.DictLoader)
+            name = "\x00layout/default.html"
+            dict_loader.mapping[name] = DEFAULT_LAYOUT  # type: ignore[index]
+            self.layout = self.md_env.get_template(name)
+        else:
+            self.layout = self._load(layout, self.md_env)
+        self.converter = make_converter(self.campaign.line_breaks)
+        # inlined layouts by their HTML with placeholders: the same for most rows
+        self._md_inlined: SizedCache[str, str] = SizedCache(CACHE_BYTES // 8, lambda page: 2 * len(page))
+        self._md_inline_each = False
 
     # --- per row ----------------------------------------------------------------------------
 
@@ -473,11 +506,21 @@ class Renderer:
                         for name, tpl in self.headers)
         html: str | None = None
         images: list[Part] = []
+        source: str | None = None  # a Markdown body's source, which is its text part
+        no_html: tuple[str | None, list[Part]] = (None, [])
         if self.html is not None:
-            no_html: tuple[str | None, list[Part]] = (None, [])
             html, images = attempt("html", partial(self._render_html, ctx, row), no_html)
+        elif self.markdown is not None:
+            self.placeholders.reset()
+            body = attempt("markdown", partial(self._render_markdown, ctx), None)
+            if body is not None:
+                source = self.placeholders.raw(body[0])
+                html, images = attempt("layout", partial(self._render_layout, ctx, subject,
+                                                         body[1], row), no_html)
         if self.text is not None:
             text = attempt("text", lambda: self.text.render(ctx), None)  # type: ignore[union-attr]
+        elif self.markdown is not None:
+            text = source
         else:
             text = attempt("text", lambda: html_to_text(html) if html else None, None)
         files: list[Path] = []
@@ -601,6 +644,49 @@ class Renderer:
         refuse_script_links(html)
         return embed_images(html, self._image)
 
+    def _render_markdown(self, ctx: Mapping[str, Any]) -> tuple[str, str]:
+        """The Markdown source and the HTML CommonMark makes of it, both with placeholders."""
+        assert self.markdown is not None
+        source = self.markdown.render(ctx)
+        return source, self.converter.render(source)
+
+    def _render_layout(self, ctx: Mapping[str, Any], subject: str, body: str, row: Row
+                       ) -> tuple[str | None, list[Part]]:
+        """The layout around the body, its CSS inlined, then the values filled in."""
+        assert self.layout is not None
+        page = self.layout.render({**ctx, "content": Markup(body), "subject": subject})
+        if css.needs_inlining(page):
+            if self._md_inline_each:
+                page = css.inline_css(self.placeholders.escaped(page))
+            else:
+                page = self._inline_markdown_page(page, row)
+        else:
+            page = self.placeholders.escaped(page)
+        refuse_script_links(page)
+        return embed_images(page, self._image)
+
+    def _inline_markdown_page(self, page: str, row: Row) -> str:
+        """Inline the page with placeholders (once per distinct page: most rows share
+        one), then fill in the values. Compared with inlining the filled-in page on the
+        first rows; a value inside a `<style>` block always inlines row by row."""
+        if any(self.placeholders.has_any(block) for block in css.style_blocks(page)):
+            self._md_inline_each = True
+            return css.inline_css(self.placeholders.escaped(page))
+        inlined = self._md_inlined.get(page)
+        if inlined is None:
+            inlined = self._md_inlined.put(page, css.inline_css(page))
+        html = self.placeholders.escaped(inlined)
+        if self._verified < VERIFY_ROWS:
+            self._verified += 1
+            slow = css.inline_css(self.placeholders.escaped(page))
+            if css.canonical_html(html) != css.canonical_html(slow):
+                self._md_inline_each = True
+                self.notices.append(Notice.note(
+                    f"CSS is inlined in every message, not once: on row {row.number} "
+                    "inlining the layout before filling in the values gave different HTML"))
+                return slow
+        return html
+
     def _verify(self, fast: str, ctx: Mapping[str, Any], row: Row) -> None:
         """Compare once-per-campaign inlining with per-message inlining on a real row."""
         assert self.html is not None
@@ -615,8 +701,9 @@ class Renderer:
     def _image(self, src: str) -> Part:
         part = self._images.get(src)  # the same logo on every row: resolved once
         if part is None:
-            assert self.campaign.html_template is not None
-            folder = self.campaign.html_template.parent
+            body = self.campaign.html_template or self.campaign.markdown_template
+            assert body is not None
+            folder = body.parent
             path = resolve_inside(folder, src, "image", allowed=(self.campaign.folder,))
             part = self._images.put(src, self.files.part(path, cid_domain=CID_DOMAIN))
         return part
@@ -651,7 +738,7 @@ class Renderer:
         if isinstance(exc, AddressProblem):
             return self._address_error(row, key, exc)
         if isinstance(exc, AssetProblem):
-            template = self.html if key == "html" else None
+            template = {"html": self.html, "layout": self.markdown}.get(key)
             if template is not None and template.filename:
                 return RowError(str(exc), path=template.filename, row=row.number)
             return self._located(row, str(exc), key, hint=None)
@@ -698,7 +785,8 @@ class Renderer:
         else:
             message = f"{type(exc).__name__}: {message}" if not isinstance(
                 exc, jinja2.TemplateError) else message
-        template = {"html": self.html, "text": self.text}.get(key)
+        template = {"html": self.html, "text": self.text, "markdown": self.markdown,
+                    "layout": self.layout}.get(key)
         if template is not None and template.filename:
             return TemplateError(message, path=template.filename,
                                  line=_template_line(exc, template.filename),

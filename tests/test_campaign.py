@@ -127,7 +127,8 @@ def test_bad_security_mode() -> None:
 
 def test_templates_need_html_or_text() -> None:
     assert error_of(BASE.replace("templates:\n  html: mail.html\n", "templates: {}\n")) == (
-        "/c/campaign.yaml, line 4: `templates` needs `html:`, `text:` or both")
+        "/c/campaign.yaml, line 4: `templates` needs `html:`, `markdown:` or `text:`; HTML or "
+        "Markdown with a text part, or text alone")
 
 
 def test_load_reports_missing_files(tmp_path: Path) -> None:

@@ -37,7 +37,8 @@ class SendOptions:
 def fingerprint(campaign: Campaign) -> str:
     """A hash of the campaign file and its templates: a journal belongs to one version."""
     digest = hashlib.sha256()
-    for path in (campaign.path, campaign.html_template, campaign.text_template):
+    for path in (campaign.path, campaign.html_template, campaign.text_template,
+                 campaign.markdown_template, campaign.layout_template):
         if path is not None:
             digest.update(path.read_bytes())
             digest.update(b"\0")
