@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -280,6 +281,23 @@ def test_init_creates_a_campaign_that_previews(tmp_path: Path, monkeypatch) -> N
     again = run("init", "demo")
     assert again.exit_code == 2
     assert "demo already exists and is not empty; choose a new name" in again.output
+
+
+def test_init_markdown_creates_a_markdown_campaign_that_previews(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("init", "letter", "--markdown")
+    assert result.exit_code == 0
+    assert (tmp_path / "letter/templates/mail.md").is_file()
+    assert not (tmp_path / "letter/templates/mail.html").exists()
+    preview = run("preview", "letter/campaign.yaml")
+    assert preview.exit_code == 0, preview.output
+    emls = sorted((tmp_path / "out" / "letter").glob("*.eml"))
+    msg = parse(emls[0].read_bytes())
+    assert tree(msg) == ("multipart/alternative", [
+        "text/plain", ("multipart/related", ["text/html", "image/png"])])
+    assert content(msg, "plain").startswith("![Our logo](logo.png)\n\n# Hello Zoë Ünal!")
+    assert re.search(r"<h1[^>]*>Hello Zoë Ünal!</h1>", content(msg, "html"))
 
 
 @pytest.mark.parametrize("which", ["campaign", "suppress", "dkim"])

@@ -84,18 +84,22 @@ def preview(campaign: str, out: str | None, limit: int | None, where: str | None
 
 @cli.command()
 @click.argument("folder", type=click.Path(file_okay=False))
-def init(folder: str) -> None:
+@click.option("--markdown", is_flag=True,
+              help="Write the body in Markdown (in a default layout), not HTML and text.")
+def init(folder: str, markdown: bool) -> None:
     """Create a working campaign to start from, in a new folder.
 
-    It holds campaign.yaml, a sheet (people.csv), HTML and text templates and a
-    logo; `preview` renders it at once. Existing files are never overwritten.
+    It holds campaign.yaml, a sheet (people.csv), HTML and text templates (or
+    one Markdown template, with --markdown) and a logo; `preview` renders it at
+    once. Existing files are never overwritten.
 
     \b
     Example:
       mailmerge init demo && mailmerge preview demo/campaign.yaml --open
+      mailmerge init letter --markdown && mailmerge preview letter/campaign.yaml --watch
     """
     try:
-        written = create_campaign(Path(folder))
+        written = create_campaign(Path(folder), markdown=markdown)
     except MailmergeError as exc:
         _fail(exc)
     for path in written:
