@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -115,18 +115,39 @@ def process_row(renderer: Renderer, row: Row, *, build: bool = True,
     return Outcome(row.number, built=built)
 
 
+def _only(rows: Iterator[Row], numbers: Collection[int], path: Path) -> Iterator[Row]:
+    """The rows numbered ``numbers``, read no further than the last of them; a number the
+    sheet does not have (past its end, blank, or the header) is an error."""
+    wanted, found = frozenset(numbers), set()
+    for row in rows:
+        if row.number > max(wanted):
+            break
+        if row.number in wanted:
+            found.add(row.number)
+            yield row
+    missing = sorted(wanted - found)
+    if missing:
+        raise SheetError(f"the sheet has no row {', '.join(map(str, missing))} (past its end, "
+                         "blank, or the header row)", path=path,
+                         hint="rows are numbered as a spreadsheet shows them: the first "
+                              "recipient is row 2")
+
+
 def _map_sheet(campaign: Campaign, work: Callable[[Renderer, Row], T], *, limit: int | None,
-               jobs: int, notices: list[Notice], always_fork: bool = False
-               ) -> Iterator[T | Outcome]:
-    """``work(renderer, row)`` for every row (at most ``limit``), in sheet order, on ``jobs``
-    processes (see :mod:`.parallel`); the renderer's notices go to ``notices``, each once.
+               jobs: int, notices: list[Notice], always_fork: bool = False,
+               rows: Collection[int] | None = None) -> Iterator[T | Outcome]:
+    """``work(renderer, row)`` for every row (or the rows numbered ``rows``; at most
+    ``limit``), in sheet order, on ``jobs`` processes (see :mod:`.parallel`); the renderer's
+    notices go to ``notices``, each once.
 
     A sheet that breaks part-way (malformed CSV) ends with an Outcome carrying that error.
     """
     with open_sheet(campaign.recipients) as sheet:
         notices.extend(sheet.notices)
         renderer = Renderer(campaign, sheet.columns)
-        rows = iter(sheet) if limit is None else itertools.islice(sheet, limit)
+        stream = iter(sheet) if not rows else _only(iter(sheet), rows, sheet.path)
+        if limit is not None:
+            stream = itertools.islice(stream, limit)
 
         def drain() -> list[Notice]:
             found = list(renderer.notices)
@@ -136,7 +157,7 @@ def _map_sheet(campaign: Campaign, work: Callable[[Renderer, Row], T], *, limit:
         notices.extend(drain())
         seen = 0
         try:
-            for result in map_rows(rows, partial(work, renderer), jobs=jobs,
+            for result in map_rows(stream, partial(work, renderer), jobs=jobs,
                                    always_fork=always_fork, notices=drain,
                                    on_notice=notices.append):
                 seen += 1
@@ -155,9 +176,10 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
                   notices: list[Notice] | None = None,
                   want: Callable[[Rendered], bool] | None = None,
                   message_id: Callable[[Rendered], str | None] | None = None,
-                  build: bool = True, jobs: int = 1, always_fork: bool = False
-                  ) -> Iterator[Outcome]:
-    """Render and build every row (at most ``limit``), in sheet order.
+                  build: bool = True, jobs: int = 1, always_fork: bool = False,
+                  rows: Collection[int] | None = None) -> Iterator[Outcome]:
+    """Render and build every row (or the rows numbered ``rows``, as a spreadsheet numbers
+    them; at most ``limit``), in sheet order.
 
     ``want`` may pass over rendered rows (no message is built and nothing is yielded);
     ``message_id`` may supply the Message-ID to reuse (a retry keeps its first one).
@@ -174,14 +196,15 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
         return process_row(renderer, row, build=build, want=want, message_id=message_id)
 
     for outcome in _map_sheet(campaign, work, limit=limit, jobs=jobs, always_fork=always_fork,
-                              notices=notices if notices is not None else []):
+                              notices=notices if notices is not None else [], rows=rows):
         if outcome is not None:
             yield outcome
 
 
 def run_rows(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
          store: Callable[[Outcome], S], record: Callable[[S], None],
-         progress: Callable[[Outcome], None] | None, unique: bool = False) -> Report:
+         progress: Callable[[Outcome], None] | None, unique: bool = False,
+         rows: Collection[int] | None = None) -> Report:
     """Every row through :func:`process_row` and ``store`` on ``jobs`` processes; then, in
     sheet order and in this process, ``record`` and ``progress``. ``unique``: a row whose
     recipient key an earlier row has is a problem (as ``send`` finds it)."""
@@ -193,7 +216,8 @@ def run_rows(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
         assert outcome is not None
         return outcome.slim(), store(outcome)
 
-    for result in _map_sheet(campaign, work, limit=limit, jobs=jobs, notices=report.notices):
+    for result in _map_sheet(campaign, work, limit=limit, jobs=jobs, notices=report.notices,
+                             rows=rows):
         outcome, stored = (result, store(result)) if isinstance(result, Outcome) else result
         if seen is not None and outcome.made and outcome.key is not None:
             first = seen.add(outcome.key, outcome.row)

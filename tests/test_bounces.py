@@ -162,8 +162,8 @@ def test_bounces_are_recorded_suppressed_and_counted_once(basic, smtp, dovecot,
     done = run("bounces", c)
     assert done.exit_code == 0, done.output
     assert done.output.startswith(
-        "Read 9 messages: 2 hard bounces, 3 soft (1 now suppressed), 1 complaints, "
-        "1 auto-replies; 0 read before.\n"
+        "Read 9 messages: 2 hard bounces, 3 soft (1 now suppressed), 1 complaint, "
+        "1 auto-reply; 0 read before.\n"
         "Left in the mailbox: 1 of other campaigns, 1 not understood, 0 not believed.\n")
     rows = journal(c)
     assert rows["p0@example.org"][:3] == ("bounced", "5.1.1", 0)
@@ -229,7 +229,7 @@ def test_forged_and_stray_reports_are_skipped_with_a_reason(basic, smtp, dovecot
         closing, b"\r\n".join([b"A" * 76] * 40_000) + b"\r\n" + closing))
     done = run("bounces", c)
     assert done.exit_code == 0, done.output
-    assert "1 hard bounces" in done.output  # the huge one: its fields come first
+    assert "1 hard bounce" in done.output  # the huge one: its fields come first
     assert "1 of other campaigns, 1 not understood, 1 not believed." in done.output
     assert ("skipped: the report names someone@else.example, whom the message it answers "
             "(row 2) did not go to (<claims@mx.example>)") in done.output
@@ -286,7 +286,7 @@ def test_a_crash_between_the_suppression_file_and_the_journal_loses_and_doubles_
     assert rows["p0@example.org"] == "bounced" and rows["p1@example.org"] == "sent"  # rolled back
     assert (c.folder / "test.bounced.txt").read_text().count("p1@example.org") == 1
     done = run("bounces", c)  # read again: the second is recorded now, the first not again
-    assert done.output.startswith("Read 2 messages: 1 hard bounces, 0 soft (0 now "
+    assert done.output.startswith("Read 2 messages: 1 hard bounce, 0 soft (0 now "
                                   "suppressed), 0 complaints, 0 auto-replies; 1 read before.")
     journal_states = {k: v[0] for k, v in journal(c).items()}
     assert journal_states["p1@example.org"] == "bounced"

@@ -46,7 +46,7 @@ def test_check_lists_every_problem_and_exits_1(basic) -> None:
         f"  {c.root}/templates/mail.txt, line 1: 'missing' is undefined; the sheet has no column "
         "'missing'; its columns are: email, name (a column with spaces is row[\"Column Name\"]) "
         "[rows 4-7]\n"
-        "6 rows: 1 messages ok, 5 rows with problems (fix them and run again).\n")
+        "6 rows: 1 message ok, 5 rows with problems (fix them and run again).\n")
 
 
 def test_check_exits_2_when_the_campaign_file_is_wrong(basic) -> None:
@@ -248,11 +248,12 @@ def test_where_in_the_campaign_and_on_the_command_line(basic, tmp_path: Path) ->
     config = str(c.folder / "campaign.yaml")
     result = run("check", config)
     assert result.exit_code == 0
-    assert result.output == "3 rows: 2 messages ok, 1 rows skipped by `where`.\n"
+    assert result.output == "3 rows: 2 messages ok, 1 row skipped by `where`.\n"
     result = run("preview", config, "-o", str(tmp_path / "o"), "--where", "points|int > 100")
     assert result.exit_code == 0
     assert sorted(p.name for p in (tmp_path / "o").glob("*.eml")) == ["00004-c@x.org.eml"]
-    assert "3 rows: 1 messages written, 2 rows skipped by `where`." in result.output
+    assert "3 rows: 1 message written, 2 rows skipped by `where`." in result.output
+    assert "Wrote 1 .eml file, manifest.csv" in result.output  # one file, not "1 files"
 
 
 def test_where_errors(basic) -> None:
@@ -325,3 +326,59 @@ def test_a_fifo_or_a_device_given_as_a_file_is_a_clear_error(basic, which: str,
     assert done.returncode == 2, done.stdout + done.stderr
     assert "not a regular file (a FIFO, a device or a folder)" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _mailmerge(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "mailmerge", *args], capture_output=True,
+                          timeout=60, check=False)
+
+
+def test_preview_print_shows_one_message_and_writes_nothing(basic, tmp_path: Path) -> None:
+    c = basic(text="Hello {{ name }}\n", rows=[
+        ["email", "name", "cc"], ["a@x.org", "Ann", ""], ["b@x.org", "Bö", "c@x.org"]],
+              extra='cc: "{{ cc }}"\nbcc: archive@acme.example\n')
+    done = _mailmerge("preview", str(c.folder / "campaign.yaml"), "--row", "3", "--print")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode("utf-8")
+    head, body = out.split("\n\n", 1)
+    assert head.splitlines()[:5] == ["Row: 3", "From: Acme <news@acme.example>",
+                                     "To: b@x.org", "Cc: c@x.org",
+                                     "Bcc: archive@acme.example (envelope only)"]
+    assert "Subject: Hi Bö" in head and body == "Hello Bö\n"
+    assert done.stderr == b""
+    assert not (tmp_path / "out").exists() and not (c.folder / "out").exists()
+    first = _mailmerge("preview", str(c.folder / "campaign.yaml"), "--print")
+    assert first.stdout.decode().startswith("Row: 2\n")
+    assert "Row: 3" not in first.stdout.decode()
+
+
+def test_preview_print_eml_is_the_exact_message(basic, tmp_path: Path) -> None:
+    c = basic(text="Hello {{ name }}\n", rows=[["email", "name"], ["a@x.org", "Ann"],
+                                               ["b@x.org", "Bö"]])
+    done = _mailmerge("preview", str(c.folder / "campaign.yaml"), "-r", "3", "--print", "--eml")
+    assert done.returncode == 0, done.stderr
+    msg = parse(done.stdout)
+    assert msg["To"] == "b@x.org" and content(msg, "plain") == "Hello Bö\n"
+    assert done.stdout.count(b"\r\n") > 5  # the bytes SMTP would carry, CRLF and all
+    two = _mailmerge("preview", str(c.folder / "campaign.yaml"), "-r", "2", "-r", "3",
+                     "--print", "--eml")
+    assert two.returncode == 2 and b"give one --row" in two.stderr
+
+
+def test_preview_print_reports_a_row_problem_and_a_row_the_sheet_lacks(basic) -> None:
+    c = basic(rows=[["email", "name"], ["a@x.org", "Ann"], ["bob@", "Bob"]])
+    bad = _mailmerge("preview", str(c.folder / "campaign.yaml"), "--row", "3", "--print")
+    assert bad.returncode == 1 and bad.stdout == b""
+    assert b"row 3, column 'email'" in bad.stderr
+    missing = _mailmerge("preview", str(c.folder / "campaign.yaml"), "--row", "9", "--print")
+    assert missing.returncode == 1 and missing.stdout == b""
+    assert b"the sheet has no row 9" in missing.stderr
+
+
+def test_preview_rows_writes_only_those_rows(basic, tmp_path: Path) -> None:
+    c = basic(rows=[["email", "name"], *[[f"p{i}@x.org", f"P{i}"] for i in range(6)]])
+    result = run("preview", str(c.folder / "campaign.yaml"), "-o", str(tmp_path / "o"),
+                 "--row", "5", "--row", "3")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.eml")) == [
+        "00003-p1@x.org.eml", "00005-p3@x.org.eml"]

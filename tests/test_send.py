@@ -109,7 +109,7 @@ def test_deferred_beyond_the_time_limit_stay_deferred(basic, smtp_server) -> Non
     c = make(basic, smtp_server, retry_delay=60, retry_for=1)
     result = send(c)
     assert result.exit_code == 1
-    assert "1 recipients are still waiting" in result.output
+    assert "1 recipient is still waiting" in result.output
     assert journal_rows(c)["p3@example.org"][0] == "deferred"
     result = send(c)  # a later run retries the deferred one at once
     assert result.exit_code == 0, result.output
@@ -305,9 +305,8 @@ def test_new_and_removed_rows(basic, smtp_server) -> None:
     c.csv([PEOPLE[0], PEOPLE[2], PEOPLE[3]])  # p1, p2
     result = send(c)
     assert result.exit_code == 0
-    assert ("1 recipients in the journal are no longer in the sheet or are left out by `where` "
-            "(they are left alone): "
-            "p0@example.org") in result.output
+    assert ("1 recipient in the journal is no longer in the sheet or is left out by `where` "
+            "(left alone): p0@example.org") in result.output
     assert smtp_server.handler.by_recipient() == {f"p{i}@example.org": 1 for i in range(3)}
 
 
@@ -432,8 +431,8 @@ def test_uncertain_recipients_are_named_and_resent_only_on_request(basic, smtp_s
     db.close()
     result = send(c)
     assert result.exit_code == 1
-    assert ("1 recipients are uncertain: a run stopped while their message was with the "
-            "server; they will NOT be sent again: settle them with `mailmerge resolve` (or add "
+    assert ("1 recipient is uncertain: a run stopped while its message was with the "
+            "server; it will NOT be sent again: settle them with `mailmerge resolve` (or add "
             "--resend-uncertain):\n    row 3: p1@example.org\n") in result.output
     config = c.folder / "campaign.yaml"
     assert (f"Settle them: `mailmerge resolve {config} --sent 3` for those who got the message, "

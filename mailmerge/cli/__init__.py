@@ -6,12 +6,15 @@ Exit codes: 0 success, 1 problems in the data (some rows), 2 usage or configurat
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
 from ..errors import MailmergeError
-from ..pipeline import check_campaign
+from ..notices import Notice
+from ..pipeline import check_campaign, iter_messages
+from ..preview.printed import message_text
 from ..scaffold import create_campaign
 from .common import (
     _JOBS,
@@ -19,6 +22,8 @@ from .common import (
     _OUT,
     _QUIET,
     _WHERE,
+    EXIT_DATA,
+    EXIT_OK,
     _fail,
     _finish,
     _jobs,
@@ -61,11 +66,19 @@ def check(campaign: str, where: str | None, jobs: int | None, quiet: bool) -> No
 @_OUT
 @_LIMIT
 @_WHERE
+@click.option("-r", "--row", "rows", type=click.IntRange(min=2), multiple=True, metavar="N",
+              help="Only row N, numbered as the spreadsheet shows it (the first recipient is "
+                   "row 2). May be given more than once.")
+@click.option("--print", "print_", is_flag=True,
+              help="Print the message (its header fields and text part) instead of writing "
+                   "files: the first row, or each --row.")
+@click.option("--eml", is_flag=True, help="With --print: print the exact bytes of the .eml.")
 @click.option("--open", "open_", is_flag=True, help="Open index.html in the web browser.")
 @_JOBS
 @_QUIET
-def preview(campaign: str, out: str | None, limit: int | None, where: str | None, open_: bool,
-            jobs: int | None, quiet: bool) -> None:
+def preview(campaign: str, out: str | None, limit: int | None, where: str | None,
+            rows: tuple[int, ...], print_: bool, eml: bool, open_: bool, jobs: int | None,
+            quiet: bool) -> None:
     """Dry run: write every message as an .eml file instead of sending it.
 
     Each file holds exactly the bytes that would go over SMTP and opens in any
@@ -74,12 +87,60 @@ def preview(campaign: str, out: str | None, limit: int | None, where: str | None
     network is used. Rows with problems get no file and are listed; the exit
     code is then 1.
 
+    With --print, one message goes to the terminal (or a pipe) instead, and no
+    file is written.
+
     \b
     Example:
       mailmerge preview campaigns/newsletter.yaml --limit 10 --open
       mailmerge preview campaigns/newsletter.yaml --where "city == 'Zürich'"
+      mailmerge preview campaigns/newsletter.yaml --row 3 --print
+      mailmerge preview campaigns/newsletter.yaml --row 3 --print --eml > row3.eml
     """
-    _preview(campaign, out, limit, quiet, where, open_, jobs)
+    if eml and not print_:
+        raise click.UsageError("--eml goes with --print")
+    if print_:
+        if eml and len(rows) > 1:
+            raise click.UsageError("--print --eml prints one message: give one --row")
+        _print_rows(campaign, where, rows, eml)
+        return
+    _preview(campaign, out, limit, quiet, where, open_, jobs, rows)
+
+
+def _print_rows(campaign: str, where: str | None, rows: tuple[int, ...], eml: bool) -> None:
+    """Each --row's message (or the first row's) on stdout; its problems on stderr."""
+    loaded = _load(campaign, where)
+    notices: list[Notice] = []
+    printed = failed = 0
+    try:
+        for outcome in iter_messages(loaded, rows=rows or None, notices=notices):
+            if outcome.errors:
+                failed += 1
+                for error in outcome.errors:
+                    click.echo(f"Error: {error}", err=True)
+            elif outcome.built is not None:
+                if printed:
+                    click.echo("-" * 72)
+                if eml:
+                    sys.stdout.buffer.write(outcome.built.data)
+                    sys.stdout.flush()
+                else:
+                    click.echo(message_text(outcome.built), nl=False)
+                printed += 1
+            elif rows:
+                click.echo(f"Row {outcome.row} has no message: "
+                           + ("`where` leaves it out" if outcome.skip == "where" else
+                              "its recipient is on a suppression list"), err=True)
+            if not rows and (printed or failed):
+                break
+    except MailmergeError as exc:
+        _fail(exc)
+    for notice in notices:
+        click.echo(str(notice), err=True)
+    if not printed and not failed and not rows:
+        click.echo("No row makes a message (`where` or the suppression lists leave every "
+                   "row out).", err=True)
+    sys.exit(EXIT_DATA if failed else EXIT_OK)
 
 
 @cli.command()

@@ -34,6 +34,11 @@ _WHERE = click.option("-w", "--where", metavar="EXPRESSION",
                            "`where:`).")
 
 
+def _n(count: int, word: str, words: str | None = None) -> str:
+    """``count`` and the noun in the number it needs: "1 row", "2 rows", "1 copy"."""
+    return f"{count} {word if count == 1 else words or word + 's'}"
+
+
 def _fail(exc: MailmergeError) -> NoReturn:
     click.echo(f"Error: {exc}", err=True)
     sys.exit(exc.exit_code)
@@ -120,15 +125,15 @@ def _finish(report: Report, verb: str) -> None:
     for notice in report.notices:
         click.echo(str(notice))
     if report.problems:
-        click.echo(f"Problems in {report.failed_rows} of {report.rows} rows:")
+        click.echo(f"Problems in {report.failed_rows} of {_n(report.rows, 'row')}:")
         _print_problems(report)
-    summary = f"{report.rows} rows: {report.messages} messages {verb}"
+    summary = f"{_n(report.rows, 'row')}: {_n(report.messages, 'message')} {verb}"
     if report.skipped:
-        summary += f", {report.skipped} rows skipped by `where`"
+        summary += f", {_n(report.skipped, 'row')} skipped by `where`"
     if report.suppressed:
         summary += f", {report.suppressed} suppressed"
     if report.problems:
-        summary += f", {report.failed_rows} rows with problems (fix them and run again)"
+        summary += f", {_n(report.failed_rows, 'row')} with problems (fix them and run again)"
     click.echo(summary + ".")
     sys.exit(EXIT_DATA if report.problems else EXIT_OK)
 
@@ -152,14 +157,16 @@ def cli() -> None:
 
 
 def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool,
-             where: str | None = None, open_: bool = False, jobs: int | None = None) -> None:
+             where: str | None = None, open_: bool = False, jobs: int | None = None,
+             rows: tuple[int, ...] = ()) -> None:
     loaded = _load(campaign, where)
     try:
         report = preview_campaign(loaded, Path(out) if out else None, limit=limit,
-                                  progress=_progress(quiet), jobs=_jobs(jobs))
+                                  progress=_progress(quiet), jobs=_jobs(jobs),
+                                  rows=rows or None)
     except MailmergeError as exc:
         _fail(exc)
-    click.echo(f"Wrote {report.messages} .eml files, manifest.csv and index.html "
+    click.echo(f"Wrote {_n(report.messages, '.eml file')}, manifest.csv and index.html "
                f"to {report.folder}/")
     if open_ and report.folder is not None:
         page = (report.folder / "index.html").resolve().as_uri()

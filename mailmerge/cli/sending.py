@@ -44,6 +44,7 @@ from .common import (
     EXIT_OK,
     _fail,
     _load,
+    _n,
     _preview,
     _print_problems,
     _secret,
@@ -74,7 +75,7 @@ def _describe_plan(plan: SendPlan) -> None:
     smtp = campaign.smtp
     click.echo(f"Campaign {campaign.name}: {plan.to_send} to send"
                f" ({counts['sent']} already sent, {counts['failed']} failed earlier"
-               + (f", {plan.skipped} rows skipped by `where` or suppressed" if plan.skipped
+               + (f", {_n(plan.skipped, 'row')} skipped by `where` or suppressed" if plan.skipped
                   else "") + ").")
     click.echo(f"  Server: {smtp.host}:{smtp.effective_port} ({smtp.security}"
                + (f", as {smtp.username}" if smtp.username else "") + ")"
@@ -94,13 +95,17 @@ def _describe_plan(plan: SendPlan) -> None:
         else:
             verb = ("will NOT be sent again: settle them with `mailmerge resolve` (or add "
                     "--resend-uncertain)")
-        click.echo(f"  {len(plan.uncertain)} recipients are uncertain: a run stopped while "
-                   f"their message was with the server; they {verb}:")
+        one = len(plan.uncertain) == 1
+        click.echo(f"  {_n(len(plan.uncertain), 'recipient')} {'is' if one else 'are'} "
+                   f"uncertain: a run stopped while {'its' if one else 'their'} message was "
+                   f"with the server; {'it' if one else 'they'} {verb}:")
         for record in plan.uncertain:
             click.echo(f"    row {record.row}: {record.key}")
     if plan.removed:
-        click.echo(f"  {len(plan.removed)} recipients in the journal are no longer in the sheet "
-                   "or are left out by `where` (they are left alone): "
+        one = len(plan.removed) == 1
+        click.echo(f"  {_n(len(plan.removed), 'recipient')} in the journal "
+                   f"{'is' if one else 'are'} no longer in the sheet or "
+                   f"{'is' if one else 'are'} left out by `where` (left alone): "
                    + ", ".join(r.key for r in plan.removed[:5])
                    + (" ..." if len(plan.removed) > 5 else ""))
 
@@ -210,7 +215,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
         _fail(exc)
     with plan:
         if plan.problems:
-            click.echo(f"Problems in {len(plan.problems)} rows:")
+            click.echo(f"Problems in {_n(len(plan.problems), 'row')}:")
             _print_problems(Report(rows=0, problems=plan.problems), most=20)
             if plan.blocked:
                 click.echo("Nothing was sent. Fix the rows and run again, or send the others "
@@ -223,7 +228,9 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
                 _how_to_settle(loaded, plan.uncertain)
             sys.exit(EXIT_DATA if plan.uncertain else EXIT_OK)
         if plan.waiting_copies:
-            click.echo(f"  {plan.waiting_copies} copies wait to be saved in the Sent folder.")
+            click.echo(f"  {_n(plan.waiting_copies, 'copy', 'copies')} "
+                       f"wait{'s' if plan.waiting_copies == 1 else ''} to be saved in the Sent "
+                       "folder.")
         if not yes and plan.to_send:
             if not sys.stdin.isatty():
                 _fail(ConfigError("not on a terminal, so no confirmation can be asked",
@@ -275,8 +282,9 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
         sys.exit(EXIT_INTERRUPTED)
     waiting = counts.get("deferred", 0) + counts.get("pending", 0)
     if waiting:
-        click.echo(f"{waiting} recipients are still waiting (deferred by the server or beyond "
-                   f"--limit); run the same command again later to continue.")
+        click.echo(f"{_n(waiting, 'recipient')} {'is' if waiting == 1 else 'are'} still "
+                   "waiting (deferred by the server or beyond --limit); run the same command "
+                   "again later to continue.")
     # this run's failures: one from an earlier run does not fail every later send
     bad = report.failed or waiting or report.uncertain or report.problems
     sys.exit(EXIT_DATA if bad else EXIT_OK)
@@ -363,7 +371,7 @@ def _show_status(loaded: Campaign, path: Path, csv_path: str | None) -> None:
                 except OSError as exc:
                     _fail(ConfigError(f"cannot write {csv_path}: {exc.strerror or exc}",
                                       hint="give --csv a file in a folder you may write in"))
-                click.echo(f"Wrote {count} lines to {csv_path}")
+                click.echo(f"Wrote {_n(count, 'line')} to {csv_path}")
 
 
 @cli.command()
@@ -411,9 +419,11 @@ def bounces(campaign: str) -> None:
 
 
 def _bounce_summary(found: BounceReport, after: str, suppress_to: Path | None) -> None:
-    click.echo(f"Read {found.read} messages: {found.hard} hard bounces, {found.soft} soft "
-               f"({found.soft_suppressed} now suppressed), {found.complaints} complaints, "
-               f"{found.autoreplies} auto-replies; {found.already} read before.")
+    click.echo(f"Read {_n(found.read, 'message')}: {_n(found.hard, 'hard bounce')}, "
+               f"{found.soft} soft ({found.soft_suppressed} now suppressed), "
+               f"{_n(found.complaints, 'complaint')}, "
+               f"{_n(found.autoreplies, 'auto-reply', 'auto-replies')}; "
+               f"{found.already} read before.")
     left = found.others + found.unknown + found.skipped
     if left:
         click.echo(f"Left in the mailbox: {found.others} of other campaigns, "

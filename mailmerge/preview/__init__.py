@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from ..campaign import Campaign
@@ -19,9 +19,10 @@ def default_output_folder(campaign: Campaign) -> Path:
 
 def preview_campaign(campaign: Campaign, out: Path | None = None, *, limit: int | None = None,
                      progress: Callable[[Outcome], None] | None = None,
-                     jobs: int = 1) -> Report:
+                     jobs: int = 1, rows: Collection[int] | None = None) -> Report:
     """Write one .eml per good row (the exact bytes SMTP would carry), a manifest and an index.
 
+    ``rows``: only the rows with these numbers (as a spreadsheet numbers them).
     ``jobs`` processes render, build and write the messages; this one keeps the manifest and
     the index in sheet order. ``progress`` gets each row's outcome without its message.
     """
@@ -30,7 +31,7 @@ def preview_campaign(campaign: Campaign, out: Path | None = None, *, limit: int 
         with EmlFolder(folder, campaign.name) as writer:
             report = run_rows(campaign, limit=limit, jobs=jobs, build=True,
                               store=writer.files().store, record=writer.record,
-                              progress=progress)
+                              progress=progress, rows=rows)
     except OSError as exc:
         raise ConfigError(f"cannot write the dry run into {folder}: {exc.strerror or exc}",
                           hint="choose another --out: a folder you may write in, on a disk "
