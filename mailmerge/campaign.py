@@ -564,6 +564,10 @@ def _attachments(top: Reader) -> tuple[str, ...]:
         if not isinstance(item, str):
             raise top.error("attachments", f"each entry of `attachments` must be a text path, "
                                            f"not {item!r}")
+        if not item.strip():
+            raise top.error("attachments", "`attachments` has an empty entry, which names no "
+                                           "file", "remove it (an entry such as \"{{ file }}\" "
+                                                   "whose cell is empty attaches nothing)")
     return tuple(attachments)
 
 

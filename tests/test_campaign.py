@@ -205,3 +205,18 @@ def test_a_login_in_clear_text_is_only_for_this_machine(section: str) -> None:
     for host in ("localhost", "127.0.0.1", "'::1'", "'[::1]'"):
         assert parse_campaign(BASE + section.replace(section.split("host: ")[1].split(",")[0],
                                                      host) + "\n", P)
+
+
+@pytest.mark.parametrize("entry", ['attachments: [""]', 'attachments: "  "',
+                                   'attachments: [a.pdf, ""]'])
+def test_an_empty_attachment_entry_is_a_mistake(entry: str) -> None:
+    assert error_of(BASE + entry + "\n") == (
+        "/c/campaign.yaml, line 7: `attachments` has an empty entry, which names no file; "
+        "remove it (an entry such as \"{{ file }}\" whose cell is empty attaches nothing)")
+
+
+def test_a_templated_attachment_that_renders_empty_attaches_nothing(basic) -> None:
+    c = basic('attachments: ["{{ file }}"]\n', rows=[["email", "name", "file"],
+                                                      ["a@x.org", "A", ""]])
+    (built, msg), = c.messages()
+    assert list(msg.iter_attachments()) == []
