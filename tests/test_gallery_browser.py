@@ -133,3 +133,91 @@ def test_a_large_gallery_loads_incrementally_as_a_virtual_list(browser, tmp_path
     search.send_keys("number 19999 ")
     WebDriverWait(browser, 10).until(lambda d: len(item_texts(d)) == 1)
     assert "<b>not bold</b>" in item_texts(browser)[0]  # shown as text, not markup
+
+
+def test_gallery_opens_on_the_first_message_and_shows_it_at_phone_width(browser,
+                                                                        tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["preview", str(ROOT / "campaigns" / "newsletter.yaml"),
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    wait = WebDriverWait(browser, 20)
+    browser.get((out / "index.html").as_uri())
+    wait.until(lambda d: "Zoë, your autumn update" in d.find_element(By.ID, "heads").text)
+    selected = browser.find_element(By.CSS_SELECTOR, ".item.selected").text
+    assert "row 2" in selected
+    frame_width = "return document.getElementById('frame').getBoundingClientRect().width"
+    assert browser.execute_script(frame_width) > 600
+    browser.find_element(By.CSS_SELECTOR, "#widths button[data-width=phone]").click()
+    wait.until(lambda d: d.execute_script(frame_width) == 377)  # 375 and its two borders
+    assert in_frame(browser, "return window.innerWidth") == 375  # the message lays out at 375
+    browser.find_elements(By.CSS_SELECTOR, ".item")[2].click()
+    browser.refresh()  # the place is kept in the address
+    wait.until(lambda d: "row 4" in d.find_element(By.CSS_SELECTOR, ".item.selected").text)
+    assert browser.execute_script(frame_width) == 377
+    browser.find_element(By.CSS_SELECTOR, "#widths button[data-width=desktop]").click()
+    wait.until(lambda d: d.execute_script(frame_width) > 600)
+
+
+LONG_HTML = ("<html><body><h1>{{ name }} version ONE</h1>"
+             + "".join(f"<p>paragraph {i}</p>" for i in range(200)) + "</body></html>\n")
+
+
+def test_live_preview_follows_edits_keeps_the_place_and_shows_errors(browser,
+                                                                     tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    template = folder / "mail.html"
+    template.write_text(LONG_HTML)
+    (folder / "people.csv").write_text("email,name\n" + "".join(
+        f"p{i}@example.org,Person {i}\n" for i in range(5)))
+    (folder / "c.yaml").write_text(
+        "name: live\nfrom: a@example.org\nsubject: 'Hi {{ name }}'\ntemplates: {html: mail.html}\n"
+        "recipients: people.csv\ntransactional: true\n")
+    watcher = subprocess.Popen([sys.executable, "-m", "mailmerge", "preview",
+                                str(folder / "c.yaml"), "--watch", "-o", str(tmp_path / "out")],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=tmp_path)
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline()
+        assert first.startswith("Live preview of the first 20 rows at http://127.0.0.1:"), first
+        url = first.split(" at ")[1].split()[0]
+        wait = WebDriverWait(browser, 20)
+        body = "return document.body ? document.body.innerText : ''"
+        browser.get(url)
+        wait.until(lambda d: "Person 0 version ONE" in (in_frame(d, body) or ""))
+        browser.find_elements(By.CSS_SELECTOR, ".item")[3].click()  # row 5
+        wait.until(lambda d: "Person 3 version ONE" in (in_frame(d, body) or ""))
+        in_frame(browser, "window.scrollTo(0, 700)")
+        wait.until(lambda d: in_frame(d, "return window.scrollY") == 700)
+
+        template.write_text(LONG_HTML.replace("ONE", "TWO"))
+        wait.until(lambda d: "Person 3 version TWO" in (in_frame(d, body) or ""))
+        assert "row 5" in browser.find_element(By.CSS_SELECTOR, ".item.selected").text
+        wait.until(lambda d: in_frame(d, "return window.scrollY") == 700)
+        assert not browser.find_element(By.ID, "watcherror").is_displayed()
+
+        template.write_text("<html><body>\n<h1>{{ name }}</h1>\n{% if %}</body></html>\n")
+        wait.until(lambda d: d.find_element(By.ID, "watcherror").is_displayed())
+        error = browser.find_element(By.ID, "watcherror").text
+        assert f"{template}, line 3: template syntax error" in error or \
+               "mail.html, line 3: template syntax error" in error, error
+        assert "Person 3 version TWO" in (in_frame(browser, body) or "")  # still shown
+
+        template.write_text(LONG_HTML.replace("ONE", "THREE"))
+        wait.until(lambda d: "Person 3 version THREE" in (in_frame(d, body) or ""))
+        assert not browser.find_element(By.ID, "watcherror").is_displayed()
+        assert sorted(p.name for p in folder.iterdir()) == ["c.yaml", "mail.html", "people.csv"]
+    finally:
+        watcher.terminate()
+        watcher.communicate(timeout=10)  # and close its pipe

@@ -7,14 +7,17 @@ Exit codes: 0 success, 1 problems in the data (some rows), 2 usage or configurat
 from __future__ import annotations
 
 import sys
+import time
+import webbrowser
 from pathlib import Path
 
 import click
 
-from ..errors import MailmergeError
+from ..errors import ConfigError, MailmergeError
 from ..notices import Notice
 from ..pipeline import check_campaign, iter_messages
 from ..preview.printed import message_text
+from ..preview.watch import LivePreview, Rendering
 from ..scaffold import create_campaign
 from .common import (
     _JOBS,
@@ -28,6 +31,7 @@ from .common import (
     _finish,
     _jobs,
     _load,
+    _n,
     _preview,
     _progress,
     cli,
@@ -35,6 +39,8 @@ from .common import (
 from .sending import progress_line, send, status
 
 __all__ = ["cli", "main", "progress_line", "send", "status"]
+
+WATCH_ROWS = 20  # the rows a live preview renders unless --limit says otherwise
 
 
 @cli.command()
@@ -73,12 +79,18 @@ def check(campaign: str, where: str | None, jobs: int | None, quiet: bool) -> No
               help="Print the message (its header fields and text part) instead of writing "
                    "files: the first row, or each --row.")
 @click.option("--eml", is_flag=True, help="With --print: print the exact bytes of the .eml.")
+@click.option("--watch", is_flag=True,
+              help="Live preview: serve the gallery on 127.0.0.1 and render the first rows "
+                   "(--limit, default 20) again whenever the campaign, a template, an image "
+                   "or the sheet changes; the open page follows. Ctrl-C stops it.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default="a free one",
+              help="With --watch: the port to serve on.")
 @click.option("--open", "open_", is_flag=True, help="Open index.html in the web browser.")
 @_JOBS
 @_QUIET
 def preview(campaign: str, out: str | None, limit: int | None, where: str | None,
-            rows: tuple[int, ...], print_: bool, eml: bool, open_: bool, jobs: int | None,
-            quiet: bool) -> None:
+            rows: tuple[int, ...], print_: bool, eml: bool, watch: bool, port: int,
+            open_: bool, jobs: int | None, quiet: bool) -> None:
     """Dry run: write every message as an .eml file instead of sending it.
 
     Each file holds exactly the bytes that would go over SMTP and opens in any
@@ -88,7 +100,10 @@ def preview(campaign: str, out: str | None, limit: int | None, where: str | None
     code is then 1.
 
     With --print, one message goes to the terminal (or a pipe) instead, and no
-    file is written.
+    file is written. With --watch, the gallery is served on 127.0.0.1 and
+    follows your edits: save a template and the open page shows the new
+    messages, on the message and at the place you were; a template error shows
+    in the page until you fix it.
 
     \b
     Example:
@@ -96,15 +111,62 @@ def preview(campaign: str, out: str | None, limit: int | None, where: str | None
       mailmerge preview campaigns/newsletter.yaml --where "city == 'Zürich'"
       mailmerge preview campaigns/newsletter.yaml --row 3 --print
       mailmerge preview campaigns/newsletter.yaml --row 3 --print --eml > row3.eml
+      mailmerge preview campaigns/welcome.yaml --watch --open
     """
     if eml and not print_:
         raise click.UsageError("--eml goes with --print")
+    if watch:
+        if print_ or rows:
+            raise click.UsageError("--watch shows the first rows (--limit); it does not go "
+                                   "with --print or --row")
+        _watch(campaign, out, limit or WATCH_ROWS, where, port, open_)
+        return
     if print_:
         if eml and len(rows) > 1:
             raise click.UsageError("--print --eml prints one message: give one --row")
         _print_rows(campaign, where, rows, eml)
         return
     _preview(campaign, out, limit, quiet, where, open_, jobs, rows)
+
+
+def _watch(campaign: str, out: str | None, limit: int, where: str | None, port: int,
+           open_: bool) -> None:
+    """Serve and re-render until Ctrl-C; one line per render."""
+    try:
+        live = LivePreview(Path(campaign), Path(out) if out else None, limit=limit,
+                           where=where, port=port)
+        url, first = live.start()
+    except MailmergeError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(ConfigError(f"cannot serve the preview on 127.0.0.1 port {port}: "
+                          f"{exc.strerror or exc}", hint="choose another --port, or leave it "
+                                                        "out for a free one"))
+    click.echo(f"Live preview of the first {limit} rows at {url} (Ctrl-C stops it)")
+    click.echo(f"  watching {len(live.watched())} files; writing into {live.out}/")
+
+    def said(rendering: Rendering) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if rendering.error is not None:
+            click.echo(f"{stamp} Error: {rendering.error}")
+            return
+        report = rendering.report
+        assert report is not None
+        line = f"{stamp} {_n(report.messages, 'message')} from {_n(report.rows, 'row')}"
+        if report.problems:
+            line += f"; problems in {report.failed_rows}: {report.problems[0].errors[0]}"
+        click.echo(line)
+
+    try:
+        said(first)
+        if open_ and not webbrowser.open(url):
+            click.echo(f"No web browser was found; open {url} in one.")
+        live.run(said)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        live.stop()
+    click.echo("Stopped.")
 
 
 def _print_rows(campaign: str, where: str | None, rows: tuple[int, ...], eml: bool) -> None:
@@ -165,7 +227,8 @@ def init(folder: str, markdown: bool) -> None:
         _fail(exc)
     for path in written:
         click.echo(f"  created {path}")
-    click.echo(f"Next: mailmerge preview {Path(folder) / 'campaign.yaml'} --open")
+    click.echo(f"Next: mailmerge preview {Path(folder) / 'campaign.yaml'} "
+               + ("--watch --open" if markdown else "--open"))
 
 
 def main() -> None:

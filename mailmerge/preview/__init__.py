@@ -19,16 +19,18 @@ def default_output_folder(campaign: Campaign) -> Path:
 
 def preview_campaign(campaign: Campaign, out: Path | None = None, *, limit: int | None = None,
                      progress: Callable[[Outcome], None] | None = None,
-                     jobs: int = 1, rows: Collection[int] | None = None) -> Report:
+                     jobs: int = 1, rows: Collection[int] | None = None,
+                     live: bool = False) -> Report:
     """Write one .eml per good row (the exact bytes SMTP would carry), a manifest and an index.
 
-    ``rows``: only the rows with these numbers (as a spreadsheet numbers them).
+    ``rows``: only the rows with these numbers (as a spreadsheet numbers them). ``live``:
+    the gallery follows the live preview (:mod:`.watch`).
     ``jobs`` processes render, build and write the messages; this one keeps the manifest and
     the index in sheet order. ``progress`` gets each row's outcome without its message.
     """
     folder = out or default_output_folder(campaign)
     try:
-        with EmlFolder(folder, campaign.name) as writer:
+        with EmlFolder(folder, campaign.name, live=live) as writer:
             report = run_rows(campaign, limit=limit, jobs=jobs, build=True,
                               store=writer.files().store, record=writer.record,
                               progress=progress, rows=rows)

@@ -20,13 +20,14 @@ from ..safecsv import csv_safe
 from .gallery import Gallery, GalleryFiles
 
 MARKER = ".mailmerge-preview"
+WATCH_FILE = "watch.json"  # the live preview's state, which its page polls (see watch.py)
 MANIFEST_FIELDS = ("row", "key", "envelope_from", "envelope_to", "subject", "file", "size",
                    "attachments", "message_id")
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
 
 # What a preview writes into its folder, and nothing else may be there when it clears it.
 _OURS_TOP = re.compile(r"\d{5,}-[A-Za-z0-9@._+-]*\.eml|manifest\.csv|index\.html|html|list|"
-                       + re.escape(MARKER))
+                       r"\.?watch\.json(\.part)?|" + re.escape(MARKER))
 _OURS_HTML = re.compile(r"\d{5,}-[A-Za-z0-9@._+-]*\.(html|txt)|images")
 _OURS_LIST = re.compile(r"\d{5,}\.js")
 
@@ -105,9 +106,10 @@ class MessageFiles:
 class EmlFolder:
     """Writes outcomes into a folder as .eml files plus manifest and gallery."""
 
-    def __init__(self, folder: Path, title: str) -> None:
+    def __init__(self, folder: Path, title: str, live: bool = False) -> None:
         self.folder = folder
         self.title = title
+        self.live = live  # the gallery polls watch.json and reloads itself
         self._manifest_file: IO[str] | None = None
         self._gallery: Gallery | None = None
 
@@ -117,7 +119,7 @@ class EmlFolder:
                                    encoding="utf-8")
         self._manifest = csv.DictWriter(self._manifest_file, MANIFEST_FIELDS)
         self._manifest.writeheader()
-        self._gallery = Gallery(self.folder, self.title)
+        self._gallery = Gallery(self.folder, self.title, live=self.live)
         return self
 
     def __exit__(self, *exc: object) -> None:

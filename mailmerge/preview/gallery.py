@@ -78,8 +78,8 @@ class GalleryFiles:
 class Gallery:
     """Streams the list of messages (entries) into the gallery under ``folder``."""
 
-    def __init__(self, folder: Path, title: str) -> None:
-        self.folder, self.title = folder, title
+    def __init__(self, folder: Path, title: str, live: bool = False) -> None:
+        self.folder, self.title, self.live = folder, title, live
         (folder / "html" / "images").mkdir(parents=True, exist_ok=True)
         (folder / "list").mkdir(exist_ok=True)
         self._chunk: IO[str] | None = None
@@ -121,5 +121,6 @@ class Gallery:
         page = resources.files("mailmerge").joinpath("static/gallery.html").read_text("utf-8")
         title = (self.title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
         page = (page.replace("__TITLE__", title).replace("__CHUNKS__", str(self.chunks))
-                .replace("__TOTAL__", str(self.total)))
+                .replace("__TOTAL__", str(self.total))
+                .replace("__WATCH__", "true" if self.live else "false"))
         (self.folder / "index.html").write_text(page, encoding="utf-8")

@@ -1,0 +1,182 @@
+"""The live preview: the gallery served on loopback, rendered again whenever a file changes.
+
+The first rows are written into the preview folder as by ``preview_campaign``; the folder
+is served on ``127.0.0.1`` only. ``watch.json`` beside ``index.html`` holds a version
+number, bumped after each render, and the error of the last one: the page asks for it
+a few times a second, reloads itself (keeping the selected message, the part shown and
+the scroll positions) when the version moves on, and shows an error over the messages
+it has instead of losing them. The files watched are the campaign file, the sheet, the
+suppression lists and every file in the templates' folders (images and included
+templates too); they are polled, which needs nothing from the platform.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ..campaign import Campaign, load_campaign, with_where
+from ..errors import MailmergeError
+from ..pipeline import Report, iter_messages
+from . import default_output_folder, preview_campaign
+from .folder import WATCH_FILE
+
+POLL_SECONDS = 0.25
+MAX_WATCHED = 5000  # files in the template folders; a folder that holds more is cut off
+
+
+@dataclass
+class Rendering:
+    """What one render of the live preview came to."""
+
+    version: int
+    report: Report | None = None
+    error: str | None = None  # the campaign could not be rendered at all
+
+    @property
+    def problem(self) -> str | None:
+        """The error to show over the gallery: the campaign's, or the first row problem."""
+        if self.error is not None:
+            return self.error
+        if self.report is not None and self.report.problems:
+            first = self.report.problems[0].errors[0]
+            return (f"Problems in {self.report.failed_rows} of {self.report.rows} rows; the "
+                    f"first: {first}")
+        return None
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves the preview folder, never from a cache, and logs nothing."""
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _files(campaign: Campaign, out: Path) -> Iterator[Path]:
+    """The files whose change makes a new preview."""
+    yield campaign.path
+    yield campaign.recipients.path
+    yield from campaign.suppress
+    templates = (campaign.html_template, campaign.text_template, campaign.markdown_template,
+                 campaign.layout_template)
+    out = out.resolve()
+    count = 0
+    for folder in dict.fromkeys(t.parent for t in templates if t is not None):
+        for root, dirs, names in os.walk(folder):
+            dirs[:] = [d for d in dirs if not d.startswith(".")
+                       and not Path(root, d).resolve().is_relative_to(out)]
+            for name in names:
+                count += 1
+                if count > MAX_WATCHED:
+                    return
+                yield Path(root, name)
+
+
+def _stamp(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """What the files look like now: changed content almost always changes one of these."""
+    found = []
+    for path in paths:
+        try:
+            info = path.stat()
+        except OSError:
+            found.append((str(path), -1, -1))
+            continue
+        found.append((str(path), info.st_mtime_ns, info.st_size))
+    return tuple(found)
+
+
+class LivePreview:
+    """Renders the first ``limit`` rows of the campaign at ``path`` into ``out`` whenever a
+    file changes, and serves that folder on loopback. Call :meth:`start`, then :meth:`run`
+    (in the main thread: a row's time limit needs its signals); :meth:`stop` ends both."""
+
+    _files: list[Path]
+    _stamp: tuple[tuple[str, int, int], ...]
+
+    def __init__(self, path: Path, out: Path | None = None, *, limit: int = 20,
+                 where: str | None = None, port: int = 0) -> None:
+        self.path, self.limit, self.where = path, limit, where
+        campaign = self._load()  # a campaign file that cannot be read stops here
+        self.out = Path(os.path.realpath(out or default_output_folder(campaign)))
+        self.version = 0
+        self._stopped = threading.Event()
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._port = port
+
+    def _load(self) -> Campaign:
+        return with_where(load_campaign(self.path), self.where)
+
+    def start(self) -> tuple[str, Rendering]:
+        """Render once, then serve the folder on 127.0.0.1 (a free port unless one was
+        given): the URL, and how the render went."""
+        self._files = self.watched()
+        self._stamp = _stamp(self._files)
+        self.out.mkdir(parents=True, exist_ok=True)
+        first = self.render()
+        handler = partial(_Handler, directory=str(self.out))
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="preview-server",
+                         daemon=True).start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}/", first
+
+    def render(self) -> Rendering:
+        """Render once and tell the page (through watch.json)."""
+        self.version += 1
+        rendering = Rendering(self.version)
+        try:
+            campaign = self._load()
+            # a template that does not compile is found before the folder is cleared, so
+            # the page keeps every message it shows under the error
+            for _ in iter_messages(campaign, limit=1, build=False):
+                pass
+            rendering.report = preview_campaign(campaign, self.out, limit=self.limit,
+                                                jobs=1, live=True)
+        except MailmergeError as exc:
+            rendering.error = str(exc)
+            self.version -= 1  # the page keeps the messages it shows, and the error goes over
+            rendering.version = self.version
+        self._tell(rendering)
+        return rendering
+
+    def _tell(self, rendering: Rendering) -> None:
+        state = {"version": rendering.version, "error": rendering.problem}
+        partial_file = self.out / f".{WATCH_FILE}.part"
+        partial_file.write_text(json.dumps(state), encoding="utf-8")
+        os.replace(partial_file, self.out / WATCH_FILE)
+
+    def watched(self) -> list[Path]:
+        try:
+            campaign = self._load()
+        except MailmergeError:
+            return [self.path]  # until the campaign file reads again
+        return list(dict.fromkeys(_files(campaign, self.out)))
+
+    def run(self, on_render: Callable[[Rendering], None]) -> None:
+        """After :meth:`start`: render again after every change, until :meth:`stop`."""
+        while not self._stopped.wait(POLL_SECONDS):
+            now = _stamp(self._files)
+            if now == self._stamp:
+                continue
+            time.sleep(POLL_SECONDS / 2)  # an editor may write a file in several steps
+            self._files = self.watched()
+            self._stamp = _stamp(self._files)
+            on_render(self.render())
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
