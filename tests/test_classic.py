@@ -1,0 +1,224 @@
+"""`mailmerge import` on the classic tool's own files: the messages must read the same.
+
+Each case in tests/data/classic/ holds the classic tool's three files and what its dry
+run printed (made by make_cases.py with the classic tool itself). The imported campaign
+is rendered by this tool, and both sets of messages are parsed back and compared: To,
+Cc, Subject, the body text and the attachments.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import shutil
+from email.message import EmailMessage
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mailmerge import ConfigError, iter_messages, load_campaign
+from mailmerge.classic import convert, import_classic
+from mailmerge.cli import cli
+
+from .conftest import parse
+
+CASES = Path(__file__).parent / "data" / "classic"
+NAMES = sorted(p.name for p in CASES.iterdir() if (p / "classic_output.txt").is_file())
+
+
+def classic_messages(folder: Path) -> list[EmailMessage]:
+    """The messages of the classic dry run (`--output-format raw`)."""
+    text = (folder / "classic_output.txt").read_text(encoding="utf-8")
+    found = re.findall(r">>> message \d+\n(.*?)\n>>> message \d+ sent\n", text, re.S)
+    messages = []
+    for raw in found:
+        message = email.message_from_string(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        messages.append(message)
+    return messages
+
+
+class _Text(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: object) -> None:
+        self._skip += tag in ("style", "title", "head")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._skip -= tag in ("style", "title", "head")
+
+    def handle_data(self, data: str) -> None:
+        if self._skip <= 0:
+            self.parts.append(data)
+
+
+def visible(html: str) -> str:
+    reader = _Text()
+    reader.feed(html)
+    return " ".join("".join(reader.parts).split())
+
+
+def body(message: EmailMessage, kind: str) -> str | None:
+    part = message.get_body((kind,))
+    if part is None:
+        return None
+    text = part.get_content().replace("\r\n", "\n")
+    return visible(text) if kind == "html" else text.rstrip()
+
+
+def attachments(message: EmailMessage) -> list[tuple[str, object]]:
+    return sorted((part.get_filename() or "", part.get_payload(decode=True))
+                  for part in message.walk()
+                  if part.get_content_disposition() == "attachment")
+
+
+def addresses(message: EmailMessage, name: str) -> list[str]:
+    header = message[name]
+    return sorted(a.addr_spec for a in header.addresses) if header is not None else []
+
+
+@pytest.mark.parametrize("case", NAMES)
+def test_an_imported_classic_campaign_makes_the_same_messages(case: str,
+                                                              tmp_path: Path) -> None:
+    classic = tmp_path / "classic"
+    shutil.copytree(CASES / case, classic)
+    imported = import_classic(classic, tmp_path / "new")
+    theirs = classic_messages(classic)
+    outcomes = list(iter_messages(load_campaign(tmp_path / "new" / "campaign.yaml")))
+    assert all(o.built is not None for o in outcomes), [str(e) for o in outcomes
+                                                        for e in o.errors]
+    ours = [parse(o.built.data) for o in outcomes if o.built is not None]
+    assert len(ours) == len(theirs) >= 1
+    for mine, their in zip(ours, theirs, strict=True):
+        assert addresses(mine, "To") == addresses(their, "To")
+        assert addresses(mine, "Cc") == addresses(their, "Cc")
+        assert mine["Subject"] == their["Subject"]
+        assert mine["From"] == their["From"]
+        their_text = body(their, "plain")
+        if their_text is not None:
+            assert body(mine, "plain") == their_text
+        their_html = body(their, "html")
+        if their_html is not None:
+            assert body(mine, "html") == their_html
+        shown = set(imported_images(tmp_path / "new"))
+        assert attachments(mine) == [a for a in attachments(their) if a[0] not in shown]
+        for name in shown:  # embedded instead: the same bytes, as an inline image
+            data = (tmp_path / "new" / name).read_bytes()
+            assert any(p.get_content() == data and p["Content-ID"]
+                       for p in mine.walk() if p.get_content_maintype() == "image")
+    assert not (set(imported.todo) and case in ("sample", "html", "html_plaintext",
+                                                 "bom_database"))
+
+
+def imported_images(folder: Path) -> list[str]:
+    campaign = yaml.safe_load((folder / "campaign.yaml").read_text())
+    listed = set(campaign.get("attachments", []))
+    return [p.name for p in folder.iterdir() if p.suffix in (".jpg", ".png")
+            and p.name not in listed]
+
+
+def campaign_of(case: str, tmp_path: Path) -> tuple[dict[str, object], list[str]]:
+    imported = import_classic(CASES / case, tmp_path / case)
+    return yaml.safe_load((tmp_path / case / "campaign.yaml").read_text()), imported.todo
+
+
+def test_the_server_configuration_carries_over(tmp_path: Path) -> None:
+    html, todo = campaign_of("html", tmp_path)
+    assert html["smtp"] == {"host": "mail.example.org", "port": 587, "security": "starttls",
+                            "username": "someone@example.org", "rate": "30/minute"}
+    assert html["reply_to"] == "Help <help@example.org>" and todo == []
+    ssl, _ = campaign_of("html_plaintext", tmp_path)
+    assert ssl["smtp"] == {"host": "mail.example.org", "port": 465, "security": "ssl",
+                           "username": "me"}
+    never, _ = campaign_of("bom_database", tmp_path)
+    assert never["smtp"] == {"host": "localhost", "port": 25, "security": "none"}
+
+
+def test_plain_and_xoauth_are_carried_over_with_what_to_do(tmp_path: Path) -> None:
+    plain, todo = campaign_of("attachments", tmp_path)
+    assert plain["smtp"]["security"] == "starttls"  # type: ignore[index]
+    assert any("`security = PLAIN` logged in to mail.example.org without encryption" in t
+               for t in todo)
+    oauth, todo = campaign_of("markdown", tmp_path)
+    assert oauth["smtp"] == {"host": "smtp.office365.com", "port": 587,
+                             "security": "starttls", "auth": "xoauth2",
+                             "token_command": "printenv MAILMERGE_SMTP_TOKEN",
+                             "username": "me@example.org"}
+    assert any("export MAILMERGE_SMTP_TOKEN=" in t for t in todo)
+    assert oauth["templates"] == {"markdown": "mail.md", "line_breaks": True}
+    assert oauth["bcc"] == "archive@example.org"
+
+
+def test_the_bcc_of_a_classic_template_goes_in_the_envelope_only(tmp_path: Path) -> None:
+    import_classic(CASES / "markdown", tmp_path / "new")
+    outcome = next(iter_messages(load_campaign(tmp_path / "new" / "campaign.yaml")))
+    assert outcome.built is not None
+    assert "archive@example.org" in outcome.built.envelope_to
+    assert b"archive@example.org" not in outcome.built.data
+
+
+TEMPLATE = """\
+TO: {{email}}
+FROM: me@example.org
+ATTACHMENT: ~/report.pdf
+ATTACHMENT: /etc/hosts
+ATTACHMENT:
+ATTACHMENT: ../outside.txt
+X-Campaign: spring-{{ year }}
+
+Hello {{name}}
+"""
+
+
+def test_what_cannot_carry_over_is_listed_with_what_to_do() -> None:
+    converted = convert(TEMPLATE, None, name="x", sheet="people.csv")
+    text = "\n".join(converted.todo)
+    assert "has no SUBJECT: write one in campaign.yaml" in text
+    assert "ATTACHMENT ~/report.pdf: outside the classic folder. Copy the file into" in text
+    assert "ATTACHMENT /etc/hosts: outside" in text and "ATTACHMENT ../outside.txt" in text
+    assert "an empty ATTACHMENT line was left out" in text
+    assert "no mailmerge_server.conf" in text
+    campaign = yaml.safe_load(converted.campaign)
+    assert campaign["subject"] == "" and "attachments" not in campaign
+    assert campaign["headers"] == {"X-Campaign": "spring-{{ year }}"}
+    assert converted.templates == {"mail.txt": "Hello {{name}}\n"}
+
+
+def test_logic_among_the_header_fields_is_named() -> None:
+    converted = convert("TO: {{email}}\nFROM: a@example.org\n{% if vip %}\nCC: boss@example.org"
+                        "\n{% endif %}\nSUBJECT: Hi\n\nBody\n", None, name="x", sheet="p.csv")
+    assert any("the line '{% if vip %}' among the header fields is not a field" in t
+               for t in converted.todo)
+
+
+def test_import_refuses_a_folder_that_is_not_empty_and_names_a_missing_file(
+        tmp_path: Path) -> None:
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already exists and is not empty"):
+        import_classic(CASES / "sample", tmp_path / "new")
+    assert (tmp_path / "new" / "keep.txt").read_text() == "mine"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"the classic template file .*mailmerge_template"
+                                          r"\.txt does not exist"):
+        import_classic(tmp_path / "empty", tmp_path / "new2")
+
+
+def test_the_import_command_lists_to_dos_checks_and_exits_1(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["import", str(CASES / "attachments"),
+                                      str(tmp_path / "new")], catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    assert f"  created {tmp_path / 'new' / 'campaign.yaml'}" in result.output
+    assert "To do: mailmerge_server.conf: `security = PLAIN`" in result.output
+    assert "Checked: 2 rows, 2 messages ok." in result.output
+    clean = CliRunner().invoke(cli, ["import", str(CASES / "sample"), str(tmp_path / "s")],
+                               catch_exceptions=False)
+    assert clean.exit_code == 0, clean.output
+    assert "To do" not in clean.output
