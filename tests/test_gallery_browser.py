@@ -55,16 +55,21 @@ def in_frame(driver, script: str):
         driver.switch_to.default_content()
 
 
-def test_gallery_shows_the_newsletter_with_its_logo(browser, tmp_path: Path) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
+def open_newsletter(browser, tmp_path: Path) -> None:
+    """Dry-run the shipped newsletter and open its gallery."""
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["preview", str(ROOT / "campaigns" / "newsletter.yaml"),
                                       "-o", str(out)])
     assert result.exit_code == 0, result.output
-    wait = WebDriverWait(browser, 20)
     browser.get((out / "index.html").as_uri())
+
+
+def test_gallery_shows_the_newsletter_with_its_logo(browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    open_newsletter(browser, tmp_path)
+    wait = WebDriverWait(browser, 20)
     wait.until(lambda d: d.find_element(By.ID, "status").text == "5 rows")
     items = browser.find_elements(By.CSS_SELECTOR, ".item")
     assert len(items) == 5
@@ -140,12 +145,8 @@ def test_gallery_opens_on_the_first_message_and_shows_it_at_phone_width(browser,
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["preview", str(ROOT / "campaigns" / "newsletter.yaml"),
-                                      "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    open_newsletter(browser, tmp_path)
     wait = WebDriverWait(browser, 20)
-    browser.get((out / "index.html").as_uri())
     wait.until(lambda d: "Zoë, your autumn update" in d.find_element(By.ID, "heads").text)
     selected = browser.find_element(By.CSS_SELECTOR, ".item.selected").text
     assert "row 2" in selected
