@@ -33,6 +33,7 @@ def inline_css(html: str) -> str:
         keep_style_tags=False,
         remove_classes=False,
         disable_validation=True,
+        strip_important=False,  # a @media rule overrides inlined styles only with it
         disable_link_rewrites=True,
         allow_network=False,
         cssutils_logging_level=logging.CRITICAL,

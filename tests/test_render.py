@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -414,3 +415,11 @@ def test_the_template_the_campaign_names_may_itself_be_a_link(basic) -> None:
                                                  "../templates/mail.txt\n"))
     (_built, msg), = c.messages()
     assert content(msg, "plain").startswith("Hello ")
+
+
+def test_a_media_rule_keeps_important_so_it_can_override_inlined_styles() -> None:
+    html = inline_css("<html><head><style>.c { padding: 32px; } @media (max-width: 620px) "
+                      "{ .c { padding: 20px !important; } }</style></head>"
+                      '<body><div class="c">x</div></body></html>')
+    assert '<div class="c" style="padding:32px">' in html
+    assert re.search(r"@media \(max-width: 620px\) \{\s*\.c \{\s*padding: 20px !important", html)
