@@ -23,6 +23,7 @@ from .message import build_message
 from .mime import Built
 from .notices import Notice
 from .parallel import map_rows
+from .preflight import Finding, Inspector, describe_amounts
 from .render import Rendered, Renderer, Suppressed
 from .sheet import Row, open_sheet
 
@@ -46,6 +47,7 @@ class Outcome:
     skip: Skip | None = None
     key: str | None = None  # known for suppressed rows
     made: bool = False  # a message was made and handed on (check, preview: not kept here)
+    warnings: tuple[Finding, ...] = ()  # pre-flight findings (see preflight)
 
     @property
     def skipped(self) -> bool:
@@ -63,6 +65,41 @@ class Outcome:
 
 
 @dataclass
+class Warned:
+    """One pre-flight finding and the rows it applies to (as spans), with the range of
+    its amount."""
+
+    finding: Finding
+    spans: list[list[int]] = field(default_factory=list)
+    low: float | None = None
+    high: float | None = None
+
+    def add(self, row: int, amount: float | None) -> None:
+        if self.spans and self.spans[-1][1] == row - 1:
+            self.spans[-1][1] = row
+        else:
+            self.spans.append([row, row])
+        if amount is not None:
+            self.low = amount if self.low is None else min(self.low, amount)
+            self.high = amount if self.high is None else max(self.high, amount)
+
+    @property
+    def rows(self) -> int:
+        return sum(end - start + 1 for start, end in self.spans)
+
+    def describe(self) -> str:
+        """The rows, what was found (with the amount) and how to fix it."""
+        rows = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.spans[:8])
+        if len(self.spans) > 8:
+            rows += ", ..."
+        finding = self.finding
+        amount = (f" ({describe_amounts(finding.kind, self.low, self.high or self.low)})"
+                  if self.low is not None else "")
+        label = "row" if self.rows == 1 else "rows"
+        return f"{label} {rows}: {finding.text}{amount}; {finding.hint}"
+
+
+@dataclass
 class Report:
     """Counts and problems of a whole run, for the summary and the exit code."""
 
@@ -73,13 +110,25 @@ class Report:
     problems: list[Outcome] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
     folder: Path | None = None
+    # pre-flight findings by what they say, in the order first found
+    warnings: dict[tuple[str, str], Warned] = field(default_factory=dict)
 
     @property
     def failed_rows(self) -> int:
         return len(self.problems)
 
+    def note_warnings(self, outcome: Outcome) -> None:
+        """Add the row's pre-flight findings to their groups."""
+        for finding in outcome.warnings:
+            key = (finding.text, finding.hint)  # strings hash once; an enum hashes each time
+            group = self.warnings.get(key)
+            if group is None:
+                group = self.warnings[key] = Warned(finding)
+            group.add(outcome.row, finding.amount)
+
     def count(self, outcome: Outcome) -> None:
         self.rows += 1
+        self.note_warnings(outcome)
         if outcome.ok:
             self.messages += 1
         elif outcome.skip == "suppressed":
@@ -92,8 +141,10 @@ class Report:
 
 def process_row(renderer: Renderer, row: Row, *, build: bool = True,
                 want: Callable[[Rendered], bool] | None = None,
-                message_id: Callable[[Rendered], str | None] | None = None) -> Outcome | None:
-    """One row through the filter, the renderer and (``build``) the MIME builder.
+                message_id: Callable[[Rendered], str | None] | None = None,
+                inspector: Inspector | None = None) -> Outcome | None:
+    """One row through the filter, the renderer and (``build``) the MIME builder; with an
+    ``inspector``, its pre-flight findings too.
 
     None when ``want`` passed over the rendered row.
     """
@@ -107,12 +158,13 @@ def process_row(renderer: Renderer, row: Row, *, build: bool = True,
         return Outcome(row.number, skip="suppressed", key=rendered.key)
     if want is not None and not want(rendered):
         return None
+    warnings = inspector.inspect(rendered) if inspector is not None else ()
     if not build:
-        return Outcome(row.number, rendered=rendered)
+        return Outcome(row.number, rendered=rendered, warnings=warnings)
     built = build_message(rendered, message_id=message_id(rendered) if message_id else None)
     if renderer.signer is not None:
         built = replace(built, data=renderer.signer.sign(built.data))
-    return Outcome(row.number, built=built)
+    return Outcome(row.number, built=built, warnings=warnings)
 
 
 def _only(rows: Iterator[Row], numbers: Collection[int], path: Path) -> Iterator[Row]:
@@ -177,10 +229,12 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
                   want: Callable[[Rendered], bool] | None = None,
                   message_id: Callable[[Rendered], str | None] | None = None,
                   build: bool = True, jobs: int = 1, always_fork: bool = False,
-                  rows: Collection[int] | None = None) -> Iterator[Outcome]:
+                  rows: Collection[int] | None = None, inspect: bool = False
+                  ) -> Iterator[Outcome]:
     """Render and build every row (or the rows numbered ``rows``, as a spreadsheet numbers
     them; at most ``limit``), in sheet order.
 
+    ``inspect`` adds each message's pre-flight findings (:mod:`.preflight`) to its Outcome.
     ``want`` may pass over rendered rows (no message is built and nothing is yielded);
     ``message_id`` may supply the Message-ID to reuse (a retry keeps its first one).
     ``build=False`` stops at the rendered values (``Outcome.rendered``): enough to validate
@@ -192,8 +246,11 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
     syntax); a bad row is an Outcome with errors, and the rows after it go on. A sheet that
     breaks part-way (malformed CSV) ends the iteration with an Outcome carrying that error.
     """
+    inspectors: dict[int, Inspector] = {}  # one per renderer, made where it works
+
     def work(renderer: Renderer, row: Row) -> Outcome | None:
-        return process_row(renderer, row, build=build, want=want, message_id=message_id)
+        return process_row(renderer, row, build=build, want=want, message_id=message_id,
+                           inspector=_inspector(renderer, inspectors) if inspect else None)
 
     for outcome in _map_sheet(campaign, work, limit=limit, jobs=jobs, always_fork=always_fork,
                               notices=notices if notices is not None else [], rows=rows):
@@ -204,15 +261,18 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
 def run_rows(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
          store: Callable[[Outcome], S], record: Callable[[S], None],
          progress: Callable[[Outcome], None] | None, unique: bool = False,
-         rows: Collection[int] | None = None) -> Report:
+         rows: Collection[int] | None = None, inspect: bool = False) -> Report:
     """Every row through :func:`process_row` and ``store`` on ``jobs`` processes; then, in
     sheet order and in this process, ``record`` and ``progress``. ``unique``: a row whose
     recipient key an earlier row has is a problem (as ``send`` finds it)."""
     report = Report()
     seen = SeenKeys() if unique else None
 
+    inspectors: dict[int, Inspector] = {}
+
     def work(renderer: Renderer, row: Row) -> tuple[Outcome, S]:
-        outcome = process_row(renderer, row, build=build)
+        outcome = process_row(renderer, row, build=build, inspector=_inspector(
+            renderer, inspectors) if inspect else None)
         assert outcome is not None
         return outcome.slim(), store(outcome)
 
@@ -234,12 +294,24 @@ def run_rows(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
 
 def check_campaign(campaign: Campaign, *, progress: Callable[[Outcome], None] | None = None,
                    jobs: int = 1) -> Report:
-    """Render every row without building, writing or sending; report every problem.
+    """Render every row without building, writing or sending; report every problem, and
+    the pre-flight warnings (``Report.warnings``).
 
     ``jobs`` processes share the rows (see :mod:`mailmerge.parallel`).
     """
     return run_rows(campaign, limit=None, jobs=jobs, build=False, store=lambda outcome: None,
-                    record=lambda stored: None, progress=progress, unique=True)
+                    record=lambda stored: None, progress=progress, unique=True, inspect=True)
+
+
+def _inspector(renderer: Renderer, made: dict[int, Inspector]) -> Inspector:
+    """The renderer's inspector: made once in the process that renders (a worker's own)."""
+    inspector = made.get(id(renderer))
+    if inspector is None:
+        campaign = renderer.campaign
+        inspector = made[id(renderer)] = Inspector(
+            html_template=campaign.html_template is not None,
+            text_template=campaign.text_template is not None)
+    return inspector
 
 
 def duplicate_error(campaign: Campaign, key: str, row: int, first: int) -> RowError:

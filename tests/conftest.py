@@ -17,7 +17,7 @@ import pytest
 from mailmerge import Built, Outcome, iter_messages, load_campaign
 
 HTML = """<!DOCTYPE html>
-<html><head><style>p { color: #336699; }</style></head>
+<html lang="en"><head><title>Hello</title><style>p { color: #336699; }</style></head>
 <body><p>Hello {{ name }}</p></body></html>
 """
 

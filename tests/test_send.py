@@ -565,3 +565,17 @@ def test_a_server_that_drips_its_greeting_forever_is_given_up_on(basic) -> None:
             "127.0.0.1: 127.0.0.1:") in done.stderr
     assert "did not finish its greeting within 0.8 s" in done.stderr
     assert journal_rows(c)["p0@example.org"][0] == "deferred"  # nothing was sent
+
+
+def test_send_lists_the_pre_flight_warnings_before_it_sends(basic, smtp_server) -> None:
+    c = basic(SMTP_BLOCK.format(port=smtp_server.port), rows=PEOPLE,
+              html='<html><body><p>Hi {{ name }} <a href="https://localhost/x">x</a></p>'
+                   "</body></html>")
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    before = result.output.split("Before you send (pre-flight warnings):\n", 1)
+    assert len(before) == 2, result.output
+    assert before[1].startswith("  rows 2-6: <html> has no lang attribute")
+    assert "a link goes to localhost" in before[1]
+    assert before[1].index("a link goes to localhost") < before[1].index("this run")
+    assert len(smtp_server.handler.by_recipient()) == len(PEOPLE) - 1  # warned, and sent

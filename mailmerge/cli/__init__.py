@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..campaign import load_campaign
+from ..campaign import Campaign, load_campaign
 from ..classic import import_classic
 from ..errors import ConfigError, MailmergeError
 from ..notices import Notice
@@ -21,6 +21,7 @@ from ..pipeline import check_campaign, iter_messages
 from ..preview.printed import message_text
 from ..preview.watch import LivePreview, Rendering
 from ..scaffold import create_campaign
+from ..spamcheck import spam_score
 from .common import (
     _JOBS,
     _LIMIT,
@@ -49,25 +50,66 @@ WATCH_ROWS = 20  # the rows a live preview renders unless --limit says otherwise
 @cli.command()
 @click.argument("campaign", type=click.Path(dir_okay=False))
 @_WHERE
+@click.option("--strict", is_flag=True,
+              help="Exit 1 on any pre-flight warning too, not only on row problems.")
+@click.option("--spam", is_flag=True,
+              help="Also score the first rows with SpamAssassin (local rules only, no "
+                   "network tests) and list the rules that fired.")
+@click.option("--spam-rows", type=click.IntRange(min=1), default=3, show_default=True,
+              metavar="N", help="With --spam: how many messages to score.")
 @_JOBS
 @_QUIET
-def check(campaign: str, where: str | None, jobs: int | None, quiet: bool) -> None:
+def check(campaign: str, where: str | None, strict: bool, spam: bool, spam_rows: int,
+          jobs: int | None, quiet: bool) -> None:
     """Render every row without writing or sending, and list every problem.
 
     Each problem names the file, the row and the column or template line, and
-    says what to do. Exit 0 when every row is fine, 1 when some rows have
-    problems, 2 when the campaign file itself is wrong.
+    says what to do. Then come the pre-flight warnings: what makes a correct
+    message fail in the inbox (Gmail clipping past about 102 KB of HTML, a
+    message or image too large, placeholder, plain-http or broken links,
+    template syntax left in, an unsubscribe link missing from the body, no lang,
+    title or alt text, a text part that says something else than the HTML),
+    each with the rows and how to fix it.
+
+    Exit 0 when every row is fine (warnings or not, unless --strict), 1 when
+    some rows have problems (or, with --strict, there is a warning or a spam
+    score at SpamAssassin's threshold), 2 when the campaign file itself is
+    wrong.
 
     \b
     Example:
       mailmerge check campaigns/invoices.yaml
+      mailmerge check campaigns/newsletter.yaml --strict --spam
     """
     loaded = _load(campaign, where)
     try:
         report = check_campaign(loaded, progress=_progress(quiet), jobs=_jobs(jobs))
+        lines, spammy = _spam(loaded, spam_rows) if spam else ([], False)
     except MailmergeError as exc:
         _fail(exc)
-    _finish(report, "ok")
+    _finish(report, "ok", strict=strict, spammy=spammy, more=lines)
+
+
+def _spam(campaign: Campaign, rows: int) -> tuple[list[str], bool]:
+    """SpamAssassin's score of the first ``rows`` messages, as lines; whether one is spam."""
+    scored, spammy = 0, False
+    lines = ["Spam score (SpamAssassin, local rules, on the exact bytes send would send):"]
+    for outcome in iter_messages(campaign):
+        if outcome.built is None:
+            continue
+        result = spam_score(outcome.built.data)
+        verdict = "spam" if result.spam else "not spam"
+        lines.append(f"  row {outcome.row}: {result.score:.1f} points ({verdict}; "
+                     f"{result.required:.1f} is spam)")
+        lines += [f"    {rule.points:5.1f} {rule.name:24} {rule.description}"
+                  for rule in sorted(result.rules, key=lambda r: -abs(r.points))]
+        spammy |= result.spam
+        scored += 1
+        if scored == rows:
+            break
+    if not scored:
+        lines.append("  no row makes a message to score")
+    return lines, spammy
 
 
 @cli.command()

@@ -6,7 +6,7 @@ import os
 import sys
 import webbrowser
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -15,7 +15,7 @@ import click
 from ..campaign import Campaign, load_campaign, with_where
 from ..errors import ConfigError, MailmergeError
 from ..parallel import default_jobs
-from ..pipeline import Outcome, Report
+from ..pipeline import Outcome, Report, Warned
 from ..preview import preview_campaign
 
 EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -119,7 +119,18 @@ def _progress(quiet: bool) -> Callable[[Outcome], None] | None:
     return show
 
 
-def _finish(report: Report, verb: str) -> None:
+def _print_warnings(warnings: Iterable[Warned]) -> int:
+    """The pre-flight warnings, one line per finding with its rows; how many."""
+    groups = list(warnings)
+    if groups:
+        click.echo("Before you send (pre-flight warnings):")
+    for group in groups:
+        click.echo(f"  {group.describe()}")
+    return len(groups)
+
+
+def _finish(report: Report, verb: str, strict: bool = False, spammy: bool = False,
+            more: Iterable[str] = ()) -> None:
     if sys.stderr.isatty():
         click.echo("\r" + " " * 30 + "\r", nl=False, err=True)
     for notice in report.notices:
@@ -127,6 +138,9 @@ def _finish(report: Report, verb: str) -> None:
     if report.problems:
         click.echo(f"Problems in {report.failed_rows} of {_n(report.rows, 'row')}:")
         _print_problems(report)
+    warned = _print_warnings(report.warnings.values())
+    for line in more:
+        click.echo(line)
     summary = f"{_n(report.rows, 'row')}: {_n(report.messages, 'message')} {verb}"
     if report.skipped:
         summary += f", {_n(report.skipped, 'row')} skipped by `where`"
@@ -134,8 +148,11 @@ def _finish(report: Report, verb: str) -> None:
         summary += f", {report.suppressed} suppressed"
     if report.problems:
         summary += f", {_n(report.failed_rows, 'row')} with problems (fix them and run again)"
+    if warned:
+        summary += f", {_n(warned, 'warning')}"
     click.echo(summary + ".")
-    sys.exit(EXIT_DATA if report.problems else EXIT_OK)
+    failed = report.problems or (strict and (warned or spammy))
+    sys.exit(EXIT_DATA if failed else EXIT_OK)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -47,6 +47,7 @@ from .common import (
     _n,
     _preview,
     _print_problems,
+    _print_warnings,
     _secret,
     cli,
 )
@@ -222,6 +223,8 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
                            "with --skip-invalid.")
                 sys.exit(EXIT_DATA)
         _describe_plan(plan)
+        if plan.to_send:
+            _print_warnings(plan.warnings)
         if plan.to_send == 0 and not plan.waiting_copies:
             click.echo("Nothing to send.")
             if plan.uncertain:

@@ -18,7 +18,7 @@ from ..addresses import AddressProblem, address_key, make_address
 from ..campaign import Campaign
 from ..errors import JournalError, MailmergeError, SendError
 from ..parallel import default_jobs
-from ..pipeline import Outcome, duplicate_error, iter_messages
+from ..pipeline import Outcome, Report, Warned, duplicate_error, iter_messages
 from .journal import Journal, Record, SenderLock, default_journal_path, format_time
 from .runner import Event, Runner, SendReport
 from .settle import Settled, Verdict, look_up
@@ -60,6 +60,7 @@ class SendPlan:
         self.uncertain, self.removed = uncertain, removed
         self.counts = journal.counts()
         self.skipped = 0  # rows left out by the `where:` filter or suppressed
+        self.warnings: list[Warned] = []  # pre-flight findings, grouped (see preflight)
         # copies for the Sent folder that an earlier run could not save
         self.waiting_copies = (len(journal.spool_keys())
                                if campaign.imap and campaign.imap.copy else 0)
@@ -188,7 +189,8 @@ def _prepare(campaign: Campaign, options: SendOptions, path: Path,
             journal.set_meta("began", format_time(time.time()))
         run = journal.begin_run()
         skipped: list[int] = []
-        problems = _validate(campaign, journal, run, options, skipped)
+        warnings = Report()
+        problems = _validate(campaign, journal, run, options, skipped, warnings)
         uncertain = list(journal.records("sending"))
         removed = journal.removed(run)
     except BaseException:
@@ -196,15 +198,18 @@ def _prepare(campaign: Campaign, options: SendOptions, path: Path,
         raise
     plan = SendPlan(campaign, journal, run, options, problems, uncertain, removed, lock)
     plan.skipped = len(skipped)
+    plan.warnings = list(warnings.warnings.values())
     return plan
 
 
 def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptions,
-              skipped: list[int]) -> list[Outcome]:
-    """Render and build every row; note every good key in the journal (one transaction)."""
+              skipped: list[int], warnings: Report) -> list[Outcome]:
+    """Render and build every row; note every good key in the journal (one transaction),
+    and the pre-flight findings in ``warnings``."""
     problems: list[Outcome] = []
     with journal.batch():
-        for outcome in iter_messages(campaign, build=False, jobs=default_jobs()):
+        for outcome in iter_messages(campaign, build=False, jobs=default_jobs(), inspect=True):
+            warnings.note_warnings(outcome)
             if outcome.skip == "suppressed" and outcome.key is not None:
                 record = journal.see(outcome.key, outcome.row, run)
                 if record is None or record.state in ("pending", "deferred"):
