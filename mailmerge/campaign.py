@@ -99,6 +99,7 @@ class Imap:
     copy: bool = True
     lookup: tuple[str, ...] = ()
     lookup_wait: float = 60.0
+    drafts: str = "Drafts"  # where `mailmerge drafts` stores the messages
 
     @property
     def effective_port(self) -> int:
@@ -296,7 +297,7 @@ def _imap(top: Reader, local: Local) -> Imap | None:
     if reader is None:
         return None
     reader.check_keys({"host", "port", "security", "username", "password_env", "folder",
-                       "ca_file", "timeout", "copy", "lookup", "lookup_wait"})
+                       "ca_file", "timeout", "copy", "lookup", "lookup_wait", "drafts"})
     security = _security(reader, "imap", "ssl")
     ca_file = reader.get("ca_file", str)
     lookup = reader.get("lookup", (str, list), default=[])
@@ -317,13 +318,14 @@ def _imap(top: Reader, local: Local) -> Imap | None:
                 timeout=reader.get("timeout", float, default=30.0),
                 copy=reader.get("copy", bool, default=True),
                 lookup=tuple(f.strip() for f in folders),
-                lookup_wait=lookup_wait)
+                lookup_wait=lookup_wait,
+                drafts=reader.get("drafts", str, default="Drafts").strip() or "Drafts")
     _endpoint(reader, "imap", imap.host, imap.port, imap.timeout)
     _no_clear_login(reader, "imap", imap.host, imap.security)
-    if not imap.copy and not imap.lookup:
+    if not imap.copy and not imap.lookup and "drafts" not in reader.data:
         raise reader.error(None, "`imap:` with `copy: false` and no `lookup:` does nothing",
-                           "add `lookup:` (the folder where sent mail appears), or remove "
-                           "`imap:`")
+                           "add `lookup:` (the folder where sent mail appears) or `drafts:` "
+                           "(for `mailmerge drafts`), or remove `imap:`")
     return imap
 
 

@@ -46,6 +46,10 @@ namespace inbox {{
     special_use = \\Sent
     auto = subscribe
   }}
+  mailbox Drafts {{
+    special_use = \\Drafts
+    auto = subscribe
+  }}
 }}
 service imap-login {{
   inet_listener imap {{

@@ -164,7 +164,8 @@ def test_imap_lookup_keys() -> None:
                            "e.g. `lookup: Sent`"),
     ("lookup: INBOX, lookup_wait: -1", "line 7: `imap.lookup_wait` must be from 0 to 3600 seconds"),
     ("copy: false", "line 7: `imap:` with `copy: false` and no `lookup:` does nothing; add "
-                    "`lookup:` (the folder where sent mail appears), or remove `imap:`"),
+                    "`lookup:` (the folder where sent mail appears) or `drafts:` (for `mailmerge "
+                    "drafts`), or remove `imap:`"),
     ("copy: maybe", "line 7: `imap.copy` must be true or false, not 'maybe'"),
 ])
 def test_imap_lookup_mistakes(imap: str, message: str) -> None:

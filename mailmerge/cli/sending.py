@@ -30,6 +30,7 @@ from ..sending import (
     names,
     prepare_send,
     read_bounces,
+    save_drafts,
     send_test,
     settle_by_hand,
 )
@@ -375,6 +376,72 @@ def _show_status(loaded: Campaign, path: Path, csv_path: str | None) -> None:
                     _fail(ConfigError(f"cannot write {csv_path}: {exc.strerror or exc}",
                                       hint="give --csv a file in a folder you may write in"))
                 click.echo(f"Wrote {_n(count, 'line')} to {csv_path}")
+
+
+@cli.command()
+@click.argument("campaign", type=click.Path(dir_okay=False))
+@_LIMIT
+@_WHERE
+@click.option("-r", "--row", "rows", type=click.IntRange(min=2), multiple=True, metavar="N",
+              help="Only row N (as the spreadsheet numbers it). May be given more than once.")
+@click.option("--replace", is_flag=True,
+              help="Replace a draft this command stored before whose message has changed "
+                   "(by default it is left alone and named).")
+def drafts(campaign: str, limit: int | None, where: str | None, rows: tuple[int, ...],
+           replace: bool) -> None:
+    """Store each message as a draft in your mailbox, to review and send from there.
+
+    Renders the rows as `preview` does and APPENDs each message, flagged as a
+    draft, to the IMAP folder `imap.drafts` (default Drafts; Gmail's is
+    "[Gmail]/Drafts"). Nothing is sent and the send journal is not touched.
+    Running it again stores no second draft for a row whose draft is still
+    there (found by its Message-ID); a changed message is stored instead of
+    the old draft only with --replace. Bcc stays in the draft for your mail
+    client to send to.
+
+    The password comes from the variable named by `imap.password_env` (default
+    MAILMERGE_IMAP_PASSWORD), or a prompt on a terminal.
+
+    Exit codes: 0 stored (or already there), 1 some rows have problems or
+    changed drafts were left alone, 2 configuration error or the mailbox
+    cannot be used.
+
+    \b
+    Example:
+      mailmerge drafts campaigns/welcome.yaml --limit 5
+      mailmerge drafts campaigns/welcome.yaml --replace
+    """
+    loaded = _load(campaign, where)
+    if loaded.imap is None:
+        _fail(ConfigError("drafts go to an IMAP mailbox, and the campaign has no `imap:`",
+                          path=loaded.path, hint="add `imap: {host: ..., username: ...}` "
+                                                 "(and `drafts:` if the folder is not called "
+                                                 "Drafts)"))
+    password = _imap_password(loaded)
+    try:
+        report = save_drafts(loaded, password, limit=limit, rows=rows or None,
+                             replace=replace)
+    except MailmergeError as exc:
+        _fail(exc)
+    folder = loaded.imap.drafts
+    if report.problems:
+        click.echo(f"Problems in {_n(len(report.problems), 'row')} (no draft stored):")
+        _print_problems(Report(rows=0, problems=report.problems))
+    parts = [f"{_n(len(report.stored), 'draft')} stored"]
+    if report.replaced:
+        parts.append(f"{len(report.replaced)} replaced")
+    if report.unchanged:
+        parts.append(f"{len(report.unchanged)} already there")
+    if report.skipped:
+        parts.append(f"{_n(report.skipped, 'row')} skipped by `where` or suppressed")
+    click.echo(f"In {folder!r} at {loaded.imap.host}: " + ", ".join(parts) + ".")
+    if report.changed:
+        click.echo(f"{_n(len(report.changed), 'draft')} of rows "
+                   + ", ".join(map(str, report.changed[:20]))
+                   + (" ..." if len(report.changed) > 20 else "")
+                   + " changed since stored and were left as they were; run again with "
+                     "--replace to replace them.")
+    sys.exit(EXIT_DATA if report.problems or report.changed else EXIT_OK)
 
 
 @cli.command()

@@ -4,12 +4,14 @@
 returns says what will happen, and ``SendPlan.run`` does it. ``send_test`` sends rendered
 rows to one address without a journal. ``look_up`` and ``settle_by_hand`` settle the
 recipients a run left uncertain. ``read_bounces`` reads bounces and complaints back from
-the `bounces:` mailbox into the journal and the suppression file.
+the `bounces:` mailbox into the journal and the suppression file. ``save_drafts`` puts
+the messages in the IMAP Drafts folder instead of sending them.
 """
 
 from __future__ import annotations
 
 from .bounces import BounceReport, read_bounces
+from .drafts import DraftReport, save_drafts
 from .journal import Journal, Record, SenderLock, State
 from .plan import SendOptions, SendPlan, journal_path, prepare_send, send_test
 from .runner import Event, SendReport
@@ -19,6 +21,7 @@ from .smtp import Delivery
 __all__ = [
     "BounceReport",
     "Delivery",
+    "DraftReport",
     "Event",
     "Journal",
     "Record",
@@ -34,6 +37,7 @@ __all__ = [
     "names",
     "prepare_send",
     "read_bounces",
+    "save_drafts",
     "send_test",
     "settle_by_hand",
 ]

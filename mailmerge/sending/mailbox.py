@@ -9,6 +9,7 @@ reading of reports only (:class:`Pop3Box`); both give them as a :class:`ReportBo
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import poplib
 import re
@@ -29,6 +30,40 @@ MAX_REPORT_BYTES = 1024 * 1024  # read of each report: its fields come first, no
 def quote(text: str) -> str:
     """An IMAP quoted string (RFC 3501)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def folder_name(name: str) -> str:
+    """A folder name as IMAP writes it: modified UTF-7 (RFC 3501 5.1.3), quoted. "Entwürfe"
+    is "Entw&APw-rfe"; an ASCII name stays as it is, "&" becoming "&-"."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            data = "".join(run).encode("utf-16-be")
+            out.append("&" + base64.b64encode(data).decode("ascii").rstrip("=")
+                       .replace("/", ",") + "-")
+            run.clear()
+
+    for char in name:
+        if " " <= char <= "~":
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            run.append(char)
+    flush()
+    return quote("".join(out))
+
+
+def decode_folder_name(name: str) -> str:
+    """The inverse of :func:`folder_name` (without the quotes), for showing a name."""
+    def decode(match: re.Match[str]) -> str:
+        text = match.group(1)
+        if not text:
+            return "&"
+        data = base64.b64decode(text.replace(",", "/") + "=" * (-len(text) % 4))
+        return data.decode("utf-16-be", "replace")
+    return re.sub(r"&([A-Za-z0-9+,]*)-", decode, name)
 
 
 class Mailbox:
@@ -69,7 +104,7 @@ class Mailbox:
     def find(self, folder: str, message_ids: Iterable[str]) -> set[str]:
         """Which of ``message_ids`` a message in ``folder`` has (as seen now)."""
         imap = self._session()
-        status, reply = imap.select(quote(folder), readonly=True)
+        status, reply = imap.select(folder_name(folder), readonly=True)
         if status != "OK":
             raise imaplib.IMAP4.error(f"cannot open the folder {folder!r}: "
                                       f"{_text(reply)}")
@@ -98,7 +133,7 @@ class Mailbox:
 
     def append(self, folder: str, data: bytes) -> None:
         """Store ``data`` in ``folder``, marked as read."""
-        status, reply = self._session().append(quote(folder), r"(\Seen)",
+        status, reply = self._session().append(folder_name(folder), r"(\Seen)",
                                                imaplib.Time2Internaldate(time.time()), data)
         if status != "OK":
             raise imaplib.IMAP4.error(f"APPEND refused: {_text(reply)}")
@@ -133,7 +168,7 @@ class ImapBox:
 
     def listing(self) -> list[str]:
         imap = self.mailbox._session()
-        status, reply = imap.select(quote(self.folder))
+        status, reply = imap.select(folder_name(self.folder))
         if status != "OK":
             raise imaplib.IMAP4.error(f"cannot open the folder {self.folder!r}: {_text(reply)}")
         status, data = imap.uid("FETCH", "1:*", "(RFC822.SIZE)")
@@ -158,8 +193,8 @@ class ImapBox:
     def remove(self, item: str, move_to: str | None) -> None:
         imap = self.mailbox._session()
         if move_to is not None:
-            imap.create(quote(move_to))  # already there: a NO, which is fine
-            status, reply = imap.uid("COPY", item, quote(move_to))
+            imap.create(folder_name(move_to))  # already there: a NO, which is fine
+            status, reply = imap.uid("COPY", item, folder_name(move_to))
             if status != "OK":
                 raise imaplib.IMAP4.error(f"cannot copy to {move_to!r}: {_text(reply)}")
         status, reply = imap.uid("STORE", item, "+FLAGS.SILENT", r"(\Deleted)")
