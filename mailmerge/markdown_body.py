@@ -14,11 +14,13 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
-from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 
 
 class Placeholders:
@@ -59,6 +61,8 @@ class Placeholders:
 def make_converter(line_breaks: bool = False) -> MarkdownIt:
     """CommonMark with tables and strikethrough; HTML written in the template passes.
     ``line_breaks``: a single newline is a line break (as the classic tool's Markdown)."""
+    from markdown_it import MarkdownIt  # here: only a Markdown campaign pays for the import
+
     md = MarkdownIt("commonmark", {"html": True, "breaks": line_breaks})
     md.enable(["table", "strikethrough"])
     return md

@@ -8,32 +8,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..campaign import Campaign, Smtp
 from ..errors import ConfigError, MailmergeError
 from ..pipeline import Report
-from ..sending import (
-    BounceReport,
-    Event,
-    Journal,
-    Record,
-    SenderLock,
-    SendOptions,
-    SendPlan,
-    SendReport,
-    State,
-    Verdict,
-    journal_path,
-    look_up,
-    names,
-    prepare_send,
-    read_bounces,
-    save_drafts,
-    send_test,
-    settle_by_hand,
-)
 from .common import (
     _LIMIT,
     _OUT,
@@ -52,6 +33,19 @@ from .common import (
     _secret,
     cli,
 )
+
+if TYPE_CHECKING:  # the sending package is imported by the commands that use it
+    from ..sending import (
+        BounceReport,
+        Event,
+        Journal,
+        Record,
+        SenderLock,
+        SendPlan,
+        SendReport,
+        State,
+        Verdict,
+    )
 
 
 def _password(smtp: Smtp) -> str | None:
@@ -202,6 +196,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
       MAILMERGE_SMTP_PASSWORD=... mailmerge send campaigns/newsletter.yaml
       mailmerge send campaigns/newsletter.yaml --dry-run --out /tmp/check
     """
+    from ..sending import SendOptions, prepare_send
     if dry_run:
         _preview(campaign, out, limit, quiet, where)
         return
@@ -307,6 +302,7 @@ def _how_to_settle(campaign: Campaign, uncertain: list[Record]) -> None:
 
 
 def _send_test(campaign: Campaign, address: str, rows: set[int] | None, limit: int) -> None:
+    from ..sending import send_test
     password = _password(campaign.smtp)
     try:
         results = send_test(campaign, address, password, rows=rows, limit=limit)
@@ -347,6 +343,7 @@ def status(campaign: str, csv_path: str | None) -> None:
 
 
 def _show_status(loaded: Campaign, path: Path, csv_path: str | None) -> None:
+    from ..sending import Journal
     with Journal(path, read_only=True) as journal:
         counts = journal.counts()
         click.echo(f"Campaign {loaded.name} ({path}):")
@@ -411,6 +408,7 @@ def drafts(campaign: str, limit: int | None, where: str | None, rows: tuple[int,
       mailmerge drafts campaigns/welcome.yaml --limit 5
       mailmerge drafts campaigns/welcome.yaml --replace
     """
+    from ..sending import save_drafts
     loaded = _load(campaign, where)
     if loaded.imap is None:
         _fail(ConfigError("drafts go to an IMAP mailbox, and the campaign has no `imap:`",
@@ -469,6 +467,7 @@ def bounces(campaign: str) -> None:
       mailmerge bounces campaigns/newsletter.yaml
       mailmerge status campaigns/newsletter.yaml
     """
+    from ..sending import read_bounces
     loaded = _load(campaign)
     settings = loaded.bounces
     if settings is None:
@@ -536,6 +535,7 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
       mailmerge resolve campaigns/newsletter.yaml --sent 4,17 --resend 23
       mailmerge resolve campaigns/newsletter.yaml --lookup
     """
+    from ..sending import look_up, names, settle_by_hand
     loaded = _load(campaign)
     path = _existing_journal(loaded)
     both = set(names(",".join(sent))) & set(names(",".join(resend)))
@@ -578,6 +578,7 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
 
 def _existing_journal(campaign: Campaign) -> Path:
     """The campaign's journal file, or the one Error line that says none was begun yet."""
+    from ..sending import journal_path
     path = journal_path(campaign)
     if not path.exists():
         _fail(ConfigError(f"no journal yet at {path}", hint="nothing has been sent; "
@@ -588,6 +589,7 @@ def _existing_journal(campaign: Campaign) -> Path:
 @contextlib.contextmanager
 def _held_journal(path: Path) -> Iterator[Journal]:
     """The journal, opened under its sender lock, or the one Error line that says why not."""
+    from ..sending import Journal
     with _taken(path):
         try:
             journal = Journal(path)
@@ -599,6 +601,7 @@ def _held_journal(path: Path) -> Iterator[Journal]:
 
 def _taken(journal: Path) -> SenderLock:
     """The journal's sender lock, or the one Error line that names who has it."""
+    from ..sending import SenderLock
     lock = SenderLock(journal)
     try:
         lock.acquire()
