@@ -444,7 +444,8 @@ class Renderer:
             self.layout = self._load(layout, self.md_env)
         self.converter = make_converter(self.campaign.line_breaks)
         # inlined layouts by their HTML with placeholders: the same for most rows
-        self._md_inlined: SizedCache[str, str] = SizedCache(CACHE_BYTES // 8, lambda page: 2 * len(page))
+        self._md_inlined: SizedCache[str, str] = SizedCache(CACHE_BYTES // 8,
+                                                            lambda page: 2 * len(page))
         self._md_inline_each = False
 
     # --- per row ----------------------------------------------------------------------------

@@ -90,7 +90,7 @@ class _Drafts:
 
     def open(self) -> dict[str, list[tuple[bytes, str]]]:
         """Select the folder; the drafts this tool stored, by row tag: (UID, Message-ID)."""
-        imap = self.mailbox._session()
+        imap = self.mailbox.session()
         status, _ = imap.select(folder_name(self.folder))
         if status != "OK":
             raise ConfigError(
@@ -108,7 +108,7 @@ class _Drafts:
         return found
 
     def _message_ids(self, uids: list[bytes]) -> list[tuple[bytes, str]]:
-        imap = self.mailbox._session()
+        imap = self.mailbox.session()
         status, data = imap.uid("FETCH", b",".join(uids).decode(),
                                 "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
         found = []
@@ -122,7 +122,7 @@ class _Drafts:
         return found
 
     def _folders(self) -> list[str]:
-        status, data = self.mailbox._session().list()
+        status, data = self.mailbox.session().list()
         names = []
         for line in data if status == "OK" else []:
             if isinstance(line, bytes):
@@ -133,15 +133,16 @@ class _Drafts:
         return sorted(names) or ["(none listed)"]
 
     def store(self, data: bytes) -> None:
-        status, reply = self.mailbox._session().append(
-            folder_name(self.folder), r"(\Draft \Seen)", imaplib.Time2Internaldate(time.time()), data)
+        status, reply = self.mailbox.session().append(
+            folder_name(self.folder), r"(\Draft \Seen)",
+            imaplib.Time2Internaldate(time.time()), data)
         if status != "OK":
             raise imaplib.IMAP4.error(f"APPEND refused: {reply!r}")
 
     def delete(self, uids: list[bytes]) -> None:
         """Delete these messages: only them with UID EXPUNGE (RFC 4315), which most
         servers have."""
-        imap = self.mailbox._session()
+        imap = self.mailbox.session()
         uid_set = b",".join(uids).decode()
         imap.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)")
         status, data = imap.capability()  # after login: the greeting's list may be shorter

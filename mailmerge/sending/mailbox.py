@@ -73,7 +73,7 @@ class Mailbox:
         self.settings, self._password = settings, password
         self._imap: imaplib.IMAP4 | None = None
 
-    def _session(self) -> imaplib.IMAP4:
+    def session(self) -> imaplib.IMAP4:
         if self._imap is not None:
             return self._imap
         s = self.settings
@@ -103,7 +103,7 @@ class Mailbox:
 
     def find(self, folder: str, message_ids: Iterable[str]) -> set[str]:
         """Which of ``message_ids`` a message in ``folder`` has (as seen now)."""
-        imap = self._session()
+        imap = self.session()
         status, reply = imap.select(folder_name(folder), readonly=True)
         if status != "OK":
             raise imaplib.IMAP4.error(f"cannot open the folder {folder!r}: "
@@ -133,7 +133,7 @@ class Mailbox:
 
     def append(self, folder: str, data: bytes) -> None:
         """Store ``data`` in ``folder``, marked as read."""
-        status, reply = self._session().append(folder_name(folder), r"(\Seen)",
+        status, reply = self.session().append(folder_name(folder), r"(\Seen)",
                                                imaplib.Time2Internaldate(time.time()), data)
         if status != "OK":
             raise imaplib.IMAP4.error(f"APPEND refused: {_text(reply)}")
@@ -167,7 +167,7 @@ class ImapBox:
         self._removed = False
 
     def listing(self) -> list[str]:
-        imap = self.mailbox._session()
+        imap = self.mailbox.session()
         status, reply = imap.select(folder_name(self.folder))
         if status != "OK":
             raise imaplib.IMAP4.error(f"cannot open the folder {self.folder!r}: {_text(reply)}")
@@ -183,7 +183,7 @@ class ImapBox:
         return [uid for uid, _ in sorted(found, key=lambda pair: int(pair[0]))]
 
     def fetch(self, item: str) -> bytes:
-        status, data = self.mailbox._session().uid(
+        status, data = self.mailbox.session().uid(
             "FETCH", item, f"(BODY.PEEK[]<0.{MAX_REPORT_BYTES}>)")
         for part in data if status == "OK" else []:
             if isinstance(part, tuple):
@@ -191,7 +191,7 @@ class ImapBox:
         raise imaplib.IMAP4.error(f"cannot fetch message {item}: {_text(data)}")
 
     def remove(self, item: str, move_to: str | None) -> None:
-        imap = self.mailbox._session()
+        imap = self.mailbox.session()
         if move_to is not None:
             imap.create(folder_name(move_to))  # already there: a NO, which is fine
             status, reply = imap.uid("COPY", item, folder_name(move_to))
@@ -261,7 +261,7 @@ def open_reports(settings: Bounces, password: str | None) -> ReportBox:
     if settings.protocol == "pop3":
         return Pop3Box(settings, password)
     box = ImapBox(Mailbox(settings, password), settings.folder)
-    box.mailbox._session()
+    box.mailbox.session()
     return box
 
 
