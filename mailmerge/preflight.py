@@ -207,6 +207,7 @@ class Inspector:
         self._by_tag: dict[str, tuple[Finding, ...]] = {}
 
     def inspect(self, rendered: Rendered) -> tuple[Finding, ...]:
+        """The findings of one rendered message, in a fixed order."""
         found: list[Finding] = []
         html, text = rendered.html, rendered.text or ""
         # a character is at most 4 bytes: most messages are measured without encoding them

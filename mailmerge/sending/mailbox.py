@@ -74,6 +74,7 @@ class Mailbox:
         self._imap: imaplib.IMAP4 | None = None
 
     def session(self) -> imaplib.IMAP4:
+        """The IMAP session, opened and logged in on first use."""
         if self._imap is not None:
             return self._imap
         s = self.settings
