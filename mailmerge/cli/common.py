@@ -163,8 +163,15 @@ def cli() -> None:
     \b
     Start with a dry run, then check, then send:
       mailmerge preview campaigns/newsletter.yaml     # .eml files in out/newsletter/
-      mailmerge check campaigns/newsletter.yaml       # every problem of every row
+      mailmerge preview campaigns/welcome.yaml --watch  # a live preview as you edit
+      mailmerge check campaigns/newsletter.yaml       # every problem of every row,
+                                                      # and what inboxes would punish
       mailmerge send campaigns/newsletter.yaml        # resumable; run again to resume
+    Or, for a few personal messages:
+      mailmerge drafts letter/campaign.yaml           # into Drafts (needs `imap:`)
+    Starting out:
+      mailmerge init letter --markdown                # a campaign to start from
+      mailmerge import old-folder letter              # from the classic mailmerge
     Afterwards:
       mailmerge status campaigns/newsletter.yaml      # who was sent, failed, bounced
       mailmerge bounces campaigns/newsletter.yaml     # read bounces back, suppress them
