@@ -66,37 +66,53 @@ class Outcome:
 
 @dataclass
 class Warned:
-    """One pre-flight finding and the rows it applies to (as spans), with the range of
-    its amount."""
+    """One pre-flight finding and the rows it applies to, in constant memory: the first
+    spans of rows, a few examples, the range of its amount."""
 
     finding: Finding
-    spans: list[list[int]] = field(default_factory=list)
+    spans: list[list[int]] = field(default_factory=list)  # at most SHOWN_SPANS
+    rows: int = 0
+    more: bool = False  # rows beyond the spans kept
+    examples: list[str] = field(default_factory=list)
     low: float | None = None
     high: float | None = None
+    last_row: int = 0
 
-    def add(self, row: int, amount: float | None) -> None:
-        if self.spans and self.spans[-1][1] == row - 1:
-            self.spans[-1][1] = row
-        else:
-            self.spans.append([row, row])
+    SHOWN_SPANS = 8
+    SHOWN_EXAMPLES = 3
+
+    def add(self, row: int, amount: float | None, example: str | None) -> None:
+        """Count ``row`` (once, however many times its message has the finding)."""
+        if row != self.last_row:
+            self.last_row = row
+            self.rows += 1
+            if self.spans and self.spans[-1][1] == row - 1 and not self.more:
+                self.spans[-1][1] = row
+            elif len(self.spans) < self.SHOWN_SPANS:
+                self.spans.append([row, row])
+            else:
+                self.more = True
         if amount is not None:
             self.low = amount if self.low is None else min(self.low, amount)
             self.high = amount if self.high is None else max(self.high, amount)
-
-    @property
-    def rows(self) -> int:
-        return sum(end - start + 1 for start, end in self.spans)
+        if (example is not None and example not in self.examples
+                and len(self.examples) <= self.SHOWN_EXAMPLES):
+            self.examples.append(example)
 
     def describe(self) -> str:
-        """The rows, what was found (with the amount) and how to fix it."""
-        rows = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.spans[:8])
-        if len(self.spans) > 8:
-            rows += ", ..."
+        """The rows, what was found (with examples and the amount) and how to fix it."""
+        rows = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in self.spans)
+        if self.more:
+            rows += f", ... ({self.rows} rows)"
         finding = self.finding
+        shown = self.examples[:self.SHOWN_EXAMPLES]
+        examples = (f" ({', '.join(shown)}"
+                    + (", ..." if len(self.examples) > len(shown) else "") + ")"
+                    if shown else "")
         amount = (f" ({describe_amounts(finding.kind, self.low, self.high or self.low)})"
                   if self.low is not None else "")
         label = "row" if self.rows == 1 else "rows"
-        return f"{label} {rows}: {finding.text}{amount}; {finding.hint}"
+        return f"{label} {rows}: {finding.text}{examples}{amount}; {finding.hint}"
 
 
 @dataclass
@@ -124,7 +140,7 @@ class Report:
             group = self.warnings.get(key)
             if group is None:
                 group = self.warnings[key] = Warned(finding)
-            group.add(outcome.row, finding.amount)
+            group.add(outcome.row, finding.amount, finding.example)
 
     def count(self, outcome: Outcome) -> None:
         self.rows += 1

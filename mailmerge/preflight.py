@@ -73,12 +73,15 @@ class Kind(enum.Enum):
 @dataclass(frozen=True)
 class Finding:
     """One warning about one message. ``text`` and ``hint`` are the same on every row the
-    finding applies to, so that rows group; ``amount`` (bytes, or a share) varies."""
+    finding applies to, so that rows group (and the groups stay few, however long the
+    sheet); ``amount`` (bytes, or a share) and ``example`` (the link, host or image)
+    vary."""
 
     kind: Kind
     text: str
     hint: str
     amount: float | None = None
+    example: str | None = None
 
 
 # The findings that say the same on every row are made once: a worker process sends each
@@ -155,9 +158,9 @@ def _link(href: str) -> Finding | None:
         return None  # said once for the whole message
     if _SPACE.search(url) or url.count("(") != url.count(")") or \
             url.count("[") != url.count("]"):
-        return Finding(Kind.LINK_MALFORMED, f"a link has spaces or unbalanced brackets: "
-                                            f"{url[:80]!r}",
-                       "encode the cell with |urlencode, or fix the address")
+        return Finding(Kind.LINK_MALFORMED, "a link has spaces or unbalanced brackets",
+                       "encode the cell with |urlencode, or fix the address",
+                       example=repr(url[:80]))
     match = _SCHEME_HOST.match(url)
     verdict = _link_verdict(match.group(1).lower() if match else "",
                             (match.group(2) or "") if match else "")
@@ -165,17 +168,18 @@ def _link(href: str) -> Finding | None:
         return None
     kind, host = verdict
     if kind is Kind.LINK_SCHEME:
-        return Finding(kind, f"a link is not https:, http:, mailto: or tel: ({url[:80]!r})",
+        return Finding(kind, "a link is not https:, http:, mailto: or tel:",
                        "a relative or other link does not work in a mail client; write the "
-                       "whole https:// address")
+                       "whole https:// address", example=repr(url[:80]))
     if kind is Kind.LINK_MALFORMED:
-        return Finding(kind, f"a link is not a valid address: {url[:80]!r}", "fix the address")
+        return Finding(kind, "a link is not a valid address", "fix the address",
+                       example=repr(url[:80]))
     if kind is Kind.LINK_HOST:
-        return Finding(kind, f"a link goes to {host or 'no host'}, which no reader can reach "
-                             "(a placeholder left in, or a local address)",
-                       "put in the real address")
-    return Finding(kind, f"a link uses plain http: ({host})",
-                   "use https:; some filters and readers distrust http links")
+        return Finding(kind, "a link goes to a host no reader can reach (a placeholder left "
+                             "in, or a local address)", "put in the real address",
+                       example=host or "no host")
+    return Finding(kind, "a link uses plain http:",
+                   "use https:; some filters and readers distrust http links", example=host)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -222,10 +226,10 @@ class Inspector:
             found += self._tags(html)
         for part in rendered.images:
             if len(part.data) > IMAGE_WARN_BYTES:
-                found.append(Finding(Kind.IMAGE_SIZE, f"the embedded image {part.filename} is "
-                                     "large; mail clients load it slowly and count it against "
-                                     "the message size", "resize or compress it (under 1 MB; "
-                                     "a few hundred KB is plenty)", len(part.data)))
+                found.append(Finding(Kind.IMAGE_SIZE, "an embedded image is over 1 MB; mail "
+                                     "clients load it slowly and count it against the message "
+                                     "size", "resize or compress it (a few hundred KB is "
+                                     "plenty)", len(part.data), part.filename))
         files = sum(_encoded_size(p) for p in (*rendered.images, *rendered.attachments))
         if files + 4 * (len(html or "") + len(text)) > MESSAGE_WARN_BYTES and (
                 total := files + len((html or "").encode("utf-8")) + len(text.encode("utf-8"))
@@ -301,14 +305,13 @@ def _judge(name: str, attributes: str) -> tuple[Finding, ...]:
     src = attrs.get("src", "")
     if "alt" not in attrs:
         shown = src if not src.startswith("cid:") else "an embedded image"
-        found.append(Finding(Kind.NO_ALT, f"an image has no alt text ({shown[:60]})",
+        found.append(Finding(Kind.NO_ALT, "an image has no alt text",
                              'add alt="..." (alt="" for a decorative one): blocked images '
-                             "and screen readers show it"))
+                             "and screen readers show it", example=shown[:60]))
     if src.lower().startswith("http:"):
-        found.append(Finding(Kind.HTTP_IMAGE, f"an image is loaded over plain http: "
-                                              f"({src[:60]})",
+        found.append(Finding(Kind.HTTP_IMAGE, "an image is loaded over plain http:",
                              "load it over https:; many clients block or warn about http "
-                             "images"))
+                             "images", example=src[:60]))
     return tuple(found)
 
 

@@ -41,7 +41,7 @@ CASES = [
                  "the message is large once encoded", id="message-size"),
     pytest.param(Kind.IMAGE_SIZE, {"html": html_with('<img src="photo.png" alt="photo">'),
                                        "files": {"templates/photo.png": 1_200_000}},
-                 "the embedded image photo.png is large", id="image-size"),
+                 "an embedded image is over 1 MB; mail clients load it slowly and count it against the message size (photo.png) (1.1 MB)", id="image-size"),
     pytest.param(Kind.LINK_SCHEME, {"html": html_with('<a href="javascrip:void">x</a>'
                                                        '<a href="news.html">y</a>')},
                  "a link is not https:, http:, mailto: or tel:", id="scheme"),
@@ -52,10 +52,10 @@ CASES = [
                                                      '<a href="https://www.example.com/">z'
                                                      '</a><a href="https://shop.test/">w</a>'
                                                      '<a href="https://nas.local/">v</a>')},
-                 "a link goes to localhost", id="placeholder-host"),
+                 "a link goes to a host no reader can reach (a placeholder left in, or a local address) (localhost, 192.168.1.4, www.example.com, ...)", id="placeholder-host"),
     pytest.param(Kind.LINK_MALFORMED, {"html": html_with(
         '<a href="https://acme.example/{{ name }}">x</a>')}, "a link has spaces or unbalanced "
-        "brackets: 'https://acme.example/Zoë Ünal'", id="malformed"),
+        "brackets ('https://acme.example/Zoë Ünal')", id="malformed"),
     pytest.param(Kind.LINK_EMPTY, {"html": html_with('<a href="#">top</a>')},
                  "a link goes nowhere", id="empty-link"),
     pytest.param(Kind.TEMPLATE_SYNTAX, {"html": html_with("<p>{{ note }}</p>"),
@@ -107,16 +107,33 @@ def test_each_warning_is_found_with_its_rows(basic, kind: Kind, setup: dict[str,
     assert strict.exit_code == 1
 
 
-def test_placeholder_hosts_are_each_named(basic) -> None:
+def test_placeholder_hosts_are_each_found_and_grouped_in_one_line(basic) -> None:
     c = basic(html=html_with('<a href="https://localhost:8000/a">x</a><a href="https://192.168.'
                              '1.4/">y</a><a href="https://www.example.com/">z</a><a href="http'
                              's://shop.test/">w</a><a href="https://nas.local/">v</a><a href='
-                             '"https://[::1]/">u</a>'))
+                             '"https://[::1]/">u</a>'),
+              rows=[["email", "name"], ["a@example.org", "A"], ["b@example.org", "B"]])
     report = check_campaign(load_campaign(c.folder / "campaign.yaml"))
-    hosts = sorted(g.finding.text.split(" goes to ")[1].split(",")[0]
-                   for g in report.warnings.values() if g.finding.kind is Kind.LINK_HOST)
-    assert hosts == ["192.168.1.4", "::1", "localhost", "nas.local", "shop.test",
-                     "www.example.com"]
+    group, = [g for g in report.warnings.values() if g.finding.kind is Kind.LINK_HOST]
+    assert group.rows == 2 and group.spans == [[2, 3]]
+    assert group.examples == ["localhost", "192.168.1.4", "www.example.com", "shop.test"]
+    assert group.describe().startswith(
+        "rows 2-3: a link goes to a host no reader can reach (a placeholder left in, or a "
+        "local address) (localhost, 192.168.1.4, www.example.com, ...); put in")
+
+
+def test_a_finding_on_every_other_row_of_a_long_sheet_stays_one_short_line(basic) -> None:
+    rows = [["email", "name", "url"]] + [
+        [f"p{i}@example.org", f"P{i}", f"https://acme.example/{i} x" if i % 2 else
+         "https://acme.example/ok"] for i in range(400)]
+    c = basic(html=html_with('<a href="{{ url }}">x</a>'), rows=rows)
+    report = check_campaign(load_campaign(c.folder / "campaign.yaml"))
+    group, = report.warnings.values()
+    assert group.rows == 200 and len(group.spans) == 8 and len(group.examples) <= 4
+    assert group.describe().startswith("rows 3, 5, 7, 9, 11, 13, 15, 17, ... (200 rows): a link "
+                                       "has spaces or unbalanced brackets "
+                                       "('https://acme.example/1 x', 'https://acme.example/3 x',"
+                                       " 'https://acme.example/5 x', ...); encode")
 
 
 def test_rows_and_sizes_are_grouped_in_one_line(basic) -> None:

@@ -576,6 +576,6 @@ def test_send_lists_the_pre_flight_warnings_before_it_sends(basic, smtp_server) 
     before = result.output.split("Before you send (pre-flight warnings):\n", 1)
     assert len(before) == 2, result.output
     assert before[1].startswith("  rows 2-6: <html> has no lang attribute")
-    assert "a link goes to localhost" in before[1]
-    assert before[1].index("a link goes to localhost") < before[1].index("this run")
+    assert "a link goes to a host no reader can reach" in before[1]
+    assert before[1].index("(localhost)") < before[1].index("this run")
     assert len(smtp_server.handler.by_recipient()) == len(PEOPLE) - 1  # warned, and sent
