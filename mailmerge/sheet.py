@@ -386,7 +386,7 @@ def _declares_dtd(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bool:
 
 class _Workbook:
     """An .xlsx workbook opened for its cells: openpyxl reads what surrounds them (sheet
-    names, shared strings, date formats, epoch), :mod:`.xlsxrows` streams the cells.
+    names, date formats, epoch), :mod:`.xlsxrows` the shared strings and the cells.
 
     openpyxl's own load_workbook is not used: in read-only mode it scans each whole
     worksheet for its size when it opens, a third of the time of reading it.
@@ -395,11 +395,17 @@ class _Workbook:
     def __init__(self, path: Path) -> None:
         from openpyxl.reader.excel import ExcelReader
         from openpyxl.styles.stylesheet import apply_stylesheet
+        from openpyxl.xml.constants import SHARED_STRINGS
+
+        from .xlsxrows import shared_strings
 
         self.reader = ExcelReader(str(path), read_only=True, data_only=True)
         try:
             self.reader.read_manifest()
-            self.reader.read_strings()
+            part = self.reader.package.find(SHARED_STRINGS)  # type: ignore[no-untyped-call]
+            if part is not None:  # read here, as openpyxl reads them, in a tenth of the time
+                with self.reader.archive.open(part.PartName[1:]) as source:
+                    self.reader.shared_strings = shared_strings(source)
             self.reader.read_workbook()
             apply_stylesheet(self.reader.archive, self.reader.wb)
             self.sheets = {sheet.name: rel.target
@@ -479,8 +485,17 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
 
     def rows() -> Iterator[Row]:
         nonlocal number
+        width, named = len(columns), "" not in columns
         try:
             for number, record in records:
+                if named and 0 < len(record) <= width and not _is_blank(record[0]):
+                    # the usual row, in a third of the time: every cell under a named
+                    # column, not blank; the reader has refused NUL bytes
+                    values = dict(zip(columns, map(_xlsx_value, record)))
+                    for name in columns[len(record):]:
+                        values[name] = ""
+                    yield Row(number, values, None)
+                    continue
                 row = _make_row(path, number, columns, record, _xlsx_value)
                 if row is not None:
                     yield row

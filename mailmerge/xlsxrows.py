@@ -24,6 +24,7 @@ from openpyxl.utils.datetime import from_excel, from_ISO8601
 from openpyxl.worksheet._reader import _cast_number  # type: ignore[attr-defined]
 
 _CHUNK = 1 << 16
+_KNOWN_DATES = 4096
 _LETTERS: dict[str, int] = {}
 
 
@@ -63,6 +64,8 @@ class _Cells:
 
     def __init__(self, shared: Any, epoch: Any, dates: set[int], durations: set[int]) -> None:
         self.shared, self.epoch, self.dates, self.durations = shared, epoch, dates, durations
+        # date cells as converted, by (text, style, type): dates are immutable, and repeat
+        self.known_dates: dict[tuple[str, int, str], Any] = {}
         self.rows: list[tuple[int, list[Any]]] = []
         self.row: list[Any] = []
         self.number = 0
@@ -157,6 +160,95 @@ class _Cells:
         if kind == "d":
             return from_ISO8601(text)  # type: ignore[no-untyped-call]  # untyped in the stubs
         return text  # "str" (a formula's text), "e" (an error such as #N/A)
+
+
+class _Strings:
+    """expat's handlers for the shared-string table: each <si>'s text, as openpyxl's
+    read_string_table gives it (its <t>, or its runs' <t>; phonetic runs left out)."""
+
+    def __init__(self) -> None:
+        self.strings: list[str] = []
+        self.parts: list[str] = []
+        self.inside = False  # in an <si>
+        self.text = False  # in a <t> whose text counts
+        self.phonetic = 0  # depth in <rPh> and <phoneticPr>
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        name = name.rpartition(":")[2]
+        if name == "si":
+            self.inside, self.parts = True, []
+        elif name in ("rPh", "phoneticPr"):
+            self.phonetic += 1
+        elif name == "t" and self.inside and not self.phonetic:
+            self.text = True
+
+    def end(self, name: str) -> None:
+        name = name.rpartition(":")[2]
+        if name == "t":
+            self.text = False
+        elif name in ("rPh", "phoneticPr"):
+            self.phonetic -= 1
+        elif name == "si":
+            self.inside = False
+            self.strings.append("".join(self.parts).replace("x005F_", ""))
+
+    def data(self, text: str) -> None:
+        if self.text:
+            self.parts.append(text)
+
+
+# A table of plain strings, as most programs write it: read with one regular expression.
+_PLAIN_SI = re.compile(r'<si><t(?: xml:space="preserve")?>([^<]*)</t></si>|<si><t/></si>')
+_SST_OPEN = re.compile(r"<sst\b[^>]*>")
+
+
+def shared_strings(source: IO[bytes]) -> list[str]:
+    """The workbook's shared-string table. openpyxl made an object of each string, which
+    took longer than reading every cell of the sheet; a table of plain strings is read
+    with one regular expression, any other with expat."""
+    data = source.read()
+    plain = _plain_strings(data)
+    if plain is not None:
+        return plain
+    table = _Strings()
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    parser.StartElementHandler = table.start
+    parser.EndElementHandler = table.end
+    parser.CharacterDataHandler = table.data
+    parser.Parse(data, True)
+    return table.strings
+
+
+def _plain_strings(data: bytes) -> list[str] | None:
+    """The strings of a table that holds only <si><t>text</t></si> items (UTF-8, no
+    prefix), or None."""
+    declaration = data[:100].lower()
+    if b"encoding=" in declaration and b'encoding="utf-8"' not in declaration:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    opening = _SST_OPEN.search(text)
+    closing = text.rfind("</sst>")
+    if opening is None or closing < opening.end() or "\x00" in text:
+        return None
+    body = text[opening.end():closing]
+    strings: list[str] = []
+    at = 0
+    for match in _PLAIN_SI.finditer(body):
+        start = match.start()
+        if start != at and not body[at:start].isspace():
+            return None
+        at = match.end()
+        raw = match.group(1) or ""
+        if "&" in raw or "\r" in raw:
+            raw = _unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
+        strings.append(raw.replace("x005F_", "") if "x005F_" in raw else raw)
+    if at != len(body) and not body[at:].isspace():
+        return None
+    return strings
 
 
 def worksheet_rows(source: IO[bytes], shared: Any, epoch: Any, dates: set[int],
@@ -254,7 +346,10 @@ def _fast_rows(cells: _Cells, text_head: bytes, source: IO[bytes]
 
 
 def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
-    """The rows in ``text``, or None when some of it is not in the plain form."""
+    """The rows in ``text``, or None when some of it is not in the plain form (or holds a
+    NUL byte, which XML does not allow: expat then says the sheet is damaged)."""
+    if "\x00" in text:
+        return None
     rows: list[tuple[int, list[Any]]] = []
     row: list[Any] = []
     number = 0
@@ -262,6 +357,7 @@ def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
     letters_index = _LETTERS
     shared, dates = cells.shared, cells.dates
     attributes = _ATTRIBUTES
+    known = cells.known_dates
     for match in _FAST.finditer(text):
         start, end = match.span()
         if start != at and not text[at:start].isspace():
@@ -276,23 +372,33 @@ def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
             kind, style = kind_style
             raw = inline_text if inline is not None else v
             if raw and ("&" in raw or "\r" in raw):
-                raw = html.unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
+                raw = _unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
             if kind == "inlineStr":
                 value = raw if inline is not None else None
             elif not raw:
                 continue
-            elif kind == "s" and raw.isdigit() and int(raw) < len(shared):
-                value = shared[int(raw)]
+            elif kind == "s" and raw.isdigit() and (position := int(raw)) < len(shared):
+                value = shared[position]
             elif kind == "n" and style not in dates:
                 value = _cast_number(raw)
             else:  # dates, booleans, errors, formulas' text, a bad index: as expat's path
-                cells.kind, cells.style, cells.column, cells.number = kind, style, index, number
-                cells.inline, cells.text = inline is not None, [raw]
-                value = cells._value()
+                key = (raw, style, kind)
+                value = known.get(key) if kind == "n" else None  # a date column repeats
+                if value is None:
+                    cells.kind, cells.style, cells.column = kind, style, index
+                    cells.number, cells.inline, cells.text = number, inline is not None, [raw]
+                    value = cells._value()
+                    if kind == "n":
+                        if len(known) >= _KNOWN_DATES:
+                            known.clear()
+                        known[key] = value
             if value is not None:
-                if len(row) < index:
-                    row.extend([None] * (index - len(row)))
-                row[index - 1] = value
+                if len(row) == index - 1:  # the next column, as most cells are
+                    row.append(value)
+                else:
+                    if len(row) < index:
+                        row.extend([None] * (index - len(row)))
+                    row[index - 1] = value
         elif row_number is not None:
             number = int(row_number)
             row = []
@@ -307,6 +413,26 @@ def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
 
 
 _ATTRIBUTES: dict[str, tuple[str, int]] = {}  # a cell's attributes as written -> (t, s)
+_OTHER_REFERENCE = re.compile(r"&(?!(?:amp|lt|gt|quot|apos);)")
+
+
+_UNESCAPED: dict[str, str] = {}  # texts with character references, as read: they repeat
+_UNESCAPED_MOST = 4096
+
+
+def _unescape(text: str) -> str:
+    """XML's five entities by replacement (a URL's &amp; in most sheets); character
+    references (`&#252;`, as some writers spell every non-ASCII letter) decoded once per
+    distinct text, since a column's values repeat."""
+    if not _OTHER_REFERENCE.search(text):
+        return (text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"')
+                .replace("&apos;", "'").replace("&amp;", "&"))
+    found = _UNESCAPED.get(text)
+    if found is None:
+        if len(_UNESCAPED) >= _UNESCAPED_MOST:
+            _UNESCAPED.clear()
+        found = _UNESCAPED[text] = html.unescape(text)
+    return found
 
 
 def _kind_style(attrs: str) -> tuple[str, int]:

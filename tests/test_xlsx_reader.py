@@ -255,3 +255,50 @@ def test_plain_rows_and_other_forms_mixed_in_a_large_sheet_read_as_openpyxl_read
     assert len(got) == len(expected) == 3998  # rows 1 to 3999 but the empty one
     for want, have in zip(expected, got, strict=True):
         assert same(want, have), (want, have)
+
+
+SST = '<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">{}</sst>'
+TABLES = {
+    "plain": "<si><t>Ann</t></si><si><t/></si><si><t xml:space=\"preserve\">  spaced  </t>"
+             "</si><si><t>Z&#252;rich &amp; &lt;b&gt; &quot;q&quot;</t></si>"
+             "<si><t>line\r\nbreak</t></si><si><t>a_x005F_x000D_b</t></si>",
+    "rich": "<si><r><rPr><b/></rPr><t>Bold</t></r><r><t xml:space=\"preserve\"> and "
+            "plain</t></r></si><si><t>Ann</t></si>",
+    "phonetic": "<si><t>東京</t><rPh sb=\"0\" eb=\"2\"><t>トウキョウ</t></rPh>"
+                "<phoneticPr fontId=\"1\"/></si>",
+    "prefixed": "<x:si xmlns:x=\"http://schemas.openxmlformats.org/spreadsheetml/2006/main\">"
+                "<x:t>Ann</x:t></x:si>",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TABLES))
+def test_the_shared_string_table_reads_as_openpyxl_reads_it(kind: str) -> None:
+    import io
+
+    from openpyxl.reader.strings import read_string_table
+
+    from mailmerge.xlsxrows import shared_strings
+
+    data = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+            + SST.format(TABLES[kind])).encode("utf-8")
+    expected = read_string_table(io.BytesIO(data))
+    assert shared_strings(io.BytesIO(data)) == expected
+    assert len(expected) >= 1
+
+
+def test_a_date_column_that_repeats_reads_each_cell_as_openpyxl_does(tmp_path: Path) -> None:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["email", "joined", "when"])
+    for i in range(30):
+        sheet.append([f"p{i}@example.org", dt.date(2020, 1, 1 + i % 3),
+                      dt.datetime(2020, 1, 1, 12, 30) if i % 2 else 43831])
+    path = tmp_path / "dates.xlsx"
+    workbook.save(path)
+    expected = openpyxl_rows(path, "Sheet")
+    with open_sheet(Recipients(path=path)) as rows:
+        got = [[r.values["email"], r.values["joined"], r.values["when"]] for r in rows]
+    assert [g[1] for g in got] == [dt.date(2020, 1, 1 + i % 3) for i in range(30)]
+    assert [g[2] for g in got] == [e[2] if i % 2 else 43831 for i, e in
+                                   enumerate(expected[1:])]
+    assert got[1][2] == dt.datetime(2020, 1, 1, 12, 30)
