@@ -491,7 +491,7 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
                 if named and 0 < len(record) <= width and not _is_blank(record[0]):
                     # the usual row, in a third of the time: every cell under a named
                     # column, not blank; the reader has refused NUL bytes
-                    values = dict(zip(columns, map(_xlsx_value, record)))
+                    values = dict(zip(columns, map(_xlsx_value, record), strict=False))
                     for name in columns[len(record):]:
                         values[name] = ""
                     yield Row(number, values, None)
