@@ -489,8 +489,8 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
         try:
             for number, record in records:
                 if named and 0 < len(record) <= width and not _is_blank(record[0]):
-                    # the usual row, in a third of the time: every cell under a named
-                    # column, not blank; the reader has refused NUL bytes
+                    # the usual row, without the general loop: every cell under a named
+                    # column, the first not blank; XML cannot hold the NUL bytes it looks for
                     values = dict(zip(columns, map(_xlsx_value, record), strict=False))
                     for name in columns[len(record):]:
                         values[name] = ""
