@@ -141,3 +141,27 @@ def test_drafts_needs_an_imap_section(basic) -> None:
     result = CliRunner().invoke(cli, ["drafts", str(c.folder / "campaign.yaml")])
     assert result.exit_code == 2
     assert "drafts go to an IMAP mailbox, and the campaign has no `imap:`" in result.output
+
+
+def test_a_signed_campaign_stores_its_drafts_unsigned(basic, dovecot, tmp_path: Path) -> None:
+    import subprocess
+
+    key = tmp_path / "dkim.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                   capture_output=True)
+    c = campaign(basic, dovecot.port)
+    (c.folder / "dkim.pem").write_bytes(key.read_bytes())
+    config = c.folder / "campaign.yaml"
+    config.write_text(config.read_text() + "dkim: {domain: acme.example, selector: s1, "
+                                           "key_file: dkim.pem}\n")
+    preview = CliRunner().invoke(cli, ["preview", str(config), "-o", str(tmp_path / "o"),
+                                       "--row", "2"])
+    assert preview.exit_code == 0, preview.output
+    assert (tmp_path / "o").glob("*.eml").__next__().read_bytes().startswith(
+        b"DKIM-Signature:")  # the campaign does sign
+    result = drafts(c)
+    assert result.exit_code == 0, result.output
+    for _, data in stored(dovecot):
+        assert b"DKIM-Signature" not in data
+        assert data.startswith(b"Bcc: archive@acme.example\r\n")
+        assert parse(data)["From"] == "Acme <news@acme.example>"
