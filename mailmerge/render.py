@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from functools import partial
@@ -211,6 +211,12 @@ class _Sandbox(SandboxedEnvironment):
     power past MAX_POWER_DIGITS digits, no lorem ipsum past 100 paragraphs."""
 
     intercepted_binops = frozenset({"*", "**"})
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A plain dict, not jinja2's ChainMap over the environment's globals: every render
+        copies the globals into its context, and a ChainMap is copied key by key in Python
+        (a tenth of a row's rendering). The globals are all set before a template loads."""
+        return {**self.globals, **(d or {})}
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any,
                    right: Any) -> Any:

@@ -423,3 +423,17 @@ def test_a_media_rule_keeps_important_so_it_can_override_inlined_styles() -> Non
                       '<body><div class="c">x</div></body></html>')
     assert '<div class="c" style="padding:32px">' in html
     assert re.search(r"@media \(max-width: 620px\) \{\s*\.c \{\s*padding: 20px !important", html)
+
+
+def test_macros_imported_from_another_template_and_the_globals_work(cdir: CampaignDir) -> None:
+    cdir.file("templates/macros.html", '{% macro hello(who) %}<b>Hi {{ who }}</b>{% endmacro %}')
+    cdir.file("templates/mail.html", '{% import "macros.html" as m %}{% from "macros.html" '
+                                     "import hello %}<p>{{ m.hello(name) }} {{ hello('x') }} "
+                                     "{% for i in range(2) %}{{ i }}{% endfor %} "
+                                     "{{ lipsum(1, html=False)[:5] }}</p>")
+    cdir.csv([["email", "name"], ["a@x.org", "Zoë"], ["b@x.org", "Bo"]])
+    cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
+              "transactional: true\ntemplates: {html: ../templates/mail.html}\n")
+    htmls = [content(msg, "html") for _, msg in cdir.messages()]
+    assert "<p><b>Hi Zoë</b> <b>Hi x</b> 01 " in htmls[0]
+    assert "<p><b>Hi Bo</b> <b>Hi x</b> 01 " in htmls[1]
