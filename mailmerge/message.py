@@ -15,6 +15,7 @@ import binascii
 import datetime as dt
 import secrets
 from email.headerregistry import Address
+from typing import Any
 
 from .assets import CACHE_BYTES, Part, SizedCache
 from .mime import (
@@ -159,10 +160,36 @@ def build_message(rendered: Rendered, *, message_id: str | None = None,
     """The message for ``rendered`` as bytes; Bcc recipients go only into the envelope."""
     date_text, message_id = stamp(rendered, message_id, date)
     smtputf8 = needs_smtputf8(rendered)
-    lines = [_header_line(field) for field in header_fields(rendered, date_text, message_id)]
+    lines = [_cached_line(field) for field in header_fields(rendered, date_text, message_id)]
     head = ("\r\n".join(lines) + "\r\n").encode("utf-8" if smtputf8 else "ascii")
     data = b"".join([head, *_body(rendered)])
     return Built.of(rendered, message_id, data, date_text, smtputf8)
+
+
+# Header lines already written, for the fields that repeat from row to row (From,
+# Reply-To, List-Id, the campaign's own headers). An address field is known by its
+# Address objects' identities, which are the same objects on every row when the field is
+# constant; the entry holds them, so that no other object can take their identity.
+_LINES: dict[tuple[Any, ...], tuple[object, str]] = {}
+_MOST_LINES = 256
+
+
+def _cached_line(field: HeaderField) -> str:
+    match field:
+        case Token(name, value):
+            return f"{name}: {value}"
+        case AddressList(name, addresses):
+            key: tuple[Any, ...] = (name, *map(id, addresses))
+        case _:
+            key = (field,)
+    found = _LINES.get(key)
+    if found is not None:
+        return found[1]
+    line = _header_line(field)
+    if len(_LINES) >= _MOST_LINES:
+        _LINES.clear()
+    _LINES[key] = (field, line)
+    return line
 
 
 def _header_line(field: HeaderField) -> str:

@@ -367,3 +367,18 @@ def test_a_different_attachment_on_every_row_keeps_memory_flat(
         assert attachment == bytes([outcome.row - 2]) * 400_000
         held.append(_FILE_PARTS.held)
     assert max(held) <= budget and len(held) == 30
+
+
+def test_each_message_has_its_own_header_lines_however_addresses_are_reused(basic) -> None:
+    """Header lines are cached for fields that repeat; a row's new addresses (whose objects
+    may take the identity of freed ones) must never get another row's line."""
+    rows = [["email", "name"]] + [[f"p{i}@example.org", f"Name {i}"] for i in range(300)]
+    c = basic('to: "{{ name }} <{{ email }}>"\nreply_to: "Help <help@acme.example>"\n'
+              "headers: {X-Campaign: spring}\n", rows=rows)
+    seen = set()
+    for index, (built, msg) in enumerate(c.messages()):
+        assert msg["To"].addresses[0].addr_spec == f"p{index}@example.org"
+        assert msg["To"].addresses[0].display_name == f"Name {index}"
+        assert msg["Reply-To"] == "Help <help@acme.example>" and msg["X-Campaign"] == "spring"
+        seen.add(msg["Message-ID"])
+    assert len(seen) == 300

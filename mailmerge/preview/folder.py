@@ -90,17 +90,19 @@ class MessageFiles:
         built = outcome.built
         rendered = built.rendered
         stem = f"{rendered.row:05d}-{_safe_name(rendered.key)}"
-        path = self.folder / f"{stem}.eml"
-        path.write_bytes(built.data)
+        name = f"{stem}.eml"
+        # a path as text: making Path objects for three files a message showed in the profile
+        with open(os.path.join(self.folder, name), "wb") as handle:
+            handle.write(built.data)
         attachments = [a.filename for a in rendered.attachments]
         manifest = {name: csv_safe(value) for name, value in {
             "row": rendered.row, "key": rendered.key,
             "envelope_from": built.envelope_from,
             "envelope_to": " ".join(built.envelope_to), "subject": rendered.subject,
-            "file": path.name, "size": len(built.data), "attachments": "; ".join(attachments),
+            "file": name, "size": len(built.data), "attachments": "; ".join(attachments),
             "message_id": built.message_id,
         }.items()}
-        return Stored(rendered.row, manifest, self._gallery.write(stem, built, path.name))
+        return Stored(rendered.row, manifest, self._gallery.write(stem, built, name))
 
 
 class EmlFolder:

@@ -35,6 +35,7 @@ class GalleryFiles:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self._parts = os.path.join(folder, "html", "")  # the parts' folder, as text
         self._images: set[str] = set()
 
     def write(self, stem: str, built: Built, eml: str) -> dict[str, Any]:
@@ -69,10 +70,12 @@ class GalleryFiles:
                 for quote in ('"', "'"):       # of 16 KB by a regular expression
                     content = content.replace(f"{quote}cid:{cid}{quote}",
                                               f"{quote}{image}{quote}")
-            (self.folder / "html" / f"{stem}.html").write_text(content, encoding="utf-8")
+            with open(f"{self._parts}{stem}.html", "w", encoding="utf-8") as handle:
+                handle.write(content)
             entry["html"] = f"html/{stem}.html"
         if rendered.text is not None:
-            (self.folder / "html" / f"{stem}.txt").write_text(rendered.text, encoding="utf-8")
+            with open(f"{self._parts}{stem}.txt", "w", encoding="utf-8") as handle:
+                handle.write(rendered.text)
             entry["text"] = f"html/{stem}.txt"
         return entry
 
