@@ -376,7 +376,7 @@ def test_each_message_has_its_own_header_lines_however_addresses_are_reused(basi
     c = basic('to: "{{ name }} <{{ email }}>"\nreply_to: "Help <help@acme.example>"\n'
               "headers: {X-Campaign: spring}\n", rows=rows)
     seen = set()
-    for index, (built, msg) in enumerate(c.messages()):
+    for index, (_built, msg) in enumerate(c.messages()):
         assert msg["To"].addresses[0].addr_spec == f"p{index}@example.org"
         assert msg["To"].addresses[0].display_name == f"Name {index}"
         assert msg["Reply-To"] == "Help <help@acme.example>" and msg["X-Campaign"] == "spring"
