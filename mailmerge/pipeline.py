@@ -262,11 +262,11 @@ def iter_messages(campaign: Campaign, *, limit: int | None = None,
     syntax); a bad row is an Outcome with errors, and the rows after it go on. A sheet that
     breaks part-way (malformed CSV) ends the iteration with an Outcome carrying that error.
     """
-    inspectors: dict[int, Inspector] = {}  # one per renderer, made where it works
+    inspector = _inspector(campaign) if inspect else None
 
     def work(renderer: Renderer, row: Row) -> Outcome | None:
         return process_row(renderer, row, build=build, want=want, message_id=message_id,
-                           inspector=_inspector(renderer, inspectors) if inspect else None)
+                           inspector=inspector)
 
     for outcome in _map_sheet(campaign, work, limit=limit, jobs=jobs, always_fork=always_fork,
                               notices=notices if notices is not None else [], rows=rows):
@@ -284,11 +284,10 @@ def run_rows(campaign: Campaign, *, limit: int | None, jobs: int, build: bool,
     report = Report()
     seen = SeenKeys() if unique else None
 
-    inspectors: dict[int, Inspector] = {}
+    inspector = _inspector(campaign) if inspect else None
 
     def work(renderer: Renderer, row: Row) -> tuple[Outcome, S]:
-        outcome = process_row(renderer, row, build=build, inspector=_inspector(
-            renderer, inspectors) if inspect else None)
+        outcome = process_row(renderer, row, build=build, inspector=inspector)
         assert outcome is not None
         return outcome.slim(), store(outcome)
 
@@ -319,15 +318,10 @@ def check_campaign(campaign: Campaign, *, progress: Callable[[Outcome], None] | 
                     record=lambda stored: None, progress=progress, unique=True, inspect=True)
 
 
-def _inspector(renderer: Renderer, made: dict[int, Inspector]) -> Inspector:
-    """The renderer's inspector: made once in the process that renders (a worker's own)."""
-    inspector = made.get(id(renderer))
-    if inspector is None:
-        campaign = renderer.campaign
-        inspector = made[id(renderer)] = Inspector(
-            html_template=campaign.html_template is not None,
-            text_template=campaign.text_template is not None)
-    return inspector
+def _inspector(campaign: Campaign) -> Inspector:
+    """The campaign's inspector; a worker process works on a copy of its own."""
+    return Inspector(html_template=campaign.html_template is not None,
+                     text_template=campaign.text_template is not None)
 
 
 def duplicate_error(campaign: Campaign, key: str, row: int, first: int) -> RowError:

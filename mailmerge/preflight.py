@@ -36,7 +36,6 @@ _CACHE_LIMIT = 4096  # judged tags kept; most rows share all but a link or two
 _TAG = re.compile(r"<(?=[aAiIhHtT])([aA]|[iI][mM][gG]|[hH][tT][mM][lL]|[tT][iI][tT][lL][eE]|"
                   r"[aA][rR][eE][aA])\b([^>]*)>")
 _ATTR = re.compile(r"""([\w:-]+)\s*(?:=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""")
-_TEMPLATE_SYNTAX = re.compile(r"\{\{|\{%|%\}|\}\}")
 _TEMPLATE_MARK = re.compile(r"\{[{%]")  # a regular expression finds it 3 times faster
 _WORD = re.compile(r"[^\W\d_]{3,}")
 _TAGS_AND_STYLE = re.compile(r"<(style|script|head)\b.*?</\1\s*>|<[^>]+>", re.I | re.S)
