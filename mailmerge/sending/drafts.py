@@ -25,7 +25,7 @@ from ..errors import ConfigError, MailmergeError, SendError
 from ..message import addresses_header
 from ..pipeline import Outcome, iter_messages
 from ..render import Rendered
-from .mailbox import IMAP_ERRORS, Mailbox, decode_folder_name, folder_name, quote
+from .mailbox import IMAP_ERRORS, Mailbox, decode_folder_name, folder_name
 
 PREFIX = "mm-draft."
 _DKIM = re.compile(rb"\ADKIM-Signature:.*?\r\n(?![ \t])", re.S | re.I)
@@ -97,28 +97,11 @@ class _Drafts:
                 f"the IMAP folder {self.folder!r} does not exist at {self.settings.host}",
                 hint="set `imap.drafts` to one of its folders: " + ", ".join(self._folders())
                      + " (Gmail: \"[Gmail]/Drafts\"; Microsoft 365: Drafts)")
-        status, data = imap.uid("SEARCH", "HEADER", "Message-ID", quote(PREFIX))
-        uids = data[0].split() if status == "OK" and data and data[0] else []
         found: dict[str, list[tuple[bytes, str]]] = {}
-        for start in range(0, len(uids), 500):
-            block = uids[start:start + 500]
-            for uid, message_id in self._message_ids(block):
-                tag = message_id.strip("<>").split("@")[0].rsplit(".", 1)[0] + "."
-                found.setdefault(tag, []).append((uid, message_id))
-        return found
-
-    def _message_ids(self, uids: list[bytes]) -> list[tuple[bytes, str]]:
-        imap = self.mailbox.session()
-        status, data = imap.uid("FETCH", b",".join(uids).decode(),
-                                "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
-        found = []
-        for item in data if status == "OK" else []:
-            if not isinstance(item, tuple):
-                continue
-            uid = re.search(rb"UID (\d+)", item[0])
-            value = re.search(rb"Message-ID:\s*(<[^>]+>)", item[1], re.I)
-            if uid and value:
-                found.append((uid.group(1), value.group(1).decode("ascii", "replace")))
+        mailbox = self.mailbox
+        for uid, message_id in mailbox.message_ids(mailbox.search_message_id(PREFIX)):
+            tag = message_id.strip("<>").split("@")[0].rsplit(".", 1)[0] + "."
+            found.setdefault(tag, []).append((uid, message_id))
         return found
 
     def _folders(self) -> list[str]:

@@ -111,22 +111,34 @@ class Mailbox:
                                       f"{_text(reply)}")
         found = set()
         for message_id in message_ids:
-            status, data = imap.uid("SEARCH", "HEADER", "Message-ID", quote(message_id))
-            uids = data[0].split() if status == "OK" and data and data[0] else []
-            if uids and "".join(message_id.split()) in self._message_ids(imap, uids):
+            uids = self.search_message_id(message_id)
+            whole = "".join(message_id.split())
+            if uids and any(value == whole for _, value in self.message_ids(uids)):
                 found.add(message_id)
         return found
 
-    @staticmethod
-    def _message_ids(imap: imaplib.IMAP4, uids: list[bytes]) -> list[str]:
-        """The Message-ID fields of these messages, whole (white space of folding aside)."""
-        status, data = imap.uid("FETCH", b",".join(uids).decode(),
-                                "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    def search_message_id(self, text: str) -> list[bytes]:
+        """The UIDs of the messages in the selected folder whose Message-ID field holds
+        ``text`` (IMAP matches a substring: see :meth:`message_ids`)."""
+        status, data = self.session().uid("SEARCH", "HEADER", "Message-ID", quote(text))
+        return data[0].split() if status == "OK" and data and data[0] else []
+
+    def message_ids(self, uids: list[bytes]) -> list[tuple[bytes, str]]:
+        """(UID, Message-ID) of these messages in the selected folder, each ID whole (white
+        space of folding aside), fetched 500 at a time."""
         found = []
-        for item in data if status == "OK" else []:
-            if isinstance(item, tuple):
+        for start in range(0, len(uids), 500):
+            status, data = self.session().uid(
+                "FETCH", b",".join(uids[start:start + 500]).decode(),
+                "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+            for item in data if status == "OK" else []:
+                if not isinstance(item, tuple):
+                    continue
+                uid = re.search(rb"UID (\d+)", item[0])
                 header = BytesHeaderParser(policy=compat32).parsebytes(item[1])
-                found += ["".join(str(v).split()) for v in header.get_all("Message-ID", [])]
+                if uid is not None:
+                    found += [(uid.group(1), "".join(str(v).split()))
+                              for v in header.get_all("Message-ID", [])]
         return found
 
     def has(self, folder: str, message_id: str) -> bool:
