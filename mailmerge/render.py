@@ -422,13 +422,20 @@ class Renderer:
             self.notices.append(Notice.note(f"CSS (if any) is inlined in every message, not "
                                             f"once per campaign: {prepared.reason}"))
             return
-        name = "\x00inlined/" + Path(self.html.filename).name
+        self.fast_html = self._made_template("\x00inlined/" + Path(self.html.filename).name,
+                                             prepared.source, self.env)
+
+    def _made_template(self, name: str, source: str, env: jinja2.Environment
+                       ) -> jinja2.Template:
+        """A template made here rather than read from a folder: kept in the environment's
+        own DictLoader (see make_environment), so that it can extend and include as the
+        campaign's templates do. The name starts with NUL: no file can take it."""
         loader = self.env.loader
         assert isinstance(loader, jinja2.ChoiceLoader)
         dict_loader = loader.loaders[0]
         assert isinstance(dict_loader, jinja2.DictLoader)
-        dict_loader.mapping[name] = prepared.source  # type: ignore[index]
-        self.fast_html = self.env.get_template(name)
+        dict_loader.mapping[name] = source  # type: ignore[index]
+        return env.get_template(name)
 
     def _prepare_markdown(self, markdown: Path, layout: Path | None) -> None:
         """The Markdown template and its layout, rendered with cell values as placeholders
@@ -438,16 +445,9 @@ class Renderer:
         self.md_env = self.env.overlay(autoescape=True, cache_size=50,
                                        finalize=self.placeholders.finalize())
         self.markdown = self._load(markdown, self.md_env)
-        if layout is None:
-            loader = self.env.loader
-            assert isinstance(loader, jinja2.ChoiceLoader)
-            dict_loader = loader.loaders[0]
-            assert isinstance(dict_loader, jinja2.DictLoader)
-            name = "\x00layout/default.html"
-            dict_loader.mapping[name] = DEFAULT_LAYOUT  # type: ignore[index]
-            self.layout = self.md_env.get_template(name)
-        else:
-            self.layout = self._load(layout, self.md_env)
+        self.layout = (self._load(layout, self.md_env) if layout is not None else
+                       self._made_template("\x00layout/default.html", DEFAULT_LAYOUT,
+                                           self.md_env))
         self.converter = make_converter(self.campaign.line_breaks)
         # inlined layouts by their HTML with placeholders: the same for most rows
         self._md_inlined: SizedCache[str, str] = SizedCache(CACHE_BYTES // 8,
