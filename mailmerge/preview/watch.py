@@ -102,7 +102,7 @@ class LivePreview:
     file changes, and serves that folder on loopback. Call :meth:`start`, then :meth:`run`
     (in the main thread: a row's time limit needs its signals); :meth:`stop` ends both."""
 
-    _files: list[Path]
+    files: list[Path]  # watched: set by each render from the campaign it read
     _stamp: tuple[tuple[str, int, int], ...]
 
     def __init__(self, path: Path, out: Path | None = None, *, limit: int = 20,
@@ -121,8 +121,6 @@ class LivePreview:
     def start(self) -> tuple[str, Rendering]:
         """Render once, then serve the folder on 127.0.0.1 (a free port unless one was
         given): the URL, and how the render went."""
-        self._files = self.watched()
-        self._stamp = _stamp(self._files)
         self.out.mkdir(parents=True, exist_ok=True)
         first = self.render()
         handler = partial(_Handler, directory=str(self.out))
@@ -133,11 +131,14 @@ class LivePreview:
         return f"http://127.0.0.1:{self._server.server_address[1]}/", first
 
     def render(self) -> Rendering:
-        """Render once and tell the page (through watch.json)."""
+        """Read the campaign, watch its files as they are now, render, and tell the page
+        (through watch.json)."""
         self.version += 1
         rendering = Rendering(self.version)
+        self._watch([self.path])  # until the campaign file reads again
         try:
             campaign = self._load()
+            self._watch(list(dict.fromkeys(_files(campaign, self.out))))
             # a template that does not compile is found before the folder is cleared, so
             # the page keeps every message it shows under the error
             for _ in iter_messages(campaign, limit=1, build=False):
@@ -157,22 +158,16 @@ class LivePreview:
         partial_file.write_text(json.dumps(state), encoding="utf-8")
         os.replace(partial_file, self.out / WATCH_FILE)
 
-    def watched(self) -> list[Path]:
-        try:
-            campaign = self._load()
-        except MailmergeError:
-            return [self.path]  # until the campaign file reads again
-        return list(dict.fromkeys(_files(campaign, self.out)))
+    def _watch(self, files: list[Path]) -> None:
+        """Watch ``files`` from their state now: a change during the render renders again."""
+        self.files, self._stamp = files, _stamp(files)
 
     def run(self, on_render: Callable[[Rendering], None]) -> None:
         """After :meth:`start`: render again after every change, until :meth:`stop`."""
         while not self._stopped.wait(POLL_SECONDS):
-            now = _stamp(self._files)
-            if now == self._stamp:
+            if _stamp(self.files) == self._stamp:
                 continue
             time.sleep(POLL_SECONDS / 2)  # an editor may write a file in several steps
-            self._files = self.watched()
-            self._stamp = _stamp(self._files)
             on_render(self.render())
 
     def stop(self) -> None:
