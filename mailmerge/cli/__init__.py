@@ -328,7 +328,7 @@ def import_(classic_folder: str, new_folder: str, template: str | None,
         click.echo(str(notice))
     if report.problems:
         click.echo(f"Problems in {report.failed_rows} of {_n(report.rows, 'row')}:")
-        _print_problems(report, most=10)
+        _print_problems(report.problems, most=10)
     click.echo(f"Checked: {_n(report.rows, 'row')}, {_n(report.messages, 'message')} ok. "
                f"Next: mailmerge preview {config_path} --open")
     sys.exit(EXIT_DATA if imported.todo or report.problems else EXIT_OK)

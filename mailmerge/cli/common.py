@@ -80,12 +80,12 @@ def _ranges(rows: list[int]) -> str:
     return ", ".join(spans)
 
 
-def _print_problems(report: Report, most: int | None = None) -> None:
+def _print_problems(problems: list[Outcome], most: int | None = None) -> None:
     """Every problem once (or the first ``most``); the same problem on many rows is one line
     naming the rows."""
     groups: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
     errors: dict[tuple[Any, ...], MailmergeError] = {}
-    for outcome in report.problems:
+    for outcome in problems:
         for error in outcome.errors:
             sig = (type(error), str(error.path), error.line, error.column, error.message,
                    error.hint)
@@ -137,7 +137,7 @@ def _finish(report: Report, verb: str, strict: bool = False, spammy: bool = Fals
         click.echo(str(notice))
     if report.problems:
         click.echo(f"Problems in {report.failed_rows} of {_n(report.rows, 'row')}:")
-        _print_problems(report)
+        _print_problems(report.problems)
     warned = _print_warnings(report.warnings.values())
     for line in more:
         click.echo(line)

@@ -14,7 +14,6 @@ import click
 
 from ..campaign import Campaign, Smtp
 from ..errors import ConfigError, MailmergeError
-from ..pipeline import Report
 from .common import (
     _LIMIT,
     _OUT,
@@ -213,7 +212,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
     with plan:
         if plan.problems:
             click.echo(f"Problems in {_n(len(plan.problems), 'row')}:")
-            _print_problems(Report(rows=0, problems=plan.problems), most=20)
+            _print_problems(plan.problems, most=20)
             if plan.blocked:
                 click.echo("Nothing was sent. Fix the rows and run again, or send the others "
                            "with --skip-invalid.")
@@ -424,7 +423,7 @@ def drafts(campaign: str, limit: int | None, where: str | None, rows: tuple[int,
     folder = loaded.imap.drafts
     if report.problems:
         click.echo(f"Problems in {_n(len(report.problems), 'row')} (no draft stored):")
-        _print_problems(Report(rows=0, problems=report.problems))
+        _print_problems(report.problems)
     parts = [f"{_n(len(report.stored), 'draft')} stored"]
     if report.replaced:
         parts.append(f"{len(report.replaced)} replaced")
