@@ -10,18 +10,16 @@ import sys
 import time
 import webbrowser
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..campaign import Campaign, load_campaign
-from ..classic import import_classic
 from ..errors import ConfigError, MailmergeError
 from ..notices import Notice
 from ..pipeline import check_campaign, iter_messages
 from ..preview.printed import message_text
-from ..preview.watch import LivePreview, Rendering
 from ..scaffold import create_campaign
-from ..spamcheck import spam_score
 from .common import (
     _JOBS,
     _LIMIT,
@@ -41,6 +39,9 @@ from .common import (
     cli,
 )
 from .sending import progress_line, send, status
+
+if TYPE_CHECKING:  # the live preview, the import and the spam check load when used
+    from ..preview.watch import Rendering
 
 __all__ = ["cli", "main", "progress_line", "send", "status"]
 
@@ -92,6 +93,8 @@ def check(campaign: str, where: str | None, strict: bool, spam: bool, spam_rows:
 
 def _spam(campaign: Campaign, rows: int) -> tuple[list[str], bool]:
     """SpamAssassin's score of the first ``rows`` messages, as lines; whether one is spam."""
+    from ..spamcheck import spam_score
+
     scored, spammy = 0, False
     lines = ["Spam score (SpamAssassin, local rules, on the exact bytes send would send):"]
     for outcome in iter_messages(campaign):
@@ -177,6 +180,8 @@ def preview(campaign: str, out: str | None, limit: int | None, where: str | None
 def _watch(campaign: str, out: str | None, limit: int, where: str | None, port: int,
            open_: bool) -> None:
     """Serve and re-render until Ctrl-C; one line per render."""
+    from ..preview.watch import LivePreview
+
     try:
         live = LivePreview(Path(campaign), Path(out) if out else None, limit=limit,
                            where=where, port=port)
@@ -305,6 +310,8 @@ def import_(classic_folder: str, new_folder: str, template: str | None,
     Example:
       mailmerge import ~/old-merge letters && mailmerge preview letters/campaign.yaml
     """
+    from ..classic import import_classic
+
     try:
         imported = import_classic(Path(classic_folder), Path(new_folder),
                                   template=Path(template) if template else None,
