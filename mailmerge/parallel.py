@@ -7,11 +7,13 @@ sends back small, picklable results. Blocks are collected in the order they were
 out, so results come back in sheet order without a reordering buffer, and at most
 ``IN_FLIGHT`` blocks per worker are outstanding, so memory does not grow with the sheet.
 
-Where ``fork`` is not available, or ``jobs`` is 1, the work runs in this process.
+Where ``fork`` is not available, ``jobs`` is 1, or the rows fit in one block, the work
+runs in this process.
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import queue
@@ -62,7 +64,22 @@ def map_rows(rows: Iterable[Row], work: Callable[[Row], R], *, jobs: int,
         for row in rows:
             yield work(row)
         return
-    yield from _Pool(work, jobs, notices, on_notice).run(iter(rows))
+    stream = iter(rows)
+    if not always_fork:
+        # a sheet of one block would go to one worker anyway: spare the fork and the pipes
+        head: list[Row] = []
+        try:
+            head.extend(itertools.islice(stream, BLOCK + 1))
+        except BaseException:  # a sheet that breaks in its first block: raised after it
+            for row in head:
+                yield work(row)
+            raise
+        if len(head) <= BLOCK:
+            for row in head:
+                yield work(row)
+            return
+        stream = itertools.chain(head, stream)
+    yield from _Pool(work, jobs, notices, on_notice).run(stream)
 
 
 class WorkerFailed(MailmergeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,20 @@ for _ in map_rows(rows, work, jobs=2):
                 alive.discard(pid)
         time.sleep(0.1)
     assert not alive, f"workers {alive} outlived their killed parent"
+
+
+def test_rows_that_fit_in_one_block_are_worked_in_this_process() -> None:
+    here = os.getpid()
+    assert set(map_rows(numbered(BLOCK), lambda row: os.getpid(), jobs=2)) == {here}
+    assert set(map_rows(numbered(BLOCK + 1), lambda row: os.getpid(), jobs=2)) - {here}
+
+
+def test_a_sheet_that_breaks_in_its_first_block_keeps_the_rows_before() -> None:
+    def rows() -> Iterator[Row]:
+        yield from numbered(5)
+        raise ValueError("broken at row 7")
+
+    seen: list[int] = []
+    with pytest.raises(ValueError, match="row 7"):
+        seen.extend(map_rows(rows(), lambda row: row.number, jobs=2))
+    assert seen == [2, 3, 4, 5, 6]
