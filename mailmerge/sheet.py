@@ -25,6 +25,7 @@ from xml.parsers.expat import ExpatError
 from .campaign import Recipients
 from .errors import SheetError
 from .notices import Notice
+from .xlsxrows import column_letters
 
 CSV_DELIMITERS = (",", ";", "\t")
 _OLE_PROBE = 1 << 20  # the start of a file, where an OLE container lists its streams
@@ -158,8 +159,6 @@ def _empty_header(path: Path, first: int) -> SheetError:
 
 def _letter(index: int) -> str:
     """Spreadsheet column letter for a 0-based index (0 -> A, 26 -> AA)."""
-    from .xlsxrows import column_letters  # here: it imports openpyxl, which CSV needs not
-
     return column_letters(index + 1)
 
 
@@ -384,65 +383,14 @@ def _declares_dtd(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bool:
     return False
 
 
-class _Workbook:
-    """An .xlsx workbook opened for its cells: openpyxl reads what surrounds them (sheet
-    names, date formats, epoch), :mod:`.xlsxrows` the shared strings and the cells.
-
-    openpyxl's own load_workbook is not used: in read-only mode it scans each whole
-    worksheet for its size when it opens, a third of the time of reading it.
-    """
-
-    def __init__(self, path: Path) -> None:
-        from openpyxl.reader.excel import ExcelReader
-        from openpyxl.styles.stylesheet import apply_stylesheet
-        from openpyxl.xml.constants import SHARED_STRINGS
-
-        from .xlsxrows import shared_strings
-
-        self.reader = ExcelReader(str(path), read_only=True, data_only=True)
-        try:
-            self.reader.read_manifest()
-            part = self.reader.package.find(SHARED_STRINGS)  # type: ignore[no-untyped-call]
-            if part is not None:  # read here, as openpyxl reads them, in a tenth of the time
-                with self.reader.archive.open(part.PartName[1:]) as source:
-                    self.reader.shared_strings = shared_strings(source)
-            self.reader.read_workbook()
-            apply_stylesheet(self.reader.archive, self.reader.wb)
-            self.sheets = {sheet.name: rel.target
-                           for sheet, rel in self.reader.parser.find_sheets()
-                           if rel.target in self.reader.valid_files
-                           and "chartsheet" not in rel.Type}
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def sheetnames(self) -> list[str]:
-        return list(self.sheets)
-
-    def records(self, name: str) -> Generator[tuple[int, list[Any]]]:
-        """(row number, cell values from column A) of each row the sheet holds."""
-        from .xlsxrows import worksheet_rows
-
-        wb = self.reader.wb
-        with self.reader.archive.open(self.sheets[name]) as source:
-            # the reader's style tables: private, so openpyxl is pinned below 3.2
-            yield from worksheet_rows(source, self.reader.shared_strings, wb.epoch,
-                                      wb._date_formats,  # type: ignore[attr-defined]
-                                      wb._timedelta_formats)  # type: ignore[attr-defined]
-
-    def close(self) -> None:
-        self.reader.archive.close()
-
-
 def _open_xlsx(recipients: Recipients) -> Sheet:
-    from openpyxl.utils.exceptions import InvalidFileException
+    from .xlsxbook import Workbook
 
     path = recipients.path
     _refuse_bombs(path)
     try:
-        workbook = _Workbook(path)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, IndexError,
+        workbook = Workbook(path)
+    except (zipfile.BadZipFile, KeyError, ValueError, IndexError,
             OSError, EOFError, zipfile.LargeZipFile, ExpatError, ParseError) as exc:
         raise SheetError(f"not a readable Excel .xlsx workbook ({type(exc).__name__}: {exc})",
                          path=path, hint="open it in a spreadsheet program and save it again "

@@ -1,27 +1,22 @@
 """The cells of an .xlsx worksheet, streamed from its XML.
 
-openpyxl (read-only) still opens the workbook: the sheet names, the shared strings, the
-date formats and the 1900/1904 epoch come from it. Only the cells are parsed here, because
-openpyxl builds an element tree per cell and read about 3,000 rows a second. Rows in the
-plain form spreadsheet programs write are read with one regular expression (about 45,000
-rows of 14 columns a second); any other stretch goes to expat with four small callbacks
-(about 27,000). Both in constant memory. Each value is converted exactly as openpyxl
-converts it (its own helpers are used), so a cell reads the same either way.
+:mod:`.xlsxbook` finds the sheets, the shared strings, the date styles and the epoch; the
+cells are parsed here. Rows in the plain form spreadsheet programs write are read with one
+regular expression (about 45,000 rows of 14 columns a second); any other stretch goes to
+expat with four small callbacks (about 27,000). Both in constant memory. Each value is
+converted exactly as openpyxl's reader converts it (the tests compare the two), so a cell
+reads the same either way.
 """
 
 from __future__ import annotations
 
 import codecs
+import datetime as dt
 import html
 import re
 from collections.abc import Iterator
 from typing import IO, Any
 from xml.parsers import expat
-
-from openpyxl.utils.datetime import from_excel, from_ISO8601
-
-# openpyxl's own number conversion; private, so the dependency is pinned below 3.2
-from openpyxl.worksheet._reader import _cast_number  # type: ignore[attr-defined]
 
 _CHUNK = 1 << 16
 _KNOWN_DATES = 4096
@@ -57,6 +52,34 @@ def column_letters(number: int) -> str:
         number, rem = divmod(number - 1, 26)
         letters = chr(65 + rem) + letters
     return letters
+
+
+def _cast_number(text: str) -> int | float:
+    """A number cell's text as an int, or a float when it has a point or an exponent."""
+    if "." in text or "E" in text or "e" in text:
+        return float(text)
+    return int(text)
+
+
+def from_excel(value: float, epoch: dt.datetime, timedelta: bool = False) -> Any:
+    """A date cell's serial number as a datetime (a time of day below 1, a timedelta for
+    a duration style), to the millisecond; the 1900 system's days before its phantom
+    29 February 1900 are one day later than their serial says."""
+    if timedelta:
+        duration = dt.timedelta(days=value)
+        if duration.microseconds:
+            duration = dt.timedelta(seconds=duration.total_seconds() // 1,
+                                    microseconds=round(duration.microseconds, -3))
+        return duration
+    day, fraction = divmod(value, 1)
+    diff = dt.timedelta(milliseconds=round(fraction * 86400 * 1000))
+    if 0 <= value < 1 and diff.days == 0:
+        minutes, seconds = divmod(diff.seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        return dt.time(hours, minutes, seconds, diff.microseconds)
+    if 0 < value < 60 and epoch == dt.datetime(1899, 12, 30):
+        day += 1
+    return epoch + dt.timedelta(days=day) + diff
 
 
 class _Cells:
@@ -157,7 +180,9 @@ class _Cells:
             return value
         if kind == "b":
             return bool(int(text))
-        if kind == "d":
+        if kind == "d":  # an ISO 8601 date, as strict Office Open XML writes them (rare)
+            from openpyxl.utils.datetime import from_ISO8601
+
             return from_ISO8601(text)  # type: ignore[no-untyped-call]  # untyped in the stubs
         return text  # "str" (a formula's text), "e" (an error such as #N/A)
 

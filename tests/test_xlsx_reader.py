@@ -13,7 +13,8 @@ import pytest
 
 from mailmerge import SheetError
 from mailmerge.campaign import Recipients
-from mailmerge.sheet import _Workbook, open_sheet
+from mailmerge.sheet import open_sheet
+from mailmerge.xlsxbook import Workbook
 
 VALUES: list[Any] = [
     "plain", "Zoë 李", "", " padded ", "line\nbreak", "=not a formula", 0, -7, 2**40, 3.25,
@@ -30,7 +31,7 @@ def openpyxl_rows(path: Path, sheet: str) -> list[list[Any]]:
 
 
 def fast_rows(path: Path, sheet: str) -> list[list[Any]]:
-    workbook = _Workbook(path)
+    workbook = Workbook(path)
     try:
         return [record for _, record in workbook.records(sheet)]
     finally:
@@ -101,7 +102,7 @@ def test_cells_other_programs_write_read_as_openpyxl_reads_them(tmp_path: Path) 
     assert len(got) == len(expected) == 3
     for want, have in zip(expected, got, strict=True):
         assert same(want, have), (want, have)
-    numbers = [n for n, _ in _Workbook(crafted).records("Sheet")]
+    numbers = [n for n, _ in Workbook(crafted).records("Sheet")]
     assert numbers == [1, 3, 4]
 
 
@@ -302,3 +303,94 @@ def test_a_date_column_that_repeats_reads_each_cell_as_openpyxl_does(tmp_path: P
     assert [g[2] for g in got] == [e[2] if i % 2 else 43831 for i, e in
                                    enumerate(expected[1:])]
     assert got[1][2] == dt.datetime(2020, 1, 1, 12, 30)
+
+
+FORMATS = ["General", "0", "0.00", "yyyy-mm-dd", "d/m/yyyy h:mm", "[h]:mm:ss", "[mm]:ss",
+           "[ss].00", "mm:ss", "h:mm AM/PM", '"day "0', '0 "hours"', "[Red]0.00", "[$-409]d mmm",
+           r"0\d", "_d0", "#,##0;[Red]-yyyy", "@", "0.00E+00", "[$EUR ]#,##0.00_-",
+           "dd.mm.yy;@", "m/d/yy h:mm", "mmss.0", "[hh]:mm", "hh:mm:ss.000"]
+
+
+@pytest.mark.parametrize("epoch", ["1900", "1904"])
+def test_sheets_date_styles_and_epoch_are_found_as_openpyxl_finds_them(tmp_path: Path,
+                                                                       epoch: str) -> None:
+    workbook = openpyxl.Workbook()
+    if epoch == "1904":
+        workbook.epoch = openpyxl.utils.datetime.CALENDAR_MAC_1904
+    sheet = workbook.active
+    sheet.title = "first"
+    for row, code in enumerate(FORMATS, start=1):
+        sheet.cell(row, 1, 45000.5).number_format = code
+    workbook.create_sheet("Zweite Seite")
+    workbook.create_chartsheet("chart")
+    workbook.create_sheet("dritte")
+    path = tmp_path / "formats.xlsx"
+    workbook.save(path)
+    # built-in format ids that openpyxl knows no code for (27-36: East Asian dates)
+    with zipfile.ZipFile(path) as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    styles = parts["xl/styles.xml"].decode()
+    styles = styles.replace('<cellXfs count="', '<cellXfs count="2').replace(
+        "</cellXfs>", '<xf numFmtId="30" fontId="0" fillId="0" borderId="0" '
+                      'applyNumberFormat="1"/><xf numFmtId="46"/></cellXfs>')
+    parts["xl/styles.xml"] = styles.encode()
+    with zipfile.ZipFile(path, "w") as target:
+        for name, data in parts.items():
+            target.writestr(name, data)
+
+    theirs = openpyxl.reader.excel.ExcelReader(str(path), read_only=True, data_only=True)
+    theirs.read_manifest()
+    theirs.read_workbook()
+    openpyxl.styles.stylesheet.apply_stylesheet(theirs.archive, theirs.wb)
+    ours = Workbook(path)
+    try:
+        assert ours.sheetnames == ["first", "Zweite Seite", "dritte"] == [
+            sheet.name for sheet, rel in theirs.parser.find_sheets() if "chartsheet" not in rel.Type]
+        assert ours.epoch == theirs.wb.epoch
+        assert ours.dates == set(theirs.wb._date_formats) and len(ours.dates) > 10
+        assert ours.durations == set(theirs.wb._timedelta_formats) and len(ours.durations) >= 4
+    finally:
+        ours.close()
+        theirs.archive.close()
+
+
+def test_a_workbook_in_another_folder_and_a_template_type_is_read(tmp_path: Path) -> None:
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["email", "joined"])
+    workbook.active.append(["a@example.org", dt.date(2024, 5, 1)])
+    path = tmp_path / "moved.xlsx"
+    workbook.save(path)
+    with zipfile.ZipFile(path) as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    moved = {name.replace("xl/", "book/", 1) if name.startswith("xl/") and name != "xl/styles.xml"
+             else name: data for name, data in parts.items()}
+    moved["[Content_Types].xml"] = (parts["[Content_Types].xml"].decode()
+                                    .replace('"/xl/', '"/book/')
+                                    .replace('"/book/styles.xml"', '"/xl/styles.xml"')
+                                    .replace("sheet.main+xml", "template.main+xml").encode())
+    moved["_rels/.rels"] = parts["_rels/.rels"].replace(b"xl/workbook.xml", b"book/workbook.xml")
+    # a target relative to the workbook's folder, as most programs write it
+    moved["book/_rels/workbook.xml.rels"] = moved["book/_rels/workbook.xml.rels"].replace(
+        b'"/xl/worksheets/', b'"worksheets/')
+    with zipfile.ZipFile(path, "w") as target:
+        for name, data in moved.items():
+            target.writestr(name, data)
+    assert openpyxl_rows(path, "Sheet") == [["email", "joined"],
+                                            ["a@example.org", dt.datetime(2024, 5, 1)]]
+    assert fast_rows(path, "Sheet") == openpyxl_rows(path, "Sheet")
+
+
+def test_a_workbook_without_a_workbook_part_is_not_readable(tmp_path: Path) -> None:
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["email"])
+    path = tmp_path / "people.xlsx"
+    workbook.save(path)
+    with zipfile.ZipFile(path) as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    parts["[Content_Types].xml"] = parts["[Content_Types].xml"].replace(b"sheet.main+xml",
+                                                                        b"other+xml")
+    with zipfile.ZipFile(path, "w") as target:
+        for name, data in parts.items():
+            target.writestr(name, data)
+    with pytest.raises(SheetError, match=r"not a readable Excel \.xlsx workbook.*no workbook part"):
+        open_sheet(Recipients(path=path))
