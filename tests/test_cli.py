@@ -104,12 +104,18 @@ def test_preview_writes_eml_manifest_and_index(basic, tmp_path: Path) -> None:
     chunk = (out / "list" / "00000.js").read_text()
     entries = json.loads(chunk[len("mm.add("):-len(");\n")])
     assert [e["row"] for e in entries] == [2, 3, 4]
-    assert entries[0]["html"] == "html/00002-zoe@example.org.html"
-    assert entries[0]["text"] == "html/00002-zoe@example.org.txt"
+    assert entries[0]["html"] == entries[0]["text"] == 1
+    assert entries[0]["part"] == entries[2]["part"] == "00002"  # parts/00002.js
     assert entries[0]["to"] == "zoe@example.org" and entries[0]["subject"] == "Hi Zoë"
     assert "'bad@' is not a valid email address" in entries[1]["error"]
-    assert "Hello Zoë" in (out / "html" / "00002-zoe@example.org.html").read_text()
-    assert (out / "html" / "00002-zoe@example.org.txt").read_text() == "Hello Zoë\n"
+    assert sorted(p.name for p in (out / "parts").iterdir()) == ["00002.js"]
+    parts = {}
+    for line in (out / "parts" / "00002.js").read_text().splitlines():
+        row, _, body = line.removeprefix("mm.part(").removesuffix(");").partition(", ")
+        parts[int(row)] = json.loads(body)
+    assert list(parts) == [2, 4]  # the rows with messages
+    assert "Hello Zoë" in parts[2]["html"] and parts[2]["text"] == "Hello Zoë\n"
+    assert not (out / "html").exists()  # one file per message: the .eml
 
 
 def test_preview_limit_and_rerun_clears_old_messages(basic, tmp_path: Path) -> None:
@@ -119,6 +125,19 @@ def test_preview_limit_and_rerun_clears_old_messages(basic, tmp_path: Path) -> N
     assert len(list(out.glob("*.eml"))) == 5
     assert run("preview", str(c.folder / "campaign.yaml"), "-o", str(out), "-n", "2").exit_code == 0
     assert len(list(out.glob("*.eml"))) == 2
+
+
+def test_preview_clears_a_folder_an_earlier_version_wrote(basic, tmp_path: Path) -> None:
+    c = basic()
+    out = tmp_path / "out"
+    assert run("preview", str(c.folder / "campaign.yaml"), "-o", str(out)).exit_code == 0
+    # earlier versions wrote each message's parts, and the images, under html/
+    (out / "html" / "images").mkdir(parents=True)
+    (out / "html" / "images" / "logo.png").write_bytes(b"png")
+    (out / "html" / "00002-old@example.org.html").write_text("<p>old</p>")
+    (out / "html" / "00002-old@example.org.txt").write_text("old")
+    assert run("preview", str(c.folder / "campaign.yaml"), "-o", str(out)).exit_code == 0
+    assert not (out / "html").exists() and (out / "parts" / "00002.js").is_file()
 
 
 def test_preview_refuses_a_foreign_non_empty_folder(basic, tmp_path: Path) -> None:
@@ -136,14 +155,15 @@ def test_preview_never_clears_a_folder_that_holds_anything_of_the_user(basic,
     c = basic()
     out = tmp_path / "previews"
     assert run("preview", str(c.folder / "campaign.yaml"), "-o", str(out)).exit_code == 0
-    (out / "html" / "newsletter.html").write_text("<p>the user's own template</p>")
+    (out / "parts" / "newsletter.html").write_text("<p>the user's own template</p>")
+    (out / "images" / "holiday").mkdir()
     (out / "notes.txt").write_text("precious")
-    for stranger in ("notes.txt", "html/newsletter.html"):
+    for stranger in ("notes.txt", "parts/newsletter.html", "images/holiday"):
         result = run("preview", str(c.folder / "campaign.yaml"), "-o", str(out))
         assert result.exit_code == 2, result.output
         assert (f"Error: the output folder {out} holds {stranger}, which mailmerge preview "
                 "did not write; nothing was deleted") in result.output
-        (out / stranger).unlink()
+        (out / stranger).rmdir() if (out / stranger).is_dir() else (out / stranger).unlink()
     assert len(list(out.glob("*.eml"))) == 1  # nothing of ours was deleted either
     assert run("preview", str(c.folder / "campaign.yaml"), "-o", str(out)).exit_code == 0
 

@@ -222,3 +222,27 @@ def test_live_preview_follows_edits_keeps_the_place_and_shows_errors(browser,
     finally:
         watcher.terminate()
         watcher.communicate(timeout=10)  # and close its pipe
+
+
+def test_messages_in_every_parts_file_are_shown(browser, tmp_path: Path, monkeypatch) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mailmerge.preview import gallery
+
+    monkeypatch.setattr(gallery, "PARTS_MESSAGES", 2)  # five messages in three parts files
+    open_newsletter(browser, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "out" / "parts").iterdir()) == [
+        "00002.js", "00004.js", "00006.js"]  # named by their first row
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: d.find_element(By.ID, "status").text == "5 rows")
+    body = "return document.body ? document.body.innerText : ''"
+    names = ["Zoë", 'Carol, "CJ"', "伟", "Ólafur", "أميرة"]
+    for index in (4, 0, 2, 4):  # the last file, the first again, one in between
+        item = browser.find_elements(By.CSS_SELECTOR, ".item")[index]
+        row = item.text.split("row ")[1].split(" ")[0]
+        item.click()
+        wait.until(lambda d, row=row: f"row={row}" in d.current_url)
+        heads = browser.find_element(By.ID, "heads").text
+        name = next(n for n in names if f"{n}, your autumn update" in heads)
+        wait.until(lambda d, name=name: f"Hello {name}," in (in_frame(d, body) or ""))

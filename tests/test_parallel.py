@@ -48,12 +48,18 @@ def stable(text: str) -> str:
     text = re.sub(r"=_mm_[0-9a-f]+", "boundary", text)
     text = re.sub(r"(Date: |\"date\": \")[^\r\n\"]+", r"\1date", text)
     text = re.sub(r"(\"size\": |\.eml,)\d+", r"\1size", text)  # Message-IDs vary in length
+    text = re.sub(r"\"part\": \"\d+\"", "part", text)  # parts files: one per process
     return re.sub(r"(cid:|Content-ID: <)[^\"'>\s]+", r"\1cid", text)
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): stable(p.read_text(encoding="utf-8"))
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".png"}
+    """Every file's text; the parts files as one, in row order: each process writes its own."""
+    files = {str(p.relative_to(folder)): stable(p.read_text(encoding="utf-8"))
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix != ".png"}
+    lines = [line for name in [n for n in files if n.startswith("parts/")]
+             for line in files.pop(name).splitlines()]
+    files["parts"] = "\n".join(sorted(lines, key=lambda line: int(line[8:line.index(",")])))
+    return files
 
 
 def test_preview_on_two_workers_writes_what_one_process_writes(campaign, tmp_path: Path) -> None:

@@ -31,9 +31,13 @@ def preview_campaign(campaign: Campaign, out: Path | None = None, *, limit: int 
     folder = out or default_output_folder(campaign)
     try:
         with EmlFolder(folder, campaign.name, live=live) as writer:
-            report = run_rows(campaign, limit=limit, jobs=jobs, build=True,
-                              store=writer.files().store, record=writer.record,
-                              progress=progress, rows=rows)
+            files = writer.files()
+            try:
+                report = run_rows(campaign, limit=limit, jobs=jobs, build=True,
+                                  store=files.store, record=writer.record,
+                                  progress=progress, rows=rows)
+            finally:
+                files.close()
     except OSError as exc:
         raise ConfigError(f"cannot write the dry run into {folder}: {exc.strerror or exc}",
                           hint="choose another --out: a folder you may write in, on a disk "

@@ -1,4 +1,5 @@
-"""The dry-run folder: one .eml per message, ``manifest.csv`` and a browsable ``index.html``.
+"""The dry-run folder: one .eml per message, ``manifest.csv`` and a browsable ``index.html``
+(with its list, parts and images, see :mod:`.gallery`).
 
 Everything is streamed: rows are appended as they come, so memory does not grow with
 the campaign. A folder is only ever cleared when mailmerge wrote it (a marker file says so).
@@ -26,26 +27,27 @@ MANIFEST_FIELDS = ("row", "key", "envelope_from", "envelope_to", "subject", "fil
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
 
 # What a preview writes into its folder, and nothing else may be there when it clears it.
-_OURS_TOP = re.compile(r"\d{5,}-[A-Za-z0-9@._+-]*\.eml|manifest\.csv|index\.html|html|list|"
-                       r"\.?watch\.json(\.part)?|" + re.escape(MARKER))
+_OURS_TOP = re.compile(r"\d{5,}-[A-Za-z0-9@._+-]*\.eml|manifest\.csv|index\.html|list|parts|"
+                       r"images|html|\.?watch\.json(\.part)?|" + re.escape(MARKER))
+_OURS_CHUNK = re.compile(r"\d{5,}\.js")
+# html/: where earlier versions wrote each message's parts, and the images
 _OURS_HTML = re.compile(r"\d{5,}-[A-Za-z0-9@._+-]*\.(html|txt)|images")
-_OURS_LIST = re.compile(r"\d{5,}\.js")
 
 
 def _not_ours(folder: Path) -> str | None:
     """The first entry in a preview folder that a preview does not write, if any."""
     for pattern, where in ((_OURS_TOP, folder), (_OURS_HTML, folder / "html"),
-                           (_OURS_LIST, folder / "list")):
+                           (_OURS_CHUNK, folder / "list"), (_OURS_CHUNK, folder / "parts")):
         if not where.is_dir() and where != folder:
             continue
         for entry in where.iterdir():
             if not pattern.fullmatch(entry.name) or (entry.is_symlink()):
                 return str(entry.relative_to(folder))
-    images = folder / "html" / "images"
-    if images.is_dir():
-        for entry in images.iterdir():
-            if entry.is_dir() or entry.is_symlink():
-                return str(entry.relative_to(folder))
+    for images in (folder / "images", folder / "html" / "images"):
+        if images.is_dir():
+            for entry in images.iterdir():
+                if entry.is_dir() or entry.is_symlink():
+                    return str(entry.relative_to(folder))
     return None
 
 
@@ -89,9 +91,8 @@ class MessageFiles:
             return Stored(outcome.row, problem="\n".join(str(e) for e in outcome.errors))
         built = outcome.built
         rendered = built.rendered
-        stem = f"{rendered.row:05d}-{_safe_name(rendered.key)}"
-        name = f"{stem}.eml"
-        # a path as text: making Path objects for three files a message showed in the profile
+        name = f"{rendered.row:05d}-{_safe_name(rendered.key)}.eml"
+        # a path as text: making Path objects showed in the profile
         with open(os.path.join(self.folder, name), "wb") as handle:
             handle.write(built.data)
         attachments = [a.filename for a in rendered.attachments]
@@ -102,7 +103,11 @@ class MessageFiles:
             "file": name, "size": len(built.data), "attachments": "; ".join(attachments),
             "message_id": built.message_id,
         }.items()}
-        return Stored(rendered.row, manifest, self._gallery.write(stem, built, name))
+        return Stored(rendered.row, manifest, self._gallery.write(built, name))
+
+    def close(self) -> None:
+        """Close what is still open (in a worker process, its ending does)."""
+        self._gallery.close()
 
 
 class EmlFolder:
@@ -149,7 +154,7 @@ class EmlFolder:
                                   "(a preview only ever clears a folder of its own files)")
             for old in folder.glob("*.eml"):
                 old.unlink()
-            for owned in ("html", "list"):
+            for owned in ("html", "list", "parts", "images"):
                 shutil.rmtree(folder / owned, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MARKER).write_text("written by mailmerge preview; cleared on the next run\n")

@@ -2,9 +2,13 @@
 
 A self-contained page (no server, no network; it works from ``file://``). Its list comes
 in chunk files (``list/NNNNN.js``) that the page loads one after another and shows with a
-virtual list, so 100,000 messages load incrementally and the page stays responsive. Each
-message gets its HTML part (images saved once under ``html/images/``) and its text part
-as files the page shows in a sandboxed frame.
+virtual list, so 100,000 messages load incrementally and the page stays responsive. The
+messages' HTML and text parts go into files of their own, about a megabyte each
+(``parts/NNNNN.js``, named by the row of their first message; each process that writes
+messages writes its own), loaded when a message in them is opened and shown in a sandboxed
+frame; images are saved once under ``images/``. Two files per message besides the .eml,
+as before, tripled the files a dry run creates, and creating a file cost more than
+rendering the message.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import re
 from email.headerregistry import Address
 from importlib import resources
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -21,6 +26,8 @@ if TYPE_CHECKING:
     from ..message import Built
 
 CHUNK_SIZE = 1000
+PARTS_BYTES = 1 << 20  # a parts file is closed once it holds this much (or PARTS_MESSAGES)
+PARTS_MESSAGES = 500
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -30,16 +37,25 @@ def _names(addresses: tuple[Address, ...]) -> str:
                      for a in addresses)
 
 
+def _script_json(value: Any) -> str:
+    """JSON that a <script> may hold: "</" is escaped so that no value can end it early."""
+    return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
+
+
 class GalleryFiles:
-    """Writes each message's HTML and text part for the gallery; safe in a worker process."""
+    """Writes each message's images and parts for the gallery and makes its list entry;
+    safe in a worker process (each writes parts files of its own)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._parts = os.path.join(folder, "html", "")  # the parts' folder, as text
         self._images: set[str] = set()
+        self._parts: IO[bytes] | None = None
+        self._parts_name = ""
+        self._parts_size = self._in_parts = 0
+        self._owner = 0  # the process that opened the parts file
 
-    def write(self, stem: str, built: Built, eml: str) -> dict[str, Any]:
-        """Write one message's parts and return its list entry.
+    def write(self, built: Built, eml: str) -> dict[str, Any]:
+        """Write one message's images (once each) and parts, and return its list entry.
 
         Everything comes from the rendered values, which are what the message encodes;
         parsing each .eml back took more time than making it.
@@ -51,7 +67,7 @@ class GalleryFiles:
             name = f"{_UNSAFE.sub('_', part.cid.split('@')[0])}.{part.subtype}"
             if name not in self._images:
                 # written whole under another name first: two workers may write it at once
-                target = self.folder / "html" / "images" / name
+                target = self.folder / "images" / name
                 partial = target.with_name(f".{name}.{os.getpid()}")
                 partial.write_bytes(part.data)
                 os.replace(partial, target)
@@ -64,20 +80,45 @@ class GalleryFiles:
             "cc": _names(rendered.cc), "bcc": _names(rendered.bcc),
             "subject": rendered.subject, "date": built.date,
         }
+        # {"html": ..., "text": ...} as JSON, made by hand: the parts file is a script of its
+        # own (src=), so "</script>" in a string cannot end it, and json.dumps of the dict
+        # with the "</" escaped the list needs took twice as long
+        parts: list[str] = []
         if rendered.html is not None:
             content = rendered.html
             for cid, image in images.items():  # one C-speed replace per image, not a scan
                 for quote in ('"', "'"):       # of 16 KB by a regular expression
                     content = content.replace(f"{quote}cid:{cid}{quote}",
                                               f"{quote}{image}{quote}")
-            with open(f"{self._parts}{stem}.html", "w", encoding="utf-8") as handle:
-                handle.write(content)
-            entry["html"] = f"html/{stem}.html"
+            parts.append(f'"html": {encode_basestring(content)}')
+            entry["html"] = 1
         if rendered.text is not None:
-            with open(f"{self._parts}{stem}.txt", "w", encoding="utf-8") as handle:
-                handle.write(rendered.text)
-            entry["text"] = f"html/{stem}.txt"
+            parts.append(f'"text": {encode_basestring(rendered.text)}')
+            entry["text"] = 1
+        line = f"mm.part({rendered.row}, {{{', '.join(parts)}}});\n".encode()
+        if self._parts is not None and self._owner != os.getpid():
+            self._parts = None  # forked with the file open: the parent's to write and close
+        if (self._parts is None or self._parts_size >= PARTS_BYTES
+                or self._in_parts >= PARTS_MESSAGES):
+            self.close()
+            self._owner = os.getpid()
+            self._parts_name = f"{rendered.row:05d}"
+            # unbuffered: a worker process ends without closing it, and each message's
+            # line is whole on disk before the parent lists the message
+            self._parts = open(os.path.join(self.folder, "parts", f"{self._parts_name}.js"),  # noqa: SIM115
+                               "wb", buffering=0)
+            self._parts_size = self._in_parts = 0
+        self._parts.write(line)
+        self._parts_size += len(line)
+        self._in_parts += 1
+        entry["part"] = self._parts_name
         return entry
+
+    def close(self) -> None:
+        """Close the parts file being written (a worker's is closed as it ends)."""
+        if self._parts is not None:
+            self._parts.close()
+            self._parts = None
 
 
 class Gallery:
@@ -85,8 +126,9 @@ class Gallery:
 
     def __init__(self, folder: Path, title: str, live: bool = False) -> None:
         self.folder, self.title, self.live = folder, title, live
-        (folder / "html" / "images").mkdir(parents=True, exist_ok=True)
+        (folder / "images").mkdir(parents=True, exist_ok=True)
         (folder / "list").mkdir(exist_ok=True)
+        (folder / "parts").mkdir(exist_ok=True)
         self._chunk: IO[str] | None = None
         self._in_chunk = 0
         self.chunks = 0
@@ -101,9 +143,7 @@ class Gallery:
             self._chunk.write("mm.add([\n")
             self.chunks += 1
             self._in_chunk = 0
-        # "</" is escaped so that no value can end the script early
-        text = json.dumps(entry, ensure_ascii=False).replace("</", "<\\/")
-        self._chunk.write(("," if self._in_chunk else "") + text + "\n")
+        self._chunk.write(("," if self._in_chunk else "") + _script_json(entry) + "\n")
         self._in_chunk += 1
         self.total += 1
 
