@@ -437,3 +437,31 @@ def test_macros_imported_from_another_template_and_the_globals_work(cdir: Campai
     htmls = [content(msg, "html") for _, msg in cdir.messages()]
     assert "<p><b>Hi Zoë</b> <b>Hi x</b> 01 " in htmls[0]
     assert "<p><b>Hi Bo</b> <b>Hi x</b> 01 " in htmls[1]
+
+
+ESCAPING = """{% macro box(x) %}<i>{{ x }}</i>{% endmacro -%}
+{{ text }}|{{ number }}|{{ safe }}|{{ text|safe }}|{{ text ~ number }}|{{ box(text) }}
+{% set block %}<b>{{ text }}</b>{% endset %}{{ block }}|{{ block|length }}
+{% filter upper %}{{ text }}{% endfilter %}|{{ [text, 2]|join(", ") }}|{{ none_value }}
+{% for item in items %}{{ item }}{{ loop.index }}{% endfor %}|{{ text|e }}|{{ text|forceescape }}"""
+
+
+def test_autoescaped_output_is_what_jinja2_itself_makes(tmp_path) -> None:
+    """The renderer's own escape of {{ }} output (a plain text, not Markup) changes nothing
+    that a template can see: the same template, rendered by a plain jinja2 sandbox."""
+    import jinja2
+    from jinja2.sandbox import SandboxedEnvironment
+    from markupsafe import Markup
+
+    from mailmerge.render import make_environment
+
+    (tmp_path / "t.html").write_text(ESCAPING, encoding="utf-8")
+    values = {"text": "<a href=\"x\">Tom & 'Jerry'</a>", "number": 42,
+              "safe": Markup("<em>ok</em>"), "none_value": None,
+              "items": ["<x>", 3, Markup("<y>")]}
+    ours = make_environment([tmp_path]).get_template("t.html").render(values)
+    plain = SandboxedEnvironment(loader=jinja2.FileSystemLoader(str(tmp_path)),
+                                 autoescape=True).get_template("t.html").render(values)
+    assert ours == plain
+    assert "&lt;a href=&#34;x&#34;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;|42|<em>ok</em>" in ours
+    assert "<i>&lt;a href" in ours and "<b>&lt;a href" in ours  # not escaped twice
