@@ -185,3 +185,22 @@ def test_dot_stuffing_doubles_exactly_the_dots_that_start_a_line(data: bytes) ->
     from mailmerge.sending.smtp import dot_stuff
 
     assert dot_stuff(data) == re.sub(rb"(?m)^\.", b"..", data)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(alphabet=st.sampled_from(list(" \t.=aZ9-_é中\x00\x7f\u2028")),
+                        max_size=200), min_size=1, max_size=12),
+       st.booleans())
+def test_quoted_printable_line_by_line_is_binascii_on_the_whole(lines: list[str],
+                                                                  again: bool) -> None:
+    """Encoded a line at a time (each distinct line once), the text part is byte for byte
+    what binascii makes of it whole: trailing white space, a lone dot, '=', long lines."""
+    import binascii
+
+    from mailmerge.message import quoted_printable
+
+    data = ("\n".join(lines) + "\n").encode("utf-8")
+    whole = binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
+    assert quoted_printable(data) == whole
+    if again:  # from the cache of lines
+        assert quoted_printable(data) == whole
