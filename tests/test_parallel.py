@@ -215,3 +215,13 @@ def test_a_sheet_that_breaks_in_its_first_block_keeps_the_rows_before() -> None:
     with pytest.raises(ValueError, match="row 7"):
         seen.extend(map_rows(rows(), lambda row: row.number, jobs=2))
     assert seen == [2, 3, 4, 5, 6]
+
+
+def test_seen_keys_finds_every_repeat_and_nothing_else() -> None:
+    from mailmerge.pipeline import SeenKeys
+
+    seen = SeenKeys()
+    keys = [f"person{i}@example.org" for i in range(50_000)]  # grows the table 6 times
+    assert all(seen.add(key, row) is None for row, key in enumerate(keys, start=2))
+    assert [seen.add(keys[i], 99) for i in (0, 777, 49_999)] == [2, 779, 50_001]
+    assert seen.add("Person0@example.org", 100) is None  # keys come normalised
