@@ -7,6 +7,7 @@ template source where that is safe, files cached) and then turns each row into a
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import re
@@ -162,6 +163,7 @@ class TimeBudget:
     started = 0.0  # when the block being timed began; 0 when none is
     limit = 0.0
     ticking = False  # the interval timer runs in this process
+    stopped_at_exit = False  # _stop_ticking is registered to run at exit
     _main = threading.main_thread()
 
     def __init__(self, seconds: float) -> None:
@@ -177,6 +179,11 @@ class TimeBudget:
             tick = min(1.0, self.seconds / 4)
             signal.setitimer(signal.ITIMER_REAL, tick, tick)
             cls.ticking = True
+            if not cls.stopped_at_exit:
+                # Python puts the default handlers back as it ends, and by default SIGALRM
+                # kills: a tick due then would end the process with it
+                atexit.register(_stop_ticking)
+                cls.stopped_at_exit = True
         cls.limit = self.seconds
         cls.started = time.monotonic()
         self.timing = True
@@ -195,6 +202,12 @@ def _tick(signum: int, frame: object) -> None:
     elif time.monotonic() - cls.started > cls.limit:
         cls.started = 0.0
         raise TooSlow
+
+
+def _stop_ticking() -> None:
+    if TimeBudget.ticking:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        TimeBudget.ticking = False
 
 
 def _not_ticking() -> None:

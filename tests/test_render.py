@@ -465,3 +465,19 @@ def test_autoescaped_output_is_what_jinja2_itself_makes(tmp_path) -> None:
     assert ours == plain
     assert "&lt;a href=&#34;x&#34;&gt;Tom &amp; &#39;Jerry&#39;&lt;/a&gt;|42|<em>ok</em>" in ours
     assert "<i>&lt;a href" in ours and "<b>&lt;a href" in ours  # not escaped twice
+
+
+def test_the_row_timer_is_stopped_when_the_process_ends() -> None:
+    """Python puts SIGALRM's default (which kills) back as it ends: a tick due then ended a
+    `send` that had checked a small sheet in its own process with exit code -14."""
+    import subprocess
+    import sys
+
+    script = ("import atexit, signal\nfrom mailmerge.render import TimeBudget\n"
+              "with TimeBudget(0.4):\n    pass\n"
+              "armed = signal.getitimer(signal.ITIMER_REAL)[1] > 0\n"
+              "atexit._run_exitfuncs()\n"
+              "print(armed, signal.getitimer(signal.ITIMER_REAL))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30)
+    assert done.stdout.strip() == "True (0.0, 0.0)", done.stdout + done.stderr
