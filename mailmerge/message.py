@@ -103,7 +103,7 @@ def _wrap(text: str, used: int) -> list[str]:
 
 
 def _text_part(text: str, subtype: str) -> bytes:
-    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    body = text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
     if not body.endswith("\n"):
         body += "\n"
     cte = transfer_encoding(text)

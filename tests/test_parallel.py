@@ -225,3 +225,17 @@ def test_seen_keys_finds_every_repeat_and_nothing_else() -> None:
     assert all(seen.add(key, row) is None for row, key in enumerate(keys, start=2))
     assert [seen.add(keys[i], 99) for i in (0, 777, 49_999)] == [2, 779, 50_001]
     assert seen.add("Person0@example.org", 100) is None  # keys come normalised
+
+
+def test_a_slim_outcome_keeps_every_field_but_the_message() -> None:
+    import dataclasses
+
+    from mailmerge.errors import RowError
+    from mailmerge.pipeline import Outcome
+    from mailmerge.preflight import Finding, Kind
+
+    outcome = Outcome(7, errors=(RowError("bad"),), skip="where", key="k",
+                      warnings=(Finding(Kind.NO_LANG, "text", "hint"),))
+    assert {f.name for f in dataclasses.fields(Outcome)} - {"built", "rendered"} == {
+        "row", "errors", "skip", "key", "made", "warnings"}  # a new field: keep it in slim()
+    assert outcome.slim() == outcome

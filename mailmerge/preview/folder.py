@@ -25,6 +25,7 @@ WATCH_FILE = "watch.json"  # the live preview's state, which its page polls (see
 MANIFEST_FIELDS = ("row", "key", "envelope_from", "envelope_to", "subject", "file", "size",
                    "attachments", "message_id")
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]+")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 # What a preview writes into its folder, and nothing else may be there when it clears it.
 _OURS_TOP = re.compile(r"\d{5,}-[A-Za-z0-9@._+-]*\.eml|manifest\.csv|index\.html|list|parts|"
@@ -92,9 +93,15 @@ class MessageFiles:
         built = outcome.built
         rendered = built.rendered
         name = f"{rendered.row:05d}-{_safe_name(rendered.key)}.eml"
-        # a path as text: making Path objects showed in the profile
-        with open(os.path.join(self.folder, name), "wb") as handle:
-            handle.write(built.data)
+        # a path as text, and the file through its descriptor: making Path objects and
+        # buffered file objects showed in the profile
+        handle = os.open(os.path.join(self.folder, name), _CREATE, 0o666)
+        try:
+            written = os.write(handle, built.data)
+            while written < len(built.data):  # a write may take only part of it
+                written += os.write(handle, memoryview(built.data)[written:])
+        finally:
+            os.close(handle)
         attachments = [a.filename for a in rendered.attachments]
         manifest = {name: csv_safe(value) for name, value in {
             "row": rendered.row, "key": rendered.key,
