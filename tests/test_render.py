@@ -481,3 +481,20 @@ def test_the_row_timer_is_stopped_when_the_process_ends() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=30)
     assert done.stdout.strip() == "True (0.0, 0.0)", done.stdout + done.stderr
+
+
+def test_css_is_inlined_without_loading_an_http_library() -> None:
+    """premailer imports one to fetch linked style sheets, which mailmerge never lets it
+    do; a stand-in takes its place while premailer is imported, and only then."""
+    import subprocess
+    import sys
+
+    script = ("import sys\nfrom mailmerge.css import inline_css\n"
+              "html = inline_css('<html><head><style>p {color: red}</style></head>"
+              "<body><p>x</p></body></html>')\n"
+              "print('color:red' in html.replace(' ', ''), 'requests' in sys.modules,"
+              " 'urllib3' in sys.modules)\n"
+              "import requests\nprint(callable(requests.get))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["True", "False", "False", "True"], done.stdout + done.stderr
