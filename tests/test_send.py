@@ -579,3 +579,36 @@ def test_send_lists_the_pre_flight_warnings_before_it_sends(basic, smtp_server) 
     assert "a link goes to a host no reader can reach" in before[1]
     assert before[1].index("(localhost)") < before[1].index("this run")
     assert len(smtp_server.handler.by_recipient()) == len(PEOPLE) - 1  # warned, and sent
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["newsletter", "invoices", "welcome"])
+def test_a_dry_run_writes_the_bytes_that_send_sends(name: str, smtp_server: Server,
+                                                    tmp_path: Path) -> None:
+    """Each shipped campaign's .eml files are what goes over SMTP, Date, Message-ID and
+    the multipart boundaries (new for every message made) aside."""
+    import re
+    import shutil
+
+    for folder in ("campaigns", "templates"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    config = tmp_path / "campaigns" / f"{name}.yaml"
+    config.write_text(config.read_text(encoding="utf-8")
+                      .replace("host: localhost", "host: 127.0.0.1")
+                      .replace("port: 2525", f"port: {smtp_server.port}"), encoding="utf-8")
+    out = tmp_path / "out"
+    assert run("preview", str(config), "-o", str(out)).exit_code == 0
+    assert run("send", str(config), "--yes").exit_code == 0
+
+    def masked(data: bytes) -> bytes:
+        data = re.sub(rb"(?m)^(Date|Message-ID): [^\r\n]*", rb"\1: -", data)
+        return re.sub(rb"=_mm_[0-9a-f]+", b"=_mm_boundary", data)
+
+    written = {parse(p.read_bytes())["To"].addresses[0].addr_spec: p.read_bytes()
+               for p in out.glob("*.eml")}
+    sent = {r.rcpt_tos[0]: r.content for r in smtp_server.handler.received}
+    assert sent.keys() == written.keys() and len(sent) >= 3
+    for recipient, data in sent.items():
+        assert masked(data) == masked(written[recipient]), recipient
