@@ -7,8 +7,9 @@ sends back small, picklable results. Blocks are collected in the order they were
 out, so results come back in sheet order without a reordering buffer, and at most
 ``IN_FLIGHT`` blocks per worker are outstanding, so memory does not grow with the sheet.
 
-Where ``fork`` is not available, ``jobs`` is 1, or the rows fit in one block, the work
-runs in this process.
+The first block is worked in this process before the workers are forked, so they
+inherit what it settled for the whole campaign. Where ``fork`` is not available, ``jobs``
+is 1, or the rows fit in one block, all the work runs in this process.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def map_rows(rows: Iterable[Row], work: Callable[[Row], R], *, jobs: int,
         return
     stream = iter(rows)
     if not always_fork:
-        # a sheet of one block would go to one worker anyway: spare the fork and the pipes
+        # The first block is worked here: a sheet of one block would go to one worker
+        # anyway (the fork and the pipes are spared), and the workers forked after it
+        # inherit what its rows settled once for the campaign (whether the CSS can be
+        # inlined once, the files it read), instead of each settling it on rows of its own.
         head: list[Row] = []
         try:
             head.extend(itertools.islice(stream, BLOCK + 1))
@@ -74,11 +78,15 @@ def map_rows(rows: Iterable[Row], work: Callable[[Row], R], *, jobs: int,
             for row in head:
                 yield work(row)
             raise
+        for row in head[:BLOCK]:
+            yield work(row)
         if len(head) <= BLOCK:
-            for row in head:
-                yield work(row)
             return
-        stream = itertools.chain(head, stream)
+        if notices is not None:  # what the first block noticed, before the workers copy it
+            for notice in notices():
+                if on_notice is not None:
+                    on_notice(notice)
+        stream = itertools.chain(head[BLOCK:], stream)
     yield from _Pool(work, jobs, notices, on_notice).run(stream)
 
 
