@@ -358,13 +358,9 @@ class SeenKeys:
         """Note ``key`` on ``row``; the row it was on before, if it was."""
         found = (hash(key) & 0xFFFF_FFFF_FFFF_FFFF) or 1
         prints = self._prints
-        mask = len(prints) - 1
-        slot, step = found & mask, 0
-        while prints[slot]:
-            if prints[slot] == found:
-                return self._rows[slot]
-            step += 1
-            slot = (slot + step) & mask  # triangular: visits every slot of a 2^n table
+        slot = _probe(prints, found)
+        if prints[slot]:
+            return self._rows[slot]
         prints[slot], self._rows[slot] = found, row
         self._count += 1
         if self._count > self.LOAD * len(prints):
@@ -375,12 +371,17 @@ class SeenKeys:
         prints, rows = self._prints, self._rows
         self._prints = array("Q", [0]) * (2 * len(prints))
         self._rows = array("I", [0]) * (2 * len(rows))
-        new_prints, new_rows = self._prints, self._rows
-        mask = len(new_prints) - 1
         for found, row in zip(prints, rows, strict=True):
             if found:
-                slot, step = found & mask, 0
-                while new_prints[slot]:
-                    step += 1
-                    slot = (slot + step) & mask
-                new_prints[slot], new_rows[slot] = found, row
+                slot = _probe(self._prints, found)
+                self._prints[slot], self._rows[slot] = found, row
+
+
+def _probe(prints: array[int], found: int) -> int:
+    """The slot that holds ``found``, or the empty one where it goes."""
+    mask = len(prints) - 1
+    slot, step = found & mask, 0
+    while prints[slot] and prints[slot] != found:
+        step += 1
+        slot = (slot + step) & mask  # triangular: visits every slot of a 2^n table
+    return slot

@@ -9,7 +9,6 @@ The cells themselves are :mod:`.xlsxrows`' work.
 
 from __future__ import annotations
 
-import datetime as dt
 import posixpath
 import re
 import zipfile
@@ -18,10 +17,7 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from .xlsxrows import shared_strings, worksheet_rows
-
-WINDOWS_EPOCH = dt.datetime(1899, 12, 30)  # day 0 of the 1900 date system
-MAC_EPOCH = dt.datetime(1904, 1, 1)  # day 0 of the 1904 date system
+from .xlsxrows import MAC_EPOCH, WINDOWS_EPOCH, shared_strings, worksheet_rows
 
 _MAIN = "application/vnd.openxmlformats-officedocument.spreadsheetml.{}.main+xml"
 _MACRO = "application/vnd.ms-excel.{}.macroEnabled.main+xml"

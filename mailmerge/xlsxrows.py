@@ -20,6 +20,8 @@ from xml.parsers import expat
 
 _CHUNK = 1 << 16
 _KNOWN_DATES = 4096
+WINDOWS_EPOCH = dt.datetime(1899, 12, 30)  # day 0 of the 1900 date system
+MAC_EPOCH = dt.datetime(1904, 1, 1)  # day 0 of the 1904 date system
 _LETTERS: dict[str, int] = {}
 
 
@@ -77,7 +79,7 @@ def from_excel(value: float, epoch: dt.datetime, timedelta: bool = False) -> Any
         minutes, seconds = divmod(diff.seconds, 60)
         hours, minutes = divmod(minutes, 60)
         return dt.time(hours, minutes, seconds, diff.microseconds)
-    if 0 < value < 60 and epoch == dt.datetime(1899, 12, 30):
+    if 0 < value < 60 and epoch == WINDOWS_EPOCH:
         day += 1
     return epoch + dt.timedelta(days=day) + diff
 
