@@ -70,8 +70,6 @@ _RUNTIME_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError,
 MAX_VALUE = 10_000_000  # items of a text or list one expression may make by repetition
 MAX_POWER_DIGITS = 10_000
 T = TypeVar("T")
-# The HTML around a Markdown body when the campaign names no `layout:`.
-DEFAULT_LAYOUT = (resources.files("mailmerge") / "static/layout/layout.html").read_text("utf-8")
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -484,7 +482,7 @@ class Renderer:
                                        finalize=self.placeholders.finalize())
         self.markdown = self._load(markdown, self.md_env)
         self.layout = (self._load(layout, self.md_env) if layout is not None else
-                       self._made_template("\x00layout/default.html", DEFAULT_LAYOUT,
+                       self._made_template("\x00layout/default.html", _default_layout(),
                                            self.md_env))
         self.converter = make_converter(self.campaign.line_breaks)
         # inlined layouts by their HTML with placeholders: the same for most rows
@@ -838,6 +836,12 @@ class Renderer:
                                  row=row.number, hint=hint)
         return TemplateError(f"`{key}`: {message}", path=self.campaign.path,
                              line=self.campaign.line_of(key), row=row.number, hint=hint)
+
+
+def _default_layout() -> str:
+    """The HTML around a Markdown body when the campaign names no `layout:`; read only
+    for such a campaign, not at every start."""
+    return (resources.files("mailmerge") / "static/layout/layout.html").read_text("utf-8")
 
 
 def _numbers_as_text(row: Row) -> bool:
