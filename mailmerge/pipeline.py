@@ -189,8 +189,9 @@ def _only(rows: Iterator[Row], numbers: Collection[int], path: Path) -> Iterator
     """The rows numbered ``numbers``, read no further than the last of them; a number the
     sheet does not have (past its end, blank, or the header) is an error."""
     wanted, found = frozenset(numbers), set()
+    last = max(wanted)
     for row in rows:
-        if row.number > max(wanted):
+        if row.number > last:
             break
         if row.number in wanted:
             found.add(row.number)
