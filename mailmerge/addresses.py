@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from typing import Any
@@ -20,6 +19,7 @@ import jinja2
 from email_validator import EmailNotValidError, validate_email
 
 from .campaign import AddressField
+from .fill import fill
 
 _TOKEN = re.compile("\ue000(\\d+)\ue001")
 # C0 and C1 controls and Unicode line separators (CR, LF, NEL, U+2028 all end a header
@@ -58,18 +58,19 @@ class AddressTemplate:
     pairs: tuple[tuple[jinja2.Template, jinja2.Template], ...] = ()
     constant: tuple[Address, ...] | None = None  # a field without Jinja, parsed once
 
-    def render(self, context: Mapping[str, Any]) -> list[Address]:
-        """Render and parse the field. Raises AddressProblem for a bad address."""
+    def render(self, context: dict[str, Any]) -> list[Address]:
+        """Render and parse the field over a row's context (see :func:`fill.row_context`).
+        Raises AddressProblem for a bad address."""
         if self.constant is not None:
             return list(self.constant)
         if self.template is not None:
             values: list[str] = []
-            text = self.template.render({**context, "_mm_values": values})
+            text = fill(self.template, {**context, "_mm_values": values})
             return parse_address_list(text, values)
         result = []
         for name_t, addr_t in self.pairs:
-            name = name_t.render(context).strip()
-            addr = addr_t.render(context).strip()
+            name = fill(name_t, context).strip()
+            addr = fill(addr_t, context).strip()
             if addr:
                 result.append(make_address(_check_text(name, name), addr, addr))
         return result

@@ -53,6 +53,7 @@ from .assets import (
 from .campaign import AddressField, Campaign, where_expression
 from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
+from .fill import fill, row_context
 from .htmlpart import html_to_text, refuse_script_links
 from .markdown_body import Placeholders, make_converter
 from .notices import Notice
@@ -522,7 +523,7 @@ class Renderer:
     def _render(self, row: Row, doing: list[str]) -> Rendered | Suppressed:
         errors: list[MailmergeError] = []
         failed: set[str] = set()  # the keys whose errors are in ``errors``
-        ctx = self.context(row)
+        ctx = row_context(self.env.globals, row.values)
 
         def attempt(key: str, work: Callable[[], T], default: T) -> T:
             doing[0] = key
@@ -561,7 +562,7 @@ class Renderer:
                 html, images = attempt("layout", partial(self._render_layout, ctx, subject,
                                                          body[1], row), no_html)
         if self.text is not None:
-            text = attempt("text", lambda: self.text.render(ctx), None)  # type: ignore[union-attr]
+            text = attempt("text", partial(fill, self.text, ctx), None)
         elif self.markdown is not None:
             text = source
         else:
@@ -640,8 +641,8 @@ class Renderer:
                     "fill in the address cell, or remove the row")
         return None
 
-    def _header_value(self, template: jinja2.Template, ctx: Mapping[str, Any]) -> str:
-        value = template.render(ctx).strip()
+    def _header_value(self, template: jinja2.Template, ctx: dict[str, Any]) -> str:
+        value = fill(template, ctx).strip()
         if HEADER_CONTROL.search(value):
             raise AddressProblem("holds a line break or control character, which could inject "
                                  "header fields", source_value(ctx, value))
@@ -650,7 +651,7 @@ class Renderer:
                                  f"most {MAX_HEADER_CHARS:,}", longest_value(ctx, value))
         return value
 
-    def _render_unsubscribe(self, ctx: Mapping[str, Any], row: Row) -> list[str]:
+    def _render_unsubscribe(self, ctx: dict[str, Any], row: Row) -> list[str]:
         links = []
         for template in self.unsubscribe:
             url = self._header_value(template, ctx)
@@ -666,11 +667,11 @@ class Renderer:
             links.append(url)
         return links
 
-    def _render_html(self, ctx: Mapping[str, Any], row: Row) -> tuple[str | None, list[Part]]:
+    def _render_html(self, ctx: dict[str, Any], row: Row) -> tuple[str | None, list[Part]]:
         assert self.html is not None
         if self.fast_html is not None and not self.inline_each:
             try:
-                html = self.fast_html.render(ctx)
+                html = fill(self.fast_html, ctx)
             except _RUNTIME_ERRORS:
                 self.html.render(ctx)  # the same error, with the real template line
                 raise
@@ -683,14 +684,14 @@ class Renderer:
             if css.needs_inlining(html):
                 html = css.inline_css(html)
         else:
-            html = self.html.render(ctx)
+            html = fill(self.html, ctx)
         refuse_script_links(html)
         return embed_images(html, self._image)
 
-    def _render_markdown(self, ctx: Mapping[str, Any]) -> tuple[str, str]:
+    def _render_markdown(self, ctx: dict[str, Any]) -> tuple[str, str]:
         """The Markdown source and the HTML CommonMark makes of it, both with placeholders."""
         assert self.markdown is not None
-        source = self.markdown.render(ctx)
+        source = fill(self.markdown, ctx)
         return source, self.converter.render(source)
 
     def _render_layout(self, ctx: Mapping[str, Any], subject: str, body: str, row: Row
@@ -751,9 +752,9 @@ class Renderer:
             part = self._images.put(src, self.files.part(path, cid_domain=CID_DOMAIN))
         return part
 
-    def _render_attachment(self, template: jinja2.Template, ctx: Mapping[str, Any]
+    def _render_attachment(self, template: jinja2.Template, ctx: dict[str, Any]
                            ) -> list[Path]:
-        value = template.render(ctx).strip()
+        value = fill(template, ctx).strip()
         if not value:
             return []
         try:

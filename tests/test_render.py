@@ -467,6 +467,38 @@ def test_autoescaped_output_is_what_jinja2_itself_makes(tmp_path) -> None:
     assert "<i>&lt;a href" in ours and "<b>&lt;a href" in ours  # not escaped twice
 
 
+def test_templates_of_a_row_share_one_context_as_if_each_had_its_own(tmp_path) -> None:
+    """fill() renders over the row's context without copying it: it renders what render()
+    does, a template's own {% set %} stays its own, a column may hide a global, and an
+    error still names the template's line."""
+    import traceback
+
+    import jinja2
+
+    from mailmerge.fill import fill, row_context
+    from mailmerge.render import make_environment
+
+    env = make_environment([tmp_path])
+    setter = env.from_string("{% set name = 'set here' %}{% set range = 3 %}{{ name }}"
+                             "{{ range }}")
+    reader = env.from_string("{{ name }}|{{ row.name }}|{{ lipsum is defined }}|"
+                             "{{ range(2)|list if range is callable else range }}")
+    values = {"name": "<Ann>", "range": "a column"}
+    ctx = row_context(env.globals, values)
+    before = dict(ctx)
+    for template in (setter, reader, setter, reader):
+        assert fill(template, ctx) == template.render({**values, "row": values})
+    assert ctx == before  # nothing a template set reached the shared context
+    assert fill(reader, ctx) == "<Ann>|<Ann>|True|a column"
+    assert fill(reader, row_context(env.globals, {"name": "x"})) == "x|x|True|[0, 1]"
+
+    broken = env.from_string("line one\n{{ missing.attribute }}")
+    with pytest.raises(jinja2.UndefinedError) as raised:
+        fill(broken, ctx)
+    assert any(entry.lineno == 2 and entry.filename == "<template>"
+               for entry in traceback.extract_tb(raised.value.__traceback__))
+
+
 def in_fresh_python(script: str) -> str:
     """What ``script`` prints, run by a new interpreter (for what a process does as it
     starts or ends)."""
