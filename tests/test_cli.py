@@ -402,3 +402,29 @@ def test_preview_rows_writes_only_those_rows(basic, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "o").glob("*.eml")) == [
         "00003-p1@x.org.eml", "00005-p3@x.org.eml"]
+
+
+def test_a_command_leaves_every_file_whole_though_it_skips_the_collections_at_exit(
+        basic, tmp_path: Path) -> None:
+    """main() freezes the objects as the process ends, so Python's last collections skip
+    them: a preview run as a command, its rows in two workers, still leaves every .eml,
+    the manifest and the gallery's parts whole."""
+    frozen = subprocess.run(
+        [sys.executable, "-c", "import atexit, gc\nimport mailmerge.cli as cli\n"
+         "cli.cli = lambda **kw: None\ncli.main()\nbefore = gc.get_freeze_count()\n"
+         "atexit._run_exitfuncs()\nprint(before, gc.get_freeze_count() > 0)"],
+        capture_output=True, text=True, timeout=60, check=True)
+    assert frozen.stdout == "0 True\n"
+
+    c = basic(rows=[["email", "name"], *[[f"p{i}@x.org", f"P{i}"] for i in range(300)]])
+    out = tmp_path / "out"
+    done = _mailmerge("preview", str(c.folder / "campaign.yaml"), "-o", str(out), "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    files = sorted(out.glob("*.eml"))
+    assert len(files) == 300
+    assert all(parse(f.read_bytes())["To"] == f.name.split("-", 1)[1][:-4] for f in files)
+    with open(out / "manifest.csv", encoding="utf-8") as handle:
+        assert [int(m["row"]) for m in csv.DictReader(handle)] == list(range(2, 302))
+    rows = [int(line.removeprefix("mm.part(").split(",", 1)[0])
+            for part in (out / "parts").iterdir() for line in part.read_text().splitlines()]
+    assert sorted(rows) == list(range(2, 302))
