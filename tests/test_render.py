@@ -425,6 +425,34 @@ def test_a_media_rule_keeps_important_so_it_can_override_inlined_styles() -> Non
     assert re.search(r"@media \(max-width: 620px\) \{\s*\.c \{\s*padding: 20px !important", html)
 
 
+STYLES = ("<style>p { color: red } .c { padding: 32px; margin: 0 !important } a:hover "
+          "{ color: blue } @media (max-width: 620px) { .c { padding: 20px !important } }"
+          "</style>", "<style>p { color: green } #x { font-weight: bold }</style>")
+
+
+def test_the_rules_of_a_style_block_worked_out_once_inline_as_premailer_does() -> None:
+    """inline_css keeps each style block's rules for the next document: the same blocks
+    over other bodies, in the other order, and again, inline as a plain premailer does."""
+    import logging
+
+    import premailer
+
+    bodies = ['<p class="c">a</p><a href="https://x.example">l</a>',
+              '<div class="c" id="x"><p>b</p></div>', "<p style='color: black'>c</p>"]
+    for round_ in range(2):
+        for styles in (STYLES, STYLES[::-1], STYLES[:1]):
+            for body in bodies:
+                page = f"<html><head>{''.join(styles)}</head><body>{body}</body></html>"
+                plain = premailer.Premailer(
+                    page, keep_style_tags=False, remove_classes=False,
+                    disable_validation=True, strip_important=False,
+                    disable_link_rewrites=True, allow_network=False,
+                    cssutils_logging_level=logging.CRITICAL).transform(pretty_print=False)
+                assert inline_css(page) == plain, (round_, styles, body)
+    assert "color:red" in inline_css(f"<html><head>{STYLES[0]}</head><body><p>x</p></body>"
+                                     "</html>")
+
+
 def test_macros_imported_from_another_template_and_the_globals_work(cdir: CampaignDir) -> None:
     cdir.file("templates/macros.html", '{% macro hello(who) %}<b>Hi {{ who }}</b>{% endmacro %}')
     cdir.file("templates/mail.html", '{% import "macros.html" as m %}{% from "macros.html" '
