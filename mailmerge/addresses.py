@@ -95,6 +95,8 @@ def compile_address_field(key: str, value: AddressField, token_env: jinja2.Envir
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are outside double quotes and angle brackets."""
+    if "," not in text:  # one address, as in most fields: nothing to split
+        return [text]
     items: list[str] = []
     current: list[str] = []
     quoted, angle, escaped = False, 0, False
