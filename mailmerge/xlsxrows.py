@@ -13,6 +13,7 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import html
+import operator
 import re
 from collections.abc import Iterator
 from typing import IO, Any
@@ -321,12 +322,12 @@ def _parser(cells: _Cells) -> Any:
 # attributes in odd places) is handed to expat, wrapped in a <sheetData> of its own, and
 # read exactly as before. Text is unescaped and its line ends normalised as XML does.
 
-_FAST = re.compile(
-    r'<row r="(\d+)"[^>/]*(/?)>'
+_FAST = re.compile(  # group 1 is the whole: their lengths add up when nothing is between
+    r'(<row r="(\d+)"[^>/]*(/?)>'
     r'|<c r="([A-Z]{1,3})(\d+)"((?: (?:s|t|cm|vm|ph)="[^"<>&]*")*)'
     r'(?:/>|>(?:<f(?: [^<>]*)?/>|<f(?: [^<>]*)?>[^<]*</f>)?'
     r'(?:<v>([^<]*)</v>|(<is><t(?: xml:space="preserve")?>([^<]*)</t></is>))?</c>)'
-    r'|(</row>)')
+    r'|(</row>))')
 _ATTRS = re.compile(r'(s|t)="([^"]*)"')
 _SHEET_DATA = re.compile(rb"<sheetData(/?)>")
 
@@ -380,28 +381,28 @@ def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
     rows: list[tuple[int, list[Any]]] = []
     row: list[Any] = []
     number = 0
-    at = 0
     letters_index = _LETTERS
     shared, dates = cells.shared, cells.dates
     attributes = _ATTRIBUTES
     known = cells.known_dates
-    for match in _FAST.finditer(text):
-        start, end = match.span()
-        if start != at and not text[at:start].isspace():
+    found = _FAST.findall(text)
+    if sum(map(len, map(_WHOLE, found))) != len(text):  # something is between the matches
+        spaced = _spaced(text)
+        if spaced is None:
             return None
-        at = end
-        row_number, empty, letters, ref_row, attrs, v, inline, inline_text, _ = match.groups()
-        if letters is not None:
+        found = spaced
+    for _, row_number, empty, letters, ref_row, attrs, v, inline, inline_text, _ in found:
+        if letters:  # unmatched groups are empty
             index = letters_index.get(letters) or _column(letters + ref_row)
             kind_style = attributes.get(attrs)
             if kind_style is None:
                 kind_style = attributes[attrs] = _kind_style(attrs)
             kind, style = kind_style
-            raw = inline_text if inline is not None else v
+            raw = inline_text if inline else v
             if raw and ("&" in raw or "\r" in raw):
                 raw = _unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
             if kind == "inlineStr":
-                value = raw if inline is not None else None
+                value = raw if inline else None
             elif not raw:
                 continue
             elif kind == "s" and raw.isdigit() and (position := int(raw)) < len(shared):
@@ -413,7 +414,7 @@ def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
                 value = known.get(key) if kind == "n" else None  # a date column repeats
                 if value is None:
                     cells.kind, cells.style, cells.column = kind, style, index
-                    cells.number, cells.inline, cells.text = number, inline is not None, [raw]
+                    cells.number, cells.inline, cells.text = number, bool(inline), [raw]
                     value = cells._value()
                     if kind == "n":
                         if len(known) >= _KNOWN_DATES:
@@ -426,17 +427,34 @@ def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
                     if len(row) < index:
                         row.extend([None] * (index - len(row)))
                     row[index - 1] = value
-        elif row_number is not None:
+        elif row_number:
             number = int(row_number)
             row = []
             if empty:  # <row r="5"/>
                 rows.append((number, row))
         else:  # </row>
             rows.append((number, row))
-    if at != len(text) and not text[at:].isspace():
-        return None
     cells.number = number
     return rows
+
+
+_WHOLE = operator.itemgetter(0)
+
+
+def _spaced(text: str) -> list[tuple[str, ...]] | None:
+    """The matches of rows with white space between their tags, or None when something
+    else is between them."""
+    found = []
+    at = 0
+    for match in _FAST.finditer(text):
+        start, end = match.span()
+        if start != at and not text[at:start].isspace():
+            return None
+        at = end
+        found.append(match.groups(""))
+    if at != len(text) and not text[at:].isspace():
+        return None
+    return found
 
 
 _ATTRIBUTES: dict[str, tuple[str, int]] = {}  # a cell's attributes as written -> (t, s)
