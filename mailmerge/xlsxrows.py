@@ -323,10 +323,12 @@ def _parser(cells: _Cells) -> Any:
 # read exactly as before. Text is unescaped and its line ends normalised as XML does.
 
 _FAST = re.compile(  # group 1 is the whole: their lengths add up when nothing is between
-    r'(<row r="(\d+)"[^>/]*(/?)>'
-    r'|<c r="([A-Z]{1,3})(\d+)"((?: (?:s|t|cm|vm|ph)="[^"<>&]*")*)'
-    r'(?:/>|>(?:<f(?: [^<>]*)?/>|<f(?: [^<>]*)?>[^<]*</f>)?'
-    r'(?:<v>([^<]*)</v>|(<is><t(?: xml:space="preserve")?>([^<]*)</t></is>))?</c>)'
+    # cells first, the most of them; possessive (*+) where what follows cannot be taken
+    # back anyway: the engine keeps no places to go back to (a fifth of the read's time)
+    r'(<c r="([A-Z]{1,3}+)\d++"((?: (?:s|t|cm|vm|ph)="[^"<>&]*+")*+)'
+    r'(?:/>|>(?:<f(?: [^<>]*)?/>|<f(?: [^<>]*)?>[^<]*+</f>)?'
+    r'(?:<v>([^<]*+)</v>|(<is><t(?: xml:space="preserve")?>([^<]*+)</t></is>))?</c>)'
+    r'|<row r="(\d++)"[^>/]*+(/?)>'
     r'|(</row>))')
 _ATTRS = re.compile(r'(s|t)="([^"]*)"')
 _SHEET_DATA = re.compile(rb"<sheetData(/?)>")
@@ -391,9 +393,9 @@ def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
         if spaced is None:
             return None
         found = spaced
-    for _, row_number, empty, letters, ref_row, attrs, v, inline, inline_text, _ in found:
+    for whole, letters, attrs, v, inline, inline_text, row_number, empty, _ in found:
         if letters:  # unmatched groups are empty
-            index = letters_index.get(letters) or _column(letters + ref_row)
+            index = letters_index.get(letters) or _column(whole[6:whole.index('"', 6)])
             kind_style = attributes.get(attrs)
             if kind_style is None:
                 kind_style = attributes[attrs] = _kind_style(attrs)

@@ -248,7 +248,8 @@ def test_plain_rows_and_other_forms_mixed_in_a_large_sheet_read_as_openpyxl_read
                         f'z\r\nw </t></is></c><c r="B{number}" t="b"><v>{number % 2}</v></c>'
                         f'<c r="C{number}"><v>{number * 1.5}</v></c><c r="D{number}" t="e">'
                         f'<v>#N/A</v></c><c r="E{number}" t="str"><f>A1</f><v>s{number}</v></c>'
-                        '</row>')
+                        f'<c r="F{number}"><f t="shared" ref="F2:F3999" si="0"/><v>{number}</v>'
+                        '</c></row>')
     crafted = rewrite_sheet(tmp_path / "base.xlsx", "".join(rows))
     assert crafted.stat().st_size > 3 * 1024  # compressed; well over one 64 KB chunk inside
     expected = [r for r in openpyxl_rows(crafted, "Sheet") if any(v is not None for v in r)]
