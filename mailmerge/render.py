@@ -494,9 +494,8 @@ class Renderer:
     # --- per row ----------------------------------------------------------------------------
 
     def context(self, row: Row) -> dict[str, Any]:
-        ctx: dict[str, Any] = dict(row.values)
-        ctx["row"] = row.values
-        return ctx
+        """What the row's templates render over (see :func:`fill.row_context`)."""
+        return row_context(self.env.globals, row.values)
 
     def render(self, row: Row) -> Rendered | Suppressed:
         """Render one row, or say that its recipient is suppressed. Raises RowErrors with
@@ -523,7 +522,7 @@ class Renderer:
     def _render(self, row: Row, doing: list[str]) -> Rendered | Suppressed:
         errors: list[MailmergeError] = []
         failed: set[str] = set()  # the keys whose errors are in ``errors``
-        ctx = row_context(self.env.globals, row.values)
+        ctx = self.context(row)
 
         def attempt(key: str, work: Callable[[], T], default: T) -> T:
             doing[0] = key

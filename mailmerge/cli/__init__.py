@@ -345,8 +345,8 @@ def import_(classic_folder: str, new_folder: str, template: str | None,
 
 def main() -> None:
     # Run last of the exit hooks: Python's collections as it ends walk every object the
-    # imports made (jinja2, premailer, the email package), 40-50 ms of every command, a
-    # sixth of checking the shipped newsletter. Frozen, they go with the process. Only
+    # imports made (jinja2, premailer, the email package), 30-50 ms of every command, an
+    # eighth of checking the shipped newsletter. Frozen, they go with the process. Only
     # objects in reference cycles miss their __del__ then, which Python never promises at
     # exit anyway; every file mailmerge writes is closed by `with`, not by collection.
     atexit.register(gc.freeze)
