@@ -49,6 +49,11 @@ def _premailer() -> ModuleType:
 _RULES_KEPT = 32  # style blocks whose rules are kept; a campaign has one or two
 
 
+def _fetch_nothing(url: str) -> None:
+    """cssutils' fetcher: nothing is fetched (cssutils then leaves the import empty)."""
+    return None
+
+
 @functools.cache
 def _inliner() -> type:
     """premailer's Premailer, working out the rules of a style block once.
@@ -60,6 +65,15 @@ def _inliner() -> type:
     """
     class Inliner(_premailer().Premailer):  # type: ignore[misc]
         rules: ClassVar[dict[tuple[str, int], tuple[list[Any], list[Any]]]] = {}
+
+        def _parse_css_string(self, css_body: str, validate: bool = True) -> Any:
+            # cssutils fetches the sheet an @import names as it parses (a request with no
+            # time-out, in every check and preview: an unanswered one hung the run), and
+            # premailer leaves @import rules out of what it writes anyway: fetch nothing
+            import cssutils
+
+            parser = cssutils.CSSParser(fetcher=_fetch_nothing, validate=validate)
+            return parser.parseString(css_body)
 
         def _parse_style_rules(self, css_body: str, ruleset_index: int
                                ) -> tuple[list[Any], list[Any]]:

@@ -430,6 +430,49 @@ STYLES = ("<style>p { color: red } .c { padding: 32px; margin: 0 !important } a:
           "</style>", "<style>p { color: green } #x { font-weight: bold }</style>")
 
 
+def test_inlining_css_fetches_nothing_an_import_names(basic) -> None:
+    """cssutils fetched the sheet of every @import while parsing a <style> block, with no
+    time-out: a check or preview made a request (and one that never answered hung it)
+    for a rule that premailer leaves out of what it writes anyway."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    asked: list[bytes] = []
+    done = threading.Event()
+
+    def serve() -> None:  # answers at once, so that a fetch is counted, not hung on
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                asked.append(conn.recv(1000))
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/css\r\n\r\n"
+                              b"p { color: green }")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        style = (f"<style>@import url(http://127.0.0.1:{port}/fonts.css); "
+                 "p { color: red }</style>")
+        page = f"<html><head>{style}</head><body><p>x</p></body></html>"
+        assert '<p style="color:red">x</p>' in inline_css(page)
+        c = basic(html=f"<html><head>{style}</head><body><p>Hi {{{{ name }}}}</p></body></html>",
+                  rows=[["email", "name"], ["a@x.org", "Ann"], ["b@x.org", "Bo"]])
+        htmls = [content(msg, "html") for _, msg in c.messages()]
+        assert '<p style="color:red">Hi Ann</p>' in htmls[0]
+        assert all("@import" not in html for html in htmls)
+    finally:
+        done.set()
+        thread.join()
+        server.close()
+    assert asked == []
+
+
 def test_the_rules_of_a_style_block_worked_out_once_inline_as_premailer_does() -> None:
     """inline_css keeps each style block's rules for the next document: the same blocks
     over other bodies, in the other order, and again, inline as a plain premailer does."""
