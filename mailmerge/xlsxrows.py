@@ -248,11 +248,17 @@ def shared_strings(source: IO[bytes]) -> list[str]:
     return table.strings
 
 
+def _other_encoding(head: bytes) -> bool:
+    """Whether an XML part's declaration names an encoding other than UTF-8 (which the
+    fast paths decode; expat reads the others)."""
+    declaration = head[:100].lower()
+    return b"encoding=" in declaration and b'encoding="utf-8"' not in declaration
+
+
 def _plain_strings(data: bytes) -> list[str] | None:
     """The strings of a table that holds only <si><t>text</t></si> items (UTF-8, no
     prefix), or None."""
-    declaration = data[:100].lower()
-    if b"encoding=" in declaration and b'encoding="utf-8"' not in declaration:
+    if _other_encoding(data):
         return None
     try:
         text = data.decode("utf-8")
@@ -262,20 +268,14 @@ def _plain_strings(data: bytes) -> list[str] | None:
     closing = text.rfind("</sst>")
     if opening is None or closing < opening.end() or "\x00" in text:
         return None
-    body = text[opening.end():closing]
+    found = _matches(_PLAIN_SI, text[opening.end():closing])
+    if found is None:
+        return None
     strings: list[str] = []
-    at = 0
-    for match in _PLAIN_SI.finditer(body):
-        start = match.start()
-        if start != at and not body[at:start].isspace():
-            return None
-        at = match.end()
-        raw = match.group(1) or ""
+    for (raw,) in found:
         if "&" in raw or "\r" in raw:
             raw = _unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
         strings.append(raw.replace("x005F_", "") if "x005F_" in raw else raw)
-    if at != len(body) and not body[at:].isspace():
-        return None
     return strings
 
 
@@ -336,8 +336,7 @@ _SHEET_DATA = re.compile(rb"<sheetData(/?)>")
 
 def _fast_start(head: bytes) -> int | None:
     """Where the rows begin in the first chunk, when the fast path can read them."""
-    declaration = head[:100].lower()
-    if b"encoding=" in declaration and b'encoding="utf-8"' not in declaration:
+    if _other_encoding(head):
         return None
     match = _SHEET_DATA.search(head)
     if match is None or b"<sheetData" in head[:match.start()]:
@@ -389,7 +388,7 @@ def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
     known = cells.known_dates
     found = _FAST.findall(text)
     if sum(map(len, map(_WHOLE, found))) != len(text):  # something is between the matches
-        spaced = _spaced(text)
+        spaced = _matches(_FAST, text)
         if spaced is None:
             return None
         found = spaced
@@ -443,12 +442,12 @@ def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
 _WHOLE = operator.itemgetter(0)
 
 
-def _spaced(text: str) -> list[tuple[str, ...]] | None:
-    """The matches of rows with white space between their tags, or None when something
-    else is between them."""
+def _matches(pattern: re.Pattern[str], text: str) -> list[tuple[str, ...]] | None:
+    """The groups of each match of ``pattern`` in ``text`` (unmatched ones empty), when
+    only white space lies between the matches; None when anything else does."""
     found = []
     at = 0
-    for match in _FAST.finditer(text):
+    for match in pattern.finditer(text):
         start, end = match.span()
         if start != at and not text[at:start].isspace():
             return None
