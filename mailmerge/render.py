@@ -693,11 +693,11 @@ class Renderer:
         source = fill(self.markdown, ctx)
         return source, self.converter.render(source)
 
-    def _render_layout(self, ctx: Mapping[str, Any], subject: str, body: str, row: Row
+    def _render_layout(self, ctx: dict[str, Any], subject: str, body: str, row: Row
                        ) -> tuple[str | None, list[Part]]:
         """The layout around the body, its CSS inlined, then the values filled in."""
         assert self.layout is not None
-        page = self.layout.render({**ctx, "content": Markup(body), "subject": subject})
+        page = fill(self.layout, {**ctx, "content": Markup(body), "subject": subject})
         if css.needs_inlining(page):
             if self._md_inline_each:
                 page = css.inline_css(self.placeholders.escaped(page))
@@ -849,5 +849,3 @@ def _numbers_as_text(row: Row) -> bool:
     it to a number is then the likely TypeError."""
     return any(isinstance(value, str) and _NUMBER.fullmatch(value.strip())
                for value in row.values.values())
-
-
