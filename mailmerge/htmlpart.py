@@ -7,24 +7,40 @@ import re
 
 from .assets import AssetProblem
 
-_URL_ATTR = re.compile(r"""\b(href|src|action|formaction|background|xlink:href)\s*=\s*"""
-                       r"""(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
+# The attributes whose value a reader follows as a link or loads (their names end with
+# one of _URL_ENDINGS).
+_URL_NAMES = frozenset({"href", "src", "action", "formaction", "background", "xlink:href"})
+# A tag as an HTML parser reads it (the tokenizer of the HTML standard): "<" and a letter,
+# the name, then attributes up to a ">" that is not inside a quoted value. An attribute's
+# name runs to a space, "/", ">" or "=" (it may start with "="); its value, after "=" and
+# spaces, is quoted only when a quote comes first, and unquoted runs to a space or ">".
+# The tag is read from every "<" and letter, even one inside another tag's quoted value,
+# a comment or a <style> block: what some reader takes for a tag is looked at.
+_TAG_ATTRIBUTES = re.compile(
+    r"""<(?=[a-zA-Z][^\t\n\f\r />]*+((?:[\t\n\f\r /]*+[^\t\n\f\r />][^\t\n\f\r /=>]*+"""
+    r"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"?|'[^']*+'?|[^\t\n\f\r >]*+))?)*+))""")
+# One attribute of those, from where the one before it ends: its name and its value.
+_ATTRIBUTE = re.compile(
+    r"""[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r /=>]*+)"""
+    r"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"([^"]*+)"?|'([^']*+)'?|([^\t\n\f\r >]*+)))?""")
+_URL_HINT = re.compile(r"href|src|action|background", re.I)
 _SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|livescript):", re.I)
 # A script URL's value spells "jav", "vbs" or "liv" first (after an optional quote), each
 # letter as itself or as a character reference (which starts with "&"), with control
 # characters (raw, or as references) before and between them. So a candidate is: "&", or
 # the first letter then "&", or the first two then "&" or the third, controls allowed
-# between. This finds every script URL, so the full scan (0.4 ms per 16 KB) runs only on
-# the rare document that has a candidate after a URL attribute; the third letter keeps
+# between. This finds every script URL, so the tag scan (0.07 ms for 9 KB of inlined
+# newsletter) runs only on the rare page that has a candidate after a URL attribute's
+# name (and spaces); the third letter keeps
 # `style="line-height..."` (in most newsletters, on every tag) from being one. Case is
-# ignored as the full scan ignores it.
+# ignored as the tag scan ignores it.
 _CANDIDATE = re.compile(r"""=\s*["']?[\x00-\x20]*(?:&"""
                         r"""|j[\x00-\x20]*(?:&|a[\x00-\x20]*[v&])"""
                         r"""|v[\x00-\x20]*(?:&|b[\x00-\x20]*[s&])"""
                         r"""|l[\x00-\x20]*(?:&|i[\x00-\x20]*[v&]))""", re.I)
 
 
-# Names the attributes of _URL_ATTR end with ("formaction", "xlink:href" too).
+# What the names in _URL_NAMES end with ("formaction", "xlink:href" too).
 _URL_ENDINGS = ("href", "src", "action", "background")
 _HTML_SPACE = " \t\n\r\f"
 
@@ -41,17 +57,39 @@ def _url_candidate(html: str) -> bool:
     return False
 
 
+def script_link(html: str) -> tuple[str, str, str] | None:
+    """The first link attribute whose value is a script URL, as (its name as written, its
+    value as written, the scheme), read as the HTML standard's tokenizer reads tags: a
+    value ends where its tag says, not where a regular expression over the whole page
+    would end it (a cell of `src=` in an alt text must not hide the next tag's href).
+
+    Every attribute is looked at (a repeated one too, which a parser would drop), and the
+    value decoded the way a reader decodes a URL: character references, then no control
+    characters or spaces (a reader strips them at the ends and drops tabs and line breaks
+    within)."""
+    for attributes in _TAG_ATTRIBUTES.findall(html):
+        if not _URL_HINT.search(attributes):
+            continue
+        for name, double, single, bare in _ATTRIBUTE.findall(attributes):
+            if name.lower() not in _URL_NAMES:
+                continue
+            raw = double or single or bare
+            value = re.sub(r"[\x00-\x20]", "", html_module.unescape(raw))
+            scheme = _SCRIPT_SCHEME.match(value)
+            if scheme:
+                return name, raw, scheme.group(1).lower()
+    return None
+
+
 def refuse_script_links(html: str) -> None:
     """A javascript: URL in the HTML (most likely from a cell) is a row problem."""
     if not _url_candidate(html):
         return
-    for match in _URL_ATTR.finditer(html):
-        raw = match.group(2) or match.group(3) or match.group(4) or ""
-        value = re.sub(r"[\x00-\x20]", "", html_module.unescape(raw))
-        if _SCRIPT_SCHEME.match(value):
-            raise AssetProblem(f"the HTML has a {value.split(':')[0].lower()}: link "
-                               f"({match.group(1)}={raw[:60]!r}); mail must not carry scripts, "
-                               "check the cell that fills it")
+    found = script_link(html)
+    if found is not None:
+        name, raw, scheme = found
+        raise AssetProblem(f"the HTML has a {scheme}: link ({name}={raw[:60]!r}); mail must "
+                           "not carry scripts, check the cell that fills it")
 
 
 def html_to_text(html: str) -> str:

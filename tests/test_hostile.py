@@ -128,6 +128,18 @@ def cases() -> list[Case]:
         Case("html-javascript-in-formaction", cells={"link": "vbscript:x"},
              html='<form><button formaction={{ link }}>x</button></form>',
              error="the HTML has a vbscript: link"),
+        # a cell that reads like an attribute inside another value must not make the link
+        # after it look like part of that value
+        Case("html-javascript-behind-src-in-a-title", cells={"alt": "src=",
+                                                             "link": "javascript:alert(1)"},
+             html='<p title="{{ alt }}">x</p><a href="{{ link }}">y</a>',
+             error="the HTML has a javascript: link"),
+        Case("html-javascript-hiding-itself", cells={"link": "javascript:alert(1)//src="},
+             html='<p title="{{ link }}">x</p><a href="{{ link }}">y</a>',
+             error="the HTML has a javascript: link"),
+        Case("html-javascript-after-a-quote-in-a-bare-value", cells={"link": "javascript:x"},
+             html='<a title=x"y href="{{ link }}">y</a>"',
+             error="the HTML has a javascript: link"),
         Case("jinja-in-cell", cells={"name": "{{ 7*7 }}{% for x in range(9**9) %}"},
              check=lambda msgs: _assert_html(msgs, "{{ 7*7 }}{% for x in range(9**9) %}", "49")),
         Case("sandbox", text="{{ ''.__class__.__mro__[1].__subclasses__() }}",

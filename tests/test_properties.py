@@ -171,10 +171,7 @@ def test_script_link_prefilter_never_hides_a_script_link(attr: str, space: str, 
     if quote == "" and any(c in value for c in " \t\n>"):
         value = value.replace(" ", "").replace("\t", "").replace("\n", "").replace(">", "")
     html = f'<p><a {attr}{space}={space}{quote}{value}{quote}>x</a></p>'
-    full_scan_refuses = any(
-        htmlpart._SCRIPT_SCHEME.match(re.sub(r"[\x00-\x20]", "", __import__("html").unescape(
-            m.group(2) or m.group(3) or m.group(4) or "")))
-        for m in htmlpart._URL_ATTR.finditer(html))
+    full_scan_refuses = htmlpart.script_link(html) is not None
     try:
         htmlpart.refuse_script_links(html)
         refused = False
