@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 
 MAX_GLOB_MATCHES = 100
 CACHE_BYTES = 64 * 1024**2  # file contents kept for the rows after
-_IMG_SRC = re.compile(r"""(<img\b[^>]*?\bsrc\s*=\s*)(["'])(.*?)\2""", re.I | re.S)
+IMG_SRC = re.compile(r"""(<img\b[^>]*?\bsrc\s*=\s*)(["'])(.*?)\2""", re.I | re.S)
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
@@ -160,14 +160,18 @@ def embed_images(document: str, resolve: Callable[[str], Part]) -> tuple[str, li
     ``resolve(src) -> Part`` finds the file for a local src; it raises AssetProblem.
     """
     parts: dict[str, Part] = {}
+    document = IMG_SRC.sub(lambda match: embedded(match, resolve, parts), document)
+    return document, list(parts.values())
 
-    def replace(match: re.Match[str]) -> str:
-        raw = match.group(3)
-        src = urllib.parse.unquote(html.unescape(raw).strip())
-        if not is_local_src(src):
-            return match.group(0)
-        part = resolve(src)
-        parts.setdefault(part.cid or "", part)
-        return f"{match.group(1)}{match.group(2)}cid:{part.cid}{match.group(2)}"
 
-    return _IMG_SRC.sub(replace, document), list(parts.values())
+def embedded(match: re.Match[str], resolve: Callable[[str], Part], parts: dict[str, Part]
+             ) -> str:
+    """What an :data:`IMG_SRC` match becomes: its src as ``cid:`` when it names a local
+    file (whose part is added to ``parts`` by cid), or itself."""
+    raw = match.group(3)
+    src = urllib.parse.unquote(html.unescape(raw).strip())
+    if not is_local_src(src):
+        return match.group(0)
+    part = resolve(src)
+    parts.setdefault(part.cid or "", part)
+    return f"{match.group(1)}{match.group(2)}cid:{part.cid}{match.group(2)}"

@@ -23,8 +23,14 @@ def fill(template: jinja2.Template, context: dict[str, Any]) -> str:
     both bodies). jinja2 never writes into the dict a context is made over (a template's
     own assignments go to the context's ``vars``), so one dict serves them all.
     """
+    return "".join(fill_pieces(template, context))
+
+
+def fill_pieces(template: jinja2.Template, context: dict[str, Any]) -> list[str]:
+    """What :func:`fill` joins: the pieces the template yields, its own text (the same
+    string objects on every row) and the values it fills in."""
     ctx = template.new_context(context, shared=True)
     try:
-        return template.environment.concat(template.root_render_func(ctx))
+        return list(template.root_render_func(ctx))
     except Exception:  # noqa: BLE001 - as render does: the template's line put in the traceback
         template.environment.handle_exception()

@@ -34,7 +34,7 @@ _SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|livescript):", re.I)
 # name (and spaces); the third letter keeps
 # `style="line-height..."` (in most newsletters, on every tag) from being one. Case is
 # ignored as the tag scan ignores it.
-_CANDIDATE = re.compile(r"""=\s*["']?[\x00-\x20]*(?:&"""
+CANDIDATE = re.compile(r"""=\s*["']?[\x00-\x20]*(?:&"""
                         r"""|j[\x00-\x20]*(?:&|a[\x00-\x20]*[v&])"""
                         r"""|v[\x00-\x20]*(?:&|b[\x00-\x20]*[s&])"""
                         r"""|l[\x00-\x20]*(?:&|i[\x00-\x20]*[v&]))""", re.I)
@@ -45,16 +45,22 @@ _URL_ENDINGS = ("href", "src", "action", "background")
 _HTML_SPACE = " \t\n\r\f"
 
 
+def _after_url_name(html: str, start: int) -> bool:
+    before = html[max(0, start - 64):start].rstrip(_HTML_SPACE)
+    return (not before and start > 64) or before.lower().endswith(_URL_ENDINGS)
+
+
 def _url_candidate(html: str) -> bool:
     """Whether a candidate value stands after a URL attribute: a `style="line-height..."`
     or `class="link"` is no link, and scanning every attribute of 16 KB for those cost
     more than the rest of the row."""
-    for match in _CANDIDATE.finditer(html):
-        start = match.start()
-        before = html[max(0, start - 64):start].rstrip(_HTML_SPACE)
-        if (not before and start > 64) or before.lower().endswith(_URL_ENDINGS):
-            return True
-    return False
+    return any(_after_url_name(html, match.start()) for match in CANDIDATE.finditer(html))
+
+
+def candidate_at(html: str, start: int) -> bool:
+    """Whether the "=" at ``start`` begins a candidate after a URL attribute's name: a
+    candidate holds no other "=", so :func:`_url_candidate` is this for every "="."""
+    return CANDIDATE.match(html, start) is not None and _after_url_name(html, start)
 
 
 def script_link(html: str) -> tuple[str, str, str] | None:
@@ -81,9 +87,12 @@ def script_link(html: str) -> tuple[str, str, str] | None:
     return None
 
 
-def refuse_script_links(html: str) -> None:
-    """A javascript: URL in the HTML (most likely from a cell) is a row problem."""
-    if not _url_candidate(html):
+def refuse_script_links(html: str, *, candidate: bool | None = None) -> None:
+    """A javascript: URL in the HTML (most likely from a cell) is a row problem.
+
+    ``candidate``: whether the page has a candidate (see CANDIDATE), when the caller has
+    found that out piece by piece (see pagescan); looked for here otherwise."""
+    if not (_url_candidate(html) if candidate is None else candidate):
         return
     found = script_link(html)
     if found is not None:

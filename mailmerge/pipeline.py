@@ -176,7 +176,8 @@ def process_row(renderer: Renderer, row: Row, *, build: bool = True,
         return Outcome(row.number, skip="suppressed", key=rendered.key)
     if want is not None and not want(rendered):
         return None
-    warnings = inspector.inspect(rendered) if inspector is not None else ()
+    warnings = (inspector.inspect(rendered, renderer.last_page) if inspector is not None
+                else ())
     if not build:
         return Outcome(row.number, rendered=rendered, warnings=warnings)
     built = build_message(rendered, message_id=message_id(rendered) if message_id else None)

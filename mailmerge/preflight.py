@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .assets import Part
+from .pagescan import TAG, Page, TagMatch
 from .render import Rendered
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past about this much HTML
@@ -32,9 +33,6 @@ DIVERGENCE_ROWS = 10  # rows on which text and HTML are compared: it is the temp
 MIN_OVERLAP = 0.5  # of one part's distinct words found in the other
 _CACHE_LIMIT = 4096  # judged tags kept; most rows share all but a link or two
 
-# The tags that matter, without re.I (which makes the scan twice as slow)
-_TAG = re.compile(r"<(?=[aAiIhHtT])([aA]|[iI][mM][gG]|[hH][tT][mM][lL]|[tT][iI][tT][lL][eE]|"
-                  r"[aA][rR][eE][aA])\b([^>]*)>")
 _ATTR = re.compile(r"""([\w:-]+)\s*(?:=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""")
 _TEMPLATE_MARK = re.compile(r"\{[{%]")  # a regular expression finds it 3 times faster
 _WORD = re.compile(r"[^\W\d_]{3,}")
@@ -209,8 +207,9 @@ class Inspector:
         self._compared = 0
         self._by_tag: dict[str, tuple[Finding, ...]] = {}
 
-    def inspect(self, rendered: Rendered) -> tuple[Finding, ...]:
-        """The findings of one rendered message, in a fixed order."""
+    def inspect(self, rendered: Rendered, page: Page | None = None) -> tuple[Finding, ...]:
+        """The findings of one rendered message, in a fixed order. ``page``: how its HTML
+        was made (the renderer's ``last_page``), to find its tags piece by piece."""
         found: list[Finding] = []
         html, text = rendered.html, rendered.text or ""
         # a character is at most 4 bytes: most messages are measured without encoding them
@@ -222,7 +221,7 @@ class Inspector:
                                   f"clips a message (about {_kb(GMAIL_CLIP_BYTES)}) and hides "
                                   "the rest, the unsubscribe link with it",
                     "shorten it, or move long content to a web page", size))
-            found += self._tags(html)
+            found += self._tags(html, page)
         for part in rendered.images:
             if len(part.data) > IMAGE_WARN_BYTES:
                 found.append(Finding(Kind.IMAGE_SIZE, "an embedded image is over 1 MB; mail "
@@ -251,26 +250,28 @@ class Inspector:
                                      "leave `text:` out to derive it from the HTML", overlap))
         return tuple(found)
 
-    def _tags(self, html: str) -> list[Finding]:
+    def _tags(self, html: str, page: Page | None) -> list[Finding]:
         """What the <html>, <title>, <a> and <img> tags say; each distinct tag judged once."""
         found: list[Finding] = []
         seen_html = has_title = False
-        for match in _TAG.finditer(html):
-            name = match.group(1).lower()
+        tags = page.tags() if page is not None and page.html is html else (
+            TagMatch(match.group(1), match.group(2), match.group(0), match.end())
+            for match in TAG.finditer(html))
+        for tag in tags:
+            name = tag.name.lower()
             if name == "title":
-                has_title = bool(html[match.end():match.end() + 200].split("<", 1)[0].strip())
+                has_title = bool(html[tag.end:tag.end + 200].split("<", 1)[0].strip())
                 continue
             if name == "html":
                 if seen_html:
                     continue
                 seen_html = True
-            tag = match.group(0)
-            judged = self._by_tag.get(tag)
+            judged = self._by_tag.get(tag.text)
             if judged is None:
-                judged = _judge(name, match.group(2))
+                judged = _judge(name, tag.attributes)
                 if len(self._by_tag) >= _CACHE_LIMIT:
                     self._by_tag.clear()
-                self._by_tag[tag] = judged
+                self._by_tag[tag.text] = judged
             for finding in judged:
                 if finding not in found:
                     found.append(finding)

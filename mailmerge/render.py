@@ -53,10 +53,11 @@ from .assets import (
 from .campaign import AddressField, Campaign, where_expression
 from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
-from .fill import fill, row_context
+from .fill import fill, fill_pieces, row_context
 from .htmlpart import html_to_text, refuse_script_links
 from .markdown_body import Placeholders, make_converter
 from .notices import Notice
+from .pagescan import Page, PageScanner
 from .sheet import Row
 from .signing import load_signer
 from .suppress import load_suppressions
@@ -335,8 +336,17 @@ def _template_line(exc: BaseException, filename: str) -> int | None:
     return line
 
 
+def _scanned(html: str, resolve: Callable[[str], Part]) -> tuple[str, list[Part]]:
+    """A whole page looked through: refused for a script link, its images embedded."""
+    refuse_script_links(html)
+    return embed_images(html, resolve)
+
+
 class Renderer:
-    """Renders rows of one campaign. Build once; call :meth:`render` per row."""
+    """Renders rows of one campaign. Build once; call :meth:`render` per row.
+
+    ``last_page``: how the last row's HTML was looked through, piece by piece (see
+    pagescan), or None when it was looked through whole."""
 
     def __init__(self, campaign: Campaign, columns: tuple[str, ...]) -> None:
         self.campaign = campaign
@@ -393,6 +403,8 @@ class Renderer:
         if campaign.markdown_template is not None:
             self._prepare_markdown(campaign.markdown_template, campaign.layout_template)
         self.fast_html: jinja2.Template | None = None
+        self._scanners: dict[jinja2.Template, PageScanner] = {}
+        self.last_page: Page | None = None
         self.inline_each = False
         self._verified = 0
         if self.html is not None:
@@ -523,6 +535,7 @@ class Renderer:
         errors: list[MailmergeError] = []
         failed: set[str] = set()  # the keys whose errors are in ``errors``
         ctx = self.context(row)
+        self.last_page = None
 
         def attempt(key: str, work: Callable[[], T], default: T) -> T:
             doing[0] = key
@@ -532,7 +545,6 @@ class Renderer:
                 failed.add(key)
                 errors.append(self._error(row, key, exc))
             return default
-
 
         unsubscribe: tuple[str, ...] = tuple(attempt(
             "unsubscribe", lambda: self._render_unsubscribe(ctx, row), []))
@@ -670,22 +682,35 @@ class Renderer:
         assert self.html is not None
         if self.fast_html is not None and not self.inline_each:
             try:
-                html = fill(self.fast_html, ctx)
+                pieces = fill_pieces(self.fast_html, ctx)
             except _RUNTIME_ERRORS:
                 self.html.render(ctx)  # the same error, with the real template line
                 raise
             if self._verified < VERIFY_ROWS:
-                self._verify(html, ctx, row)
+                self._verify("".join(pieces), ctx, row)
                 if self.inline_each:
-                    html = css.inline_css(self.html.render(ctx))
-        elif self.inline_each:
+                    return _scanned(css.inline_css(self.html.render(ctx)), self._image)
+            return self._scan_pieces(self.fast_html, pieces)
+        if self.inline_each:
             html = self.html.render(ctx)
             if css.needs_inlining(html):
                 html = css.inline_css(html)
-        else:
-            html = fill(self.html, ctx)
-        refuse_script_links(html)
-        return embed_images(html, self._image)
+            return _scanned(html, self._image)
+        return self._scan_pieces(self.html, fill_pieces(self.html, ctx))
+
+    def _scan_pieces(self, template: jinja2.Template, pieces: list[str]
+                     ) -> tuple[str, list[Part]]:
+        """The page of a template's pieces, its images embedded, looked through by what the
+        row changed (see pagescan) or whole."""
+        scanner = self._scanners.get(template)
+        if scanner is None:  # made after a first render has loaded its includes
+            scanner = self._scanners[template] = PageScanner(self.env, template, self._image)
+        page = self.last_page = scanner.make(pieces)
+        if page is None:
+            return _scanned("".join(pieces), self._image)
+        if page.unembedded is not None:
+            refuse_script_links(page.unembedded, candidate=True)
+        return page.html, page.images
 
     def _render_markdown(self, ctx: dict[str, Any]) -> tuple[str, str]:
         """The Markdown source and the HTML CommonMark makes of it, both with placeholders."""
@@ -705,8 +730,7 @@ class Renderer:
                 page = self._inline_markdown_page(page, row)
         else:
             page = self.placeholders.escaped(page)
-        refuse_script_links(page)
-        return embed_images(page, self._image)
+        return _scanned(page, self._image)
 
     def _inline_markdown_page(self, page: str, row: Row) -> str:
         """Inline the page with placeholders (once per distinct page: most rows share

@@ -1,0 +1,346 @@
+"""Looking through a rendered HTML page by what its row changed.
+
+A template yields its page in pieces: its own text, the same string object on every row,
+and the values it fills in. Three scans look through every page: for local images to
+embed, for a script-link candidate (htmlpart's prefilter), for the tags the pre-flight
+checks judge. Here they look at the template's own text once for each shape a page
+takes (which of the template's pieces its `if`s and loops yield) and, per row, only where
+a value stands.
+
+Each answer is the whole-page scan's. A scan is split only where the whole-page scan
+cannot carry a match across: at a ">" of the template's own for tags and images, at
+each "=" for the prefilter, whose candidates hold no other "=" and look 64 characters
+back. A row whose values hold "<", ">" or a quote (only markup marked safe can:
+autoescaping writes them as references) is scanned whole, and so is every row of a shape
+this cannot follow: an image tag that a value stands in, an image whose quoted src runs
+past its tag's ">" or over two pieces, an image that cannot be read.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import accumulate
+from operator import itemgetter
+from typing import NamedTuple
+
+import jinja2
+
+from .assets import IMG_SRC, AssetProblem, Part, embedded
+from .htmlpart import CANDIDATE, candidate_at
+
+MAX_SHAPES = 64  # shapes kept per template; a template with more is scanned row by row
+
+# The tags the pre-flight checks judge, without re.I (which makes the scan twice as slow)
+TAG = re.compile(r"<(?=[aAiIhHtT])([aA]|[iI][mM][gG]|[hH][tT][mM][lL]|[tT][iI][tT][lL][eE]|"
+                 r"[aA][rR][eE][aA])\b([^>]*)>")
+_UNSAFE = re.compile(r"""[<>"']""")
+# Everything a prefilter candidate may read after its "=" (any non-ASCII character too:
+# its case is ignored over all of Unicode); the first other character ends its reading.
+_CANDIDATE_READS = re.compile(r"""=[\s\x00-\x20"'&jvlabsiJVLABSI\x80-\U0010ffff]*""")
+_IMG_OPEN = re.compile(r"<img", re.I)
+_IMG_START = re.compile(r"<(?:i(?:mg?)?)?\Z", re.I)  # what a value after it could make <img of
+
+
+class TagMatch(NamedTuple):
+    """One match of :data:`TAG`: its name and attributes as written, its text, and where
+    it ends in the page."""
+
+    name: str
+    attributes: str
+    text: str
+    end: int
+
+
+class _OwnTag(NamedTuple):
+    """A match in the template's own text: where it ends is (piece, offset)."""
+
+    name: str
+    attributes: str
+    text: str
+    piece: int
+    offset: int
+
+
+class _ValueStretch(NamedTuple):
+    """Text between two ">" that a value stands in after its "<": looked through per row,
+    from (piece, offset) to (piece, offset)."""
+
+    first: int
+    start: int
+    last: int
+    end: int
+
+
+def _picker(indices: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
+    """``lambda pieces: tuple(pieces[i] for i in indices)``, in C."""
+    if len(indices) > 1:
+        return itemgetter(*indices)
+    if indices:
+        index = indices[0]
+        return lambda pieces: (pieces[index],)
+    return lambda pieces: ()
+
+
+@dataclass(frozen=True)
+class _Shape:
+    size: int  # how many pieces
+    own: tuple[str, ...]  # the template's own pieces, in order
+    pick_own: Callable[[list[str]], tuple[str, ...]]
+    dynamic: tuple[int, ...]  # the pieces that are values
+    pick_values: Callable[[list[str]], tuple[str, ...]]
+    substitutions: tuple[tuple[int, str], ...]  # pieces with their images embedded
+    images: tuple[Part, ...]
+    candidate: bool  # the template's own text has a prefilter candidate
+    checks: tuple[tuple[int, int], ...]  # "=" of its own a value may decide: (piece, offset)
+    tags: tuple[_OwnTag | _ValueStretch, ...]
+
+    def fits(self, pieces: list[str]) -> bool:
+        """Whether these pieces have this shape: the template's own text where it has it
+        (a value that equals it there reads the same)."""
+        return len(pieces) == self.size and self.pick_own(pieces) == self.own
+
+
+class Page:
+    """A page made from pieces: its HTML with images embedded, and the HTML as rendered
+    when the prefilter found a candidate in that (to be scanned for script links whole,
+    see htmlpart)."""
+
+    __slots__ = ("html", "pieces", "shape", "unembedded")
+
+    def __init__(self, html: str, pieces: list[str], shape: _Shape,
+                 unembedded: str | None) -> None:
+        self.html, self.pieces, self.shape, self.unembedded = html, pieces, shape, unembedded
+
+    @property
+    def images(self) -> list[Part]:
+        return list(self.shape.images)
+
+    def tags(self) -> Iterator[TagMatch]:
+        """``TAG.finditer(self.html)``, as TagMatch, in the page's order."""
+        html = self.html
+        starts = [0, *accumulate(map(len, self.pieces))]
+        for step in self.shape.tags:
+            if isinstance(step, _OwnTag):
+                yield TagMatch(step.name, step.attributes, step.text,
+                               starts[step.piece] + step.offset)
+            else:
+                for match in TAG.finditer(html, starts[step.first] + step.start,
+                                          starts[step.last] + step.end):
+                    yield TagMatch(match.group(1), match.group(2), match.group(0), match.end())
+
+
+def _constants(code: types.CodeType, into: dict[int, str]) -> None:
+    for const in code.co_consts:
+        if type(const) is str and const:
+            into[id(const)] = const
+        elif isinstance(const, types.CodeType):
+            _constants(const, into)
+
+
+def template_text(environment: jinja2.Environment, template: jinja2.Template
+                  ) -> dict[int, str]:
+    """The text a template (and every template loaded with it: includes, layouts) yields
+    as is, by identity: the strings its compiled code holds."""
+    found: dict[int, str] = {}
+    templates = [template, *(t for t in (environment.cache or {}).values()
+                             if isinstance(t, jinja2.Template))]
+    for each in templates:
+        _constants(each.root_render_func.__code__, found)
+        for block in each.blocks.values():
+            _constants(block.__code__, found)
+    return found
+
+
+class _Layout:
+    """Positions in one page: pieces' starts, the values' stretches."""
+
+    def __init__(self, pieces: list[str], dynamic: tuple[int, ...]) -> None:
+        self.html = "".join(pieces)
+        self.starts = [0, *accumulate(map(len, pieces))]
+        self.slots = [(self.starts[i], self.starts[i + 1]) for i in dynamic]
+
+    def inside(self, position: int) -> bool:
+        """Whether the character at ``position`` is a value's."""
+        return any(first <= position < last for first, last in self.slots)
+
+    def touches(self, start: int, end: int) -> bool:
+        """Whether a value stands in ``html[start:end + 1]``, or at its edges."""
+        return any(first <= end and last >= start for first, last in self.slots)
+
+    def last_value_before(self, position: int) -> int | None:
+        """Where the last value at or before ``position`` ends; None when there is none."""
+        ends = [last for first, last in self.slots if first <= position]
+        return max(ends) if ends else None
+
+    def at(self, position: int) -> tuple[int, int]:
+        """A position of the template's own text as (piece, offset)."""
+        piece = bisect_right(self.starts, position) - 1
+        return piece, position - self.starts[piece]
+
+
+class PageScanner:
+    """The shapes of one template's pages, each looked through once. Build once per
+    template; :meth:`make` per row."""
+
+    def __init__(self, environment: jinja2.Environment, template: jinja2.Template,
+                 resolve: Callable[[str], Part]) -> None:
+        self._own = template_text(environment, template)
+        self._resolve = resolve
+        self._shapes: dict[tuple[str | None, ...], _Shape | None] = {}
+        self._recent: _Shape | None = None  # most rows have the shape of the row before
+
+    def make(self, pieces: list[str]) -> Page | None:
+        """The page of these pieces, or None when it must be scanned whole. Raises nothing:
+        a page whose images cannot be embedded is None, and the whole scan says why."""
+        shape = self._recent
+        if shape is None or not shape.fits(pieces):
+            shape = self._shape(pieces)
+            if shape is None:
+                return None
+            self._recent = shape
+        values = "".join(shape.pick_values(pieces))
+        if _UNSAFE.search(values):
+            return None
+        candidate = shape.candidate
+        made: str | None = None  # the page as rendered, before its images are embedded
+        if candidate or shape.checks or "=" in values:
+            made = "".join(pieces)
+            candidate = candidate or self._candidate(made, pieces, shape)
+        for piece, text in shape.substitutions:
+            pieces[piece] = text
+        html = made if made is not None and not shape.substitutions else "".join(pieces)
+        return Page(html, pieces, shape, made if candidate else None)
+
+    def _shape(self, pieces: list[str]) -> _Shape | None:
+        """The shape of these pieces, looked through now if it is new (with the values of
+        this row, when they hold nothing that would make it theirs)."""
+        key = tuple(map(self._own.get, map(id, pieces)))
+        if key in self._shapes:
+            return self._shapes[key]
+        dynamic = tuple(i for i, own in enumerate(key) if own is None)
+        if any(_UNSAFE.search(pieces[i]) for i in dynamic):
+            return None
+        shape = self._analyse(pieces, dynamic)
+        if len(self._shapes) >= MAX_SHAPES:
+            self._shapes.clear()
+        self._shapes[key] = shape
+        return shape
+
+    @staticmethod
+    def _candidate(html: str, pieces: list[str], shape: _Shape) -> bool:
+        starts = [0, *accumulate(map(len, pieces))]
+        if any(candidate_at(html, starts[piece] + offset) for piece, offset in shape.checks):
+            return True
+        for piece in shape.dynamic:
+            value = pieces[piece]
+            at = value.find("=")
+            while at >= 0:
+                if candidate_at(html, starts[piece] + at):
+                    return True
+                at = value.find("=", at + 1)
+        return False
+
+    def _analyse(self, pieces: list[str], dynamic: tuple[int, ...]) -> _Shape | None:
+        page = _Layout(pieces, dynamic)
+        made = self._embed(page, pieces)
+        if made is None:
+            return None
+        substitutions, images = made
+        candidate, checks = _prefilter(page)
+        out = list(pieces)
+        for piece, text in substitutions:
+            out[piece] = text
+        own = tuple(i for i in range(len(pieces)) if i not in set(dynamic))
+        return _Shape(len(pieces), _picker(own)(pieces), _picker(own), dynamic,
+                      _picker(dynamic), substitutions, images, candidate, checks,
+                      _tags(_Layout(out, dynamic)))
+
+    def _embed(self, page: _Layout, pieces: list[str]
+               ) -> tuple[tuple[tuple[int, str], ...], tuple[Part, ...]] | None:
+        """The pieces that embedding images changes, and the images; None when a value
+        could change what is embedded, or an image cannot be."""
+        html = page.html
+        for first, _ in page.slots:  # a value right after "<", "<i" or "<im"
+            opened = html.rfind("<", max(0, first - 3), first)
+            if opened >= 0 and _IMG_START.match(html, opened, first):
+                return None
+        for match in _IMG_OPEN.finditer(html):
+            closed = html.find(">", match.start())
+            if page.touches(match.start(), len(html) if closed < 0 else closed):
+                return None
+        changes: dict[int, list[tuple[int, int, str]]] = {}
+        parts: dict[str, Part] = {}
+        for match in IMG_SRC.finditer(html):
+            start, end = match.span()
+            closed = html.find(">", start)
+            piece, offset = page.at(start)
+            if end > (len(html) if closed < 0 else closed + 1) or \
+                    end > page.starts[piece + 1]:
+                return None  # past its tag's ">", or over two pieces
+            try:
+                text = embedded(match, self._resolve, parts)
+            except AssetProblem:
+                return None
+            if text != match.group(0):
+                changes.setdefault(piece, []).append((offset, offset + end - start, text))
+        substitutions = []
+        for piece, edits in changes.items():
+            made, done = [], 0
+            for start, end, replacement in edits:
+                made += [pieces[piece][done:start], replacement]
+                done = end
+            substitutions.append((piece, "".join(made) + pieces[piece][done:]))
+        return tuple(substitutions), tuple(parts.values())
+
+
+def _prefilter(page: _Layout) -> tuple[bool, tuple[tuple[int, int], ...]]:
+    """Whether the template's own text has a candidate whatever the values are, and the
+    "=" of its own whose verdict a value may decide (its reading or its 64 characters
+    back reach a value)."""
+    html, checks = page.html, []
+    at = html.find("=")
+    while at >= 0:
+        if not page.inside(at):  # an "=" of the template's own
+            reads = _CANDIDATE_READS.match(html, at)
+            assert reads is not None
+            read_by_value = page.touches(at, reads.end())
+            if read_by_value or CANDIDATE.match(html, at):
+                last = page.last_value_before(at)
+                if read_by_value or (last is not None and at - last < 65):
+                    checks.append(page.at(at))
+                elif candidate_at(html, at):
+                    return True, ()
+        at = html.find("=", at + 1)
+    return False, tuple(checks)
+
+
+def _tags(page: _Layout) -> tuple[_OwnTag | _ValueStretch, ...]:
+    """TAG's matches in the template's own text, and the stretches a value stands in,
+    split at each ">" (a match ends at the first ">" after its "<")."""
+    html = page.html
+    steps: list[_OwnTag | _ValueStretch] = []
+    begin = 0
+    while begin < len(html):
+        closed = html.find(">", begin)
+        if closed < 0:
+            break  # no match without a ">"
+        opened = html.find("<", begin, closed)
+        if opened >= 0:
+            if page.touches(opened + 1, closed):
+                steps.append(_ValueStretch(*page.at(opened), *_after(page, closed)))
+            else:
+                steps.extend(_OwnTag(match.group(1), match.group(2), match.group(0),
+                                     *_after(page, match.end() - 1))
+                             for match in TAG.finditer(html, opened, closed + 1))
+        begin = closed + 1
+    return tuple(steps)
+
+
+def _after(page: _Layout, position: int) -> tuple[int, int]:
+    """Just after a character of the template's own, as (piece, offset)."""
+    piece, offset = page.at(position)
+    return piece, offset + 1
