@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .assets import Part
-from .pagescan import TAG, Page, TagMatch
+from .pagescan import TEMPLATE_MARK, Page, tag_matches
 from .render import Rendered
 
 GMAIL_CLIP_BYTES = 102 * 1024  # Gmail shows "[Message clipped]" past about this much HTML
@@ -34,7 +34,6 @@ MIN_OVERLAP = 0.5  # of one part's distinct words found in the other
 _CACHE_LIMIT = 4096  # judged tags kept; most rows share all but a link or two
 
 _ATTR = re.compile(r"""([\w:-]+)\s*(?:=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""")
-_TEMPLATE_MARK = re.compile(r"\{[{%]")  # a regular expression finds it 3 times faster
 _WORD = re.compile(r"[^\W\d_]{3,}")
 _TAGS_AND_STYLE = re.compile(r"<(style|script|head)\b.*?</\1\s*>|<[^>]+>", re.I | re.S)
 # Hosts no reader can reach: a placeholder left in (example.com and the like, .test,
@@ -151,7 +150,7 @@ def _link(href: str) -> Finding | None:
     if not url or url == "#":
         return Finding(Kind.LINK_EMPTY, "a link goes nowhere (href is empty or \"#\")",
                        "give it a real address, or remove the link")
-    if _TEMPLATE_MARK.search(url):
+    if TEMPLATE_MARK.search(url):
         return None  # said once for the whole message
     if _SPACE.search(url) or url.count("(") != url.count(")") or \
             url.count("[") != url.count("]"):
@@ -235,7 +234,9 @@ class Inspector:
             found.append(Finding(Kind.MESSAGE_SIZE, "the message is large once encoded; many "
                                  "servers refuse mail over 10 to 25 MB",
                                  "attach less, or link to the files instead", total))
-        if _TEMPLATE_MARK.search(text) or (html is not None and _TEMPLATE_MARK.search(html)):
+        if TEMPLATE_MARK.search(text) or (html is not None and (
+                page.template_mark() if page is not None and page.html is html
+                else TEMPLATE_MARK.search(html))):
             found.append(_TEMPLATE_LEFT)
         if rendered.unsubscribe:
             found += self._unsubscribe(rendered.unsubscribe, html, text)
@@ -254,13 +255,11 @@ class Inspector:
         """What the <html>, <title>, <a> and <img> tags say; each distinct tag judged once."""
         found: list[Finding] = []
         seen_html = has_title = False
-        tags = page.tags() if page is not None and page.html is html else (
-            TagMatch(match.group(1), match.group(2), match.group(0), match.end())
-            for match in TAG.finditer(html))
+        tags = page.tags() if page is not None and page.html is html else tag_matches(html)
         for tag in tags:
             name = tag.name.lower()
             if name == "title":
-                has_title = bool(html[tag.end:tag.end + 200].split("<", 1)[0].strip())
+                has_title = bool(tag.after.strip())
                 continue
             if name == "html":
                 if seen_html:

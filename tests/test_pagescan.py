@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from mailmerge.assets import AssetProblem, Part, embed_images
 from mailmerge.fill import fill_pieces, row_context
 from mailmerge.htmlpart import _url_candidate, script_link
-from mailmerge.pagescan import TAG, PageScanner, TagMatch
+from mailmerge.pagescan import TEMPLATE_MARK, PageScanner, TagMatch, tag_matches
 from mailmerge.render import make_environment
 
 EXAMPLES = int(os.environ.get("MAILMERGE_PROPERTY_EXAMPLES", 300))
@@ -36,15 +36,17 @@ def resolve(src: str) -> Part:
                 f"{hashlib.sha256(src.encode()).hexdigest()[:8]}@cid.example")
 
 
-def whole(html: str) -> tuple[str | None, list[Part] | str, bool, object, list[TagMatch]]:
+def whole(html: str) -> tuple[str | None, list[Part] | str, bool, object, list[TagMatch],
+                              bool]:
     """The whole-page scans: embedded HTML and images (or the image error), whether the
-    prefilter has a candidate, the script link found, the tags of the embedded HTML."""
+    prefilter has a candidate, the script link found, the tags of the embedded HTML,
+    whether Jinja syntax is left in it."""
     try:
         embedded, images = embed_images(html, resolve)
     except AssetProblem as exc:
-        return None, str(exc), _url_candidate(html), script_link(html), []
-    tags = [TagMatch(m.group(1), m.group(2), m.group(0), m.end()) for m in TAG.finditer(embedded)]
-    return embedded, images, _url_candidate(html), script_link(html), tags
+        return None, str(exc), _url_candidate(html), script_link(html), [], False
+    return (embedded, images, _url_candidate(html), script_link(html),
+            list(tag_matches(embedded)), TEMPLATE_MARK.search(embedded) is not None)
 
 
 OWN = ["<p>", "</p>", '<a href="', '">', "<a href=", ">", '<img src="logo.png" alt="',
@@ -53,7 +55,7 @@ OWN = ["<p>", "</p>", '<a href="', '">', "<a href=", ">", '<img src="logo.png" a
        "javascript:", '="jav', "&", "<!--", "-->", "<im", "<i", 'g src="logo.png">', "text",
        '<p style="line-height: 1.5" class="link">', "x" * 70, " " * 70, "<area href=",
        '<a title="', "\n", "<img", "g", "/>", "<a", "<title>Hi</title>", " " * 30,
-       "<img src='ok>", "'>"]
+       "<img src='ok>", "'>", "{{ '{' }}", "{{ '%' }}", "{{ '{{' }}", "<title>x"]
 VALUES = ["{{ a }}", "{{ b }}", "{{ c|safe }}", "{{ a }}{{ b }}"]
 
 
@@ -77,7 +79,7 @@ def template(draw: st.DrawFn, depth: int = 0) -> str:
 value = st.lists(st.sampled_from(
     ["javascript:", "JaVa", "src=", "=", "&#106;", "&", " ", "\t", "logo.png", "img", "mg",
      "g", "<", ">", '"', "'", "x", "jav", "a", "title", "href=", "li", "v", "<a href=",
-     "l&#105;v", "x" * 70, "href"]), max_size=4).map("".join)
+     "l&#105;v", "x" * 70, "href", "{", "%", "{{"]), max_size=4).map("".join)
 row = st.fixed_dictionaries({"a": value, "b": value, "c": value, "flag": st.booleans(),
                              "items": st.lists(value, max_size=3)})
 
@@ -98,7 +100,7 @@ def scan_rows(source: str, rows: list[dict[str, object]]) -> int:
         if page is None:
             continue
         made += 1
-        embedded, images, candidate, link, tags = expected
+        embedded, images, candidate, link, tags, marked = expected
         assert embedded is not None, "a page whose image fails must be scanned whole"
         assert page.html == embedded
         assert page.images == images
@@ -107,6 +109,7 @@ def scan_rows(source: str, rows: list[dict[str, object]]) -> int:
             assert page.unembedded == html
             assert script_link(page.unembedded) == link
         assert list(page.tags()) == tags
+        assert page.template_mark() == marked
     return made
 
 
@@ -132,6 +135,15 @@ def scan_rows(source: str, rows: list[dict[str, object]]) -> int:
 @example("<img src='ok>{{ a }}'>",  # a quoted src that runs past ">" over a value
          [{"a": "x", "b": "", "c": "", "flag": True, "items": []},
           {"a": "y", "b": "", "c": "", "flag": True, "items": []}])
+@example("<p>{{ '{' }}{{ a }}{{ b }}{{ '%' }}</p>",  # Jinja syntax once both values are empty
+         [{"a": "x", "b": "", "c": "", "flag": True, "items": []},
+          {"a": "", "b": "", "c": "", "flag": True, "items": []}])
+@example("<p>{{ '{' }}{{ a }}</p>",  # a mark the first row's value completes
+         [{"a": "%", "b": "", "c": "", "flag": True, "items": []},
+          {"a": "x", "b": "", "c": "", "flag": True, "items": []}])
+@example("<title>{{ a }}{{ '{' }}<a href='{{ b }}'><title>{{ b }}",
+         [{"a": "x", "b": "", "c": "", "flag": True, "items": []},
+          {"a": "", "b": "y", "c": "", "flag": True, "items": []}])
 @given(template(), st.lists(row, min_size=1, max_size=5))
 def test_piece_by_piece_is_the_whole_scan(source: str, rows: list[dict[str, object]]) -> None:
     made = scan_rows(source, rows)
