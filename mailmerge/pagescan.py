@@ -22,7 +22,6 @@ import re
 import types
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from itertools import accumulate
 from operator import itemgetter
 from typing import NamedTuple
@@ -43,7 +42,8 @@ TEMPLATE_MARK = re.compile(r"\{[{%]")
 _UNSAFE = re.compile(r"""[<>"']""")
 # Everything a prefilter candidate may read after its "=" (any non-ASCII character too:
 # its case is ignored over all of Unicode); the first other character ends its reading.
-_CANDIDATE_READS = re.compile(r"""=[\s\x00-\x20"'&jvlabsiJVLABSI\x80-\U0010ffff]*""")
+# (A class over all of Unicode would take 2 ms to compile, at every start.)
+_CANDIDATE_READS = re.compile(r"""=(?:[\s\x00-\x20"'&jvlabsiJVLABSI]|[^\x00-\x7f])*""")
 _IMG_OPEN = re.compile(r"<img", re.I)
 _IMG_START = re.compile(r"<(?:i(?:mg?)?)?\Z", re.I)  # what a value after it could make <img of
 
@@ -101,8 +101,7 @@ def _picker(indices: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
     return lambda pieces: ()
 
 
-@dataclass(frozen=True)
-class _Shape:
+class _Shape(NamedTuple):  # not a dataclass: making one costs 2 ms of every start
     size: int  # how many pieces
     own: tuple[str, ...]  # the template's own pieces, in order
     pick_own: Callable[[list[str]], tuple[str, ...]]
