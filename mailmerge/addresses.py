@@ -13,7 +13,7 @@ import functools
 import re
 from dataclasses import dataclass
 from email.headerregistry import Address
-from typing import Any
+from typing import Any, NamedTuple
 
 import jinja2
 from email_validator import EmailNotValidError, validate_email
@@ -85,7 +85,7 @@ def compile_address_field(key: str, value: AddressField, token_env: jinja2.Envir
         constant = None
         if not any(mark in value for mark in ("{{", "{%", "{#")):
             try:
-                constant = tuple(parse_address_list(value, []))
+                constant = tuple(parse_address_list(value))
             except AddressProblem:
                 pass  # reported on every row, where the row's problems are listed
         return AddressTemplate(key, template=token_env.from_string(value), constant=constant)
@@ -133,19 +133,6 @@ def _check_text(text: str, source: str | None) -> str:
     return text
 
 
-def _substitute(text: str, values: list[str]) -> tuple[str, str | None]:
-    """Put the values back; also return the (last) value that was used, for error reports."""
-    used: list[str] = []
-
-    def put(match: re.Match[str]) -> str:
-        value = values[int(match.group(1))]
-        used.append(value)
-        return value
-
-    result = _TOKEN.sub(put, text)
-    return result, used[-1] if used else None
-
-
 def _unquote(name: str) -> str:
     name = name.strip()
     if len(name) >= 2 and name[0] == name[-1] == '"':
@@ -153,36 +140,75 @@ def _unquote(name: str) -> str:
     return name
 
 
-def parse_address_list(text: str, values: list[str] | None = None) -> list[Address]:
-    """Parse a tokenized address list (see module docstring). Raises AddressProblem."""
-    values = values or []
-    result: list[Address] = []
+class _Item(NamedTuple):
+    """One item of an address list as its field's own text has it. A value is put into a
+    name or address with ``str.format``: the text's tokens are its fields, its braces are
+    doubled, and ``*_source`` is the last value it holds (for the error's cell)."""
+
+    cell: int | None  # the item is this value, whole: a list of its own
+    name: str | None  # the display name; None for an address alone
+    name_source: int | None
+    address: str
+    address_source: int | None
+
+
+def _template(text: str, tokens: bool) -> tuple[str, int | None]:
+    escaped = text.replace("{", "{{").replace("}", "}}")
+    if not tokens:
+        return escaped, None
+    found = _TOKEN.findall(text)
+    return _TOKEN.sub(r"{\1}", escaped), int(found[-1]) if found else None
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(text: str, tokens: bool) -> tuple[_Item, ...]:
+    """The items of a field's text (the same on most rows: worked out once). ``tokens``:
+    the text marks values (see module docstring); else every character is its own."""
+    items = []
     for raw_item in _split_top_level(text):
         item = raw_item.strip()
         if not item:
             continue
-        whole = _TOKEN.fullmatch(item)
-        if whole:  # the cell is the whole item: it may itself be a list of addresses
-            value = values[int(whole.group(1))]
+        whole = _TOKEN.fullmatch(item) if tokens else None
+        if whole:
+            items.append(_Item(int(whole.group(1)), None, None, "", None))
+        elif item.endswith(">") and "<" in item:
+            cut = item.rindex("<")
+            items.append(_Item(None, *_template(_unquote(item[:cut]), tokens),
+                               *_template(item[cut + 1:-1], tokens)))
+        else:
+            items.append(_Item(None, None, None, *_template(item, tokens)))
+    return tuple(items)
+
+
+def parse_address_list(text: str, values: list[str] | None = None) -> list[Address]:
+    """Parse an address list. Raises AddressProblem.
+
+    ``values``: what the tokens of a rendered field stand for (see module docstring);
+    None for text without tokens (a cell's own list, a field without Jinja), where the
+    characters that make a token are the text's own."""
+    given = values or ()
+    result: list[Address] = []
+    for item in _plan(text, values is not None):
+        if item.cell is not None:  # the cell is the whole item: it may be a list itself
+            value = given[item.cell]
             _check_text(value, value)
             try:
                 result.extend(parse_address_list(value))
             except AddressProblem as exc:
                 raise AddressProblem(str(exc), value) from None
             continue
-        if item.endswith(">") and "<" in item:
-            cut = item.rindex("<")
-            name, name_source = _substitute(_unquote(item[:cut]), values)
-            addr, addr_source = _substitute(item[cut + 1:-1], values)
-            _check_text(name, name_source)
+        address = item.address.format(*given).strip()
+        source = given[item.address_source] if item.address_source is not None else None
+        if item.name is not None:
+            name = item.name.format(*given)
+            _check_text(name, given[item.name_source] if item.name_source is not None
+                        else None)
             # the name as the sheet has it (a no-break space stays one); only the ASCII
             # spaces around it, which a template's "{{ first }} {{ last }}" leaves, go
-            result.append(make_address(name.strip(" \t"), addr.strip(), addr_source))
-        else:
-            addr, addr_source = _substitute(item, values)
-            addr = addr.strip()
-            if addr:
-                result.append(make_address("", addr, addr_source))
+            result.append(make_address(name.strip(" \t"), address, source))
+        elif address:
+            result.append(make_address("", address, source))
     return result
 
 

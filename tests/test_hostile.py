@@ -140,6 +140,13 @@ def cases() -> list[Case]:
         Case("html-javascript-after-a-quote-in-a-bare-value", cells={"link": "javascript:x"},
              html='<a title=x"y href="{{ link }}">y</a>"',
              error="the HTML has a javascript: link"),
+        # the private-use characters the address parser marks values with, in a cell that
+        # is a whole address list: read as text, not as a mark
+        Case("address-mark-lookalike", cells={"cc": "\ue0000\ue001"}, yaml='cc: "{{ cc }}"\n',
+             error="is not a valid email address"),
+        Case("address-mark-lookalike-in-a-list", cells={"cc": "Zoë \ue0005\ue001 <z@x.org>"},
+             yaml='cc: "{{ cc }}"\n',
+             check=lambda msgs: _assert_header(msgs, "Cc", "Zoë \ue0005\ue001 <z@x.org>")),
         Case("jinja-in-cell", cells={"name": "{{ 7*7 }}{% for x in range(9**9) %}"},
              check=lambda msgs: _assert_html(msgs, "{{ 7*7 }}{% for x in range(9**9) %}", "49")),
         Case("sandbox", text="{{ ''.__class__.__mro__[1].__subclasses__() }}",
@@ -209,6 +216,10 @@ def _assert_html(msgs: list[Any], present: str, absent: str | None) -> None:
     assert present in html, html[:500]
     if absent is not None:
         assert absent not in html
+
+
+def _assert_header(msgs: list[Any], name: str, value: str) -> None:
+    assert str(msgs[0][name]) == value, msgs[0][name]
 
 
 def _assert_formula_kept_as_text(msgs: list[Any]) -> None:

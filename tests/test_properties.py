@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from mailmerge import RowErrors, build_message, load_campaign
+from mailmerge.addresses import parse_address_list
 from mailmerge.render import Renderer
 from mailmerge.sheet import Row
 
@@ -205,3 +206,76 @@ def test_quoted_printable_line_by_line_is_binascii_on_the_whole(lines: list[str]
     assert quoted_printable(data) == whole
     if again:  # from the cache of lines
         assert quoted_printable(data) == whole
+
+
+def _reference_address_list(text: str, values: list[str]) -> list[str]:
+    """The address parser as it was before it worked out each field's items once:
+    the values put back into each item's text by a regular expression."""
+    from mailmerge.addresses import (
+        _TOKEN,
+        AddressProblem,
+        _check_text,
+        _split_top_level,
+        _unquote,
+        make_address,
+    )
+
+    def substitute(part: str) -> tuple[str, str | None]:
+        used: list[str] = []
+
+        def put(match: re.Match[str]) -> str:
+            used.append(values[int(match.group(1))])
+            return used[-1]
+
+        return _TOKEN.sub(put, part), used[-1] if used else None
+
+    result = []
+    for raw_item in _split_top_level(text):
+        item = raw_item.strip()
+        if not item:
+            continue
+        whole = _TOKEN.fullmatch(item)
+        if whole:
+            value = values[int(whole.group(1))]
+            _check_text(value, value)
+            try:
+                result += [str(a) for a in parse_address_list(value)]
+            except AddressProblem as exc:
+                raise AddressProblem(str(exc), value) from None
+            continue
+        if item.endswith(">") and "<" in item:
+            cut = item.rindex("<")
+            name, name_source = substitute(_unquote(item[:cut]))
+            addr, addr_source = substitute(item[cut + 1:-1])
+            _check_text(name, name_source)
+            result.append(str(make_address(name.strip(" \t"), addr.strip(), addr_source)))
+        else:
+            addr, addr_source = substitute(item)
+            if addr.strip():
+                result.append(str(make_address("", addr.strip(), addr_source)))
+    return result
+
+
+address_piece = st.sampled_from([",", '"', "<", ">", " ", "\\", "{", "}", "{0}", "a", "@",
+                                 "x.org", "Zoë", "\n", "b@y.org", "\xa0", "\t"])
+
+
+@settings(max_examples=EXAMPLES * 2, deadline=None)
+@example(text="\ue0000\ue001 {x} <\ue0001\ue001>", values=["Zo{1}ë", "z@x.org", ""])
+@example(text="\ue0000\ue001 <\ue0001\ue001>", values=["Zoë\xa0", "z@x.org", ""])
+@given(text=st.lists(st.one_of(address_piece, st.integers(0, 2).map(
+           lambda i: f"\ue000{i}\ue001")), max_size=10).map("".join),
+       values=st.lists(st.lists(address_piece, max_size=6).map("".join), min_size=3,
+                       max_size=3))
+def test_address_lists_are_parsed_as_the_reference_parses_them(text: str,
+                                                                values: list[str]) -> None:
+    from mailmerge.addresses import AddressProblem
+
+    def outcome(parse: object) -> object:
+        try:
+            return parse()  # type: ignore[operator]
+        except AddressProblem as exc:
+            return ("problem", str(exc), exc.value)
+
+    assert outcome(lambda: [str(a) for a in parse_address_list(text, values)]) == \
+        outcome(lambda: _reference_address_list(text, values))
