@@ -582,7 +582,7 @@ class Renderer:
         for tpl in self.attachments:
             files += attempt("attachments", partial(self._render_attachment, tpl, ctx), [])
         attachments: list[Part] = attempt("attachments", partial(self._read_attachments, files),
-                                          [])
+                                          []) if files else []
 
         if self.suppressed and not errors:
             kept = self._suppress(addresses, row)
