@@ -71,11 +71,10 @@ def _after_text(html: str, end: int) -> str:
 
 
 class _OwnTag(NamedTuple):
-    """A match in the template's own text; for a <title>, where it ends (piece, offset)."""
+    """A match in the template's own text, made once (a <title>'s ``after`` is worked
+    out per page, from where it ends: piece, offset)."""
 
-    name: str
-    attributes: str
-    text: str
+    match: TagMatch
     title: bool
     piece: int
     offset: int
@@ -142,8 +141,8 @@ class Page:
         pieces, html = self.pieces, self.html
         for step in self.shape.tags:
             if isinstance(step, _OwnTag):
-                yield TagMatch(step.name, step.attributes, step.text, "" if not step.title
-                               else _after_text(html, self._offset(step.piece) + step.offset))
+                yield step.match if not step.title else step.match._replace(
+                    after=_after_text(html, self._offset(step.piece) + step.offset))
                 continue
             text = "".join(pieces[step.first:step.last + 1])
             stop = len(text) - len(pieces[step.last]) + step.end
@@ -374,7 +373,8 @@ def _tags(page: _Layout) -> tuple[_OwnTag | _ValueStretch, ...]:
             if page.touches(opened + 1, closed):
                 steps.append(_ValueStretch(*page.at(opened), *_after(page, closed)))
             else:
-                steps.extend(_OwnTag(match.group(1), match.group(2), match.group(0),
+                steps.extend(_OwnTag(TagMatch(match.group(1), match.group(2), match.group(0),
+                                              ""),
                                      match.group(1).lower() == "title",
                                      *_after(page, match.end() - 1))
                              for match in TAG.finditer(html, opened, closed + 1))
