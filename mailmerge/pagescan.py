@@ -39,6 +39,9 @@ TAG = re.compile(r"<(?=[aAiIhHtT])([aA]|[iI][mM][gG]|[hH][tT][mM][lL]|[tT][iI][t
 # Jinja syntax left in a page (the pre-flight checks warn of it); a regular expression
 # finds it 3 times faster than two finds
 TEMPLATE_MARK = re.compile(r"\{[{%]")
+# Where one may start, each: TEMPLATE_MARK's matches do not overlap, so a mark a value
+# starts ("{" + "{{") would hide the template's own mark right after it
+_MARK_START = re.compile(r"\{(?=[{%])")
 _UNSAFE = re.compile(r"""[<>"']""")
 # Everything a prefilter candidate may read after its "=" (any non-ASCII character too:
 # its case is ignored over all of Unicode); the first other character ends its reading.
@@ -395,7 +398,7 @@ def _marks(page: _Layout, pieces: list[str], dynamic: tuple[int, ...]
     and a "{" or "%" after. (A mark that a value is part of holds a "{" or "%" of it.)"""
     html = page.html
     if any(not page.touches(match.start() + 1, match.start() + 1)
-           for match in TEMPLATE_MARK.finditer(html)):
+           for match in _MARK_START.finditer(html)):
         return True, ()
     runs: list[list[int]] = []
     for index in dynamic:

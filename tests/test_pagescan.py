@@ -138,6 +138,9 @@ def scan_rows(source: str, rows: list[dict[str, object]]) -> int:
 @example("<p>{{ '{' }}{{ a }}{{ b }}{{ '%' }}</p>",  # Jinja syntax once both values are empty
          [{"a": "x", "b": "", "c": "", "flag": True, "items": []},
           {"a": "", "b": "", "c": "", "flag": True, "items": []}])
+@example("<p>{{ c|safe }}{{ '{{' }}",  # a value's "{" before a mark of the template's own
+         [{"a": "", "b": "", "c": "{", "flag": True, "items": []},
+          {"a": "", "b": "", "c": "", "flag": True, "items": []}])
 @example("<p>{{ '{' }}{{ a }}</p>",  # a mark the first row's value completes
          [{"a": "%", "b": "", "c": "", "flag": True, "items": []},
           {"a": "x", "b": "", "c": "", "flag": True, "items": []}])
