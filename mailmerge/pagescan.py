@@ -296,9 +296,10 @@ class PageScanner:
         out = list(pieces)
         for piece, text in substitutions:
             out[piece] = text
-        own = tuple(i for i in range(len(pieces)) if i not in set(dynamic))
+        values = set(dynamic)
+        pick_own = _picker(tuple(i for i in range(len(pieces)) if i not in values))
         layout = _Layout(out, dynamic)
-        return _Shape(len(pieces), _picker(own)(pieces), _picker(own), dynamic,
+        return _Shape(len(pieces), pick_own(pieces), pick_own, dynamic,
                       _picker(dynamic), substitutions, images, candidate, checks,
                       _tags(layout), *_marks(layout, out, dynamic))
 
