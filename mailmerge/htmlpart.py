@@ -31,9 +31,8 @@ _SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|livescript):", re.I)
 # the first letter then "&", or the first two then "&" or the third, controls allowed
 # between. This finds every script URL, so the tag scan (0.07 ms for 9 KB of inlined
 # newsletter) runs only on the rare page that has a candidate after a URL attribute's
-# name (and spaces); the third letter keeps
-# `style="line-height..."` (in most newsletters, on every tag) from being one. Case is
-# ignored as the tag scan ignores it.
+# name (and spaces); the third letter keeps `style="line-height..."` (in most
+# newsletters, on every tag) from being one. Case is ignored as the tag scan ignores it.
 CANDIDATE = re.compile(r"""=\s*["']?[\x00-\x20]*(?:&"""
                         r"""|j[\x00-\x20]*(?:&|a[\x00-\x20]*[v&])"""
                         r"""|v[\x00-\x20]*(?:&|b[\x00-\x20]*[s&])"""
