@@ -7,17 +7,26 @@ placeholders, the source is inlined, the syntax is put back; templates where tha
 differ fall back to inlining every rendered message. The renderer (``Renderer._verify``)
 compares the two ways on the first rows and switches to the per-message way when they
 disagree.
+
+Both results, the template inlined once and whether the two ways agree on a row, depend on
+their inputs and on the inliner alone; they are kept between runs (see diskmemo), so a
+campaign checked, previewed and sent does not import the inliner again for them.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
+import os
 import re
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, ClassVar
+
+from .diskmemo import DiskMemo, default_folder, key_of
 
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
 _STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
@@ -173,7 +182,7 @@ def inline_template_once(source: str) -> Prepared:
         last = match.end()
     pieces.append(source[last:])
     protected = "".join(pieces)
-    inlined = inline_css(protected)
+    inlined = _inline_kept(protected)
 
     def restore(match: re.Match[str]) -> str:
         return originals[int(match.group(1) or match.group(2))]
@@ -182,6 +191,68 @@ def inline_template_once(source: str) -> Prepared:
     if count != len(originals):
         return Prepared(None, "inlining moved or dropped some Jinja syntax")
     return Prepared(restored)
+
+
+# What the inliner's results depend on besides their inputs: the packages that parse,
+# match and write (their installed files), and this module, which sets the options.
+_ENGINE_PACKAGES = ("premailer", "cssutils", "cssselect", "lxml")
+_memo: DiskMemo | None = None
+
+
+def engine_fingerprint(packages: tuple[str, ...] = _ENGINE_PACKAGES) -> str:
+    """The installed code behind the inliner's results, without importing it (0.3 ms):
+    each package's file by path, size and time, and this module's own text."""
+    parts = [Path(__file__).read_text(encoding="utf-8")]
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+        if origin is None:
+            parts.append(f"{name}: missing")
+            continue
+        info = os.stat(origin)
+        parts.append(f"{name}: {origin} {info.st_size} {info.st_mtime_ns}")
+    return key_of(*parts)
+
+
+def _kept() -> DiskMemo:
+    global _memo
+    if _memo is None:
+        _memo = DiskMemo(default_folder())
+    return _memo
+
+
+@functools.cache
+def _engine() -> str:
+    return engine_fingerprint()
+
+
+def _inline_kept(html: str) -> str:
+    """:func:`inline_css` of a template (no row's data), kept between runs."""
+    memo = _kept()
+    key = key_of("inline", _engine(), html) if memo.folder is not None else ""
+    found = memo.get(key) if key else None
+    if isinstance(found, str):
+        return found
+    inlined = inline_css(html)
+    if key:
+        memo.put(key, inlined)
+    return inlined
+
+
+def agrees(fast: str, rendered: str) -> bool:
+    """Whether ``fast`` (a row rendered from the template inlined once) is, as HTML, what
+    inlining ``rendered`` (the same row from the template as written) gives. Kept between
+    runs by a hash of both pages: the same rows of the same templates give the same
+    answer, and only the hash of a row's page is written down."""
+    memo = _kept()
+    key = key_of("agrees", _engine(), fast, rendered) if memo.folder is not None else ""
+    found = memo.get(key) if key else None
+    if isinstance(found, bool):
+        return found
+    same = canonical_html(fast) == canonical_html(inline_css(rendered))
+    if key:
+        memo.put(key, same)
+    return same
 
 
 def canonical_html(html: str) -> str:

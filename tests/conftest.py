@@ -22,6 +22,25 @@ HTML = """<!DOCTYPE html>
 """
 
 
+@pytest.fixture(autouse=True, scope="session")
+def kept_results_in_a_folder_of_the_tests(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """What mailmerge keeps between runs (see diskmemo) goes to a folder of this test run,
+    not to the user's own cache; the processes the tests start inherit it."""
+    from mailmerge import css
+
+    folder = tmp_path_factory.mktemp("kept")
+    saved = {name: os.environ.pop(name, None)
+             for name in ("MAILMERGE_CACHE_DIR", "MAILMERGE_NO_CACHE")}
+    os.environ["MAILMERGE_CACHE_DIR"] = str(folder)
+    css._memo = None  # made again from the environment when first used
+    yield folder
+    css._memo = None
+    for name, value in saved.items():
+        os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value
+
+
 def write_csv(path: Path, rows: Sequence[Sequence[Any]], delimiter: str = ",",
               encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

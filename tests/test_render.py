@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from mailmerge import TemplateError, iter_messages, load_campaign
 from mailmerge.addresses import AddressProblem, parse_address_list
 from mailmerge.css import canonical_html, inline_css, inline_template_once
+from mailmerge.notices import Notice
 
-from .conftest import CampaignDir, content
+from .conftest import CampaignDir, content, parse
 
 # --- addresses ---------------------------------------------------------------------------
 
@@ -605,3 +608,83 @@ def test_css_is_inlined_without_loading_an_http_library() -> None:
         " 'urllib3' in sys.modules)\n"
         "import requests\nprint(callable(requests.get))\n")
     assert printed.split() == ["True", "False", "False", "True"]
+
+
+# --- what is kept between runs ---------------------------------------------------------
+
+RUN_AND_SHOW = (
+    "import sys\nfrom pathlib import Path\nfrom mailmerge import iter_messages, load_campaign\n"
+    "notices = []\n"
+    "for outcome in iter_messages(load_campaign(Path(sys.argv[1])), notices=notices):\n"
+    "    assert outcome.built is not None, outcome.errors\n"
+    "    print(outcome.built.data.split(b'\\r\\n\\r\\n', 1)[1].decode())\n"
+    "print('inliner imported:', 'premailer' in sys.modules)\n"
+    "print(*notices, sep='\\n')\n")
+
+
+def run_in_fresh_python(config: Path, kept: Path | None) -> tuple[str, bool]:
+    """The bodies a new process builds for ``config``, and whether it imported the
+    inliner; with ``kept``, the folder of what runs keep, else none kept."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MAILMERGE_CACHE_DIR": str(kept)} if kept else {
+        **os.environ, "MAILMERGE_NO_CACHE": "1"}
+    done = subprocess.run([sys.executable, "-c", RUN_AND_SHOW, str(config)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    body, _, tail = done.stdout.partition("inliner imported: ")
+    # the MIME boundaries and Message-IDs are new on every run
+    body = re.sub(r"=_[0-9A-Za-z._=-]+|<[^<>@\s]+@[^<>\s]+>", "*", body)
+    return body + tail.partition("\n")[2], tail.startswith("True")
+
+
+def test_a_template_inlined_once_is_not_inlined_again_by_the_next_run(
+        basic: Callable[..., CampaignDir], tmp_path: Path) -> None:
+    html = NEWSLETTER.replace("{{ token }}", "{{ name|urlencode }}").replace(
+        "points > 100", "points|int > 100")
+    c = basic(html=html,
+              rows=[["email", "name", "points"], *[[f"p{i}@x.org", f"P{i}", 10 ** i]
+                                                   for i in range(5)]])
+    config, kept = c.folder / "campaign.yaml", tmp_path / "kept"
+    first, imported_first = run_in_fresh_python(config, kept)
+    second, imported_second = run_in_fresh_python(config, kept)
+    alone, imported_alone = run_in_fresh_python(config, None)
+    assert (imported_first, imported_second, imported_alone) == (True, False, True)
+    assert first == second == alone  # the same messages, byte for byte
+    assert "padding:4px" in first and "Gold P3" in first
+    # a changed template is inlined anew
+    c.file("templates/mail.html", html.replace("padding: 4px", "padding: 6px"))
+    changed, imported = run_in_fresh_python(config, kept)
+    assert imported and "padding:6px" in changed and "padding:4px" not in changed
+    assert "inlined in every message" not in changed  # inlined once, not caught by the rows
+
+
+def test_rows_that_inline_otherwise_are_found_on_every_run(
+        basic: Callable[..., CampaignDir], tmp_path: Path) -> None:
+    """Whether inlining once gives a row's HTML is kept by that row's pages: other rows
+    are compared anew, and a row found to differ differs again from what is kept."""
+    from mailmerge import css
+    from mailmerge.diskmemo import DiskMemo
+
+    template = ('<html><head><style>p {padding: 1px}</style></head><body>'
+                '<p style="color: {{ c }}">{{ name }}</p></body></html>')
+    same = [["email", "name", "c"], *[[f"p{i}@x.org", f"Ann Secret{i}", "red"]
+                                      for i in range(3)]]
+    differs = [same[0], ["p0@x.org", "Ann Secret0", "red; padding: 9px"], *same[2:]]
+    kept = tmp_path / "kept"
+    for rows, notice in ((same, False), (differs, True), (differs, True)):
+        css._memo = DiskMemo(kept)
+        try:
+            c = basic(html=template, rows=rows)
+            notices: list[Notice] = []
+            html = [content(parse(o.built.data), "html") for o in
+                    iter_messages(load_campaign(c.folder / "campaign.yaml"), notices=notices)]
+        finally:
+            css._memo = None
+        said = any("inlined in every message" in str(n) for n in notices)
+        assert said == notice, notices
+        assert ('style="padding:9px; color:red"' in html[0]) == notice, html[0]
+    entries = [p.read_text(encoding="utf-8") for p in kept.glob("*.json")]
+    assert len(entries) == 1 + 3 + 1  # the template; rows 1 to 3; the other row 1
+    assert not any("Secret" in entry or "9px" in entry for entry in entries)  # no row's data

@@ -1,0 +1,106 @@
+"""Results of pure, costly functions kept on disk between runs (the CSS inliner's).
+
+A campaign is checked, previewed and sent from the same templates, each time in a new
+process, and each run used to import the CSS inliner and inline the same template again:
+a tenth of checking 10,000 rows. What is kept here is the result of a function of its
+inputs alone, under a key that is the hash of those inputs and of the code that computes
+it, so a hit is the very answer the function would give; nothing is kept that a key does
+not cover.
+
+The folder is ``$MAILMERGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mailmerge``, else
+``~/.cache/mailmerge``; ``MAILMERGE_NO_CACHE=1`` turns it off. A file that cannot be read
+or written (a read-only home, a damaged entry) is a miss, never an error: the result is
+then worked out as if nothing were kept. Entries are JSON files readable by their owner
+only; the oldest go once there are more than ``MAX_ENTRIES``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+MAX_ENTRIES = 256  # a few hundred small files; the oldest half goes past it
+
+
+def default_folder() -> Path | None:
+    """Where entries are kept, from the environment; None when keeping is turned off."""
+    if os.environ.get("MAILMERGE_NO_CACHE"):
+        return None
+    explicit = os.environ.get("MAILMERGE_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.environ.get("LOCALAPPDATA")
+    if base:
+        return Path(base) / "mailmerge"
+    try:
+        return Path.home() / ".cache" / "mailmerge"
+    except RuntimeError:  # no home to find
+        return None
+
+
+def key_of(*parts: str) -> str:
+    """The key of a result: a hash of everything it depends on, in order."""
+    digest = hashlib.sha256()
+    for part in parts:
+        data = part.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "big"))  # ("ab", "c") is not ("a", "bc")
+        digest.update(data)
+    return digest.hexdigest()
+
+
+class DiskMemo:
+    """Values by key in one folder (``None``: nothing is kept)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    def get(self, key: str) -> Any:
+        """The value kept under ``key``, or None."""
+        if self.folder is None:
+            return None
+        path = self.folder / f"{key}.json"
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            return None  # not an entry of ours, or one copied under another name
+        try:
+            os.utime(path)  # used: among the last to go when the folder is trimmed
+        except OSError:
+            pass
+        return entry.get("value")
+
+    def put(self, key: str, value: Any) -> None:
+        """Keep ``value`` (JSON data) under ``key``; silently nothing when that fails."""
+        if self.folder is None:
+            return
+        path = self.folder / f"{key}.json"
+        partial = self.folder / f".{key}.{os.getpid()}.tmp"
+        try:
+            self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"key": key, "value": value}, handle)
+            os.replace(partial, path)  # whole or not at all, for a reader at the same time
+            self._trim()
+        except (OSError, ValueError):
+            try:
+                partial.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def _trim(self) -> None:
+        assert self.folder is not None
+        with os.scandir(self.folder) as found:
+            entries = [(entry.stat().st_mtime_ns, entry.path) for entry in found
+                       if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False)]
+        if len(entries) > MAX_ENTRIES:
+            for _, path in sorted(entries)[:len(entries) - MAX_ENTRIES // 2]:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
