@@ -21,12 +21,15 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .diskmemo import DiskMemo, default_folder, key_of
+
+T = TypeVar("T")
 
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
 _STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
@@ -196,47 +199,48 @@ def inline_template_once(source: str) -> Prepared:
 # What the inliner's results depend on besides their inputs: the packages that parse,
 # match and write (their installed files), and this module, which sets the options.
 _ENGINE_PACKAGES = ("premailer", "cssutils", "cssselect", "lxml")
-_memo: DiskMemo | None = None
+_memo: DiskMemo | None = None  # made from the environment on first use
 
 
-def engine_fingerprint(packages: tuple[str, ...] = _ENGINE_PACKAGES) -> str:
+def engine_fingerprint(packages: tuple[str, ...] = _ENGINE_PACKAGES) -> str | None:
     """The installed code behind the inliner's results, without importing it (0.3 ms):
-    each package's file by path, size and time, and this module's own text."""
-    parts = [Path(__file__).read_text(encoding="utf-8")]
-    for name in packages:
-        spec = importlib.util.find_spec(name)
-        origin = spec.origin if spec is not None else None
-        if origin is None:
-            parts.append(f"{name}: missing")
-            continue
-        info = os.stat(origin)
-        parts.append(f"{name}: {origin} {info.st_size} {info.st_mtime_ns}")
+    each package's file by path, size and time, and this module's own text. None when a
+    file cannot be looked at (a package in a zip): nothing is kept then."""
+    try:
+        parts = [Path(__file__).read_text(encoding="utf-8")]
+        for name in packages:
+            spec = importlib.util.find_spec(name)
+            origin = spec.origin if spec is not None else None
+            if origin is None:
+                parts.append(f"{name}: missing")
+                continue
+            info = os.stat(origin)
+            parts.append(f"{name}: {origin} {info.st_size} {info.st_mtime_ns}")
+    except (OSError, ImportError, ValueError):
+        return None
     return key_of(*parts)
 
 
-def _kept() -> DiskMemo:
+@functools.cache
+def _engine() -> str | None:
+    return engine_fingerprint()
+
+
+def _remembered(kind: str, inputs: tuple[str, ...], result: type[T],
+                work: Callable[[], T]) -> T:
+    """``work()``, kept between runs under its inputs and the inliner's fingerprint."""
     global _memo
+    engine = _engine()
+    if engine is None:
+        return work()
     if _memo is None:
         _memo = DiskMemo(default_folder())
-    return _memo
-
-
-@functools.cache
-def _engine() -> str:
-    return engine_fingerprint()
+    return _memo.result((kind, engine, *inputs), result, work)
 
 
 def _inline_kept(html: str) -> str:
     """:func:`inline_css` of a template (no row's data), kept between runs."""
-    memo = _kept()
-    key = key_of("inline", _engine(), html) if memo.folder is not None else ""
-    found = memo.get(key) if key else None
-    if isinstance(found, str):
-        return found
-    inlined = inline_css(html)
-    if key:
-        memo.put(key, inlined)
-    return inlined
+    return _remembered("inline", (html,), str, lambda: inline_css(html))
 
 
 def agrees(fast: str, rendered: str) -> bool:
@@ -244,15 +248,8 @@ def agrees(fast: str, rendered: str) -> bool:
     inlining ``rendered`` (the same row from the template as written) gives. Kept between
     runs by a hash of both pages: the same rows of the same templates give the same
     answer, and only the hash of a row's page is written down."""
-    memo = _kept()
-    key = key_of("agrees", _engine(), fast, rendered) if memo.folder is not None else ""
-    found = memo.get(key) if key else None
-    if isinstance(found, bool):
-        return found
-    same = canonical_html(fast) == canonical_html(inline_css(rendered))
-    if key:
-        memo.put(key, same)
-    return same
+    return _remembered("agrees", (fast, rendered), bool, lambda: canonical_html(fast) ==
+                       canonical_html(inline_css(rendered)))
 
 
 def canonical_html(html: str) -> str:

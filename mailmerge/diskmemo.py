@@ -19,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 MAX_ENTRIES = 256  # a few hundred small files; the oldest half goes past it
 
 
@@ -56,6 +58,19 @@ class DiskMemo:
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
+
+    def result(self, parts: tuple[str, ...], kind: type[T], work: Callable[[], T]) -> T:
+        """``work()``, or what it gave before for the same ``parts``: everything its result
+        depends on. A kept value that is not a ``kind`` is worked out again."""
+        if self.folder is None:
+            return work()
+        key = key_of(*parts)
+        found = self.get(key)
+        if isinstance(found, kind):
+            return found
+        value = work()
+        self.put(key, value)
+        return value
 
     def get(self, key: str) -> Any:
         """The value kept under ``key``, or None."""

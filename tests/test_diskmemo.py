@@ -99,3 +99,34 @@ def test_the_inliners_fingerprint_follows_its_installed_files(
     (package / "__init__.py").write_text("VERSION = 10\n", encoding="utf-8")  # upgraded
     assert engine_fingerprint(("fakeinliner",)) != before
     assert engine_fingerprint(("no_such_inliner",)) != engine_fingerprint(("fakeinliner",))
+
+
+def test_a_result_is_worked_out_once_and_again_when_what_is_kept_is_not_one(
+        tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def work() -> str:
+        calls.append("x")
+        return "inlined"
+
+    memo = DiskMemo(tmp_path)
+    assert memo.result(("inline", "<p>"), str, work) == "inlined"
+    assert DiskMemo(tmp_path).result(("inline", "<p>"), str, work) == "inlined"
+    assert calls == ["x"]
+    memo.put(key_of("agrees", "<p>"), "not a yes or no")
+    assert memo.result(("agrees", "<p>"), bool, lambda: True) is True
+    assert memo.result(("agrees", "<p>"), bool, lambda: False) is True  # now kept
+    assert DiskMemo(None).result(("inline", "<p>"), str, work) == "inlined"
+    assert calls == ["x", "x"]  # nothing kept: worked out every time
+
+
+def test_nothing_is_kept_when_the_inliners_files_cannot_be_looked_at(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package imported from a zip has no file of its own to look at: its upgrade
+    could not be told, so nothing is kept."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "inliners.zip", "w") as archive:
+        archive.writestr("zippedinliner/__init__.py", "VERSION = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "inliners.zip"))
+    assert engine_fingerprint(("zippedinliner",)) is None
