@@ -19,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 MAX_ENTRIES = 256  # a few hundred small files; the oldest half goes past it
+_ENTRY = re.compile(r"[0-9a-f]{64}\.json")
 
 
 def default_folder() -> Path | None:
@@ -97,7 +99,8 @@ class DiskMemo:
         partial = self.folder / f".{key}.{os.getpid()}.tmp"
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # O_EXCL: never through a link or into a file someone else made there
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump({"key": key, "value": value}, handle)
             os.replace(partial, path)  # whole or not at all, for a reader at the same time
@@ -109,10 +112,11 @@ class DiskMemo:
                 pass
 
     def _trim(self) -> None:
+        """Only entries of ours go, by their names: the folder may be one a user named."""
         assert self.folder is not None
         with os.scandir(self.folder) as found:
             entries = [(entry.stat().st_mtime_ns, entry.path) for entry in found
-                       if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False)]
+                       if _ENTRY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)]
         if len(entries) > MAX_ENTRIES:
             for _, path in sorted(entries)[:len(entries) - MAX_ENTRIES // 2]:
                 try:

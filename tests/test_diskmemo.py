@@ -88,6 +88,20 @@ def test_entries_are_private_and_the_least_used_go_first(tmp_path: Path,
     assert not list((tmp_path / "kept").glob(".*"))  # no half-written files left
 
 
+def test_a_folder_a_user_named_loses_none_of_their_own_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(diskmemo, "MAX_ENTRIES", 4)
+    theirs = [tmp_path / name for name in ("package.json", "settings.json", "a.txt")]
+    for path in theirs:
+        path.write_text("{}", encoding="utf-8")
+        os.utime(path, ns=(0, 0))  # older than anything kept
+    memo = DiskMemo(tmp_path)
+    for n in range(10):
+        memo.put(key_of(str(n)), n)
+    assert all(path.read_text(encoding="utf-8") == "{}" for path in theirs)
+    assert len(list(tmp_path.glob("*.json"))) <= 4 + 2
+
+
 def test_the_inliners_fingerprint_follows_its_installed_files(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     package = tmp_path / "fakeinliner"
