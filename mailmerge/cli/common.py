@@ -177,6 +177,9 @@ def cli() -> None:
       mailmerge bounces campaigns/newsletter.yaml     # read bounces back, suppress them
 
     Exit codes: 0 success, 1 some rows have problems, 2 the campaign file is wrong.
+
+    A template's inlined CSS is kept between runs in ~/.cache/mailmerge; set
+    MAILMERGE_CACHE_DIR to keep it elsewhere, MAILMERGE_NO_CACHE=1 to keep nothing.
     """
 
 
