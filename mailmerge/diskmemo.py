@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,11 +56,29 @@ def key_of(*parts: str) -> str:
     return digest.hexdigest()
 
 
+def _private(folder: Path) -> bool:
+    """Whether only its owner, who runs this, can write in ``folder``: what is found there
+    goes into messages. One not made yet is made so."""
+    try:
+        info = folder.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode):
+        return False
+    getuid = getattr(os, "getuid", None)  # not on Windows
+    if getuid is not None and info.st_uid != getuid():
+        return False
+    return not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 class DiskMemo:
-    """Values by key in one folder (``None``: nothing is kept)."""
+    """Values by key in one folder (``None``: nothing is kept). A folder that others may
+    write in (a shared one named by MAILMERGE_CACHE_DIR) is not used: nothing is kept."""
 
     def __init__(self, folder: Path | None) -> None:
-        self.folder = folder
+        self.folder = folder if folder is not None and _private(folder) else None
 
     def result(self, parts: tuple[str, ...], kind: type[T], work: Callable[[], T]) -> T:
         """``work()``, or what it gave before for the same ``parts``: everything its result

@@ -144,3 +144,21 @@ def test_nothing_is_kept_when_the_inliners_files_cannot_be_looked_at(
         archive.writestr("zippedinliner/__init__.py", "VERSION = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path / "inliners.zip"))
     assert engine_fingerprint(("zippedinliner",)) is None
+
+
+def test_a_folder_others_may_write_in_is_not_used(tmp_path: Path) -> None:
+    """What is kept goes into messages: an entry planted in a shared folder must not."""
+    folder = tmp_path / "shared"
+    key = key_of("inline", "<p>")
+    DiskMemo(folder).put(key, "<p>kept by its owner</p>")
+    assert DiskMemo(folder).get(key) == "<p>kept by its owner</p>"
+    folder.chmod(0o777)
+    shared = DiskMemo(folder)
+    assert shared.folder is None and shared.get(key) is None
+    assert shared.result(("inline", "<p>"), str, lambda: "worked out") == "worked out"
+    folder.chmod(0o700)
+    if os.getuid() == 0:  # another owner can only be set by root
+        os.chown(folder, 12345, 12345)
+        assert DiskMemo(folder).get(key) is None
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    assert DiskMemo(tmp_path / "a-file").folder is None
