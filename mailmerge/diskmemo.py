@@ -133,9 +133,15 @@ class DiskMemo:
     def _trim(self) -> None:
         """Only entries of ours go, by their names: the folder may be one a user named."""
         assert self.folder is not None
+        entries = []
         with os.scandir(self.folder) as found:
-            entries = [(entry.stat().st_mtime_ns, entry.path) for entry in found
-                       if _ENTRY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)]
+            for entry in found:
+                if _ENTRY.fullmatch(entry.name):
+                    try:
+                        if entry.is_file(follow_symlinks=False):
+                            entries.append((entry.stat().st_mtime_ns, entry.path))
+                    except FileNotFoundError:  # trimmed by another run just now
+                        continue
         if len(entries) > MAX_ENTRIES:
             for _, path in sorted(entries)[:len(entries) - MAX_ENTRIES // 2]:
                 try:

@@ -162,3 +162,32 @@ def test_a_folder_others_may_write_in_is_not_used(tmp_path: Path) -> None:
         assert DiskMemo(folder).get(key) is None
     (tmp_path / "a-file").write_text("", encoding="utf-8")
     assert DiskMemo(tmp_path / "a-file").folder is None
+
+
+def _hammer(folder: str, worker: int, rounds: int) -> list[str]:
+    """Put and get shared and own keys; what comes back must be what was put."""
+    diskmemo.MAX_ENTRIES = 16  # trimmed all the time, by every process at once
+    memo = DiskMemo(Path(folder))
+    wrong = []
+    for n in range(rounds):
+        shared, own = key_of("shared", str(n % 7)), key_of("own", str(worker), str(n))
+        memo.put(shared, f"shared {n % 7}")
+        memo.put(own, f"own {worker} {n}")
+        for key, value in ((shared, f"shared {n % 7}"), (own, f"own {worker} {n}")):
+            found = memo.get(key)
+            if found is not None and found != value:
+                wrong.append(f"{key}: {found!r}")
+    return wrong
+
+
+def test_processes_at_once_never_read_a_wrong_or_partial_value(tmp_path: Path) -> None:
+    """Several runs share the folder (a check beside a preview): writes are whole, trims
+    race each other, and no process fails or reads another key's value."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as pool:
+        results = pool.starmap(_hammer, [(str(tmp_path), worker, 200) for worker in range(4)])
+    assert results == [[], [], [], []]
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert len(list(tmp_path.glob("*.json"))) <= 16 + 8  # trimmed, at most a few behind
