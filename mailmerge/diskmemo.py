@@ -11,7 +11,8 @@ The folder is ``$MAILMERGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mailmerge``, else
 ``~/.cache/mailmerge``; ``MAILMERGE_NO_CACHE=1`` turns it off. A file that cannot be read
 or written (a read-only home, a damaged entry) is a miss, never an error: the result is
 then worked out as if nothing were kept. Entries are JSON files readable by their owner
-only; the oldest go once there are more than ``MAX_ENTRIES``.
+only, in a folder no one else may write in (what is found there goes into messages); the
+least recently used go once there are more than ``MAX_ENTRIES``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _ENTRY = re.compile(r"[0-9a-f]{64}\.json")
 
 def default_folder() -> Path | None:
     """Where entries are kept, from the environment; None when keeping is turned off."""
-    if os.environ.get("MAILMERGE_NO_CACHE"):
+    if os.environ.get("MAILMERGE_NO_CACHE", "").lower() not in ("", "0", "false", "no"):
         return None
     explicit = os.environ.get("MAILMERGE_CACHE_DIR")
     if explicit:

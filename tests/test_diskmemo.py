@@ -38,6 +38,8 @@ def test_the_folder_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch,
     assert default_folder() == tmp_path / "xdg" / "mailmerge"
     monkeypatch.setenv("MAILMERGE_CACHE_DIR", str(tmp_path / "mine"))
     assert default_folder() == tmp_path / "mine"
+    monkeypatch.setenv("MAILMERGE_NO_CACHE", "0")  # said, but not to turn it off
+    assert default_folder() == tmp_path / "mine"
     monkeypatch.setenv("MAILMERGE_NO_CACHE", "1")
     assert default_folder() is None
     off = DiskMemo(None)
