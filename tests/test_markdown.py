@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailmerge import ConfigError, load_campaign
+from mailmerge import ConfigError, iter_messages, load_campaign
 from mailmerge.campaign import parse_campaign
 
-from .conftest import CampaignDir, content, tree
+from .conftest import CampaignDir, content, parse, tree
 
 LOGO = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                      "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
@@ -187,6 +187,29 @@ def test_a_value_inside_the_layouts_style_block_is_inlined_row_by_row(
     htmls = [content(msg, "html") for _, msg in c.messages()]
     assert '<p style="color:red">Hi A</p>' in htmls[0]
     assert '<p style="color:blue">Hi B</p>' in htmls[1]
+
+
+def test_a_layout_that_inlines_otherwise_once_filled_in_is_inlined_row_by_row(
+        cdir: CampaignDir) -> None:
+    """A value in a style attribute that repeats an inlined property: the layout inlined
+    before filling in differs from the filled-in page inlined, which the first row shows;
+    from then on every page is inlined as filled in."""
+    from mailmerge.notices import Notice
+
+    cdir.file("templates/layout.html", '<html><head><style>p {padding: 1px}</style></head>'
+                                       '<body><p style="color: {{ c }}">{{ content }}</p>'
+                                       '</body></html>')
+    c = markdown_campaign(cdir, "Hi {{ name }}\n",
+                          templates="{markdown: ../templates/body.md, "
+                                    "layout: ../templates/layout.html}",
+                          rows=[["email", "name", "c"], ["a@example.org", "A", "red; padding: 9px"],
+                                ["b@example.org", "B", "blue"]])
+    notices: list[Notice] = []
+    htmls = [content(parse(o.built.data), "html") for o in
+             iter_messages(load_campaign(c.folder / "campaign.yaml"), notices=notices)]
+    assert any("inlining the layout before filling in" in str(n) for n in notices), notices
+    assert 'style="padding:9px; color:red"' in htmls[0]
+    assert 'style="padding:1px; color:blue"' in htmls[1]
 
 
 def test_a_text_template_replaces_the_markdown_source_as_the_text_part(
