@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .smtpserver import free_port
+from .smtpserver import free_port, free_ports
 
 DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists()
                                       else None)
@@ -69,6 +69,13 @@ service anvil {{
 """
 
 
+STARTS = 3  # a port chosen free may be taken by another process before Dovecot binds it
+
+
+class PortTaken(RuntimeError):
+    """Dovecot could not listen on a port chosen for it."""
+
+
 class Dovecot:
     """A running Dovecot; ``stop()`` ends it and removes its files."""
 
@@ -80,11 +87,27 @@ class Dovecot:
         home = self.root / "home"
         home.mkdir()
         os.chown(home, nobody.pw_uid, nobody.pw_gid)
-        self.port = free_port()
-        self.pop3_port = free_port() if POP3 else 0
         self.user, self.password = user, password
         (self.root / "users").write_text(
             f"{user}:{{PLAIN}}{password}:{nobody.pw_uid}:{nobody.pw_gid}::{home}\n")
+        try:
+            for attempt in range(STARTS):
+                try:
+                    self._start()
+                    return
+                except PortTaken:
+                    if attempt == STARTS - 1:
+                        raise
+        except BaseException:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+
+    def _start(self) -> None:
+        """Start Dovecot on fresh ports; raise ``PortTaken`` if another process had one."""
+        if POP3:
+            self.port, self.pop3_port = free_ports(2)
+        else:
+            self.port, self.pop3_port = free_port(), 0
         pop3 = ("pop3_uidl_format = %08Xu%08Xv\nservice pop3-login {\n  inet_listener pop3 {\n"
                 f"    address = 127.0.0.1\n    port = {self.pop3_port}\n  }}\n"
                 "  inet_listener pop3s {\n    port = 0\n  }\n}" if POP3 else "")
@@ -100,9 +123,14 @@ class Dovecot:
                     return
             except OSError:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"dovecot did not start: {self.process.stderr.read()!r}"
-                                       ) from None
+                    assert self.process.stderr is not None
+                    with self.process.stderr:
+                        said = self.process.stderr.read()
+                    if b"in use" in said or b"duplicate listener" in said:
+                        raise PortTaken(said.decode(errors="replace")) from None
+                    raise RuntimeError(f"dovecot did not start: {said!r}") from None
                 time.sleep(0.05)
+        self._end()
         raise RuntimeError("dovecot did not open its port")
 
     def messages(self, folder: str = "Sent") -> list[bytes]:
@@ -139,6 +167,10 @@ class Dovecot:
             assert status == "OK", reply
 
     def stop(self) -> None:
+        self._end()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _end(self) -> None:
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
@@ -147,4 +179,3 @@ class Dovecot:
             self.process.wait()
         if self.process.stderr is not None:
             self.process.stderr.close()
-        shutil.rmtree(self.root, ignore_errors=True)
