@@ -39,16 +39,31 @@ _DOCTYPE = re.compile(r"^\s*(<!doctype[^>]*>)", re.I)
 _ATTR_BEFORE = re.compile(r"""([\w:-]+)\s*=\s*(["'])[^"']*$""")
 
 
+class _Deferred(ModuleType):
+    """Stands for a module until something uses it, then hands over to the real one.
+
+    premailer imports ``requests`` only to fetch linked style sheets, which
+    ``allow_network=False`` never does; this takes its place in ``sys.modules`` while
+    premailer is imported. Another thread importing ``requests`` in that moment gets this
+    too, so any attribute looked up here (``get``, ``__path__`` for a submodule) imports
+    the real module and answers from it, instead of failing.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
+
+
 def _premailer() -> ModuleType:
     """premailer, imported (only when a campaign has HTML) without the HTTP library it
-    imports to fetch linked style sheets, which ``allow_network=False`` never does: that
-    library and its own were half of premailer's import, 35 ms of every start-up."""
+    imports to fetch linked style sheets (see ``_Deferred``): that library and its own
+    were half of premailer's import, 35 ms of every start-up."""
     if "premailer" in sys.modules:
         return sys.modules["premailer"]
     stand_in = None
     if "requests" not in sys.modules:
-        stand_in = sys.modules["requests"] = ModuleType(
-            "requests", "a stand-in while premailer is imported; mailmerge never fetches")
+        stand_in = sys.modules["requests"] = _Deferred("requests")
     try:
         import premailer
     finally:

@@ -610,6 +610,37 @@ def test_css_is_inlined_without_loading_an_http_library() -> None:
     assert printed.split() == ["True", "False", "False", "True"]
 
 
+def test_a_thread_importing_the_http_library_while_premailer_is_imported_gets_it_whole(
+        ) -> None:
+    """The stand-in is in ``sys.modules`` for the length of premailer's import: another
+    thread that imports ``requests`` then gets the stand-in, which must work as the real
+    module (a library user's thread, not mailmerge's). The import waits, as premailer's own
+    module is looked up, until the thread holds the stand-in, so the moment is certain."""
+    printed = in_fresh_python(
+        "import sys, threading\n"
+        "seen, holding = [], threading.Event()\n"
+        "def use():\n"
+        "    import requests\n"
+        "    seen.append(type(requests).__name__)\n"
+        "    holding.set()\n"
+        "    import requests.exceptions\n"
+        "    seen.append((callable(requests.get), requests.exceptions.HTTPError.__name__))\n"
+        "thread = threading.Thread(target=use)\n"
+        "class During:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'premailer.premailer' and not thread.is_alive():\n"
+        "            thread.start()\n"
+        "            holding.wait(30)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, During())\n"
+        "from mailmerge.css import inline_css\n"
+        "html = inline_css('<html><head><style>p {color: red}</style></head>"
+        "<body><p>x</p></body></html>')\n"
+        "thread.join(30)\n"
+        "print(seen, 'color:red' in html.replace(' ', ''), type(sys.modules['requests']))\n")
+    assert printed.strip() == "['_Deferred', (True, 'HTTPError')] True <class 'module'>"
+
+
 # --- what is kept between runs ---------------------------------------------------------
 
 RUN_AND_SHOW = (
