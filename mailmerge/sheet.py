@@ -14,7 +14,7 @@ import io
 import re
 import unicodedata
 import zipfile
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Self
@@ -166,6 +166,17 @@ def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _usual_row(number: int, columns: tuple[str, ...], cells: Sequence[Any],
+               values: Iterable[Any]) -> Row:
+    """The usual row, without ``_make_row``'s loop: every cell under a named column, the
+    first not blank, no NUL byte (the caller has made sure). ``values`` are the cells as
+    the row keeps them; columns past the last cell are empty."""
+    found = dict(zip(columns, values, strict=False))  # fewer cells than columns
+    for name in columns[len(cells):]:
+        found[name] = ""
+    return Row(number, found, None)
+
+
 def _make_row(path: Path, number: int, columns: tuple[str, ...], cells: list[Any] | tuple[Any, ...],
               convert: Any) -> Row | None:
     """Pair cells with columns; None for a blank row. A stray cell or a NUL byte is kept as
@@ -294,8 +305,13 @@ def _open_csv(recipients: Recipients) -> Sheet:
         raise
 
     def rows() -> Iterator[Row]:
+        width, named = len(columns), "" not in columns
         try:
             while (record := next_record()) is not None:
+                if (named and 0 < len(record) <= width and not _is_blank(record[0])
+                        and "\x00" not in "".join(record)):
+                    yield _usual_row(number, columns, record, record)
+                    continue
                 row = _make_row(path, number, columns, record, None)
                 if row is not None:
                     yield row
@@ -437,12 +453,8 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
         try:
             for number, record in records:
                 if named and 0 < len(record) <= width and not _is_blank(record[0]):
-                    # the usual row, without the general loop: every cell under a named
-                    # column, the first not blank; XML cannot hold the NUL bytes it looks for
-                    values = dict(zip(columns, map(_xlsx_value, record), strict=False))
-                    for name in columns[len(record):]:
-                        values[name] = ""
-                    yield Row(number, values, None)
+                    # XML cannot hold the NUL bytes the general loop looks for
+                    yield _usual_row(number, columns, record, map(_xlsx_value, record))
                     continue
                 row = _make_row(path, number, columns, record, _xlsx_value)
                 if row is not None:

@@ -128,6 +128,27 @@ def test_cell_under_a_nameless_column_is_a_problem_of_its_row(tmp_path: Path) ->
     assert second.problem is None and second.values == {"email": "b@x.org", "name": "B"}
 
 
+@pytest.mark.parametrize("kind", ["csv", "xlsx"])
+def test_a_column_without_a_name_between_named_ones_keeps_its_cells_out(tmp_path: Path,
+                                                                        kind: str) -> None:
+    """The usual rows are read without the general loop; a header with a nameless column
+    must still send every row through it, so that a cell there is its row's problem and
+    no row gets a column named ''."""
+    rows = [["email", None if kind == "xlsx" else "", "name"], ["a@x.org", "stray", "A"],
+            ["b@x.org", None if kind == "xlsx" else "", "B"], ["c@x.org"]]
+    path = (write_csv(tmp_path / "p.csv", rows) if kind == "csv"
+            else write_xlsx(tmp_path / "p.xlsx", rows))
+    with open_sheet(Recipients(path=path)) as sheet:
+        assert sheet.columns == ("email", "", "name")
+        first, second, third = list(sheet)
+    assert str(first.problem).endswith("row 2: cell B2 holds 'stray' but its column has no "
+                                       "name in the header row; name the column in the "
+                                       "header row or delete the cell")
+    assert first.values == {"email": "a@x.org", "name": "A"}
+    assert second.problem is None and second.values == {"email": "b@x.org", "name": "B"}
+    assert third.problem is None and third.values == {"email": "c@x.org", "name": ""}
+
+
 def test_nul_byte_is_a_problem_of_its_row(tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
     path.write_bytes(b"email,name\na@x.org,A\x00B\n")
