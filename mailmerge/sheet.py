@@ -166,11 +166,17 @@ def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
 
 
+def _is_usual(cells: Sequence[Any], width: int, named: bool) -> bool:
+    """Whether ``_usual_row`` may make the row: every cell under a named column (``named``:
+    the header has no empty name; ``width``: its length) and the first cell not blank.
+    NUL bytes are the caller's to rule out."""
+    return named and 0 < len(cells) <= width and not _is_blank(cells[0])
+
+
 def _usual_row(number: int, columns: tuple[str, ...], cells: Sequence[Any],
                values: Iterable[Any]) -> Row:
-    """The usual row, without ``_make_row``'s loop: every cell under a named column, the
-    first not blank, no NUL byte (the caller has made sure). ``values`` are the cells as
-    the row keeps them; columns past the last cell are empty."""
+    """The usual row (see ``_is_usual``), without ``_make_row``'s loop. ``values`` are the
+    cells as the row keeps them; columns past the last cell are empty."""
     found = dict(zip(columns, values, strict=False))  # fewer cells than columns
     for name in columns[len(cells):]:
         found[name] = ""
@@ -308,8 +314,7 @@ def _open_csv(recipients: Recipients) -> Sheet:
         width, named = len(columns), "" not in columns
         try:
             while (record := next_record()) is not None:
-                if (named and 0 < len(record) <= width and not _is_blank(record[0])
-                        and "\x00" not in "".join(record)):
+                if _is_usual(record, width, named) and "\x00" not in "".join(record):
                     yield _usual_row(number, columns, record, record)
                     continue
                 row = _make_row(path, number, columns, record, None)
@@ -452,8 +457,7 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
         width, named = len(columns), "" not in columns
         try:
             for number, record in records:
-                if named and 0 < len(record) <= width and not _is_blank(record[0]):
-                    # XML cannot hold the NUL bytes the general loop looks for
+                if _is_usual(record, width, named):  # XML cannot hold a NUL byte
                     yield _usual_row(number, columns, record, map(_xlsx_value, record))
                     continue
                 row = _make_row(path, number, columns, record, _xlsx_value)
