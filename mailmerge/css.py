@@ -37,6 +37,8 @@ _STRUCTURAL = re.compile(r":(nth-|first-|last-|only-|empty)|[+~]", re.I)
 _REFERENCES = re.compile(r"\{%-?\s*(extends|include|import|from)\b")
 _DOCTYPE = re.compile(r"^\s*(<!doctype[^>]*>)", re.I)
 _ATTR_BEFORE = re.compile(r"""([\w:-]+)\s*=\s*(["'])[^"']*$""")
+# Rows on which inlining a template or a page once is compared with inlining the message.
+VERIFY_ROWS = 3
 
 
 class _Deferred(ModuleType):
@@ -147,6 +149,21 @@ def uses_other_templates(source: str) -> bool:
     return bool(_REFERENCES.search(source))
 
 
+def value_in_tag(before: str, read: tuple[str, ...] = ("class", "id")) -> str | None:
+    """Why a value standing right after ``before`` (the page or source up to it) may change
+    what the inliner does, or None: in text it cannot; inside a tag it must stand in a
+    quoted attribute value that selectors do not read (``read``)."""
+    start = before.rfind("<")
+    if start <= before.rfind(">"):
+        return None
+    attr = _ATTR_BEFORE.search(before, start)
+    if attr is None:
+        return "a {{ }} expression stands inside a tag, outside an attribute value"
+    if attr.group(1).lower() in read:
+        return f"a {attr.group(1).lower()} attribute is computed by Jinja"
+    return None
+
+
 @dataclass(frozen=True)
 class Prepared:
     """The outcome of trying to inline a template once: source to compile, or why not."""
@@ -181,20 +198,15 @@ def inline_template_once(source: str) -> Prepared:
         pieces.append(before)
         text = match.group(0)
         context = "".join(pieces)
-        inside_tag = context.rfind("<") > context.rfind(">")
         index = len(originals)
         originals.append(text)
         if text.startswith("{{"):
-            if inside_tag:
-                attr = _ATTR_BEFORE.search(context[context.rfind("<"):])
-                if attr is None:
-                    return Prepared(None, "a {{ }} expression stands inside a tag, outside "
-                                          "an attribute value")
-                if attr.group(1).lower() in ("class", "id"):
-                    return Prepared(None, f"a {attr.group(1)} attribute is computed by Jinja")
+            problem = value_in_tag(context)
+            if problem is not None:
+                return Prepared(None, problem)
             pieces.append(f"mmjv{index}x")
         else:
-            if inside_tag:
+            if context.rfind("<") > context.rfind(">"):
                 return Prepared(None, "a {% %} statement stands inside a tag")
             pieces.append(f"<!--mmjs{index}-->")
         last = match.end()

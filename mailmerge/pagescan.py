@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import types
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from itertools import accumulate
 from operator import itemgetter
 from typing import NamedTuple
@@ -93,7 +93,7 @@ class _ValueStretch(NamedTuple):
     end: int
 
 
-def _picker(indices: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
+def picker(indices: tuple[int, ...]) -> Callable[[Sequence[str]], tuple[str, ...]]:
     """``lambda pieces: tuple(pieces[i] for i in indices)``, in C."""
     if len(indices) > 1:
         return itemgetter(*indices)
@@ -106,9 +106,9 @@ def _picker(indices: tuple[int, ...]) -> Callable[[list[str]], tuple[str, ...]]:
 class _Shape(NamedTuple):  # not a dataclass: making one costs 2 ms of every start
     size: int  # how many pieces
     own: tuple[str, ...]  # the template's own pieces, in order
-    pick_own: Callable[[list[str]], tuple[str, ...]]
+    pick_own: Callable[[Sequence[str]], tuple[str, ...]]
     dynamic: tuple[int, ...]  # the pieces that are values
-    pick_values: Callable[[list[str]], tuple[str, ...]]
+    pick_values: Callable[[Sequence[str]], tuple[str, ...]]
     substitutions: tuple[tuple[int, str], ...]  # pieces with their images embedded
     images: tuple[Part, ...]
     candidate: bool  # the template's own text has a prefilter candidate
@@ -219,11 +219,11 @@ class _Layout:
 
 class PageScanner:
     """The shapes of one template's pages, each looked through once. Build once per
-    template; :meth:`make` per row."""
+    template, with its own text by identity (:func:`template_text`); :meth:`make` per
+    row."""
 
-    def __init__(self, environment: jinja2.Environment, template: jinja2.Template,
-                 resolve: Callable[[str], Part]) -> None:
-        self._own = template_text(environment, template)
+    def __init__(self, own: dict[int, str], resolve: Callable[[str], Part]) -> None:
+        self._own = own
         self._resolve = resolve
         self._shapes: dict[tuple[str | None, ...], _Shape | None] = {}
         # the same shapes by their number of pieces: most sizes have one or two, and
@@ -297,10 +297,10 @@ class PageScanner:
         for piece, text in substitutions:
             out[piece] = text
         values = set(dynamic)
-        pick_own = _picker(tuple(i for i in range(len(pieces)) if i not in values))
+        pick_own = picker(tuple(i for i in range(len(pieces)) if i not in values))
         layout = _Layout(out, dynamic)
         return _Shape(len(pieces), pick_own(pieces), pick_own, dynamic,
-                      _picker(dynamic), substitutions, images, candidate, checks,
+                      picker(dynamic), substitutions, images, candidate, checks,
                       _tags(layout), *_marks(layout, out, dynamic))
 
     def _embed(self, page: _Layout, pieces: list[str]

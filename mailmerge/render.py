@@ -55,15 +55,15 @@ from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .fill import fill, fill_pieces, row_context
 from .htmlpart import html_to_text, refuse_script_links
-from .markdown_body import Placeholders, make_converter
+from .markdown_body import make_converter
 from .notices import Notice
-from .pagescan import Page, PageScanner
+from .pageinline import PageInliner
+from .pagescan import Page, PageScanner, template_text
+from .placeholders import Placeholders
 from .sheet import Row
 from .signing import load_signer
 from .suppress import load_suppressions
 
-# Rows on which once-per-campaign CSS inlining is compared with per-message inlining.
-VERIFY_ROWS = 3
 CID_DOMAIN = "mailmerge"
 MAX_HEADER_CHARS = 1000
 # What a template expression may raise besides jinja2's own errors.
@@ -405,8 +405,9 @@ class Renderer:
         self.fast_html: jinja2.Template | None = None
         self._scanners: dict[jinja2.Template, PageScanner] = {}
         self.last_page: Page | None = None
-        self.inline_each = False
+        self.inline_each = False  # the template inlined once, then found to differ on a row
         self._verified = 0
+        self.pages: PageInliner | None = None  # inlining once for each shape of page
         if self.html is not None:
             self._prepare_css()
 
@@ -466,10 +467,8 @@ class Renderer:
         if not css.needs_inlining(source) and not css.uses_other_templates(source):
             return
         prepared = css.inline_template_once(source)
-        if prepared.source is None:
-            self.inline_each = True
-            self.notices.append(Notice.note(f"CSS (if any) is inlined in every message, not "
-                                            f"once per campaign: {prepared.reason}"))
+        if prepared.source is None:  # inlined once for each shape of page instead
+            self.pages = PageInliner(self.notices, self._image)
             return
         self.fast_html = self._made_template("\x00inlined/" + Path(self.html.filename).name,
                                              prepared.source, self.env)
@@ -493,15 +492,12 @@ class Renderer:
         # a cache of its own: templates compiled for self.env must not be shared with it
         self.md_env = self.env.overlay(autoescape=True, cache_size=50,
                                        finalize=self.placeholders.finalize())
+        self.md_pages = PageInliner(self.notices, self._image)
         self.markdown = self._load(markdown, self.md_env)
         self.layout = (self._load(layout, self.md_env) if layout is not None else
                        self._made_template("\x00layout/default.html", _default_layout(),
                                            self.md_env))
         self.converter = make_converter(self.campaign.line_breaks)
-        # inlined layouts by their HTML with placeholders: the same for most rows
-        self._md_inlined: SizedCache[str, str] = SizedCache(CACHE_BYTES // 8,
-                                                            lambda page: 2 * len(page))
-        self._md_inline_each = False
 
     # --- per row ----------------------------------------------------------------------------
 
@@ -686,17 +682,25 @@ class Renderer:
             except _RUNTIME_ERRORS:
                 self.html.render(ctx)  # the same error, with the real template line
                 raise
-            if self._verified < VERIFY_ROWS:
+            if self._verified < css.VERIFY_ROWS:
                 self._verify("".join(pieces), ctx, row)
                 if self.inline_each:
                     return _scanned(css.inline_css(self.html.render(ctx)), self._image)
             return self._scan_pieces(self.fast_html, pieces)
         if self.inline_each:
             html = self.html.render(ctx)
-            if css.needs_inlining(html):
-                html = css.inline_css(html)
-            return _scanned(html, self._image)
-        return self._scan_pieces(self.html, fill_pieces(self.html, ctx))
+            return _scanned(css.inline_css(html) if css.needs_inlining(html) else html,
+                            self._image)
+        pieces = fill_pieces(self.html, ctx)
+        if self.pages is not None:
+            if not self.pages.learned:  # after a first render has loaded its includes
+                self.pages.learn(template_text(self.env, self.html))
+            page = self.pages.page(pieces, row.number)
+            if isinstance(page, str):
+                return _scanned(page, self._image)
+            self.last_page = page
+            return self._page(page)
+        return self._scan_pieces(self.html, pieces)
 
     def _scan_pieces(self, template: jinja2.Template, pieces: list[str]
                      ) -> tuple[str, list[Part]]:
@@ -704,10 +708,17 @@ class Renderer:
         row changed (see pagescan) or whole."""
         scanner = self._scanners.get(template)
         if scanner is None:  # made after a first render has loaded its includes
-            scanner = self._scanners[template] = PageScanner(self.env, template, self._image)
+            scanner = self._scanners[template] = PageScanner(
+                template_text(self.env, template), self._image)
         page = self.last_page = scanner.make(pieces)
         if page is None:
             return _scanned("".join(pieces), self._image)
+        return self._page(page)
+
+    @staticmethod
+    def _page(page: Page) -> tuple[str, list[Part]]:
+        """A page looked through in pieces: refused for a script link that the
+        prefilter's candidate turns out to be."""
         if page.unembedded is not None:
             refuse_script_links(page.unembedded, candidate=True)
         return page.html, page.images
@@ -723,36 +734,7 @@ class Renderer:
         """The layout around the body, its CSS inlined, then the values filled in."""
         assert self.layout is not None
         page = fill(self.layout, {**ctx, "content": Markup(body), "subject": subject})
-        if css.needs_inlining(page):
-            if self._md_inline_each:
-                page = css.inline_css(self.placeholders.escaped(page))
-            else:
-                page = self._inline_markdown_page(page, row)
-        else:
-            page = self.placeholders.escaped(page)
-        return _scanned(page, self._image)
-
-    def _inline_markdown_page(self, page: str, row: Row) -> str:
-        """Inline the page with placeholders (once per distinct page: most rows share
-        one), then fill in the values. Compared with inlining the filled-in page on the
-        first rows; a value inside a `<style>` block always inlines row by row."""
-        if any(self.placeholders.has_any(block) for block in css.style_blocks(page)):
-            self._md_inline_each = True
-            return css.inline_css(self.placeholders.escaped(page))
-        inlined = self._md_inlined.get(page)
-        if inlined is None:
-            inlined = self._md_inlined.put(page, css.inline_css(page))
-        html = self.placeholders.escaped(inlined)
-        if self._verified < VERIFY_ROWS:
-            self._verified += 1
-            filled = self.placeholders.escaped(page)
-            if not css.agrees(html, filled):
-                self._md_inline_each = True
-                self.notices.append(Notice.note(
-                    f"CSS is inlined in every message, not once: on row {row.number} "
-                    "inlining the layout before filling in the values gave different HTML"))
-                return css.inline_css(filled)
-        return html
+        return _scanned(self.md_pages.html(page, self.placeholders, row.number), self._image)
 
     def _verify(self, fast: str, ctx: Mapping[str, Any], row: Row) -> None:
         """Compare once-per-campaign inlining with per-message inlining on a real row."""

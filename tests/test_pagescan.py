@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 from mailmerge.assets import AssetProblem, Part, embed_images
 from mailmerge.fill import fill_pieces, row_context
 from mailmerge.htmlpart import _url_candidate, script_link
-from mailmerge.pagescan import TEMPLATE_MARK, PageScanner, TagMatch, tag_matches
+from mailmerge.pagescan import (
+    TEMPLATE_MARK,
+    PageScanner,
+    TagMatch,
+    tag_matches,
+    template_text,
+)
 from mailmerge.render import make_environment
 
 EXAMPLES = int(os.environ.get("MAILMERGE_PROPERTY_EXAMPLES", 300))
@@ -90,7 +96,7 @@ def scan_rows(source: str, rows: list[dict[str, object]]) -> int:
     env = make_environment([Path(".")])
     env.loader.loaders[0].mapping["t.html"] = source  # type: ignore[attr-defined]
     compiled = env.get_template("t.html")
-    scanner = PageScanner(env, compiled, resolve)
+    scanner = PageScanner(template_text(env, compiled), resolve)
     made = 0
     for values in rows:
         pieces = fill_pieces(compiled, row_context(env.globals, values))

@@ -1,0 +1,180 @@
+"""CSS inlined once for each shape of page, for templates that cannot be inlined once as
+source: every message must read as if its own page had been inlined."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from mailmerge import iter_messages, load_campaign, pageinline
+from mailmerge.css import canonical_html, inline_css
+from mailmerge.notices import Notice
+
+from .conftest import CampaignDir, content, parse
+
+LAYOUT = """<!DOCTYPE html><html lang="en"><head>{% block head %}{% endblock %}<style>
+p { color: #333333; } .note { padding: 2px; } b { color: red; }
+a[data-kind="gold"] { font-weight: bold; } .gold { color: #aa8800; } td { width: 100px; }
+@media (max-width: 480px) { p { font-size: 18px; } }
+</style></head><body>{% block body %}{% endblock %}</body></html>"""
+
+
+def campaign(cdir: CampaignDir, body: str, rows: list[list[str]],
+             layout: str = LAYOUT) -> Path:
+    cdir.file("templates/layout.html", layout)
+    cdir.file("templates/mail.html", '{% extends "layout.html" %}' + body)
+    cdir.csv(rows)
+    cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
+              "transactional: true\ntemplates: {html: ../templates/mail.html}\n")
+    return cdir.folder / "campaign.yaml"
+
+
+def each_inlined(cdir: CampaignDir, rows: list[list[str]]) -> list[str]:
+    """What inlining every row's own page gives, as HTML compared."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(cdir.root / "templates"),
+                             autoescape=True)
+    template = env.get_template("mail.html")
+    return [canonical_html(inline_css(template.render(dict(zip(rows[0], row, strict=True)))))
+            for row in rows[1:]]
+
+
+def run(config: Path, monkeypatch: pytest.MonkeyPatch
+        ) -> tuple[list[str], list[Notice], list[str]]:
+    """Each message's HTML, the notices, and the pages the page inliner inlined."""
+    inlined: list[str] = []
+
+    def counted(html: str) -> str:
+        inlined.append(html)
+        return inline_css(html)
+
+    monkeypatch.setattr(pageinline, "inline_css", counted)
+    notices: list[Notice] = []
+    htmls = []
+    for outcome in iter_messages(load_campaign(config), notices=notices):
+        assert outcome.built is not None, outcome.errors
+        htmls.append(content(parse(outcome.built.data), "html"))
+    return htmls, notices, inlined
+
+
+def test_a_template_that_extends_a_layout_is_inlined_once_for_each_shape(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = ('{% block body %}{% if vip == "yes" %}<p class="note">For members</p>{% endif %}'
+            '<p>Hello {{ name }}, <a href="https://acme.example/?u={{ name|urlencode }}">'
+            'yours</a></p>{% for i in range(n|int) %}<p>{{ i }}</p>{% endfor %}{% endblock %}')
+    rows = [["email", "name", "vip", "n"], *[[f"p{i}@x.org", f"O'Neil & Zoë {i}",
+                                              "yes" if i % 2 else "no", str(i % 2)]
+                                             for i in range(8)]]
+    config = campaign(cdir, body, rows)
+    htmls, notices, inlined = run(config, monkeypatch)
+    assert [canonical_html(h) for h in htmls] == each_inlined(cdir, rows)
+    assert len(inlined) == 2  # two shapes: a member's page and another's
+    assert re.search(r'<p class="note" style="[^"]*padding:2px[^"]*">For members</p>', htmls[1])
+    assert "O&#39;Neil &amp; Zoë 1" in htmls[1]  # escaped as Jinja escapes it
+    assert not notices
+
+
+def test_markup_a_cell_gives_through_safe_is_styled_by_the_template(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``|safe`` value is part of its page's shape, not a placeholder; so is one written
+    where autoescaping is off, which must not be escaped when it is put in."""
+    body = ("{% block body %}<p>{{ bio|safe }}</p>"
+            "{% autoescape false %}<div>{{ raw }}</div>{% endautoescape %}{% endblock %}")
+    rows = [["email", "bio", "raw"], ["a@x.org", "a <b>bold</b> move", "<b>raw</b>"],
+            ["b@x.org", "plain", "<b>raw</b>"], ["c@x.org", "plain", "<b>raw</b>"]]
+    htmls, notices, inlined = run(campaign(cdir, body, rows), monkeypatch)
+    assert [canonical_html(h) for h in htmls] == each_inlined(cdir, rows)
+    assert '<b style="color:red">bold</b>' in htmls[0]
+    assert '<div><b style="color:red">raw</b></div>' in htmls[2]
+    assert len(inlined) == 2 and not notices
+
+
+@pytest.mark.parametrize("body, said", [
+    ('{% block body %}<p class="{{ kind }}">x</p>{% endblock %}',
+     "a class attribute is computed by Jinja"),
+    ('{% block body %}<p><a data-KIND="{{ kind }}">x</a></p>{% endblock %}',
+     "a data-kind attribute is computed by Jinja"),
+    ('{% block body %}<p style="margin: {{ kind }}">x</p>{% endblock %}',
+     "a style attribute is computed by Jinja"),
+    ('{% block head %}<style>.gold { border: {{ kind }} }</style>{% endblock %}'
+     '{% block body %}<p class="gold">x</p>{% endblock %}', "a <style> block holds a value"),
+    ('{% block body %}<p {{ kind }}>x</p>{% endblock %}',
+     "a value stands inside a tag, outside an attribute value"),
+    ('{% block body %}<table><tr><td width="{{ kind }}">x</td></tr></table>{% endblock %}',
+     "the inliner moved or dropped a value"),  # it writes width="100" over it
+])
+def test_a_value_the_inliner_reads_is_inlined_with_the_page(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch, body: str, said: str) -> None:
+    """Where a selector reads a value, or the inliner writes it, the page is inlined with
+    its values in. The row that differs comes after those compared on the first rows."""
+    rows = [["email", "kind"], *[[f"p{i}@x.org", "std"] for i in range(4)],
+            ["gold@x.org", "gold"]]
+    htmls, notices, inlined = run(campaign(cdir, body, rows), monkeypatch)
+    assert [canonical_html(h) for h in htmls] == each_inlined(cdir, rows)
+    # each message with its values; the last case, its shape with placeholders first
+    assert len(inlined) == len(rows) - 1 + ("dropped" in said)
+    assert [n.text for n in notices if "shape" in n.text] == [
+        f"CSS is inlined in every message whose page takes the shape of row 2's, not "
+        f"once: there {said}"]
+
+
+def test_a_page_that_inlines_otherwise_is_found_on_the_first_rows(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Text in <head> makes the parser start the body there, and a placeholder is text
+    where a blank value is not: the first row shows it, and every message after it is
+    inlined on its own."""
+    body = "{% block head %}{{ pre }}{% endblock %}{% block body %}<p>x</p>{% endblock %}"
+    rows = [["email", "pre"], ["a@x.org", " "], ["b@x.org", "y"], ["c@x.org", " "]]
+    htmls, notices, inlined = run(campaign(cdir, body, rows), monkeypatch)
+    assert [canonical_html(h) for h in htmls] == each_inlined(cdir, rows)
+    assert [n.text for n in notices] == [
+        "CSS is inlined in every message, not once: on row 2 inlining the page before "
+        "filling in the values gave different HTML"]
+    assert len(inlined) == 1 + 3  # the shape, then each message
+
+
+def test_a_cell_cannot_forge_a_placeholder(cdir: CampaignDir,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page's values go back by a pattern no cell can know; a cell that looks like one
+    is text, and a ``|safe`` one is markup of its own page."""
+    body = "{% block body %}<p>{{ name }}</p><p>{{ bio|safe }}</p>{% endblock %}"
+    forged = [f"mm{'0' * 12}v0z", "mm0v0z"]
+    rows = [["email", "name", "bio"], ["a@x.org", "Ann", forged[0]], ["b@x.org", forged[1], "x"]]
+    htmls, _, _ = run(campaign(cdir, body, rows), monkeypatch)
+    assert f">{forged[0]}</p>" in htmls[0] and ">Ann</p>" in htmls[0]
+    assert f">{forged[1]}</p>" in htmls[1]
+
+
+
+def test_a_page_made_of_a_layout_reads_as_the_same_page_in_one_file(
+        cdir: CampaignDir, tmp_path: Path) -> None:
+    """The page of a layout is looked through in pieces, as one file's is: the same
+    messages, images embedded, and the same pre-flight findings row by row."""
+    body = ('<div><img src="logo.png"><h1>Hi {{ name }}</h1>{% if n|int %}<a href="{{ url }}">'
+            'go</a>{% endif %}<a href="https://acme.example/x">{{ name }}</a></div>')
+    cdir.file("templates/logo.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 32)
+    rows = [["email", "name", "n", "url"],
+            ["a@x.org", "Ann", "1", "javascript:alert(1)"],
+            ["b@x.org", "Bo", "0", "https://acme.example/y"],
+            ["c@x.org", "Cy {", "1", "%7B%7B"], ["d@x.org", "Di", "1", "https://a.example/"]]
+    layout = LAYOUT.replace(' lang="en"', "")
+    one_file = layout.replace("{% block head %}{% endblock %}", "").replace(
+        "{% block body %}{% endblock %}", body)
+    found = []
+    for template in ('{% extends "layout.html" %}{% block body %}' + body + "{% endblock %}",
+                     one_file):
+        cdir.file("templates/layout.html", layout)
+        cdir.file("templates/mail.html", template)
+        cdir.csv(rows)
+        cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
+                  "transactional: true\ntemplates: {html: ../templates/mail.html}\n")
+        outcomes = list(iter_messages(load_campaign(cdir.folder / "campaign.yaml"),
+                                      inspect=True))
+        found.append([(o.row, sorted(map(str, o.warnings)), [str(e) for e in o.errors],
+                       canonical_html(content(parse(o.built.data), "html")) if o.built else None)
+                      for o in outcomes])
+    assert found[0] == found[1]
+    assert found[0][1][3] is not None and 'src="cid:' in found[0][1][3]
+    assert any(found[0][1][1]) and found[0][0][3] is None  # warnings; a refused link
