@@ -6,8 +6,9 @@ Generates a newsletter (about 16 KB of HTML, a <style> block of about 50 rules w
 media query, 5 article blocks, about 20 placeholders, conditions and a loop over the
 row, a logo, a 1 KB text template, 14 columns) as CSV and .xlsx under bench/work/, then
 measures and prints: `preview` and `check` messages/s against the peer's dry run on the
-same rows, for that newsletter, for the same with styles that start with line-height, and
-for the peer's simplest test (a text body with two placeholders, twice the rows); .xlsx
+same rows, for that newsletter, for the same with styles that start with line-height, for
+the same built on a layout it extends (inlined once for each shape of page), and for the
+peer's simplest test (a text body with two placeholders, twice the rows); .xlsx
 rows/s; peak RSS of `check` at two sizes; the start-up of `check` on the shipped
 newsletter; and sending to a local sink (bench/sink.py) without and with a 20 ms delay on
 every reply. The targets printed are the dry-run issue's: preview at least 1.5x the
@@ -196,6 +197,19 @@ smtp: {{host: 127.0.0.1, port: {port}, security: none, timeout: 30, concurrency:
     return folder / "campaign.yaml"
 
 
+def write_layout_campaign(folder: Path, rows: int) -> Path:
+    """The newsletter with its page in a layout it extends, as most real ones are built:
+    the same messages, the template inlined once for each shape of page (see pageinline).
+    The peer's template is the same page in one file."""
+    config = write_campaign(folder, rows)
+    head, body = HTML.split("<body>", 1)
+    assert body.endswith("</body></html>")
+    (folder / "layout.html").write_text(head + "<body>{% block body %}{% endblock %}</body></html>")
+    (folder / "mail.html").write_text('{% extends "layout.html" %}{% block body %}'
+                                      + body.removesuffix("</body></html>") + "{% endblock %}")
+    return config
+
+
 # Runs the command as its child and reports its wall time and peak RSS. A child forked
 # from this process (large: it holds the generated sheets) would count that memory in
 # its peak until it execs; the launcher is small.
@@ -332,6 +346,8 @@ def main() -> int:
     peer_dry = versus(csv_config, "newsletter", args.rows, 1.5, 5)
     versus(write_campaign(WORK / "lineheight", args.rows, html=HTML_LINE_HEIGHT),
            "newsletter, line-height", args.rows, 1.5, 5)
+    versus(write_layout_campaign(WORK / "layout", args.rows), "newsletter on a layout",
+           args.rows, 1.5, 5)
     plain_rows = 2 * args.rows
     versus(write_plain(WORK / "plain", plain_rows), "plain text", plain_rows, 1, None)
     # the same newsletter into memory (tmpfs): what the work itself costs
