@@ -312,6 +312,10 @@ def make_environment(search_path: list[Path], named: frozenset[str] = frozenset(
         undefined=_Undefined,
         autoescape=jinja2.select_autoescape(("html", "htm", "xml"), default_for_string=False),
         keep_trailing_newline=True,
+        # a run renders every row with the templates as it read them: a layout changed
+        # part-way through a send does not change the later messages, and a template that
+        # extends or includes another does not look at that file again on every row
+        auto_reload=False,
     )
     env.globals["lipsum"] = _lipsum
     return env

@@ -3,6 +3,7 @@ source: every message must read as if its own page had been inlined."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -178,3 +179,20 @@ def test_a_page_made_of_a_layout_reads_as_the_same_page_in_one_file(
     assert found[0] == found[1]
     assert found[0][1][3] is not None and 'src="cid:' in found[0][1][3]
     assert any(found[0][1][1]) and found[0][0][3] is None  # warnings; a refused link
+
+
+def test_a_layout_changed_part_way_through_a_run_does_not_change_its_later_messages(
+        cdir: CampaignDir) -> None:
+    """A run renders every row with the templates as it first read them (one campaign,
+    one look), and does not look at a layout's file again on every row."""
+    config = campaign(cdir, "{% block body %}<p>{{ name }}</p>{% endblock %}",
+                      [["email", "name"], *[[f"p{i}@x.org", f"P{i}"] for i in range(3)]])
+    layout = cdir.root / "templates" / "layout.html"
+    htmls = []
+    for outcome in iter_messages(load_campaign(config)):
+        assert outcome.built is not None
+        htmls.append(content(parse(outcome.built.data), "html"))
+        layout.write_text(LAYOUT.replace("<body>", "<body>CHANGED"), encoding="utf-8")
+        later = layout.stat().st_mtime + 10 * len(htmls)
+        os.utime(layout, (later, later))
+    assert len(htmls) == 3 and not any("CHANGED" in html for html in htmls)
