@@ -48,6 +48,7 @@ class _Shape(NamedTuple):
     values: Callable[[Sequence[str]], tuple[str, ...]]  # the values, from the pieces
     texts: tuple[str, ...] | None  # None: inlined with its values in, on every row
     order: Callable[[Sequence[str]], tuple[str, ...]]  # the values, in the gaps' order
+    inlined: bool  # whether it had CSS to inline (else it is the page as rendered)
 
 
 class PageInliner:
@@ -108,7 +109,7 @@ class PageInliner:
         out: list[str] = [""] * (2 * len(shape.texts) - 1)
         out[0::2] = shape.texts
         out[1::2] = shape.order(values)
-        if self._verified < VERIFY_ROWS:
+        if shape.inlined and self._verified < VERIFY_ROWS:
             self._verified += 1
             if not self._agrees("".join(out), "".join(pieces), row):
                 return _whole(pieces)
@@ -125,13 +126,15 @@ class PageInliner:
         page = list(pieces)
         for number, index in enumerate(dynamic):
             page[index] = self._marks.mark(number)
-        inlined = self._inline("".join(page), self._marks, row)
+        text = "".join(page)
+        inlined = self._inline(text, self._marks, row)
         texts: tuple[str, ...] | None = None
         order: tuple[int, ...] = ()
         if inlined is not None:
             texts, order = self._marks.split(inlined)
             self._texts.update((id(text), text) for text in texts if text)
-        shape = self._shapes[key] = _Shape(picker(dynamic), texts, picker(order))
+        shape = self._shapes[key] = _Shape(picker(dynamic), texts, picker(order),
+                                           inlined is not text)
         return shape
 
     # --- a Markdown body's page, as text with placeholders ---------------------------------

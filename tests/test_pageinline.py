@@ -9,12 +9,20 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailmerge import iter_messages, load_campaign, pageinline
 from mailmerge.css import canonical_html, inline_css
+from mailmerge.fill import fill_pieces, row_context
+from mailmerge.htmlpart import script_link
 from mailmerge.notices import Notice
+from mailmerge.pageinline import PageInliner
+from mailmerge.pagescan import template_text
+from mailmerge.render import make_environment
 
 from .conftest import CampaignDir, content, parse
+from .test_pagescan import EXAMPLES, resolve, row, template, whole
 
 LAYOUT = """<!DOCTYPE html><html lang="en"><head>{% block head %}{% endblock %}<style>
 p { color: #333333; } .note { padding: 2px; } b { color: red; }
@@ -164,10 +172,10 @@ def test_a_page_made_of_a_layout_reads_as_the_same_page_in_one_file(
     one_file = layout.replace("{% block head %}{% endblock %}", "").replace(
         "{% block body %}{% endblock %}", body)
     found = []
-    for template in ('{% extends "layout.html" %}{% block body %}' + body + "{% endblock %}",
-                     one_file):
+    for mail in ('{% extends "layout.html" %}{% block body %}' + body + "{% endblock %}",
+                 one_file):
         cdir.file("templates/layout.html", layout)
-        cdir.file("templates/mail.html", template)
+        cdir.file("templates/mail.html", mail)
         cdir.csv(rows)
         cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
                   "transactional: true\ntemplates: {html: ../templates/mail.html}\n")
@@ -196,3 +204,34 @@ def test_a_layout_changed_part_way_through_a_run_does_not_change_its_later_messa
         later = layout.stat().st_mtime + 10 * len(htmls)
         os.utime(layout, (later, later))
     assert len(htmls) == 3 and not any("CHANGED" in html for html in htmls)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(template(), st.lists(row, min_size=1, max_size=5))
+def test_a_page_put_together_from_its_shape_is_the_page_and_its_whole_scan(
+        source: str, rows: list[dict[str, object]]) -> None:
+    """Without CSS to inline, the page a shape and a row's values make is the page as
+    rendered, byte for byte, and looking through it in pieces finds what the whole-page
+    scans find: images, script links, tags, Jinja syntax left in it."""
+    env = make_environment([Path(".")])
+    env.loader.loaders[0].mapping["t.html"] = source  # type: ignore[attr-defined]
+    compiled = env.get_template("t.html")
+    inliner = PageInliner([], resolve)
+    inliner.learn(template_text(env, compiled))
+    for number, values in enumerate(rows, 2):
+        pieces = fill_pieces(compiled, row_context(env.globals, values))
+        html = "".join(pieces)
+        embedded, images, candidate, link, tags, marked = whole(html)
+        page = inliner.page(list(pieces), number)
+        if isinstance(page, str):
+            assert page == html
+            continue
+        assert embedded is not None, "a page whose image fails must be scanned whole"
+        assert page.html == embedded
+        assert page.images == images
+        assert (page.unembedded is not None) == candidate
+        if page.unembedded is not None:
+            assert page.unembedded == html and script_link(html) == link
+        assert list(page.tags()) == tags
+        assert page.template_mark() == marked
+    assert inliner._verified == 0  # nothing was inlined, so nothing needed comparing
