@@ -502,6 +502,9 @@ class Renderer:
                        self._made_template("\x00layout/default.html", _default_layout(),
                                            self.md_env))
         self.converter = make_converter(self.campaign.line_breaks)
+        # the HTML of each source: with the values as placeholders, most rows share one
+        self._md_html: SizedCache[str, str] = SizedCache(CACHE_BYTES // 8,
+                                                         lambda html: 2 * len(html))
 
     # --- per row ----------------------------------------------------------------------------
 
@@ -731,7 +734,10 @@ class Renderer:
         """The Markdown source and the HTML CommonMark makes of it, both with placeholders."""
         assert self.markdown is not None
         source = fill(self.markdown, ctx)
-        return source, self.converter.render(source)
+        html = self._md_html.get(source)
+        if html is None:  # the same source on the rows of one shape: converted once
+            html = self._md_html.put(source, self.converter.render(source))
+        return source, html
 
     def _render_layout(self, ctx: dict[str, Any], subject: str, body: str, row: Row
                        ) -> tuple[str | None, list[Part]]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import re
 from html.parser import HTMLParser
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailmerge import ConfigError, iter_messages, load_campaign
+from mailmerge import render as render_module
 from mailmerge.campaign import parse_campaign
+from mailmerge.markdown_body import make_converter
 
 from .conftest import CampaignDir, content, parse, tree
 
@@ -291,3 +294,32 @@ def test_a_missing_markdown_file_is_named(cdir: CampaignDir) -> None:
     (c.root / "templates/body.md").unlink()
     with pytest.raises(ConfigError, match=r"`templates` names .*body\.md, which does not exist"):
         load_campaign(c.folder / "campaign.yaml")
+
+
+def test_rows_of_one_shape_are_converted_from_markdown_once(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With its values as placeholders, a body's source is the same on every row of one
+    shape: CommonMark converts it once, and each row still reads its own values."""
+    converted: list[str] = []
+
+    def counting(line_breaks: bool = False) -> Any:
+        converter = make_converter(line_breaks)
+        real = converter.render
+
+        def render(source: str) -> str:
+            converted.append(source)
+            return real(source)
+
+        converter.render = render  # type: ignore[method-assign]
+        return converter
+
+    monkeypatch.setattr(render_module, "make_converter", counting)
+    c = markdown_campaign(cdir, "# Hi {{ name }}\n\n{% if vip == 'y' %}*Gold* {% endif %}"
+                                "member **{{ name }}**\n",
+                          rows=[["email", "name", "vip"],
+                                *[[f"p{i}@x.org", f"*P{i}*", "y" if i % 2 else "n"]
+                                  for i in range(6)]])
+    htmls = [content(msg, "html") for _, msg in c.messages()]
+    assert len(converted) == 2
+    assert all(f"<strong>*P{i}*</strong>" in html for i, html in enumerate(htmls))
+    assert ["<em>Gold</em>" in html for html in htmls] == [i % 2 == 1 for i in range(6)]
