@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Mapping, MutableMapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from functools import partial
@@ -321,23 +321,26 @@ def make_environment(search_path: list[Path], named: frozenset[str] = frozenset(
     return env
 
 
-def _template_line(exc: BaseException, filename: str) -> int | None:
-    """The template line an exception came from, from jinja2's rewritten traceback."""
+def _template_frame(exc: BaseException, filenames: Collection[str]) -> tuple[str, int] | None:
+    """The innermost template (of ``filenames``) and line an exception came from, from
+    jinja2's rewritten traceback: an error in a layout names the layout, not the
+    template that extends it."""
     if isinstance(exc, jinja2.TemplateSyntaxError):
-        return exc.lineno
-    line = None
+        return ((exc.filename, exc.lineno) if exc.filename is not None
+                and exc.filename in filenames else None)
+    found = None
     if isinstance(exc, TooSlow):  # raised past jinja2's handler: map the lines here
         tb = exc.__traceback__
         while tb is not None:
             template = tb.tb_frame.f_globals.get("__jinja_template__")
-            if template is not None and template.filename == filename:
-                line = template.get_corresponding_lineno(tb.tb_lineno)
+            if template is not None and template.filename in filenames:
+                found = (template.filename, template.get_corresponding_lineno(tb.tb_lineno))
             tb = tb.tb_next
-        return line
+        return found
     for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename == filename:
-            line = frame.lineno
-    return line
+        if frame.filename in filenames and frame.lineno is not None:
+            found = (frame.filename, frame.lineno)
+    return found
 
 
 def _scanned(html: str, resolve: Callable[[str], Part]) -> tuple[str, list[Part]]:
@@ -816,6 +819,13 @@ class Renderer:
                         line=self.campaign.line_of(key), row=row.number,
                         hint="correct the campaign file or the sheet")
 
+    def _loaded_files(self) -> set[str]:
+        """The files of the templates loaded so far: those named, what they extend and
+        include."""
+        envs = [self.env, *([self.md_env] if self.markdown is not None else [])]
+        return {t.filename for env in envs for t in (env.cache or {}).values()
+                if isinstance(t, jinja2.Template) and t.filename}
+
     def _template_error(self, row: Row, exc: BaseException, key: str) -> TemplateError:
         message = getattr(exc, "message", None) or str(exc)
         hint = None
@@ -846,9 +856,9 @@ class Renderer:
         template = {"html": self.html, "text": self.text, "markdown": self.markdown,
                     "layout": self.layout}.get(key)
         if template is not None and template.filename:
-            return TemplateError(message, path=template.filename,
-                                 line=_template_line(exc, template.filename),
-                                 row=row.number, hint=hint)
+            where = _template_frame(exc, {template.filename, *self._loaded_files()})
+            return TemplateError(message, path=where[0] if where else template.filename,
+                                 line=where[1] if where else None, row=row.number, hint=hint)
         return TemplateError(f"`{key}`: {message}", path=self.campaign.path,
                              line=self.campaign.line_of(key), row=row.number, hint=hint)
 

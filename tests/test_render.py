@@ -719,3 +719,30 @@ def test_rows_that_inline_otherwise_are_found_on_every_run(
     entries = [p.read_text(encoding="utf-8") for p in kept.glob("*.json")]
     assert len(entries) == 1 + 3 + 1  # the template; rows 1 to 3; the other row 1
     assert not any("Secret" in entry or "9px" in entry for entry in entries)  # no row's data
+
+
+@pytest.mark.parametrize("where", ["layout", "include", "markdown layout"])
+def test_an_error_in_a_layout_or_an_include_names_that_file_and_line(
+        cdir: CampaignDir, where: str) -> None:
+    """The innermost template the error came from, not the one the campaign names (which
+    would say line 1, where it extends or includes the other)."""
+    broken = "<p>\n\n{{ 1 / zero|int }}</p>"
+    if where == "markdown layout":
+        cdir.file("templates/layout.html", "<html><body>{{ content }}" + broken + "</body></html>")
+        cdir.file("templates/body.md", "Hi {{ name }}\n")
+        templates = "{markdown: ../templates/body.md, layout: ../templates/layout.html}"
+    else:
+        cdir.file("templates/other.html", "<html><body>{% block body %}{% endblock %}" + broken
+                  + "</body></html>" if where == "layout" else broken)
+        cdir.file("templates/mail.html", '{% extends "other.html" %}{% block body %}<p>Hi'
+                  '</p>{% endblock %}' if where == "layout" else
+                  '<p>Hi</p>{% include "other.html" %}')
+        templates = "{html: ../templates/mail.html}"
+    cdir.csv([["email", "name", "zero"], ["a@x.org", "A", "0"]])
+    cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
+              f"transactional: true\ntemplates: {templates}\n")
+    outcome, = iter_messages(load_campaign(cdir.folder / "campaign.yaml"))
+    error, = outcome.errors
+    expected = "layout.html" if where == "markdown layout" else "other.html"
+    assert (Path(str(error.path)).name, error.line) == (expected, 3), str(error)
+    assert "division by zero" in str(error)
