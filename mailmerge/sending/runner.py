@@ -12,11 +12,13 @@ as that reply took and its record's sync to disk; and the Sent-folder copies
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import hashlib
 import itertools
 import os
 import queue
+import signal
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +37,8 @@ from .settle import Settled
 from .smtp import Delivery, Envelope, Reply, SmtpConnection, token_source
 
 MAX_CONNECT_FAILURES = 5
+# how often a wait for retries looks whether Ctrl-C asked the run to stop
+_WAKE = 0.1
 
 
 # What happened: a recipient's outcome, or a wait before retrying the deferred ones
@@ -279,28 +283,17 @@ class Runner:
         deadline = self.clock() + self.smtp.retry_for
         try:
             try:
-                self._pass(itertools.chain([primed] if primed else [], first))
-                first.close()
-                while not self._stopping():
-                    while self.in_flight:  # their deferrals decide when to retry
-                        self._pull(None)
-                        self._handle_ready()
-                    due = self.journal.next_due()
-                    if due is None or due > deadline:
-                        break
-                    wait = due - self.clock()
-                    if wait > 0:
-                        self.events(Event("retry-wait", 0, "", f"{wait:.0f}"))
-                        self._drain(until=self.clock() + wait)
-                    self._pass(self._jobs(functools.partial(_deferred_due, now=self.clock())))
-                self._finish(workers)
+                with self._ctrl_c_stops():
+                    self._send(first, primed, deadline, workers)
             except KeyboardInterrupt:
+                abandon = self.report.interrupted  # a second Ctrl-C (see _ctrl_c_stops)
                 self.report.interrupted = True
                 self.stop.set()
-                try:
-                    self._finish(workers)
-                except KeyboardInterrupt:
-                    pass  # a second Ctrl-C abandons what is in flight: uncertain in the journal
+                if not abandon:
+                    try:
+                        self._finish(workers)
+                    except KeyboardInterrupt:
+                        pass  # a second Ctrl-C abandons what is in flight: uncertain in the journal
         finally:
             self.stop.set()
             first.close()  # ends the render process, if it still runs
@@ -310,6 +303,52 @@ class Runner:
             if not any(worker.is_alive() for worker in workers):
                 self.marks.close()
         return self.report
+
+    def _send(self, first: Generator[_Job, None, None], primed: _Job | None, deadline: float,
+              workers: list[threading.Thread]) -> None:
+        """The passes through the sheet, the retries, then the workers' last results."""
+        self._pass(itertools.chain([primed] if primed else [], first))
+        first.close()
+        while not self._stopping():
+            while self.in_flight:  # their deferrals decide when to retry
+                self._pull(None)
+                self._handle_ready()
+            due = self.journal.next_due()
+            if due is None or due > deadline:
+                break
+            wait = due - self.clock()
+            if wait > 0:
+                self.events(Event("retry-wait", 0, "", f"{wait:.0f}"))
+                self._drain(until=self.clock() + wait)
+            self._pass(self._jobs(functools.partial(_deferred_due, now=self.clock())))
+        self._finish(workers)
+
+    @contextlib.contextmanager
+    def _ctrl_c_stops(self) -> Iterator[None]:
+        """The first Ctrl-C asks the run to stop: what the workers hold is finished and
+        recorded, the rest waits for the next run. A second one raises KeyboardInterrupt,
+        which abandons what is in flight (uncertain in the journal).
+
+        A KeyboardInterrupt raised wherever this thread happened to be could leave a
+        queue's lock held (a `with` is not atomic against it); finishing then waited on
+        that lock for ever. Only the main thread can set a handler; elsewhere, Ctrl-C
+        stays a KeyboardInterrupt."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def interrupted(signum: int, frame: object) -> None:
+            if self.report.interrupted:
+                raise KeyboardInterrupt
+            self.report.interrupted = True
+            self.stop.set()
+
+        previous = signal.signal(signal.SIGINT, interrupted)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous if previous is not None
+                          else signal.default_int_handler)
 
     def _stopping(self) -> bool:
         return self.stop.is_set() or self.report.stopped is not None
@@ -347,7 +386,8 @@ class Runner:
             if until is not None and timeout is not None and timeout <= 0:
                 return
             if until is not None and not self.in_flight:
-                self.sleep(max(timeout or 0, 0))
+                while not self.stop.is_set() and (left := until - self.clock()) > 0:
+                    self.sleep(min(left, _WAKE))  # a Ctrl-C ends the wait (see _ctrl_c_stops)
                 return
             if not self._pull(timeout if until is not None else 0):
                 return
