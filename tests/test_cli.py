@@ -428,3 +428,22 @@ def test_a_command_leaves_every_file_whole_though_it_skips_the_collections_at_ex
     rows = [int(line.removeprefix("mm.part(").split(",", 1)[0])
             for part in (out / "parts").iterdir() for line in part.read_text().splitlines()]
     assert sorted(rows) == list(range(2, 302))
+
+
+@pytest.mark.parametrize("command", ["check", "preview"])
+def test_ctrl_c_exits_130_not_the_code_of_bad_rows(basic, command: str) -> None:
+    """click answers Ctrl-C with "Aborted!" and exit code 1, which is the code of rows
+    with problems: a script would take an interrupted check for bad data."""
+    import signal
+    import time
+
+    slow = "<p>{{ name }}</p>{% for i in range(20000) %}{% endfor %}"  # milliseconds a row
+    c = basic(html=slow, rows=[["email", "name"], *[[f"p{i}@x.org", "P"] for i in range(3000)]])
+    process = subprocess.Popen([sys.executable, "-m", "mailmerge", command,
+                                str(c.folder / "campaign.yaml"), "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # past the start, well before the 3,000 rows are done
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, (out, err)
+    assert "Interrupted." in err and "Aborted!" not in err

@@ -155,7 +155,21 @@ def _finish(report: Report, verb: str, strict: bool = False, spammy: bool = Fals
     sys.exit(EXIT_DATA if failed else EXIT_OK)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The group, with Ctrl-C as exit code 130 on every command. click's own answer
+    ("Aborted!", exit code 1) is the code of rows with problems: a script would take an
+    interrupted `check` for bad data. (`send` handles Ctrl-C itself and says how to
+    resume; this is what the other commands get.)"""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mailmerge-campaign", prog_name="mailmerge")
 def cli() -> None:
     """Personalised mail from a spreadsheet: Jinja2 templates, CSV or .xlsx rows, SMTP.
