@@ -235,3 +235,18 @@ def test_a_page_put_together_from_its_shape_is_the_page_and_its_whole_scan(
         assert list(page.tags()) == tags
         assert page.template_mark() == marked
     assert inliner._verified == 0  # nothing was inlined, so nothing needed comparing
+
+
+def test_a_part_first_included_on_a_later_row_is_styled_and_filled_in(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The templates' own text is learnt after the first row; a part that row did not
+    include is loaded later, and its text must still be inlined as the page's own."""
+    cdir.file("templates/vip.html", '<p class="note">For {{ name }} only</p>')
+    body = ('{% block body %}<p>Hi {{ name }}</p>{% if vip == "y" %}{% include "vip.html" %}'
+            "{% endif %}{% endblock %}")
+    rows = [["email", "name", "vip"], ["a@x.org", "Ann", "n"], ["b@x.org", "Bo", "y"],
+            ["c@x.org", "Cy", "y"], ["d@x.org", "Di", "n"], ["e@x.org", "Ed", "y"]]
+    htmls, notices, inlined = run(campaign(cdir, body, rows), monkeypatch)
+    assert [canonical_html(h) for h in htmls] == each_inlined(cdir, rows)
+    assert re.search(r'<p class="note" style="[^"]*padding:2px[^"]*">For Ed only</p>', htmls[4])
+    assert len(inlined) == 2 and not notices
