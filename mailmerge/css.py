@@ -158,7 +158,7 @@ def value_in_tag(before: str, read: tuple[str, ...] = ("class", "id")) -> str | 
         return None
     attr = _ATTR_BEFORE.search(before, start)
     if attr is None:
-        return "a {{ }} expression stands inside a tag, outside an attribute value"
+        return "a {{ value }} stands inside a tag, outside an attribute value"
     if attr.group(1).lower() in read:
         return f"a {attr.group(1).lower()} attribute is computed by Jinja"
     return None

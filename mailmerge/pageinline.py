@@ -126,15 +126,15 @@ class PageInliner:
         page = list(pieces)
         for number, index in enumerate(dynamic):
             page[index] = self._marks.mark(number)
-        text = "".join(page)
-        inlined = self._inline(text, self._marks, row)
+        marked = "".join(page)
+        inlined = self._inline(marked, self._marks, row)
         texts: tuple[str, ...] | None = None
         order: tuple[int, ...] = ()
         if inlined is not None:
             texts, order = self._marks.split(inlined)
             self._texts.update((id(text), text) for text in texts if text)
         shape = self._shapes[key] = _Shape(picker(dynamic), texts, picker(order),
-                                           inlined is not text)
+                                           inlined is not marked)
         return shape
 
     # --- a Markdown body's page, as text with placeholders ---------------------------------

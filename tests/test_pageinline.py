@@ -110,7 +110,7 @@ def test_markup_a_cell_gives_through_safe_is_styled_by_the_template(
     ('{% block head %}<style>.gold { border: {{ kind }} }</style>{% endblock %}'
      '{% block body %}<p class="gold">x</p>{% endblock %}', "a <style> block holds a value"),
     ('{% block body %}<p {{ kind }}>x</p>{% endblock %}',
-     "a value stands inside a tag, outside an attribute value"),
+     "a {{ value }} stands inside a tag, outside an attribute value"),
     ('{% block body %}<table><tr><td width="{{ kind }}">x</td></tr></table>{% endblock %}',
      "the inliner moved or dropped a value"),  # it writes width="100" over it
 ])
