@@ -199,3 +199,25 @@ def test_the_first_ctrl_c_stops_the_run_without_raising_where_it_lands(basic) ->
     assert process.returncode == 130, output
     assert "KeyboardInterrupt raised at: []" in output, output
     assert "sending" not in journal_states(c).values()
+
+
+def test_a_send_that_ignores_ctrl_c_goes_on_ignoring_it(basic) -> None:
+    """A script's `mailmerge send ... &` starts with Ctrl-C ignored; the run must not
+    take it up again while it sends."""
+    server = Server()
+    server.handler.data_delay = 0.005
+    people = [["email", "name"], *[[f"g{i}@example.org", "G"] for i in range(60)]]
+    c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
+    try:
+        # as a shell starts a background job: Ctrl-C ignored, which exec keeps
+        process = subprocess.Popen(
+            ["sh", "-c", 'trap "" INT; exec "$0" -m mailmerge send "$1" --yes -q',
+             sys.executable, str(c.folder / "campaign.yaml")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wait_for(server, 10)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        server.stop()
+    assert process.returncode == 0, output
+    assert server.handler.by_recipient() == {f"g{i}@example.org": 1 for i in range(60)}

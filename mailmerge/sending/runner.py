@@ -332,8 +332,10 @@ class Runner:
         A KeyboardInterrupt raised wherever this thread happened to be could leave a
         queue's lock held (a `with` is not atomic against it); finishing then waited on
         that lock for ever. Only the main thread can set a handler; elsewhere, Ctrl-C
-        stays a KeyboardInterrupt."""
-        if threading.current_thread() is not threading.main_thread():
+        stays a KeyboardInterrupt. A process that ignores Ctrl-C (started in the
+        background by a script) goes on ignoring it."""
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):  # e.g. `send &`
             yield
             return
 
