@@ -67,6 +67,7 @@ class PageInliner:
         # HTML shapes, by their pieces' own text (None for a value)
         self._marks = Placeholders()  # for the values of an HTML page's shape
         self._own: dict[int, str] | None = None  # the templates' own pieces, by identity
+        self._styles: frozenset[str] = frozenset()  # the style blocks in that text
         self._shapes: dict[tuple[str | None, ...], _Shape] = {}
         # the values' pieces, by the same key
         self._values: dict[tuple[str | None, ...], Callable[[Sequence[str]], tuple[str, ...]]] = {}
@@ -81,8 +82,10 @@ class PageInliner:
 
     def learn(self, own: dict[int, str]) -> None:
         """The templates' own text, by identity (pagescan.template_text), once they are
-        loaded: after the first render, which loads what they extend and include."""
+        loaded: after the first render, which loads what they extend and include. Their
+        style blocks' rules may be kept between runs (see css.inline_css)."""
         self._own = own
+        self._styles = frozenset(block for text in own.values() for block in style_blocks(text))
 
     def page(self, pieces: list[str], row: int) -> Page | str:
         """The page of a row's pieces with its CSS inlined: looked through in pieces (a
@@ -176,7 +179,7 @@ class PageInliner:
         if not needs_inlining(page):
             return page
         why = _unsafe(page, placeholders)
-        inlined = inline_css(page) if why is None else None
+        inlined = inline_css(page, keep=self._styles) if why is None else None
         if inlined is not None and _found(inlined, placeholders) != _found(page, placeholders):
             why, inlined = "the inliner moved or dropped a value", None
         if why is not None and not self._said:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import jinja2
@@ -55,9 +56,9 @@ def run(config: Path, monkeypatch: pytest.MonkeyPatch
     """Each message's HTML, the notices, and the pages the page inliner inlined."""
     inlined: list[str] = []
 
-    def counted(html: str) -> str:
+    def counted(html: str, keep: Collection[str] = ()) -> str:
         inlined.append(html)
-        return inline_css(html)
+        return inline_css(html, keep)
 
     monkeypatch.setattr(pageinline, "inline_css", counted)
     notices: list[Notice] = []
