@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -177,26 +178,34 @@ main()
 """
 
 
-def test_the_first_ctrl_c_stops_the_run_without_raising_where_it_lands(basic) -> None:
-    """A KeyboardInterrupt raised wherever the sending thread happened to be could leave
-    a queue's lock held (a `with` is not atomic against it): finishing the run then
-    waited on that lock for ever, about one run in ten of the test above. The first
-    Ctrl-C now only asks the run to stop; the thread is traced, and no KeyboardInterrupt
-    may be raised in it."""
+def send_interrupted(basic, prefix: str, rows: int, command: Callable[[Path], list[str]]
+                     ) -> tuple[int, str, CampaignDir, Server]:
+    """Run ``command`` (given the campaign file) against a slow server, Ctrl-C it after
+    ten messages, and wait for it: its exit code and output, the campaign, the server."""
     server = Server()
     server.handler.data_delay = 0.005
-    people = [["email", "name"], *[[f"t{i}@example.org", "T"] for i in range(100)]]
+    people = [["email", "name"], *[[f"{prefix}{i}@example.org", "X"] for i in range(rows)]]
     c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
     try:
-        process = subprocess.Popen([sys.executable, "-c", TRACED_SEND,
-                                    str(c.folder / "campaign.yaml")], stdout=subprocess.PIPE,
+        process = subprocess.Popen(command(c.folder / "campaign.yaml"), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         wait_for(server, 10)
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
     finally:
         server.stop()
-    assert process.returncode == 130, output
+    return process.returncode, output, c, server
+
+
+def test_the_first_ctrl_c_stops_the_run_without_raising_where_it_lands(basic) -> None:
+    """A KeyboardInterrupt raised wherever the sending thread happened to be could leave
+    a queue's lock held (a `with` is not atomic against it): finishing the run then
+    waited on that lock for ever, about one run in ten of the test above. The first
+    Ctrl-C now only asks the run to stop; the thread is traced, and no KeyboardInterrupt
+    may be raised in it."""
+    code, output, c, _ = send_interrupted(
+        basic, "t", 100, lambda config: [sys.executable, "-c", TRACED_SEND, str(config)])
+    assert code == 130, output
     assert "KeyboardInterrupt raised at: []" in output, output
     assert "sending" not in journal_states(c).values()
 
@@ -204,20 +213,9 @@ def test_the_first_ctrl_c_stops_the_run_without_raising_where_it_lands(basic) ->
 def test_a_send_that_ignores_ctrl_c_goes_on_ignoring_it(basic) -> None:
     """A script's `mailmerge send ... &` starts with Ctrl-C ignored; the run must not
     take it up again while it sends."""
-    server = Server()
-    server.handler.data_delay = 0.005
-    people = [["email", "name"], *[[f"g{i}@example.org", "G"] for i in range(60)]]
-    c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
-    try:
-        # as a shell starts a background job: Ctrl-C ignored, which exec keeps
-        process = subprocess.Popen(
-            ["sh", "-c", 'trap "" INT; exec "$0" -m mailmerge send "$1" --yes -q',
-             sys.executable, str(c.folder / "campaign.yaml")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for(server, 10)
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
-    finally:
-        server.stop()
-    assert process.returncode == 0, output
+    # as a shell starts a background job: Ctrl-C ignored, which exec keeps
+    code, output, _, server = send_interrupted(
+        basic, "g", 60, lambda config: ["sh", "-c", 'trap "" INT; exec "$0" -m mailmerge '
+                                        'send "$1" --yes -q', sys.executable, str(config)])
+    assert code == 0, output
     assert server.handler.by_recipient() == {f"g{i}@example.org": 1 for i in range(60)}
