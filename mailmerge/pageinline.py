@@ -93,29 +93,25 @@ class PageInliner:
         own = self._own
         assert own is not None, "learn() first"
         if self.each:
-            return _whole(pieces)
+            return _whole("".join(pieces))
         key = tuple(map(own.get, map(id, pieces)))
         pick = self._values.get(key)
         if pick is None:
             pick = self._values[key] = picker(tuple(i for i, text in enumerate(key)
                                                     if text is None))
-        values = pick(pieces)
-        if _MARKUP.search("".join(values)):  # markup is part of the shape
+        if _MARKUP.search("".join(pick(pieces))):  # markup is part of the shape
             key = tuple(piece if text is None and _MARKUP.search(piece) else text
                         for piece, text in zip(pieces, key, strict=True))
-            shape = self._shapes.get(key) or self._shape(key, pieces, row)
-            values = shape.values(pieces)
-        else:
-            shape = self._shapes.get(key) or self._shape(key, pieces, row)
+        shape = self._shapes.get(key) or self._shape(key, pieces, row)
         if shape.texts is None:
-            return _whole(pieces)
+            return _whole("".join(pieces))
         out: list[str] = [""] * (2 * len(shape.texts) - 1)
         out[0::2] = shape.texts
-        out[1::2] = shape.order(values)
+        out[1::2] = shape.order(shape.values(pieces))
         if shape.inlined and self._verified < VERIFY_ROWS:
             self._verified += 1
             if not self._agrees("".join(out), "".join(pieces), row):
-                return _whole(pieces)
+                return _whole("".join(pieces))
         made = self.scanner.make(out)
         return made if made is not None else "".join(out)
 
@@ -146,12 +142,12 @@ class PageInliner:
         """The message's HTML: ``page`` (rendered with ``placeholders``) with its CSS
         inlined and its values in."""
         if self.each:
-            return _whole([placeholders.escaped(page)])
+            return _whole(placeholders.escaped(page))
         kept = self._pages.get(page)
         if kept is None:
             kept = self._pages.put(page, (self._inline(page, placeholders, row), len(page)))
         if kept[0] is None:
-            return _whole([placeholders.escaped(page)])
+            return _whole(placeholders.escaped(page))
         html = placeholders.escaped(kept[0])
         if self._verified < VERIFY_ROWS and kept[0] is not page:
             self._verified += 1
@@ -190,9 +186,8 @@ class PageInliner:
         return inlined
 
 
-def _whole(pieces: list[str]) -> str:
+def _whole(html: str) -> str:
     """A page inlined with its values in (the way of a message on its own)."""
-    html = "".join(pieces)
     return inline_css(html) if needs_inlining(html) else html
 
 
