@@ -16,6 +16,8 @@ from mailmerge.campaign import Recipients
 from mailmerge.sheet import open_sheet
 from mailmerge.xlsxbook import Workbook
 
+from .workbooks import share_strings
+
 VALUES: list[Any] = [
     "plain", "Zoë 李", "", " padded ", "line\nbreak", "=not a formula", 0, -7, 2**40, 3.25,
     1e-9, 12345678901234567890.0, True, False, dt.date(2024, 2, 29), dt.datetime(1999, 12, 31, 23, 59, 58),
@@ -395,3 +397,98 @@ def test_a_workbook_without_a_workbook_part_is_not_readable(tmp_path: Path) -> N
             target.writestr(name, data)
     with pytest.raises(SheetError, match=r"not a readable Excel \.xlsx workbook.*no workbook part"):
         open_sheet(Recipients(path=path))
+
+
+def rewrite_parts(path: Path, change: Any) -> Path:
+    """A copy of the workbook with each XML part's text passed through ``change(name, text)``."""
+    target = path.with_name(path.stem + "-rewritten.xlsx")
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(target, "w") as out:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename.endswith(".xml"):
+                data = change(item.filename, data.decode()).encode()
+            out.writestr(item, data)
+    return target
+
+
+def as_references(text: str) -> str:
+    """Every non-ASCII letter of an XML part as a character reference, as some writers
+    spell them; markup characters and line ends in text too."""
+    text = re.sub(r"[^\x00-\x7f]", lambda m: f"&#{ord(m.group())};", text)
+    return text.replace("&lt;", "&#60;").replace("&quot;", "&#x22;").replace("&amp;", "&#38;")
+
+
+def form_sheet(tmp_path: Path, write_only: bool) -> Path:
+    """Thousands of rows (many 64 KB chunks) of one form: strings, an int, a float, a date,
+    a date and time, a duration; every 97th row of another form (a blank cell, a boolean, a
+    formula; one with rich text); non-ASCII letters and markup characters as character references."""
+    workbook = openpyxl.Workbook(write_only=write_only)
+    sheet = workbook.create_sheet("people") if write_only else workbook.active
+    sheet.title = "people"
+    sheet.append(["email", "name", "points", "ratio", "joined", "seen", "spent", "note"])
+    for i in range(6000):
+        row: list[Any] = [f"p{i}@example.org", f"Zoë {i} <b> & \"q\"", i * 7, i / 8 + 1e-9,
+                          dt.date(2020, 1, 1 + i % 28), dt.datetime(2021, 5, 6, i % 24, 30),
+                          dt.timedelta(hours=i % 50, minutes=5), "tab\there" if i % 2 else "李"]
+        if i % 97 == 5:
+            row[2] = None
+        elif i % 97 == 50:
+            row[3] = i % 2 == 0
+        elif i % 97 == 70:
+            row[7] = "=1+1"
+        sheet.append(row)
+    path = tmp_path / "forms.xlsx"
+    workbook.save(path)
+    if not write_only:  # openpyxl writes strings inline: moved to the table, as Excel has them
+        share_strings(path, tmp_path / "shared.xlsx")
+        path = tmp_path / "shared.xlsx"
+    rich = '<c r="I4000" t="inlineStr"><is><r><t>ri</t></r><r><t>ch</t></r></is></c></row>'
+
+    def change(name: str, text: str) -> str:
+        if name.startswith("xl/worksheets/"):  # and a row only expat reads, among them
+            text = re.sub(r'(<row r="4000".*?)</row>', lambda m: m.group(1) + rich, text)
+            text = re.sub(r"<dimension[^>]*/>", "", text)  # openpyxl reads no cell past it
+        return as_references(text) if name.startswith(("xl/worksheets/", "xl/sharedStrings")) \
+            else text
+    return rewrite_parts(path, change)
+
+
+@pytest.mark.parametrize("write_only", [False, True], ids=["shared-strings", "inline-strings"])
+def test_rows_of_one_form_read_as_openpyxl_reads_them(tmp_path: Path, write_only: bool,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of the form most rows have are read by one pattern per row; they, and the rows
+    of other forms between them, read exactly as openpyxl reads them."""
+    from mailmerge import xlsxrows
+
+    read_by_form = []
+    values = xlsxrows._RowForm._values
+    monkeypatch.setattr(xlsxrows._RowForm, "_values",
+                        lambda self, *args: read_by_form.append(1) or values(self, *args))
+    path = form_sheet(tmp_path, write_only)
+    expected = openpyxl_rows(path, "people")
+    got = fast_rows(path, "people")
+    assert len(got) == len(expected) == 6001
+    for want, have in zip(expected, got, strict=True):
+        assert same(want, have), (want, have)
+    assert got[1][1] == 'Zoë 0 <b> & "q"' and got[2][7] == "tab\there" and got[3999][8] == "rich"
+    assert len(read_by_form) > 5000  # the form is what read them, not the cell-by-cell path
+
+
+def test_references_in_cdata_are_text_and_not_decoded(tmp_path: Path) -> None:
+    cdata = '<c r="B3000" t="inlineStr"><is><t><![CDATA[&#235; <kept>]]></t></is></c>'
+    path = rewrite_parts(form_sheet(tmp_path, True), lambda name, text: re.sub(
+        r'<c r="B3000".*?</c>', cdata, text) if name.startswith("xl/worksheets/") else text)
+    expected = openpyxl_rows(path, "people")
+    got = fast_rows(path, "people")
+    assert got[2999][1] == expected[2999][1] == "&#235; <kept>"
+    assert all(same(want, have) for want, have in zip(expected, got, strict=True))
+
+
+def test_a_shared_string_index_out_of_range_in_a_row_of_the_usual_form_is_refused(
+        tmp_path: Path) -> None:
+    path = rewrite_parts(form_sheet(tmp_path, False), lambda name, text: re.sub(
+        r'(<c r="B5000" t="s"><v>)\d+', r"\g<1>999999", text))
+    with pytest.raises(SheetError, match="cell B5000 refers to shared string 999999, but "
+                                         "the workbook holds"), \
+            open_sheet(Recipients(path=path)) as rows:
+        list(rows)
