@@ -5,14 +5,17 @@ For a template the inliner cannot take as source (it extends or includes others,
 layout. A page's values are swapped for placeholders, so every row whose page takes the
 same shape (the same branches, the same number of turns of each loop, the same markup)
 gives the same text: it is inlined once, kept, and each row's values are put back in. A
-newsletter takes one shape or a few; a page whose markup changes on every row is inlined
-on every row, as a message on its own would be.
+newsletter takes one shape or a few.
 
 An HTML template's page comes in pieces (see fill): its own text, the same string
 objects on every row, and the values, escaped. A value that holds ``<``, ``>`` or a quote
-(only markup can: ``|safe``, a macro, autoescaping turned off) is part of the shape; any
-other is a placeholder. So the inlined page is put together from its own pieces and the
-row's values as rendered, and looked through as the template's own pages are (pagescan).
+(only markup can: ``|safe``, a macro, autoescaping turned off) is styled where it stands:
+a placeholder in the shape too, then inlined on its own inside the start tags of the
+elements around it (css.inline_in_place), when the style sheet's selectors read nothing
+but an element and what it is inside, and the markup closes what it opens. Otherwise, or
+when the parser would not keep it whole there, it is part of the shape. Any other value
+is a placeholder. So the inlined page is put together from its own pieces and the row's
+values as rendered, and looked through as the template's own pages are (pagescan).
 
 The values cannot change what the inliner does, except where it reads them: a shape with
 a value in a class, id or style attribute, in one an attribute selector names, in a
@@ -24,12 +27,21 @@ differs makes every later message inlined on its own.
 
 from __future__ import annotations
 
+import html as html_escape
 import re
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .assets import CACHE_BYTES, Part, SizedCache
-from .css import VERIFY_ROWS, agrees, inline_css, needs_inlining, style_blocks, value_in_tag
+from .css import (
+    VERIFY_ROWS,
+    agrees,
+    inline_css,
+    inline_in_place,
+    needs_inlining,
+    style_blocks,
+    value_in_tag,
+)
 from .notices import Notice
 from .pagescan import MAX_SHAPES, Page, PageScanner, picker
 from .placeholders import Placeholders
@@ -39,6 +51,27 @@ from .placeholders import Placeholders
 _READ = ("class", "id", "style")
 _ATTRIBUTE_SELECTOR = re.compile(r"\[\s*(?:[\w-]*\|)?([\w:-]+)")
 _MARKUP = re.compile(r"""[<>"']""")
+# selectors that read more than an element and what it is inside: its siblings, its place
+# among them, what it holds; a page whose CSS has none styles a value's markup alone
+_READS_AROUND = re.compile(r":(nth-|first-|last-|only-|empty|has|contains)|[+~]", re.I)
+# markup that changes the page's CSS or head, or the parse around it: part of the shape
+_NOT_IN_PLACE = re.compile(r"<\s*/?\s*(style|link|html|head|body|meta|base|title|script)\b"
+                           r"|<[!?]", re.I)
+_RAW_TEXT = {"script", "style", "textarea", "title", "xmp", "plaintext", "iframe", "noembed",
+             "noframes", "noscript", "template"}
+_TAG = re.compile(r"<(/?)([A-Za-z][\w:-]*)")
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
+         "source", "track", "wbr"}
+_MARKED = object()  # a key's place for a value whose markup is styled in place
+
+
+class _Place(NamedTuple):
+    """Where a value's markup stands in a shape: the page up to there (its <html>, its
+    <style> blocks, its <body> and the start tags around the place) and those elements'
+    names, from html down."""
+
+    prefix: str
+    tags: tuple[str, ...]
 
 
 class _Shape(NamedTuple):
@@ -49,6 +82,7 @@ class _Shape(NamedTuple):
     texts: tuple[str, ...] | None  # None: inlined with its values in, on every row
     order: Callable[[Sequence[str]], tuple[str, ...]]  # the values, in the gaps' order
     inlined: bool  # whether it had CSS to inline (else it is the page as rendered)
+    places: tuple[tuple[int, _Place], ...] = ()  # gaps whose markup is styled in place
 
 
 class PageInliner:
@@ -68,9 +102,14 @@ class PageInliner:
         self._marks = Placeholders()  # for the values of an HTML page's shape
         self._own: dict[int, str] | None = None  # the templates' own pieces, by identity
         self._styles: frozenset[str] = frozenset()  # the style blocks in that text
-        self._shapes: dict[tuple[str | None, ...], _Shape] = {}
-        # the values' pieces, by the same key
-        self._values: dict[tuple[str | None, ...], Callable[[Sequence[str]], tuple[str, ...]]] = {}
+        self._in_place = False  # whether a value's markup can be styled where it stands
+        # a value's markup styled in place, by its place and itself: (styled or None, size)
+        self._styled: SizedCache[tuple[_Place, str], tuple[str | None, int]] = SizedCache(
+            CACHE_BYTES // 16, lambda kept: 2 * kept[1])
+        self._shapes: dict[tuple[object, ...], _Shape] = {}
+        # the values' pieces and where they are, by the key of their own text (None: a value)
+        self._values: dict[tuple[str | None, ...],
+                           tuple[Callable[[Sequence[str]], tuple[str, ...]], tuple[int, ...]]] = {}
         self._texts: dict[int, str] = {}  # the inlined shapes' own pieces, by identity
         self.scanner = PageScanner(self._texts, resolve)
 
@@ -86,6 +125,7 @@ class PageInliner:
         style blocks' rules may be kept between runs (see css.inline_css)."""
         self._own = own
         self._styles = frozenset(block for text in own.values() for block in style_blocks(text))
+        self._in_place = not any(map(_READS_AROUND.search, self._styles))
 
     def page(self, pieces: list[str], row: int) -> Page | str:
         """The page of a row's pieces with its CSS inlined: looked through in pieces (a
@@ -95,19 +135,30 @@ class PageInliner:
         if self.each:
             return _whole("".join(pieces))
         key = tuple(map(own.get, map(id, pieces)))
-        pick = self._values.get(key)
-        if pick is None:
-            pick = self._values[key] = picker(tuple(i for i, text in enumerate(key)
-                                                    if text is None))
-        if _MARKUP.search("".join(pick(pieces))):  # markup is part of the shape
-            key = tuple(piece if text is None and _MARKUP.search(piece) else text
-                        for piece, text in zip(pieces, key, strict=True))
-        shape = self._shapes.get(key) or self._shape(key, pieces, row)
-        if shape.texts is None:
+        found = self._values.get(key)
+        if found is None:
+            dynamic = tuple(i for i, text in enumerate(key) if text is None)
+            found = self._values[key] = (picker(dynamic), dynamic)
+        pick, dynamic = found
+        shape_key: tuple[object, ...] = key
+        markup = [i for i in dynamic if _MARKUP.search(pieces[i])] \
+            if _MARKUP.search("".join(pick(pieces))) else []
+        if markup:  # styled where it stands, or else part of the shape
+            marked: list[object] = list(key)
+            for index in markup:
+                marked[index] = self._markup_key(pieces[index])
+            shape_key = tuple(marked)
+        shape = self._shapes.get(shape_key) or self._shape(shape_key, pieces, row)
+        out = self._filled(shape, pieces)
+        if out is None and markup:  # markup the parser would not keep whole where it stands
+            marked = list(key)
+            for index in markup:
+                marked[index] = pieces[index]
+            shape_key = tuple(marked)
+            shape = self._shapes.get(shape_key) or self._shape(shape_key, pieces, row)
+            out = self._filled(shape, pieces)
+        if out is None:
             return _whole("".join(pieces))
-        out: list[str] = [""] * (2 * len(shape.texts) - 1)
-        out[0::2] = shape.texts
-        out[1::2] = shape.order(shape.values(pieces))
         if shape.inlined and self._verified < VERIFY_ROWS:
             self._verified += 1
             if not self._agrees("".join(out), "".join(pieces), row):
@@ -115,13 +166,44 @@ class PageInliner:
         made = self.scanner.make(out)
         return made if made is not None else "".join(out)
 
-    def _shape(self, key: tuple[str | None, ...], pieces: list[str], row: int) -> _Shape:
+    def _filled(self, shape: _Shape, pieces: list[str]) -> list[str] | None:
+        """The inlined page of ``shape`` with the row's values in, as pieces; None when
+        the shape is inlined with its values in, or markup cannot be styled in place."""
+        if shape.texts is None:
+            return None
+        out: list[str] = [""] * (2 * len(shape.texts) - 1)
+        out[0::2] = shape.texts
+        out[1::2] = shape.order(shape.values(pieces))
+        for gap, place in shape.places:
+            styled = self._styled_in_place(place, out[2 * gap + 1])
+            if styled is None:
+                return None
+            out[2 * gap + 1] = styled
+        return out
+
+    def _markup_key(self, value: str) -> object:
+        """What a value with markup is in a shape's key: a place for it (``_MARKED``),
+        when it can be styled where it stands, or itself."""
+        if self._in_place and "<" in value and not _NOT_IN_PLACE.search(value) and \
+                _balanced(value):
+            return _MARKED
+        return value
+
+    def _styled_in_place(self, place: _Place, markup: str) -> str | None:
+        """``markup`` styled as where ``place`` is; kept, since a value's markup repeats."""
+        kept = self._styled.get((place, markup))
+        if kept is None:
+            kept = self._styled.put((place, markup), (
+                inline_in_place(place.prefix, place.tags, markup, self._styles), len(markup)))
+        return kept[0]
+
+    def _shape(self, key: tuple[object, ...], pieces: list[str], row: int) -> _Shape:
         if len(self._shapes) >= MAX_SHAPES:  # a template of ever new shapes: start over
             self._shapes.clear()
             self._values.clear()
             self._texts = {}
             self.scanner = PageScanner(self._texts, self.resolve)
-        dynamic = tuple(i for i, text in enumerate(key) if text is None)
+        dynamic = tuple(i for i, text in enumerate(key) if text is None or text is _MARKED)
         page = list(pieces)
         for number, index in enumerate(dynamic):
             page[index] = self._marks.mark(number)
@@ -129,11 +211,22 @@ class PageInliner:
         inlined = self._inline(marked, self._marks, row)
         texts: tuple[str, ...] | None = None
         order: tuple[int, ...] = ()
+        places: tuple[tuple[int, _Place], ...] = ()
         if inlined is not None:
             texts, order = self._marks.split(inlined)
-            self._texts.update((id(text), text) for text in texts if text)
+            in_place = {number for number, index in enumerate(dynamic) if key[index] is _MARKED}
+            if in_place and inlined is not marked:  # (a page without CSS stays as it is)
+                found = _places(marked, [self._marks.mark(n) for n in sorted(in_place)])
+                if found is None or len(set(order)) != len(order):
+                    texts = None  # a place the parse does not say, or a value written twice
+                else:
+                    by_number = dict(zip(sorted(in_place), found, strict=True))
+                    places = tuple((gap, by_number[number]) for gap, number in enumerate(order)
+                                   if number in by_number)
+            if texts is not None:
+                self._texts.update((id(text), text) for text in texts if text)
         shape = self._shapes[key] = _Shape(picker(dynamic), texts, picker(order),
-                                           inlined is not marked)
+                                           inlined is not marked, places)
         return shape
 
     # --- a Markdown body's page, as text with placeholders ---------------------------------
@@ -184,6 +277,63 @@ class PageInliner:
                 f"CSS is inlined in every message whose page takes the shape of row "
                 f"{row}'s, not once: there {why}"))
         return inlined
+
+
+def _balanced(markup: str) -> bool:
+    """Whether ``markup`` closes every element it opens and no other (a part of a page
+    split around a value does not: it is part of its page's shape)."""
+    depth: dict[str, int] = {}
+    for close, name in _TAG.findall(markup):
+        name = name.lower()
+        if name not in _VOID:
+            depth[name] = depth.get(name, 0) + (-1 if close else 1)
+    return not any(depth.values())
+
+
+def _places(page: str, marks: list[str]) -> list[_Place] | None:
+    """Where each of ``marks`` (placeholders of values with markup) stands in ``page``,
+    as the inliner's parser reads it; None when one is not in the text of an element of
+    the body that holds markup, or the page links a style sheet."""
+    from lxml import etree
+
+    root = etree.fromstring(page.strip(), etree.HTMLParser())
+    if root is None or root.tag != "html":
+        return None
+    styles = []
+    parents: dict[str, Any] = {}
+    for element in root.iter():
+        if not isinstance(element.tag, str):  # a comment or processing instruction
+            element_text = ""
+        else:
+            element_text = element.text or ""
+            if element.tag == "style":
+                styles.append(etree.tostring(element, method="html", encoding="unicode",
+                                             with_tail=False))
+            elif element.tag == "link":
+                return None
+        for mark in marks:
+            if mark in element_text:
+                parents[mark] = element
+            elif mark in (element.tail or ""):
+                parents[mark] = element.getparent()
+    head = f"<html{_attributes(root)}><head>{''.join(styles)}</head>"
+    found = []
+    for mark in marks:
+        parent = parents.get(mark)
+        if parent is None or parent.tag in _RAW_TEXT:
+            return None
+        chain = [*reversed(list(parent.iterancestors())), parent]
+        if len(chain) < 2 or chain[1].tag != "body":
+            return None
+        tags = tuple(element.tag for element in chain)
+        found.append(_Place(head + "".join(f"<{element.tag}{_attributes(element)}>"
+                                           for element in chain[1:]), tags))
+    return found
+
+
+def _attributes(element: object) -> str:
+    attributes = getattr(element, "attrib", {})
+    return "".join(f' {name}="{html_escape.escape(value)}"' for name, value in attributes.items())
 
 
 def _whole(html: str) -> str:

@@ -101,6 +101,82 @@ def test_markup_a_cell_gives_through_safe_is_styled_by_the_template(
     assert len(inlined) == 2 and not notices
 
 
+CONTEXT_LAYOUT = LAYOUT.replace("b { color: red; }", "b { color: red; } .box b { color: #aa0000; }")
+
+
+def counted_in_place(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The markup pageinline styles in place, as it does."""
+    styled: list[str] = []
+    real = pageinline.inline_in_place
+
+    def counted(prefix: str, tags: tuple[str, ...], markup: str,
+                keep: Collection[str] = ()) -> str | None:
+        styled.append(markup)
+        return real(prefix, tags, markup, keep)
+
+    monkeypatch.setattr(pageinline, "inline_in_place", counted)
+    return styled
+
+
+def test_markup_that_differs_on_every_row_is_styled_where_it_stands(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``|safe`` value new on every row does not make a shape of its own: the page is
+    inlined once, and the value's markup on its own, as inside the elements around it
+    (a rule for ``.box b`` styles it in the box and not outside)."""
+    body = ('{% block body %}<div class="box"><p>{{ bio|safe }}</p></div>'
+            '<p>{{ name }}: {{ bio|safe }}</p>{% endblock %}')
+    rows = [["email", "name", "bio"], *[[f"p{i}@x.org", f"Zoë {i}", f"Hi <b>{i}</b> &amp; "
+                                         f"<a href='f{i}.pdf' class=\"gold\">file</a>"]
+                                        for i in range(6)]]
+    styled = counted_in_place(monkeypatch)
+    htmls, notices, inlined = run(campaign(cdir, body, rows, CONTEXT_LAYOUT), monkeypatch)
+    assert [canonical_html(h) for h in htmls] == each_inlined(cdir, rows)
+    assert len(inlined) == 1 and not notices  # one shape, whatever the markup
+    assert len(styled) == 2 * 6  # each value where it stands
+    assert ('<div class="box"><p style="color:#333">Hi <b style="color:#a00">5</b> &amp; '
+            '<a href="f5.pdf" class="gold" style="color:#a80">file</a></p></div>'
+            '<p style="color:#333">Zoë 5: Hi <b style="color:red">5</b>') in htmls[5]
+
+
+@pytest.mark.parametrize("bio, shapes", [
+    ("<div>a block the paragraph cannot hold</div>", 1 + 4),  # tried in place first
+    ("<p>a paragraph in a paragraph</p>", 1 + 4), ("a</p><p>b", 1 + 4), ("<b>left open", 4),
+    ("<style>b { color: blue }</style><b>x</b>", 4)])
+def test_markup_the_parser_would_not_keep_where_it_stands_is_inlined_with_the_page(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch, bio: str, shapes: int) -> None:
+    """Markup that closes an element around it, leaves one open or brings CSS of its own
+    changes the page beyond itself: its page is inlined with it in, as before. Markup
+    that is plainly so is part of the shape at once."""
+    body = ('{% block body %}<div class="box"><p>{{ bio|safe }}</p></div><p><b>outside</b>'
+            '</p>{% endblock %}')
+    rows = [["email", "bio"], *[[f"p{i}@x.org", f"{bio} {i}"] for i in range(4)]]
+    htmls, notices, inlined = run(campaign(cdir, body, rows, CONTEXT_LAYOUT), monkeypatch)
+    assert [canonical_html(h) for h in htmls] == each_inlined(cdir, rows)
+    assert len(inlined) == shapes and not notices
+
+
+def test_markup_on_a_page_without_css_stays_as_written(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    layout = re.sub(r"<style>.*</style>", "", LAYOUT, flags=re.S)
+    body = "{% block body %}<p>{{ bio|safe }}</p>{% endblock %}"
+    rows = [["email", "bio"], *[[f"p{i}@x.org", f"{i} < 9 & <b>bold</b>"] for i in range(3)]]
+    htmls, notices, inlined = run(campaign(cdir, body, rows, layout), monkeypatch)
+    assert "<p>2 < 9 & <b>bold</b></p>" in htmls[2] and not inlined and not notices
+
+
+def test_markup_is_part_of_the_shape_where_selectors_read_its_siblings(
+        cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rule such as ``b:first-child`` or ``b + i`` styles markup by what stands next to
+    it in the page; such a page's markup is part of its shape."""
+    layout = CONTEXT_LAYOUT.replace(".box b {", "p b:first-child {")
+    body = "{% block body %}<p>{{ bio|safe }}</p>{% endblock %}"
+    rows = [["email", "bio"], *[[f"p{i}@x.org", f"<b>{i}</b> <b>two</b>"] for i in range(3)]]
+    styled = counted_in_place(monkeypatch)
+    htmls, notices, inlined = run(campaign(cdir, body, rows, layout), monkeypatch)
+    assert [canonical_html(h) for h in htmls] == each_inlined(cdir, rows)
+    assert len(inlined) == 3 and not styled
+
+
 @pytest.mark.parametrize("body, said", [
     ('{% block body %}<p class="{{ kind }}">x</p>{% endblock %}',
      "a class attribute is computed by Jinja"),
