@@ -7,8 +7,9 @@ media query, 5 article blocks, about 20 placeholders, conditions and a loop over
 row, a logo, a 1 KB text template, 14 columns) as CSV and .xlsx under bench/work/, then
 measures and prints: `preview` and `check` messages/s against the peer's dry run on the
 same rows, for that newsletter, for the same with styles that start with line-height, for
-the same built on a layout it extends (inlined once for each shape of page), and for the
-peer's simplest test (a text body with two placeholders, twice the rows); .xlsx
+the same built on a layout it extends (inlined once for each shape of page), for the
+same with a |safe cell whose markup differs on every row (preview only, at least 1x),
+and for the peer's simplest test (a text body with two placeholders, twice the rows); .xlsx
 rows/s; peak RSS of `check` at two sizes; the start-up of `check` on the shipped
 newsletter; and sending to a local sink (bench/sink.py) without and with a 20 ms delay on
 every reply. The targets printed are the dry-run issue's: preview at least 1.5x the
@@ -174,6 +175,20 @@ def write_layout_campaign(folder: Path, rows: int) -> Path:
     return config
 
 
+def write_markup_campaign(folder: Path, rows: int) -> Path:
+    """The newsletter with one cell written with ``|safe``, whose markup differs on every
+    row (a per-recipient note in bold): the page is inlined once, the markup on its own
+    where it stands (see pageinline). The peer renders the same template and rows."""
+    config = write_campaign(folder, rows, html=HTML.replace("{{ city }}", "{{ city|safe }}", 1))
+    with open(folder / "people.csv", newline="", encoding="utf-8") as handle:
+        data = list(csv.reader(handle))
+    for number, row in enumerate(data[1:]):
+        row[COLUMNS.index("city")] = f"<b>Zürich</b>, <i>branch {number}</i>"
+    with open(folder / "people.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(data)
+    return config
+
+
 # Runs the command as its child and reports its wall time and peak RSS. A child forked
 # from this process (large: it holds the generated sheets) would count that memory in
 # its peak until it execs; the launcher is small.
@@ -319,6 +334,8 @@ def main() -> int:
            "newsletter, line-height", args.rows, 1.5, 5)
     versus(write_layout_campaign(WORK / "layout", args.rows), "newsletter on a layout",
            args.rows, 1.5, 5, peer_dry)  # the peer's page is the same, in one file
+    versus(write_markup_campaign(WORK / "markup", args.rows), "newsletter, |safe markup on "
+           "every row", args.rows, 1, None)
     plain_rows = 2 * args.rows
     versus(write_plain(WORK / "plain", plain_rows), "plain text", plain_rows, 1, None)
     # the same newsletter into memory (tmpfs): what the work itself costs
