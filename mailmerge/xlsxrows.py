@@ -526,7 +526,7 @@ class _RowForm:
                 return rows
             at = 0
             mine = 0
-            for match in self.pattern.finditer(text):
+            for match in self.pattern.finditer(text) if found else ():  # none: all between
                 start = match.start()
                 if start != at:
                     rows.extend(_read_between(cells, text[at:start]))
