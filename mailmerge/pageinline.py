@@ -62,6 +62,8 @@ _RAW_TEXT = {"script", "style", "textarea", "title", "xmp", "plaintext", "iframe
 _TAG = re.compile(r"<(/?)([A-Za-z][\w:-]*)")
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
          "source", "track", "wbr"}
+_TAG_OR_TEXT = re.compile(r"""(<(?:[^>"']|"[^"]*"|'[^']*')*>)""")
+_NOT_AS_WRITTEN = re.compile(r"[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _MARKED = object()  # a key's place for a value whose markup is styled in place
 
 
@@ -103,8 +105,11 @@ class PageInliner:
         self._own: dict[int, str] | None = None  # the templates' own pieces, by identity
         self._styles: frozenset[str] = frozenset()  # the style blocks in that text
         self._in_place = False  # whether a value's markup can be styled where it stands
-        # a value's markup styled in place, by its place and itself: (styled or None, size)
-        self._styled: SizedCache[tuple[_Place, str], tuple[str | None, int]] = SizedCache(
+        # a value's markup styled in place, by its place and its tags (its texts as
+        # placeholders): the styled text between them and their order, or None; its size
+        self._text_marks = Placeholders()
+        self._styled: SizedCache[tuple[_Place, str], tuple[
+            tuple[tuple[str, ...], tuple[int, ...]] | None, int]] = SizedCache(
             CACHE_BYTES // 16, lambda kept: 2 * kept[1])
         self._shapes: dict[tuple[object, ...], _Shape] = {}
         # the values' pieces and where they are, by the key of their own text (None: a value)
@@ -190,12 +195,33 @@ class PageInliner:
         return value
 
     def _styled_in_place(self, place: _Place, markup: str) -> str | None:
-        """``markup`` styled as where ``place`` is; kept, since a value's markup repeats."""
-        kept = self._styled.get((place, markup))
+        """``markup`` styled as where ``place`` is. Its texts between tags stand aside as
+        placeholders, like a page's values: markup of the same tags (``<b>{{ name }}</b>``
+        on every row) is styled once, and each row's texts go back in. Only texts the
+        parser and the writer leave as they are (no entity, no ``>``, no control
+        character; not only blanks, which the parser keeps or drops by what is around)."""
+        parts = _TAG_OR_TEXT.split(markup)
+        texts = parts[0::2]
+        plain = [i for i, text in enumerate(texts)
+                 if text and not text.isspace() and not _NOT_AS_WRITTEN.search(text)]
+        marked = list(parts)
+        for number, index in enumerate(plain):
+            marked[2 * index] = self._text_marks.mark(number)
+        shape = "".join(marked)
+        kept = self._styled.get((place, shape))
         if kept is None:
-            kept = self._styled.put((place, markup), (
-                inline_in_place(place.prefix, place.tags, markup, self._styles), len(markup)))
-        return kept[0]
+            styled = inline_in_place(place.prefix, place.tags, shape, self._styles)
+            split = self._text_marks.split(styled) if styled is not None else None
+            if split is not None and sorted(split[1]) != list(range(len(plain))):
+                split = None  # the inliner moved or dropped a text
+            kept = self._styled.put((place, shape), (split, len(shape)))
+        if kept[0] is None:
+            return None
+        between, order = kept[0]
+        out = [""] * (2 * len(between) - 1)
+        out[0::2] = between
+        out[1::2] = [texts[plain[number]] for number in order]
+        return "".join(out)
 
     def _shape(self, key: tuple[object, ...], pieces: list[str], row: int) -> _Shape:
         if len(self._shapes) >= MAX_SHAPES:  # a template of ever new shapes: start over
