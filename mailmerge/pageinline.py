@@ -63,7 +63,9 @@ _TAG = re.compile(r"<(/?)([A-Za-z][\w:-]*)")
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
          "source", "track", "wbr"}
 _TAG_OR_TEXT = re.compile(r"""(<(?:[^>"']|"[^"]*"|'[^']*')*>)""")
-_NOT_AS_WRITTEN = re.compile(r"[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# a text the parser and the writer may not leave as written; and '"', so that no text put
+# back could end an attribute value, wherever the parser had put its placeholder
+_NOT_AS_WRITTEN = re.compile(r'[&<>"\r\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
 _MARKED = object()  # a key's place for a value whose markup is styled in place
 
 
@@ -199,7 +201,8 @@ class PageInliner:
         placeholders, like a page's values: markup of the same tags (``<b>{{ name }}</b>``
         on every row) is styled once, and each row's texts go back in. Only texts the
         parser and the writer leave as they are (no entity, no ``>``, no control
-        character; not only blanks, which the parser keeps or drops by what is around)."""
+        character; not only blanks, which the parser keeps or drops by what is around)
+        and that hold no double quote."""
         parts = _TAG_OR_TEXT.split(markup)
         texts = parts[0::2]
         plain = [i for i, text in enumerate(texts)

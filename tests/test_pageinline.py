@@ -142,17 +142,20 @@ def test_markup_of_the_same_tags_is_styled_once_for_each_place(
         cdir: CampaignDir, monkeypatch: pytest.MonkeyPatch) -> None:
     """Markup whose texts differ but whose tags are the same on every row is styled once
     where it stands; the texts go back in as they were, but for those the parser would
-    read otherwise (an entity, blanks it may drop, a ``>``), which stay in the markup."""
+    read otherwise (an entity, blanks it may drop, a ``>``) or that hold a double quote,
+    which stay in the markup."""
     body = ('{% block body %}<div class="box"><p>{{ bio|safe }}</p></div>'
             '<p>{{ bio|safe }}</p>{% endblock %}')
-    rows = [["email", "bio"], *[[f"p{i}@x.org", f"<b>Zoë {i}</b> wins, 3 > 2<br>"
+    names = [f'Zoë "{i}"' if i == 3 else f"Zoë {i}" for i in range(6)]
+    rows = [["email", "bio"], *[[f"p{i}@x.org", f"<b>{names[i]}</b> wins, 3 > 2<br>"
                                  f" <i>O'Neil\t{i}</i>{' &amp; co' if i == 5 else ''}"]
                                 for i in range(6)]]
     styled = counted_in_place(monkeypatch)
     htmls, notices, inlined = run(campaign(cdir, body, rows, CONTEXT_LAYOUT), monkeypatch)
     assert [canonical_html(h) for h in htmls] == each_inlined(cdir, rows)
     assert len(inlined) == 1 and not notices
-    assert len(styled) == 2 + 2  # each place once, and once more for the row with "&amp;"
+    assert len(styled) == 2 + 2 + 2  # each place once, again for "&amp;", and for '"'
+    assert '<b style="color:red">Zoë "3"</b>' in htmls[3]
     assert ('<div class="box"><p style="color:#333"><b style="color:#a00">Zoë 4</b> wins, '
             "3 &gt; 2<br> <i>O'Neil\t4</i></p></div>") in htmls[4]
 
