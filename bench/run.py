@@ -280,7 +280,7 @@ def main() -> int:
                               capture_output=True, text=True, cwd=folder)
         return float(done.stdout)
 
-    # best of five, as the other rates are best of two: a target in rows/s, not a ratio
+    # best of five, as the other rates are best of three: a target in rows/s, not a ratio
     # within one run, moves with whatever else the machine is doing (one read here took
     # 0.17 s to 0.27 s, fresh process after fresh process)
     xls, xls_shared = (min(read_seconds(name) for _ in range(5))
@@ -292,9 +292,8 @@ def main() -> int:
                check_target: float | None, theirs: float | None = None) -> float | None:
         """Our preview and check against the peer's dry run, on the same rows (``theirs``:
         its time, when it was measured on the same rows and template already)."""
-        # best of two, each after a sync: the disk is still busy with what was just
-        # written and deleted (the last run's tens of thousands of files), which halved
-        # the rate
+        # each after a sync: the disk is still busy with what was just written and
+        # deleted (the last run's tens of thousands of files), which halved the rate
         def dry_run(n: int) -> float:
             os.sync()
             return timed(ours("preview", str(config), "-o", str(WORK / f"out-{label}-{n}"),
@@ -304,20 +303,24 @@ def main() -> int:
             os.sync()  # as for the peer below: not while the dry runs' files are written out
             return timed(ours("check", str(config), "-q"), config.parent, env)[0]
 
-        dry = min(dry_run(n) for n in range(2))
-        # best of three, the usual run and a template's first run (nothing kept from an
-        # earlier one) taking turns: on a noisy machine two runs of one were often both
-        # slowed, and a first run came out faster than the usual one
+        # best of three, every kind of run taking its turn (our dry run, our check, a
+        # template's first check with nothing kept from an earlier run, the peer's dry
+        # run): on this noisy machine the peer's own rate moved by a third from one run
+        # of the bench to the next, and runs of one kind in a row were often slowed together
+        dries: list[float] = []
         checks: dict[str, list[float]] = {"usual": [], "first": []}
-        for _ in range(3 if check_target is not None else 2):
+        peers: list[float] = []
+        for n in range(3):
+            dries.append(dry_run(n))
             checks["usual"].append(check_run())
             if check_target is not None:
                 checks["first"].append(check_run({"MAILMERGE_NO_CACHE": "1"}))
-        chk = min(checks["usual"])
-        if have_peer and theirs is None:
-            os.sync()
-            theirs = min(timed(peer("--dry-run", "--output-format", "raw"), config.parent)[0]
-                         for _ in range(2))
+            if have_peer and theirs is None:
+                os.sync()
+                peers.append(timed(peer("--dry-run", "--output-format", "raw"),
+                                   config.parent)[0])
+        dry, chk = min(dries), min(checks["usual"])
+        theirs = min(peers) if peers else theirs
         results.append((f"{label}: preview, messages/s", f"{count / dry:.0f}",
                         f"{count / theirs:.0f}" if theirs else "-",
                         f"{theirs / dry:.2f}x (target {preview_target:g}x)" if theirs else ""))
