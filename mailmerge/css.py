@@ -346,7 +346,11 @@ def inline_template_once(source: str) -> Prepared:
         else:
             if context.rfind("<") > context.rfind(">"):
                 return Prepared(None, "a {% %} statement stands inside a tag")
-            pieces.append(f"<!--mmjs{index}-->")
+            lowered = context.lower()
+            if lowered.rfind("<title") > lowered.rfind("</title"):
+                pieces.append(f"mmjv{index}x")  # <title> holds text only, not a comment
+            else:
+                pieces.append(f"<!--mmjs{index}-->")
         last = match.end()
     pieces.append(source[last:])
     protected = "".join(pieces)
