@@ -54,6 +54,7 @@ from .campaign import AddressField, Campaign, where_expression
 from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .fill import fill, fill_pieces, row_context
+from .flatten import flatten
 from .htmlpart import html_to_text, refuse_script_links
 from .markdown_body import make_converter
 from .notices import Notice
@@ -473,12 +474,20 @@ class Renderer:
         source = Path(self.html.filename).read_text(encoding="utf-8")
         if not css.needs_inlining(source) and not css.uses_other_templates(source):
             return
+        if css.uses_other_templates(source):  # a layout the page only fills: as one file
+            flat = flatten(self.env, source)
+            if flat is not None and css.needs_inlining(flat) and \
+                    not css.uses_other_templates(flat):
+                source = flat
         prepared = css.inline_template_once(source)
-        if prepared.source is None:  # inlined once for each shape of page instead
-            self.pages = PageInliner(self.notices, self._image)
-            return
-        self.fast_html = self._made_template("\x00inlined/" + Path(self.html.filename).name,
-                                             prepared.source, self.env)
+        if prepared.source is not None:
+            try:
+                self.fast_html = self._made_template(
+                    "\x00inlined/" + Path(self.html.filename).name, prepared.source, self.env)
+                return
+            except jinja2.TemplateSyntaxError:  # not expected: the page is made as before
+                pass
+        self.pages = PageInliner(self.notices, self._image)  # inlined once for each shape
 
     def _made_template(self, name: str, source: str, env: jinja2.Environment
                        ) -> jinja2.Template:
