@@ -7,7 +7,7 @@ media query, 5 article blocks, about 20 placeholders, conditions and a loop over
 row, a logo, a 1 KB text template, 14 columns) as CSV and .xlsx under bench/work/, then
 measures and prints: `preview` and `check` messages/s against the peer's dry run on the
 same rows, for that newsletter, for the same with styles that start with line-height, for
-the same built on a layout it extends (inlined once for each shape of page), for the
+the same built on a layout it extends (written out as one template, see flatten), for the
 same with a |safe cell whose markup differs on every row (preview only, at least 1x),
 and for the peer's simplest test (a text body with two placeholders, twice the rows); .xlsx
 rows/s; peak RSS of `check` at two sizes; the start-up of `check` on the shipped
@@ -164,7 +164,8 @@ smtp: {{host: 127.0.0.1, port: {port}, security: none, timeout: 30, concurrency:
 
 def write_layout_campaign(folder: Path, rows: int) -> Path:
     """The newsletter with its page in a layout it extends, as most real ones are built:
-    the same messages, the template inlined once for each shape of page (see pageinline).
+    the same messages; the child only fills the layout's block, so the page is written out
+    as one template and inlined once (see flatten).
     The peer's template is the same page in one file."""
     config = write_campaign(folder, rows)
     head, body = HTML.split("<body>", 1)
