@@ -4,18 +4,18 @@ through the layout's blocks, or nothing where that is not certain."""
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
 from pathlib import Path
 
 import jinja2
 import pytest
 
-from mailmerge import iter_messages, load_campaign, pageinline
-from mailmerge.css import canonical_html, inline_css
+from mailmerge import iter_messages, load_campaign
+from mailmerge.css import canonical_html
 from mailmerge.flatten import flatten
 from mailmerge.render import make_environment
 
-from .conftest import CampaignDir, content, parse
+from .conftest import CampaignDir
+from .test_pageinline import each_inlined, run
 
 LAYOUT = ("<!DOCTYPE html><html><head><title>{% block title %}News{% endblock %}</title>"
           "<style>p { color: #333333; } .note b { color: red; }</style></head>\n<body>\n"
@@ -95,21 +95,8 @@ def test_a_layout_newsletter_is_inlined_once_and_kept_like_one_file(
     cdir.csv(rows)
     config = cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
                        "transactional: true\ntemplates: {html: ../templates/mail.html}\n")
-    by_shape: list[str] = []
-
-    def counted(html: str, keep: Collection[str] = ()) -> str:
-        by_shape.append(html)
-        return inline_css(html, keep)
-
-    monkeypatch.setattr(pageinline, "inline_css", counted)
-    notices: list[object] = []
-    htmls = [content(parse(o.built.data), "html")
-             for o in iter_messages(load_campaign(config), notices=notices) if o.built]
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(cdir.root / "templates"),
-                             autoescape=True)
-    expected = [canonical_html(inline_css(env.get_template("mail.html").render(
-        dict(zip(rows[0], row, strict=True))))) for row in rows[1:]]
-    assert [canonical_html(h) for h in htmls] == expected
+    htmls, notices, by_shape = run(config, monkeypatch)
+    assert [canonical_html(h) for h in htmls] == each_inlined(cdir, rows)
     assert not by_shape and not notices
     assert re.search(r'<p class="note" style="color:#333"><b style="color:red">Zo', htmls[0])
 
