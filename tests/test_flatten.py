@@ -8,6 +8,8 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailmerge import iter_messages, load_campaign
 from mailmerge.css import canonical_html
@@ -16,6 +18,7 @@ from mailmerge.render import make_environment
 
 from .conftest import CampaignDir
 from .test_pageinline import each_inlined, run
+from .test_pagescan import EXAMPLES
 
 LAYOUT = ("<!DOCTYPE html><html><head><title>{% block title %}News{% endblock %}</title>"
           "<style>p { color: #333333; } .note b { color: red; }</style></head>\n<body>\n"
@@ -113,3 +116,44 @@ def test_an_error_in_a_written_out_block_names_the_child_and_its_line(
     assert outcome.errors
     error = outcome.errors[0]
     assert str(error.path).endswith("mail.html") and error.line == 3, str(error)
+
+
+TEXT = st.sampled_from(["", " ", "\n", "\n  ", "<p>x</p>", " {{ name }} ", "\n<b>{{ footer }}</b>\n",
+                        "{% if vip %} vip {% endif %}", "{% for i in items %}{{ i }}\n{% endfor %}"])
+MARK = st.sampled_from(["", "-", "+"])
+
+
+@st.composite
+def block_tags(draw: st.DrawFn, name: str) -> tuple[str, str]:
+    return (f"{{%{draw(MARK)} block {name} {draw(MARK)}%}}",
+            f"{{%{draw(MARK)} endblock {draw(MARK)}%}}")
+
+
+@st.composite
+def layout_and_child(draw: st.DrawFn) -> tuple[str, str]:
+    names = draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3,
+                          unique=True))
+    layout = [draw(TEXT)]
+    for name in names:
+        opening, closing = draw(block_tags(name))
+        layout += [opening, draw(TEXT), closing, draw(TEXT)]
+    child = ['{% extends "layout.html" %}']
+    for name in draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=4, unique=True)):
+        opening, closing = draw(block_tags(name))
+        child += [draw(st.sampled_from(["", "\n", "  "])), opening, draw(TEXT), closing]
+    child.append(draw(st.sampled_from(["", "\n"])))
+    return "".join(layout), "".join(child)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(layout_and_child())
+def test_a_written_out_page_renders_as_jinja_renders_it(pair: tuple[str, str]) -> None:
+    """Layouts and children of every mix of blocks, texts and trim marks: where the
+    child is written out into its layout, the one template renders the same string."""
+    layout, child = pair
+    env = env_with({"layout.html": layout, "mail.html": child})
+    flat = flatten(env, child)
+    assert flat is not None  # these are all of the plain kind
+    env.loader.loaders[0].mapping["flat.html"] = flat  # type: ignore[attr-defined]
+    assert env.get_template("flat.html").render(CONTEXT) == \
+        env.get_template("mail.html").render(CONTEXT)
