@@ -274,12 +274,9 @@ def _plain_strings(data: bytes) -> list[str] | None:
     items = text[opening.end():closing]
     if "&#" in items and "<!" not in items and "<?" not in items:
         items = _decode_references(items)
-    found: list[tuple[str, ...]] = _PLAIN_SI.findall(items)
-    if sum(map(len, map(_WHOLE, found))) != len(items):  # something is between them
-        spaced = _matches(_PLAIN_SI, items)
-        if spaced is None:
-            return None
-        found = spaced
+    found = _matches(_PLAIN_SI, items)
+    if found is None:
+        return None
     strings: list[str] = []
     for _, raw in found:
         if "&" in raw or "\r" in raw:
@@ -411,12 +408,9 @@ def _read_cells(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
     shared, dates = cells.shared, cells.dates
     attributes = _ATTRIBUTES
     known = cells.known_dates
-    found = _FAST.findall(text)
-    if sum(map(len, map(_WHOLE, found))) != len(text):  # something is between the matches
-        spaced = _matches(_FAST, text)
-        if spaced is None:
-            return None
-        found = spaced
+    found = _matches(_FAST, text)
+    if found is None:
+        return None
     for whole, letters, attrs, v, inline, inline_text, row_number, empty, _ in found:
         if letters:  # unmatched groups are empty
             index = letters_index.get(letters) or _column(whole[6:whole.index('"', 6)])
@@ -427,6 +421,7 @@ def _read_cells(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
             raw = inline_text if inline else v
             if raw and ("&" in raw or "\r" in raw):
                 raw = _unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
+            value: Any
             if kind == "inlineStr":
                 value = raw if inline else None
             elif not raw:
@@ -574,7 +569,12 @@ def _read_between(cells: _Cells, text: str) -> list[tuple[int, list[Any]]]:
 
 def _matches(pattern: re.Pattern[str], text: str) -> list[tuple[str, ...]] | None:
     """The groups of each match of ``pattern`` in ``text`` (unmatched ones empty), when
-    only white space lies between the matches; None when anything else does."""
+    only white space lies between the matches; None when anything else does. The
+    pattern's first group is its whole match: when the matches cover the text, one
+    ``findall`` in C finds them (no white space between: the usual case)."""
+    found: list[tuple[str, ...]] = pattern.findall(text)
+    if sum(map(len, map(_WHOLE, found))) == len(text):
+        return found
     found = []
     at = 0
     for match in pattern.finditer(text):
