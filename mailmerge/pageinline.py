@@ -147,22 +147,14 @@ class PageInliner:
             dynamic = tuple(i for i, text in enumerate(key) if text is None)
             found = self._values[key] = (picker(dynamic), dynamic)
         pick, dynamic = found
-        shape_key: tuple[object, ...] = key
         markup = [i for i in dynamic if _MARKUP.search(pieces[i])] \
             if _MARKUP.search("".join(pick(pieces))) else []
-        if markup:  # styled where it stands, or else part of the shape
-            marked: list[object] = list(key)
-            for index in markup:
-                marked[index] = self._markup_key(pieces[index])
-            shape_key = tuple(marked)
-        shape = self._shapes.get(shape_key) or self._shape(shape_key, pieces, row)
+        # markup styled where it stands; else (the parser would not keep it whole there)
+        # part of the shape
+        shape = self._shape_of(_with(key, pieces, markup, self._markup_key), pieces, row)
         out = self._filled(shape, pieces)
-        if out is None and markup:  # markup the parser would not keep whole where it stands
-            marked = list(key)
-            for index in markup:
-                marked[index] = pieces[index]
-            shape_key = tuple(marked)
-            shape = self._shapes.get(shape_key) or self._shape(shape_key, pieces, row)
+        if out is None and markup:
+            shape = self._shape_of(_with(key, pieces, markup, _itself), pieces, row)
             out = self._filled(shape, pieces)
         if out is None:
             return _whole("".join(pieces))
@@ -173,14 +165,15 @@ class PageInliner:
         made = self.scanner.make(out)
         return made if made is not None else "".join(out)
 
+    def _shape_of(self, key: tuple[object, ...], pieces: list[str], row: int) -> _Shape:
+        return self._shapes.get(key) or self._shape(key, pieces, row)
+
     def _filled(self, shape: _Shape, pieces: list[str]) -> list[str] | None:
         """The inlined page of ``shape`` with the row's values in, as pieces; None when
         the shape is inlined with its values in, or markup cannot be styled in place."""
         if shape.texts is None:
             return None
-        out: list[str] = [""] * (2 * len(shape.texts) - 1)
-        out[0::2] = shape.texts
-        out[1::2] = shape.order(shape.values(pieces))
+        out = _between(shape.texts, shape.order(shape.values(pieces)))
         for gap, place in shape.places:
             styled = self._styled_in_place(place, out[2 * gap + 1])
             if styled is None:
@@ -221,10 +214,7 @@ class PageInliner:
         if kept[0] is None:
             return None
         between, order = kept[0]
-        out = [""] * (2 * len(between) - 1)
-        out[0::2] = between
-        out[1::2] = [texts[plain[number]] for number in order]
-        return "".join(out)
+        return "".join(_between(between, [texts[plain[number]] for number in order]))
 
     def _shape(self, key: tuple[object, ...], pieces: list[str], row: int) -> _Shape:
         if len(self._shapes) >= MAX_SHAPES:  # a template of ever new shapes: start over
@@ -306,6 +296,29 @@ class PageInliner:
                 f"CSS is inlined in every message whose page takes the shape of row "
                 f"{row}'s, not once: there {why}"))
         return inlined
+
+
+def _between(texts: Sequence[str], values: Sequence[str]) -> list[str]:
+    """``values`` put between ``texts`` (one fewer of them), as pieces."""
+    out: list[str] = [""] * (2 * len(texts) - 1)
+    out[0::2] = texts
+    out[1::2] = values
+    return out
+
+
+def _with(key: tuple[str | None, ...], pieces: list[str], indices: list[int],
+          place: Callable[[str], object]) -> tuple[object, ...]:
+    """``key`` with what ``place`` makes of the pieces at ``indices`` in their places."""
+    if not indices:
+        return key
+    marked: list[object] = list(key)
+    for index in indices:
+        marked[index] = place(pieces[index])
+    return tuple(marked)
+
+
+def _itself(piece: str) -> str:
+    return piece
 
 
 def _balanced(markup: str) -> bool:
