@@ -472,9 +472,10 @@ class Renderer:
     def _prepare_css(self) -> None:
         assert self.html is not None and self.html.filename is not None
         source = Path(self.html.filename).read_text(encoding="utf-8")
-        if not css.needs_inlining(source) and not css.uses_other_templates(source):
+        others = css.uses_other_templates(source)
+        if not others and not css.needs_inlining(source):
             return
-        if css.uses_other_templates(source):  # a layout the page only fills: as one file
+        if others:  # a layout the page only fills: as one file
             flat = flatten(self.env, source)
             if flat is not None and css.needs_inlining(flat) and \
                     not css.uses_other_templates(flat):
