@@ -220,7 +220,8 @@ def inline_css(html: str, keep: Collection[str] = ()) -> str:
     return result
 
 
-_BEGIN, _END = "<!--mmfragment-->", "<!--mmfragmentend-->"
+_BEGIN_TEXT, _END_TEXT = "mmfragment", "mmfragmentend"  # the comments around the markup
+_BEGIN, _END = f"<!--{_BEGIN_TEXT}-->", f"<!--{_END_TEXT}-->"
 
 
 def inline_in_place(prefix: str, tags: tuple[str, ...], markup: str,
@@ -242,9 +243,9 @@ def inline_in_place(prefix: str, tags: tuple[str, ...], markup: str,
         return None
     begin = end = None
     for comment in root.iter(etree.Comment):
-        if comment.text == _BEGIN[4:-3]:
+        if comment.text == _BEGIN_TEXT:
             begin = comment
-        elif comment.text == _END[4:-3]:
+        elif comment.text == _END_TEXT:
             end = comment
     if begin is None or end is None or begin.getparent() is not end.getparent():
         return None
