@@ -2,11 +2,11 @@
 
 While a Markdown template renders, every ``{{ value }}`` is replaced by a placeholder of
 letters and digits (see placeholders; no Markdown rule touches one), so that the
-template alone decides the structure. The placeholders are then filled in twice: with the raw values in the
-text part (the rendered Markdown source) and with HTML-escaped values in the HTML that
-CommonMark made of the source. A cell holding ``*Bob*``, ``<b>Bob</b>`` or
-``[click](https://evil.example)`` thus reads literally in both parts. A value marked
-``|safe`` (or made by a macro) is inserted as Markdown.
+template alone decides the structure. The placeholders are then filled in twice: with
+the raw values in the text part (the rendered Markdown source) and with HTML-escaped
+values in the HTML that CommonMark made of the source. A cell holding ``*Bob*``,
+``<b>Bob</b>`` or ``[click](https://evil.example)`` thus reads literally in both parts. A
+value marked ``|safe`` (or made by a macro) is inserted as Markdown.
 """
 
 from __future__ import annotations
