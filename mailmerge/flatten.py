@@ -34,8 +34,7 @@ class _Blocks:
 
     def __init__(self, source: str, names: list[str]) -> None:
         self.source = source
-        self.spans: dict[str, tuple[re.Match[str], re.Match[str]]] = {}
-        self.order: list[str] = []
+        self.spans: dict[str, tuple[re.Match[str], re.Match[str]]] = {}  # in source order
         at = 0
         for name in names:
             opening = _OPEN.search(source, at)
@@ -45,7 +44,6 @@ class _Blocks:
             if closing is None:
                 raise ValueError(name)
             self.spans[name] = (opening, closing)
-            self.order.append(name)
             at = closing.end()
         if len(_TAG.findall(source)) != 2 * len(names):  # one in a comment or raw text
             raise ValueError("tags")
@@ -80,8 +78,7 @@ def flatten(env: jinja2.Environment, source: str) -> str | None:
         return None
     pieces: list[str] = []
     at = 0
-    for name in outer.order:
-        opening, closing = outer.spans[name]
+    for name, (opening, closing) in outer.spans.items():
         pieces.append(layout_source[at:opening.start()])
         if name in own.spans:
             inner_open, inner_close = own.spans[name]
