@@ -8,6 +8,8 @@ Library use::
         print(outcome.row, outcome.built.envelope_to if outcome.ok else outcome.errors)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .campaign import Campaign, load_campaign, parse_campaign
 from .errors import (
                      ConfigError,
@@ -21,9 +23,11 @@ from .errors import (
 from .message import build_message
 from .mime import Built
 from .pipeline import Outcome, Report, check_campaign, iter_messages
-from .preview import preview_campaign
 from .render import Rendered, Renderer
 from .sheet import Row, open_sheet
+
+if TYPE_CHECKING:
+    from .preview import preview_campaign
 
 __all__ = [
     "Built", "Campaign", "ConfigError", "MailmergeError", "Outcome", "Rendered", "Renderer",
@@ -31,3 +35,13 @@ __all__ = [
     "build_message", "check_campaign", "iter_messages", "load_campaign", "open_sheet",
     "parse_campaign", "preview_campaign",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``preview_campaign`` is imported when first asked for: ``check`` and ``send`` write
+    no .eml folder and need not load it at start."""
+    if name == "preview_campaign":
+        from .preview import preview_campaign
+
+        return preview_campaign
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,6 @@ is 1, or the rows fit in one block, all the work runs in this process.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import queue
 import signal
@@ -35,9 +34,15 @@ _POLL = 0.5  # seconds between checks that the workers are still alive
 WorkerReply = Literal["ok", "error", "crash"]
 
 
+def _can_fork() -> bool:
+    """Whether workers can be forked: multiprocessing offers "fork" exactly where os has
+    it. Asked of os, so that multiprocessing is imported only when a pool starts."""
+    return hasattr(os, "fork")
+
+
 def default_jobs() -> int:
     """One worker per core this process may use (at most 8), 1 where fork is missing."""
-    if "fork" not in multiprocessing.get_all_start_methods():
+    if not _can_fork():
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
@@ -61,7 +66,7 @@ def map_rows(rows: Iterable[Row], work: Callable[[Row], R], *, jobs: int,
     Fork before starting threads: a lock another thread holds at that moment stays held
     in the worker.
     """
-    if (jobs <= 1 and not always_fork) or "fork" not in multiprocessing.get_all_start_methods():
+    if (jobs <= 1 and not always_fork) or not _can_fork():
         for row in rows:
             yield work(row)
         return
@@ -125,6 +130,8 @@ class _Pool:
     def __init__(self, work: Callable[[Row], Any], jobs: int,
                  notices: Callable[[], list[Any]] | None,
                  on_notice: Callable[[Any], None] | None) -> None:
+        import multiprocessing
+
         context = multiprocessing.get_context("fork")
         self.inboxes = [context.Queue() for _ in range(jobs)]
         self.outboxes = [context.Queue() for _ in range(jobs)]

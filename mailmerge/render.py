@@ -19,7 +19,6 @@ from collections.abc import Callable, Collection, Mapping, MutableMapping
 from dataclasses import dataclass
 from email.headerregistry import Address
 from functools import partial
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -875,7 +874,9 @@ class Renderer:
 
 def _default_layout() -> str:
     """The HTML around a Markdown body when the campaign names no `layout:`; read only
-    for such a campaign, not at every start."""
+    for such a campaign, not at every start (importlib.resources with it)."""
+    from importlib import resources
+
     return (resources.files("mailmerge") / "static/layout/layout.html").read_text("utf-8")
 
 

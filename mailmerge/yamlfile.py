@@ -6,7 +6,6 @@ error that names its line.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +75,8 @@ class Reader:
             if key == "password":
                 raise self.error(key, f"`{self.prefix}password` is not allowed", _PASSWORD_HINT)
             if key not in allowed:
+                import difflib  # only for a mistyped key
+
                 close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
                 hint = f"did you mean `{close[0]}`?" if close else (
                     "known keys: " + ", ".join(sorted(allowed)))

@@ -73,3 +73,22 @@ def test_the_readme_layout_names_every_module() -> None:
     modules = {str(p.relative_to(ROOT / "mailmerge")) for p in (ROOT / "mailmerge").rglob("*.py")}
     modules -= {"__init__.py", "__main__.py"}  # the package's own: its API is the README's
     assert listed == modules
+
+
+def test_a_check_imports_only_what_its_campaign_needs(tmp_path: Path) -> None:
+    """`check` of the shipped newsletter (5 rows, no DKIM, no Markdown, no .eml folder)
+    run a second time (its inlined CSS kept from the first) leaves the dry run, the
+    worker pool, the browser and the CSS inliner unloaded: start-up is mostly imports."""
+    shutil.copytree(ROOT / "campaigns", tmp_path / "campaigns")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    script = ("import sys\nfrom mailmerge.cli import main\n"
+              "sys.argv = ['mailmerge', 'check', 'campaigns/newsletter.yaml', '-q']\n"
+              "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+              "print(code, sorted(m for m in sys.modules if m in {'multiprocessing', "
+              "'webbrowser', 'importlib.resources', 'mailmerge.preview', "
+              "'mailmerge.scaffold', 'markdown_it', 'dkim', 'premailer'}))\n")
+    env = {**os.environ, "MAILMERGE_CACHE_DIR": str(tmp_path / "cache")}
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr

@@ -10,7 +10,6 @@ import atexit
 import gc
 import sys
 import time
-import webbrowser
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +19,6 @@ from ..campaign import Campaign, load_campaign
 from ..errors import ConfigError, MailmergeError
 from ..notices import Notice
 from ..pipeline import check_campaign, iter_messages
-from ..preview.printed import message_text
-from ..scaffold import create_campaign
 from .common import (
     _JOBS,
     _LIMIT,
@@ -209,6 +206,8 @@ def _watch(campaign: str, out: str | None, limit: int, where: str | None, port: 
             line += f"; problems in {report.failed_rows}: {report.problems[0].errors[0]}"
         click.echo(line)
 
+    import webbrowser
+
     try:
         said(first)
         if open_ and not webbrowser.open(url):
@@ -223,6 +222,8 @@ def _watch(campaign: str, out: str | None, limit: int, where: str | None, port: 
 
 def _print_rows(campaign: str, where: str | None, rows: tuple[int, ...], eml: bool) -> None:
     """Each --row's message (or the first row's) on stdout; its problems on stderr."""
+    from ..preview.printed import message_text
+
     loaded = _load(campaign, where)
     notices: list[Notice] = []
     printed = failed = 0
@@ -273,6 +274,8 @@ def init(folder: str, markdown: bool) -> None:
       mailmerge init demo && mailmerge preview demo/campaign.yaml --open
       mailmerge init letter --markdown && mailmerge preview letter/campaign.yaml --watch
     """
+    from ..scaffold import create_campaign
+
     try:
         written = create_campaign(Path(folder), markdown=markdown)
     except MailmergeError as exc:

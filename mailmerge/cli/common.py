@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import webbrowser
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,7 +15,6 @@ from ..campaign import Campaign, load_campaign, with_where
 from ..errors import ConfigError, MailmergeError
 from ..parallel import default_jobs
 from ..pipeline import Outcome, Report, Warned
-from ..preview import preview_campaign
 
 EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -200,6 +198,8 @@ def cli() -> None:
 def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool,
              where: str | None = None, open_: bool = False, jobs: int | None = None,
              rows: tuple[int, ...] = ()) -> None:
+    from ..preview import preview_campaign  # here: `check` needs no .eml folder
+
     loaded = _load(campaign, where)
     try:
         report = preview_campaign(loaded, Path(out) if out else None, limit=limit,
@@ -210,6 +210,8 @@ def _preview(campaign: str, out: str | None, limit: int | None, quiet: bool,
     click.echo(f"Wrote {_n(report.messages, '.eml file')}, manifest.csv and index.html "
                f"to {report.folder}/")
     if open_ and report.folder is not None:
+        import webbrowser
+
         page = (report.folder / "index.html").resolve().as_uri()
         if not webbrowser.open(page):
             click.echo(f"No web browser was found; open {page} in one.")
