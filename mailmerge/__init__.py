@@ -10,6 +10,7 @@ Library use::
 
 from typing import TYPE_CHECKING, Any
 
+from . import recache  # noqa: F401 - first: before yaml and email_validator compile
 from .campaign import Campaign, load_campaign, parse_campaign
 from .errors import (
                      ConfigError,
