@@ -574,6 +574,66 @@ def test_templates_of_a_row_share_one_context_as_if_each_had_its_own(tmp_path) -
                for entry in traceback.extract_tb(raised.value.__traceback__))
 
 
+def test_contexts_made_from_the_first_carry_nothing_from_one_render_to_the_next(
+        tmp_path) -> None:
+    """fill() makes each render's jinja2 Context from what the template's first one held:
+    a layout's blocks and super(), {% set %} and its exports, an {% autoescape %} block,
+    and the autoescape setting by file name all render as render() renders them, over and
+    over; a jinja2 whose contexts are of another class makes its own."""
+    from jinja2.runtime import Context
+
+    from mailmerge import fill as fill_module
+    from mailmerge.fill import fill, row_context
+    from mailmerge.render import make_environment
+
+    (tmp_path / "layout.html").write_text(
+        "<title>{% block title %}Base{% endblock %}</title>{% set shown = name %}"
+        "<p>{% block body %}{{ shown }}{% endblock %}</p>")
+    (tmp_path / "page.html").write_text(
+        '{% extends "layout.html" %}{% block title %}{{ super() }}: {{ name }}{% endblock %}'
+        "{% block body %}{% set inner = name ~ '!' %}{{ inner }}{% autoescape false %}"
+        "{{ name }}{% endautoescape %}{{ name }}{% endblock %}")
+    (tmp_path / "plain.txt").write_text("{{ name }}{% set name = 'mine' %}{{ name }}")
+    env = make_environment([tmp_path])
+    page, plain = env.get_template("page.html"), env.get_template("plain.txt")
+    for name in ("<Ann>", "Bob & co", "<Ann>"):
+        values = {"name": name}
+        ctx = row_context(env.globals, values)
+        for template in (page, plain, page):
+            assert fill(template, ctx) == template.render({**values, "row": values})
+        assert ctx == row_context(env.globals, values)
+    assert fill(page, row_context(env.globals, {"name": "<b>"})) == (
+        "<title>Base: &lt;b&gt;</title><p>&lt;b&gt;!<b>&lt;b&gt;</p>")
+    assert fill(plain, row_context(env.globals, {"name": "<b>"})) == "<b>mine"
+    for template in (page, plain):  # what a render may change is its own
+        make, ctx = fill_module._makers[template], row_context(env.globals, {})
+        first, second = make(template, ctx), make(template, ctx)
+        jinjas = template.new_context(ctx, shared=True)
+        for made in (first, second):
+            assert {**vars(made), "eval_ctx": vars(made.eval_ctx)} == {
+                **vars(jinjas), "eval_ctx": vars(jinjas.eval_ctx)}
+        for mutable in ("vars", "exported_vars", "blocks", "eval_ctx"):
+            assert getattr(first, mutable) is not getattr(second, mutable), mutable
+        assert all(first.blocks[name] is not second.blocks[name] for name in first.blocks)
+
+    class Counted(Context):
+        made = 0
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            Counted.made += 1
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    other = make_environment([tmp_path])
+    other.context_class = Counted
+    template = other.get_template("page.html")
+    for name in ("x", "y"):
+        values = {"name": name}
+        assert fill(template, row_context(other.globals, values)) == template.render(
+            {**values, "row": values})
+    assert Counted.made == 5  # the first context, then each of four renders: its own
+    assert fill_module._makers  # the makers of the templates above, kept while they live
+
+
 def in_fresh_python(script: str) -> str:
     """What ``script`` prints, run by a new interpreter (for what a process does as it
     starts or ends)."""
