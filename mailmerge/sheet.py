@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import datetime as dt
 import io
 import re
 import unicodedata
@@ -25,7 +24,7 @@ from xml.parsers.expat import ExpatError
 from .campaign import Recipients
 from .errors import SheetError
 from .notices import Notice
-from .xlsxrows import column_letters
+from .xlsxrows import Record, column_letters, sheet_value
 
 CSV_DELIMITERS = (",", ";", "\t")
 _OLE_PROBE = 1 << 20  # the start of a file, where an OLE container lists its streams
@@ -328,20 +327,6 @@ def _open_csv(recipients: Recipients) -> Sheet:
 
 # --- XLSX ----------------------------------------------------------------------------------
 
-def _xlsx_value(value: Any) -> Any:
-    """Numbers stay numbers (integral ones as int), date-only cells become dates, empty is ''."""
-    kind = value.__class__
-    if kind is str or kind is int:  # most cells: nothing to do
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dt.datetime) and value.time() == dt.time(0) and value.tzinfo is None:
-        return value.date()
-    return value
-
-
 MAX_XLSX_EXPANDED = 2 * 1024**3
 MAX_XLSX_STRINGS = 256 * 1024**2
 
@@ -416,7 +401,7 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
         raise SheetError(f"not a readable Excel .xlsx workbook ({type(exc).__name__}: {exc})",
                          path=path, hint="open it in a spreadsheet program and save it again "
                                          "as .xlsx, or export it as .csv") from exc
-    records: Generator[tuple[int, list[Any]]] | None = None
+    records: Generator[Record] | None = None
     try:
         if recipients.sheet is not None:
             if recipients.sheet not in workbook.sheetnames:
@@ -458,9 +443,11 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
         try:
             for number, record in records:
                 if _is_usual(record, width, named):  # XML cannot hold a NUL byte
-                    yield _usual_row(number, columns, record, map(_xlsx_value, record))
+                    yield _usual_row(number, columns, record, record
+                                     if record.__class__ is tuple  # as kept already
+                                     else map(sheet_value, record))
                     continue
-                row = _make_row(path, number, columns, record, _xlsx_value)
+                row = _make_row(path, number, columns, record, sheet_value)
                 if row is not None:
                     yield row
         except (zipfile.BadZipFile, KeyError, ValueError, IndexError, OSError, EOFError,

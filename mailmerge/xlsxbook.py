@@ -14,10 +14,9 @@ import re
 import zipfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
-from typing import Any
 from xml.etree import ElementTree
 
-from .xlsxrows import MAC_EPOCH, WINDOWS_EPOCH, shared_strings, worksheet_rows
+from .xlsxrows import MAC_EPOCH, WINDOWS_EPOCH, Record, shared_strings, worksheet_rows
 
 _MAIN = "application/vnd.openxmlformats-officedocument.spreadsheetml.{}.main+xml"
 _MACRO = "application/vnd.ms-excel.{}.macroEnabled.main+xml"
@@ -147,7 +146,7 @@ class Workbook:
     def sheetnames(self) -> list[str]:
         return list(self.sheets)
 
-    def records(self, name: str) -> Generator[tuple[int, list[Any]]]:
+    def records(self, name: str) -> Generator[Record]:
         """(row number, cell values from column A) of each row the sheet holds."""
         with self.archive.open(self.sheets[name]) as source:
             yield from worksheet_rows(source, self.strings, self.epoch, self.dates,

@@ -17,7 +17,7 @@ import datetime as dt
 import html
 import operator
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 from xml.parsers import expat
 
@@ -285,10 +285,31 @@ def _plain_strings(data: bytes) -> list[str] | None:
     return strings
 
 
+# (row number, values by column from A): a list as read, a tuple as a row keeps them
+Record = tuple[int, list[Any] | tuple[Any, ...]]
+
+
+def sheet_value(value: Any) -> Any:
+    """A cell's value as a row keeps it: numbers stay numbers (integral ones as int),
+    date-only cells become dates, empty is ''."""
+    kind = value.__class__
+    if kind is str or kind is int:  # most cells: nothing to do
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dt.datetime) and value.time() == dt.time(0) and value.tzinfo is None:
+        return value.date()
+    return value
+
+
 def worksheet_rows(source: IO[bytes], shared: Any, epoch: Any, dates: set[int],
-                   durations: set[int]) -> Iterator[tuple[int, list[Any]]]:
-    """(row number, values by column from A) for each row; missing cells are None and rows
-    the file leaves out are not yielded."""
+                   durations: set[int]) -> Iterator[Record]:
+    """(row number, values by column from A) for each row; rows the file leaves out are
+    not yielded. A list holds the values as read (a missing cell is None; see
+    :func:`sheet_value`); a tuple, from a row read by its form, holds them as a row keeps
+    them already, so that 14 cells are not passed through sheet_value again."""
     cells = _Cells(shared, epoch, dates, durations)
     head = source.read(_CHUNK)
     fast = _fast_start(head)
@@ -299,7 +320,7 @@ def worksheet_rows(source: IO[bytes], shared: Any, epoch: Any, dates: set[int],
 
 
 def _expat_rows(cells: _Cells, head: bytes, source: IO[bytes]
-                ) -> Iterator[tuple[int, list[Any]]]:
+                ) -> Iterator[Record]:
     parser = _parser(cells)
     chunk = head
     while chunk:
@@ -351,7 +372,7 @@ def _fast_start(head: bytes) -> int | None:
 
 
 def _fast_rows(cells: _Cells, text_head: bytes, source: IO[bytes]
-               ) -> Iterator[tuple[int, list[Any]]]:
+               ) -> Iterator[Record]:
     decoder = codecs.getincrementaldecoder("utf-8")()
     pending = decoder.decode(text_head)
     if pending.startswith("<sheetData/>"):
@@ -375,12 +396,10 @@ def _fast_rows(cells: _Cells, text_head: bytes, source: IO[bytes]
         else:
             continue  # one row longer than a chunk: read on
         found = _read_fast(cells, rows)
-        if found is None:
-            found = _read_expat(cells, rows)
-        yield from found
+        yield from found if found is not None else _read_expat(cells, rows)
 
 
-def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
+def _read_fast(cells: _Cells, text: str) -> list[Record] | None:
     """The rows in ``text``, or None when some of it is not in the plain form (or holds a
     NUL byte, which XML does not allow: expat then says the sheet is damaged)."""
     if "\x00" in text:
@@ -393,15 +412,15 @@ def _read_fast(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
         found = form.read(cells, text)
         if found is not None:
             return found
-    found = _read_cells(cells, text)
-    if found is not None and plain:
+    by_cell = _read_cells(cells, text)
+    if by_cell is not None and plain:
         cells.form = _RowForm.learn(cells, text) or form  # the form of the chunk's last row
-    return found
+    return by_cell
 
 
-def _read_cells(cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
+def _read_cells(cells: _Cells, text: str) -> list[Record] | None:
     """``_read_fast``, cell by cell."""
-    rows: list[tuple[int, list[Any]]] = []
+    rows: list[Record] = []
     row: list[Any] = []
     number = 0
     letters_index = _LETTERS
@@ -506,11 +525,11 @@ class _RowForm:
                 return None
         return cls(re.compile("(" + "".join(parts) + "</row>)"), tuple(kinds))
 
-    def read(self, cells: _Cells, text: str) -> list[tuple[int, list[Any]]] | None:
+    def read(self, cells: _Cells, text: str) -> list[Record] | None:
         """The rows in ``text``: those of this form by its pattern, the others cell by cell
         (or by expat); None when a shared-string index is out of range (the cell by cell
         path then says so)."""
-        rows: list[tuple[int, list[Any]]] = []
+        rows: list[Record] = []
         found = self.pattern.findall(text)
         try:
             if sum(map(len, map(_WHOLE, found))) == len(text):  # every row of this form
@@ -536,14 +555,15 @@ class _RowForm:
             cells.form = _RowForm.learn(cells, text) or self
         return rows
 
-    def _values(self, cells: _Cells, number: int, match: tuple[str, ...]) -> list[Any]:
+    def _values(self, cells: _Cells, number: int, match: tuple[str, ...]) -> tuple[Any, ...]:
+        """The row's values as a row keeps them (see :func:`sheet_value`)."""
         shared, known = cells.shared, cells.known_dates
         values: list[Any] = []
         for (what, kind, style), raw in zip(self.kinds, match[2:], strict=True):
             if what is _SHARED:
                 values.append(shared[int(raw)])
             elif what is _NUMBER:
-                values.append(_cast_number(raw))
+                values.append(sheet_value(_cast_number(raw)))
             elif what is _TEXT:
                 values.append(_unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
                               if "&" in raw or "\r" in raw else raw)
@@ -557,11 +577,11 @@ class _RowForm:
                     if len(known) >= _KNOWN_DATES:
                         known.clear()
                     known[key] = value
-                values.append(value)
-        return values
+                values.append(sheet_value(value))
+        return tuple(values)
 
 
-def _read_between(cells: _Cells, text: str) -> list[tuple[int, list[Any]]]:
+def _read_between(cells: _Cells, text: str) -> Sequence[Record]:
     """Rows between those of a form: cell by cell, or by expat."""
     found = _read_cells(cells, text)
     return found if found is not None else _read_expat(cells, text)
