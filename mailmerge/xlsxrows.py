@@ -161,6 +161,23 @@ class _Cells:
         if self.collect:
             self.text.append(text)
 
+    def value_of(self, raw: str, kind: str, style: int, column: int, number: int,
+                 inline: bool = False) -> Any:
+        """The value of a cell read by a pattern (its text ``raw``, unescaped), as
+        :meth:`_value` makes it; a number cell's kept by its text and style, as dates
+        repeat down a column."""
+        key = (raw, style, kind)
+        value = self.known_dates.get(key) if kind == "n" else None
+        if value is None:
+            self.kind, self.style, self.column = kind, style, column
+            self.number, self.inline, self.text = number, inline, [raw]
+            value = self._value()
+            if kind == "n":
+                if len(self.known_dates) >= _KNOWN_DATES:
+                    self.known_dates.clear()
+                self.known_dates[key] = value
+        return value
+
     def _value(self) -> Any:
         """The cell's value as openpyxl's WorkSheetParser.parse_cell gives it (data_only)."""
         kind = self.kind
@@ -280,7 +297,7 @@ def _plain_strings(data: bytes) -> list[str] | None:
     strings: list[str] = []
     for _, raw in found:
         if "&" in raw or "\r" in raw:
-            raw = _unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
+            raw = _as_read(raw)
         strings.append(raw.replace("x005F_", "") if "x005F_" in raw else raw)
     return strings
 
@@ -426,7 +443,6 @@ def _read_cells(cells: _Cells, text: str) -> list[Record] | None:
     letters_index = _LETTERS
     shared, dates = cells.shared, cells.dates
     attributes = _ATTRIBUTES
-    known = cells.known_dates
     found = _matches(_FAST, text)
     if found is None:
         return None
@@ -439,7 +455,7 @@ def _read_cells(cells: _Cells, text: str) -> list[Record] | None:
             kind, style = kind_style
             raw = inline_text if inline else v
             if raw and ("&" in raw or "\r" in raw):
-                raw = _unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
+                raw = _as_read(raw)
             value: Any
             if kind == "inlineStr":
                 value = raw if inline else None
@@ -450,16 +466,7 @@ def _read_cells(cells: _Cells, text: str) -> list[Record] | None:
             elif kind == "n" and style not in dates:
                 value = _cast_number(raw)
             else:  # dates, booleans, errors, formulas' text, a bad index: as expat's path
-                key = (raw, style, kind)
-                value = known.get(key) if kind == "n" else None  # a date column repeats
-                if value is None:
-                    cells.kind, cells.style, cells.column = kind, style, index
-                    cells.number, cells.inline, cells.text = number, bool(inline), [raw]
-                    value = cells._value()
-                    if kind == "n":
-                        if len(known) >= _KNOWN_DATES:
-                            known.clear()
-                        known[key] = value
+                value = cells.value_of(raw, kind, style, index, number, bool(inline))
             if value is not None:
                 if len(row) == index - 1:  # the next column, as most cells are
                     row.append(value)
@@ -557,7 +564,7 @@ class _RowForm:
 
     def _values(self, cells: _Cells, number: int, match: tuple[str, ...]) -> tuple[Any, ...]:
         """The row's values as a row keeps them (see :func:`sheet_value`)."""
-        shared, known = cells.shared, cells.known_dates
+        shared = cells.shared
         values: list[Any] = []
         for (what, kind, style), raw in zip(self.kinds, match[2:], strict=True):
             if what is _SHARED:
@@ -565,19 +572,10 @@ class _RowForm:
             elif what is _NUMBER:
                 values.append(sheet_value(_cast_number(raw)))
             elif what is _TEXT:
-                values.append(_unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
-                              if "&" in raw or "\r" in raw else raw)
+                values.append(_as_read(raw) if "&" in raw or "\r" in raw else raw)
             else:
-                key = (raw, style, kind)
-                value = known.get(key)
-                if value is None:
-                    cells.kind, cells.style, cells.column = kind, style, len(values) + 1
-                    cells.number, cells.inline, cells.text = number, False, [raw]
-                    value = cells._value()
-                    if len(known) >= _KNOWN_DATES:
-                        known.clear()
-                    known[key] = value
-                values.append(sheet_value(value))
+                values.append(sheet_value(cells.value_of(raw, kind, style, len(values) + 1,
+                                                         number)))
         return tuple(values)
 
 
@@ -614,6 +612,12 @@ _OTHER_REFERENCE = re.compile(r"&(?!(?:amp|lt|gt|quot|apos);)")
 
 _UNESCAPED: dict[str, str] = {}  # texts with character references, as read: they repeat
 _UNESCAPED_MOST = 4096
+
+
+def _as_read(raw: str) -> str:
+    """A text as written in the XML, as it reads: its line ends as the XML parser makes
+    them, its references decoded (see ``_unescape``). For text holding ``&`` or CR."""
+    return _unescape(raw.replace("\r\n", "\n").replace("\r", "\n"))
 
 
 def _unescape(text: str) -> str:
