@@ -56,7 +56,7 @@ class _Blocks:
 def flatten(env: jinja2.Environment, source: str) -> str | None:
     """The one template that makes the same page as ``source``, a template that extends
     a layout; None unless both are of the plain kind (see the module's docstring)."""
-    if "{% raw" in source or "{%- raw" in source or env.block_start_string != "{%":
+    if _has_raw(source) or env.block_start_string != "{%":
         return None
     try:
         child = env.parse(source)
@@ -64,7 +64,7 @@ def flatten(env: jinja2.Environment, source: str) -> str | None:
         if parent_name is None or env.loader is None:
             return None
         layout_source = env.loader.get_source(env, parent_name)[0]
-        if "{% raw" in layout_source or "{%- raw" in layout_source:
+        if _has_raw(layout_source):
             return None
         layout = env.parse(layout_source)
         if not _plain_layout(layout):
@@ -92,6 +92,15 @@ def flatten(env: jinja2.Environment, source: str) -> str | None:
     return "".join(pieces)
 
 
+def _has_raw(source: str) -> bool:
+    """Whether ``source`` has a raw block, whose text may look like block tags."""
+    return "{% raw" in source or "{%- raw" in source
+
+
+def _names_super_or_self(node: nodes.Node) -> bool:
+    return any(name.name in ("super", "self") for name in node.find_all(nodes.Name))
+
+
 def _parent(child: nodes.Template) -> str | None:
     """The layout the child extends, when the child holds nothing but that and blocks."""
     parent = None
@@ -116,7 +125,7 @@ def _plain_block(block: nodes.Block) -> bool:
     required, and no super() or self in it."""
     if block.scoped or getattr(block, "required", False) or block.find(nodes.Block):
         return False
-    return not any(name.name in ("super", "self") for name in block.find_all(nodes.Name))
+    return not _names_super_or_self(block)
 
 
 def _plain_layout(layout: nodes.Template) -> bool:
@@ -127,6 +136,5 @@ def _plain_layout(layout: nodes.Template) -> bool:
     every = list(layout.find_all(nodes.Block))
     if len(top) != len(every) or not all(map(_plain_block, top)):
         return False
-    outside = [node for node in layout.body if not isinstance(node, nodes.Block)]
-    return not any(name.name in ("super", "self") for node in outside
-                   for name in node.find_all(nodes.Name))
+    return not any(_names_super_or_self(node) for node in layout.body
+                   if not isinstance(node, nodes.Block))
