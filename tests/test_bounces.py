@@ -26,19 +26,19 @@ def sample(name: str) -> bytes:
 
 
 @pytest.mark.parametrize("name, kind, findings, ids", [
-    ("postfix-hard.eml", "bounce", [("nosuchuser@bounce.test", "hard", "5.1.1")],
+    ("postfix-hard.txt", "bounce", [("nosuchuser@bounce.test", "hard", "5.1.1")],
      ["<hard.ef36d0fa@example.test>"]),
-    ("postfix-delayed.eml", "bounce", [("fulluser@defer.test", "soft", "4.2.2")],
+    ("postfix-delayed.txt", "bounce", [("fulluser@defer.test", "soft", "4.2.2")],
      ["<soft.ef36d0fa@example.test>"]),
-    ("postfix-failed-4xx.eml", "bounce", [("fulluser@defer.test", "soft", "4.2.2")],
+    ("postfix-failed-4xx.txt", "bounce", [("fulluser@defer.test", "soft", "4.2.2")],
      ["<soft.ef36d0fa@example.test>"]),
-    ("arf-abuse.eml", "complaint", [("carol@example.org", None, "abuse")],
+    ("arf-abuse.txt", "complaint", [("carol@example.org", None, "abuse")],
      ["<campaign-carol@acme.example>"]),
-    ("autoreply-rfc3834.eml", "autoreply", [], ["<campaign-dave@acme.example>"]),
-    ("autoreply-outlook.eml", "autoreply", [], ["<campaign-erin@acme.example>"]),
-    ("qmail.eml", "bounce", [("frank@example.net", "hard", "5.1.1")],
+    ("autoreply-rfc3834.txt", "autoreply", [], ["<campaign-dave@acme.example>"]),
+    ("autoreply-outlook.txt", "autoreply", [], ["<campaign-erin@acme.example>"]),
+    ("qmail.txt", "bounce", [("frank@example.net", "hard", "5.1.1")],
      ["<campaign-frank@acme.example>"]),
-    ("exim.eml", "bounce", [("grace@example.com", "hard", "5.1.1")],
+    ("exim.txt", "bounce", [("grace@example.com", "hard", "5.1.1")],
      ["<campaign-grace@acme.example>"]),
 ])
 def test_reports_are_read_as_what_they_are(name: str, kind: str, findings: list[tuple],
@@ -50,7 +50,7 @@ def test_reports_are_read_as_what_they_are(name: str, kind: str, findings: list[
 
 
 def test_a_postfix_dsn_gives_its_diagnostic_and_the_address_it_came_back_to() -> None:
-    report = read_report(sample("postfix-hard.eml"))
+    report = read_report(sample("postfix-hard.txt"))
     assert report.report_id == "<20261128042524.C19C516E0EE@mail.realmail.test>"
     assert report.delivered_to[0] == "news+bounce-hard-ef36d0fa@example.test"
     assert report.findings[0].diagnostic == ("X-Postfix; User unknown (realmail: bounce.test "
@@ -76,7 +76,7 @@ def test_what_is_not_understood_says_why_and_never_raises(data: bytes, why: str)
 
 
 def test_a_report_cut_short_is_still_read() -> None:
-    whole = sample("postfix-hard.eml")
+    whole = sample("postfix-hard.txt")
     cut = whole[:whole.index(b"Content-Type: message/rfc822") + 40]  # its copy cut off
     report = read_report(cut)
     assert [(f.address, f.status) for f in report.findings] == [("nosuchuser@bounce.test",
@@ -130,8 +130,8 @@ def dsn(c: CampaignDir, row: int, kind: str = "hard", report_id: str | None = No
     """A Postfix DSN for the message of sheet row ``row``, as it would come back."""
     key = f"p{row - 2}@example.org"
     _, _, _, mid, return_path = journal(c)[key]
-    name = {"hard": "postfix-hard.eml", "delayed": "postfix-delayed.eml",
-            "failed4": "postfix-failed-4xx.eml"}[kind]
+    name = {"hard": "postfix-hard.txt", "delayed": "postfix-delayed.txt",
+            "failed4": "postfix-failed-4xx.txt"}[kind]
     text = sample(name).decode()
     text = re.sub(r"news\+bounce-\w+-ef36d0fa@example\.test",
                   return_path if verp else "news@acme.example", text)
@@ -153,11 +153,11 @@ def test_bounces_are_recorded_suppressed_and_counted_once(basic, smtp, dovecot,
     dovecot.append(dsn(c, 4, "delayed"))  # soft
     dovecot.append(dsn(c, 4, "failed4"))  # soft again: the limit (2 here) suppresses
     dovecot.append(dsn(c, 5, "delayed"))  # soft once: counted, not suppressed
-    dovecot.append(sample("arf-abuse.eml").replace(b"carol@example.org", b"p4@example.org")
+    dovecot.append(sample("arf-abuse.txt").replace(b"carol@example.org", b"p4@example.org")
                    .replace(b"news+bounce-carol@acme.example", b"news+bounce-t004@acme.example"))
-    dovecot.append(sample("autoreply-rfc3834.eml").replace(
+    dovecot.append(sample("autoreply-rfc3834.txt").replace(
         b"news+bounce-dave@acme.example", b"news+bounce-t005@acme.example"))
-    dovecot.append(sample("qmail.eml"))  # another campaign's
+    dovecot.append(sample("qmail.txt"))  # another campaign's
     dovecot.append(b"Subject: hello\r\n\r\nnot a report\r\n")
     done = run("bounces", c)
     assert done.exit_code == 0, done.output
@@ -198,7 +198,7 @@ def test_bounces_are_recorded_suppressed_and_counted_once(basic, smtp, dovecot,
 def test_only_recorded_reports_are_deleted(basic, smtp, dovecot) -> None:
     c = sent_campaign(basic, smtp, dovecot, extra=", after: delete")
     dovecot.append(dsn(c, 2))
-    dovecot.append(sample("qmail.eml"))  # another campaign's: stays
+    dovecot.append(sample("qmail.txt"))  # another campaign's: stays
     dovecot.append(b"Subject: hello\r\n\r\nnot a report\r\n")  # not understood: stays
     done = run("bounces", c)
     assert "1 recorded reports deleted." in done.output
@@ -257,7 +257,7 @@ def test_the_return_path_is_the_envelope_sender_and_no_header(basic, smtp, dovec
     manifest = (out / "manifest.csv").read_text()
     assert "envelope_from" in manifest.splitlines()[0]
     assert "news+bounce-t003@acme.example" in manifest
-    assert all(b"Return-Path" not in eml.read_bytes() for eml in out.glob("*.eml"))
+    assert all(b"Return-Path" not in eml.read_bytes() for eml in out.glob("*.txt"))
 
 
 def test_a_crash_between_the_suppression_file_and_the_journal_loses_and_doubles_nothing(
