@@ -10,7 +10,7 @@ import codecs
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, NoReturn, cast, get_args
@@ -181,6 +181,7 @@ class Campaign:
     smtp: Smtp = field(default_factory=Smtp)
     journal: Path | None = None
     where: str | None = None
+    rows: frozenset[int] = frozenset()  # only these sheet rows (`--row`); empty: every row
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -654,6 +655,13 @@ def with_where(campaign: Campaign, extra: str | None) -> Campaign:
         return campaign
     parts = [where_expression(w) for w in (campaign.where, extra) if w]
     return replace(campaign, where=" and ".join(f"({p})" for p in parts))
+
+
+def with_rows(campaign: Campaign, rows: Iterable[int]) -> Campaign:
+    """The campaign narrowed to the sheet rows numbered ``rows`` (from the command line's
+    ``--row``); no rows leaves it as it is."""
+    wanted = frozenset(rows)
+    return replace(campaign, rows=wanted) if wanted else campaign
 
 
 def load_campaign(path: str | Path) -> Campaign:

@@ -217,6 +217,7 @@ def _map_sheet(campaign: Campaign, work: Callable[[Renderer, Row], T], *, limit:
     with open_sheet(campaign.recipients) as sheet:
         notices.extend(sheet.notices)
         renderer = Renderer(campaign, sheet.columns)
+        rows = rows or campaign.rows
         stream = iter(sheet) if not rows else _only(iter(sheet), rows, sheet.path)
         if limit is not None:
             stream = itertools.islice(stream, limit)

@@ -36,6 +36,8 @@ from .common import (
     _print_problems,
     _progress,
     cli,
+    not_with,
+    only_with,
 )
 from .sending import progress_line, send, status
 
@@ -59,6 +61,7 @@ WATCH_ROWS = 20  # the rows a live preview renders unless --limit says otherwise
               metavar="N", help="With --spam: how many messages to score.")
 @_JOBS
 @_QUIET
+@only_with("spam_rows", "spam", why="it says how many messages --spam scores")
 def check(campaign: str, where: str | None, strict: bool, spam: bool, spam_rows: int,
           jobs: int | None, quiet: bool) -> None:
     """Render every row without writing or sending, and list every problem.
@@ -135,6 +138,10 @@ def _spam(campaign: Campaign, rows: int) -> tuple[list[str], bool]:
 @click.option("--open", "open_", is_flag=True, help="Open index.html in the web browser.")
 @_JOBS
 @_QUIET
+@only_with("port", "watch", why="only the live preview serves pages")
+@not_with("print_", "out", "open_", "limit", "jobs",
+          why="--print prints the first row, or each --row, and writes no files")
+@not_with("watch", "jobs", why="the live preview renders in one process")
 def preview(campaign: str, out: str | None, limit: int | None, where: str | None,
             rows: tuple[int, ...], print_: bool, eml: bool, watch: bool, port: int,
             open_: bool, jobs: int | None, quiet: bool) -> None:

@@ -7,7 +7,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
@@ -16,12 +16,17 @@ from ..errors import ConfigError, MailmergeError
 from ..parallel import default_jobs
 from ..pipeline import Outcome, Report, Warned
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 _OUT = click.option("-o", "--out", type=click.Path(file_okay=False),
                     help="Folder for the .eml files. Default: out/<campaign name>/.")
 _LIMIT = click.option("-n", "--limit", type=click.IntRange(min=1),
                       help="Only the first N rows.")
+_SEND_LIMIT = click.option("-n", "--limit", type=click.IntRange(min=1),
+                           help="Send at most N messages in this run (a daily batch); the "
+                                "others wait, and the same command sends the next ones.")
 _QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress line.")
 _JOBS = click.option("-j", "--jobs", type=click.IntRange(min=1),
                      show_default="one per core",
@@ -153,11 +158,75 @@ def _finish(report: Report, verb: str, strict: bool = False, spammy: bool = Fals
     sys.exit(EXIT_DATA if failed else EXIT_OK)
 
 
+# An option that only means something together with another (or that another makes
+# meaningless) is refused with a usage error rather than ignored: `send --row 5` that
+# quietly sent every row is the mistake this guards against.
+_Rule = tuple[str, tuple[str, ...], bool, str]  # option, others, needs one of them?, why
+
+
+def only_with(option: str, *others: str, why: str) -> Callable[[F], F]:
+    """Refuse ``option`` (a parameter name) unless one of ``others`` is given too."""
+    return _rule((option, others, True, why))
+
+
+def not_with(option: str, *others: str, why: str) -> Callable[[F], F]:
+    """Refuse ``option`` together with any of ``others``."""
+    return _rule((option, others, False, why))
+
+
+def _rule(rule: _Rule) -> Callable[[F], F]:
+    def mark(function: F) -> F:
+        rules: list[_Rule] = function.__dict__.setdefault("mailmerge_rules", [])
+        rules.append(rule)
+        return function
+    return mark
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the user gave the parameter ``name`` (not its default)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source is not click.core.ParameterSource.DEFAULT \
+        and ctx.params.get(name) not in (None, False, ())
+
+
+def _flag(ctx: click.Context, name: str) -> str:
+    """The option ``name`` as it is typed: its long form."""
+    for param in ctx.command.params:
+        if param.name == name:
+            return max(param.opts, key=len)
+    return name
+
+
+def check_rules(ctx: click.Context) -> None:
+    """The usage error for the first option given without (or with) what it needs."""
+    for option, others, needs, why in getattr(ctx.command.callback, "mailmerge_rules", ()):
+        if not _given(ctx, option):
+            continue
+        named = " or ".join(_flag(ctx, other) for other in others)
+        if needs and not any(_given(ctx, other) for other in others):
+            raise click.UsageError(f"{_flag(ctx, option)} goes only with {named}: {why}", ctx)
+        clash = [other for other in others if _given(ctx, other)] if not needs else []
+        if clash:
+            raise click.UsageError(f"{_flag(ctx, option)} does not go with "
+                                   f"{_flag(ctx, clash[0])}: {why}", ctx)
+
+
+class _Command(click.Command):
+    """A command whose options are checked against its rules (:func:`only_with`,
+    :func:`not_with`) before it runs."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        check_rules(ctx)
+        return super().invoke(ctx)
+
+
 class _Commands(click.Group):
     """The group, with Ctrl-C as exit code 130 on every command. click's own answer
     ("Aborted!", exit code 1) is the code of rows with problems: a script would take an
     interrupted `check` for bad data. (`send` handles Ctrl-C itself and says how to
     resume; this is what the other commands get.)"""
+
+    command_class = _Command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

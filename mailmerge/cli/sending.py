@@ -8,16 +8,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
-from ..campaign import Campaign, Smtp
+from ..campaign import Campaign, Smtp, with_rows
 from ..errors import ConfigError, MailmergeError
 from .common import (
     _LIMIT,
     _OUT,
     _QUIET,
+    _SEND_LIMIT,
     _WHERE,
     EXIT_CONFIG,
     EXIT_DATA,
@@ -31,6 +32,8 @@ from .common import (
     _print_warnings,
     _secret,
     cli,
+    not_with,
+    only_with,
 )
 
 if TYPE_CHECKING:  # the sending package is imported by the commands that use it
@@ -152,7 +155,9 @@ def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
 @click.option("--to", "test_to", metavar="ADDRESS",
               help="Test send: deliver rendered messages to ADDRESS instead of their "
                    "recipients (never recorded as sent).")
-@click.option("--row", type=int, multiple=True, help="With --to: which sheet row(s) to render.")
+@click.option("-r", "--row", "rows", type=click.IntRange(min=2), multiple=True, metavar="N",
+              help="Only row N, numbered as the spreadsheet shows it (the first recipient is "
+                   "row 2); may be given more than once. With --to: the rows to test with.")
 @click.option("--skip-invalid", is_flag=True,
               help="Send the valid rows even though some rows have problems; the invalid "
                    "ones are recorded as failed.")
@@ -164,10 +169,15 @@ def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
 @click.option("--resend-uncertain", is_flag=True,
               help="Also resend recipients whose message was with the server when a run died.")
 @_OUT
-@_LIMIT
+@_SEND_LIMIT
 @_WHERE
 @_QUIET
-def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tuple[int, ...],
+@only_with("out", "dry_run", why="only a dry run writes .eml files")
+@not_with("test_to", "dry_run", "skip_invalid", "allow_changes", "restart", "resend_uncertain",
+          why="a test send (--to) goes to one address and leaves the journal alone")
+@not_with("dry_run", "skip_invalid", "allow_changes", "restart", "resend_uncertain",
+          why="a dry run sends nothing and leaves the journal alone")
+def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, rows: tuple[int, ...],
          skip_invalid: bool, allow_changes: bool, restart: bool, resend_uncertain: bool,
          out: str | None, limit: int | None, where: str | None, quiet: bool) -> None:
     """Send the campaign over SMTP, resumably.
@@ -185,6 +195,9 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
     The password comes from the variable named by `smtp.password_env`
     (default MAILMERGE_SMTP_PASSWORD), or a prompt on a terminal.
 
+    --row, --where and --limit narrow what this run sends: the rows they leave
+    out are neither sent nor recorded, and a later run without them sends them.
+
     Exit codes: 0 every recipient settled, 1 some failed in this run, are
     deferred, uncertain or invalid, 2 configuration or server set-up error, 130
     interrupted (run again to resume).
@@ -193,16 +206,19 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
     Example:
       mailmerge send campaigns/newsletter.yaml --to me@example.org --row 2
       MAILMERGE_SMTP_PASSWORD=... mailmerge send campaigns/newsletter.yaml
+      mailmerge send campaigns/newsletter.yaml --row 7     # row 7 only
+      mailmerge send campaigns/newsletter.yaml --limit 400 # a daily batch
       mailmerge send campaigns/newsletter.yaml --dry-run --out /tmp/check
     """
     from ..sending import SendOptions, prepare_send
     if dry_run:
-        _preview(campaign, out, limit, quiet, where)
+        _preview(campaign, out, limit, quiet, where, rows=rows)
         return
     loaded = _load(campaign, where)
     if test_to:
-        _send_test(loaded, test_to, set(row) or None, limit or 1)
+        _send_test(loaded, test_to, set(rows) or None, limit or 1)
         return
+    loaded = with_rows(loaded, rows)
     options = SendOptions(limit=limit, skip_invalid=skip_invalid, allow_changes=allow_changes,
                           restart=restart, resend_uncertain=resend_uncertain)
     try:
@@ -234,6 +250,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
                 _fail(ConfigError("not on a terminal, so no confirmation can be asked",
                                   hint="add --yes to send without asking"))
             if not click.confirm("Send now?", default=False):
+                click.echo("Nothing was sent.")
                 sys.exit(EXIT_DATA)
         password = _password(loaded.smtp)
         imap_password = _imap_password(loaded) if plan.needs_imap else None
@@ -288,12 +305,13 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
     sys.exit(EXIT_DATA if bad else EXIT_OK)
 
 
-def _how_to_settle(campaign: Campaign, uncertain: list[Record]) -> None:
+def _how_to_settle(campaign: Campaign, uncertain: list[Record],
+                   say: Callable[[str], None] = click.echo) -> None:
     """The exact commands that settle the uncertain recipients."""
     rows = ",".join(str(r.row) for r in uncertain[:20]) + ("" if len(uncertain) <= 20 else
                                                              ",...")
     command = f"mailmerge resolve {campaign.path}"
-    click.echo(f"Settle them: `{command} --sent {rows}` for those who got the message, "
+    say(f"Settle them: `{command} --sent {rows}` for those who got the message, "
                f"`{command} --resend {rows}` for those who did not"
                + ("" if campaign.imap and campaign.imap.lookup else
                   "; with `imap: {lookup: FOLDER}` (a Sent or archive folder) send looks "
@@ -333,45 +351,73 @@ def status(campaign: str, csv_path: str | None) -> None:
       mailmerge status campaigns/newsletter.yaml
       mailmerge status campaigns/newsletter.yaml --csv report.csv
     """
+    from ..sending import journal_path
     loaded = _load(campaign)
-    path = _existing_journal(loaded)
+    path = journal_path(loaded)
+    # with the CSV on stdout, the summary goes to stderr: stdout is the CSV alone
+    say = _echo_to(err=csv_path == "-")
+    if not path.exists():
+        say(f"Campaign {loaded.name}: nothing sent yet (no journal at {path}); "
+            f"`mailmerge send {loaded.path}` begins it.")
+        if csv_path:
+            _write_status_csv(None, csv_path, say)
+        sys.exit(EXIT_OK)
     try:
-        _show_status(loaded, path, csv_path)
+        _show_status(loaded, path, csv_path, say)
     except MailmergeError as exc:
         _fail(exc)
 
 
-def _show_status(loaded: Campaign, path: Path, csv_path: str | None) -> None:
+def _echo_to(err: bool) -> Callable[[str], None]:
+    """click.echo to stdout, or to stderr when stdout carries data."""
+    def say(line: str) -> None:
+        click.echo(line, err=err)
+    return say
+
+
+def _show_status(loaded: Campaign, path: Path, csv_path: str | None,
+                 say: Callable[[str], None]) -> None:
     from ..sending import Journal
     with Journal(path, read_only=True) as journal:
         counts = journal.counts()
-        click.echo(f"Campaign {loaded.name} ({path}):")
+        say(f"Campaign {loaded.name} ({path}):")
         labels = {"sending": "uncertain"}
-        click.echo("  " + ", ".join(f"{labels.get(k, k)} {v}" for k, v in counts.items())
-                   + f", soft-bounced {journal.soft_bounced()}")
+        say("  " + ", ".join(f"{labels.get(k, k)} {v}" for k, v in counts.items())
+            + f", soft-bounced {journal.soft_bounced()}")
         sections: tuple[tuple[State, str], ...] = (
             ("failed", "Failed"), ("sending", "Uncertain"), ("deferred", "Deferred"),
             ("bounced", "Bounced"), ("complained", "Complained"))
         for state, title in sections:
             records = list(journal.records(state))
             if records:
-                click.echo(f"{title}:")
+                say(f"{title}:")
                 for record in records:
-                    click.echo(f"  row {record.row} {record.key}: {record.last_reply or '-'} "
-                               f"(attempts {record.attempts})")
+                    say(f"  row {record.row} {record.key}: {record.last_reply or '-'} "
+                        f"(attempts {record.attempts})")
                 if state == "sending":
-                    _how_to_settle(loaded, records)
+                    _how_to_settle(loaded, records, say)
         if csv_path:
-            if csv_path == "-":
-                journal.write_csv(sys.stdout)
-            else:
-                try:
-                    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
-                        count = journal.write_csv(handle)
-                except OSError as exc:
-                    _fail(ConfigError(f"cannot write {csv_path}: {exc.strerror or exc}",
-                                      hint="give --csv a file in a folder you may write in"))
-                click.echo(f"Wrote {_n(count, 'line')} to {csv_path}")
+            _write_status_csv(journal, csv_path, say)
+
+
+def _write_status_csv(journal: Journal | None, csv_path: str,
+                      say: Callable[[str], None]) -> None:
+    """The journal's lines as CSV into ``csv_path`` ('-': stdout); no journal: no lines,
+    so that a script reads an empty report rather than an error."""
+
+    def write(handle: TextIO) -> int:
+        return journal.write_csv(handle) if journal is not None else 0
+
+    if csv_path == "-":
+        write(sys.stdout)
+        return
+    try:
+        with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+            count = write(handle)
+    except OSError as exc:
+        _fail(ConfigError(f"cannot write {csv_path}: {exc.strerror or exc}",
+                          hint="give --csv a file in a folder you may write in"))
+    say(f"Wrote {_n(count, 'line')} to {csv_path}")
 
 
 @cli.command()

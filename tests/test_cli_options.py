@@ -1,0 +1,156 @@
+"""Options as a new user types them: each does what it says, alone or refused.
+
+An option that only means something together with another is a usage error alone, never
+silently ignored (`send --row 5` once sent every row). Tests talk to a real aiosmtpd.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mailmerge.cli import cli
+
+from .conftest import SMTP_BLOCK, CampaignDir, parse
+from .smtpserver import Server
+
+PEOPLE = [["email", "name"], *[[f"p{i}@example.org", f"Person {i}"] for i in range(5)]]
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def server():
+    started = Server()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def campaign(basic, server: Server) -> CampaignDir:
+    return basic(SMTP_BLOCK.format(port=server.port), rows=PEOPLE)
+
+
+def _path(c: CampaignDir) -> str:
+    return str(c.folder / "campaign.yaml")
+
+
+def test_send_row_without_to_sends_that_row_only(campaign: CampaignDir, server: Server) -> None:
+    result = run("send", _path(campaign), "--yes", "--row", "4")
+    assert result.exit_code == 0, result.output
+    assert [r.rcpt_tos for r in server.handler.received] == [["p2@example.org"]]
+    assert parse(server.handler.received[0].content)["Subject"] == "Hi Person 2"
+    # the rows it left out are neither sent nor recorded: the next run sends them, once
+    result = run("send", _path(campaign), "--yes")
+    assert result.exit_code == 0, result.output
+    assert server.handler.by_recipient() == {f"p{i}@example.org": 1 for i in range(5)}
+
+
+def test_send_rows_past_the_end_of_the_sheet_send_nothing(campaign: CampaignDir,
+                                                          server: Server) -> None:
+    result = run("send", _path(campaign), "--yes", "--row", "3", "--row", "40")
+    assert result.exit_code != 0
+    assert "no row 40" in result.output
+    assert server.handler.received == []
+
+
+def test_send_dry_run_with_rows_writes_those_rows(campaign: CampaignDir, tmp_path: Path) -> None:
+    out = tmp_path / "dry"
+    result = run("send", _path(campaign), "--dry-run", "--row", "3", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert len(list(out.glob("*.eml"))) == 1
+
+
+# (command, its options) that must be refused, and the words of the refusal
+REFUSED = [
+    (["send", "--out", "x"], "--out goes only with --dry-run"),
+    (["send", "--to", "me@test.example", "--restart"], "--to does not go with --restart"),
+    (["send", "--to", "me@test.example", "--skip-invalid"],
+     "--to does not go with --skip-invalid"),
+    (["send", "--to", "me@test.example", "--allow-changes"],
+     "--to does not go with --allow-changes"),
+    (["send", "--to", "me@test.example", "--resend-uncertain"],
+     "--to does not go with --resend-uncertain"),
+    (["send", "--to", "me@test.example", "--dry-run"], "--to does not go with --dry-run"),
+    (["send", "--dry-run", "--restart"], "--dry-run does not go with --restart"),
+    (["send", "--dry-run", "--resend-uncertain"],
+     "--dry-run does not go with --resend-uncertain"),
+    (["check", "--spam-rows", "5"], "--spam-rows goes only with --spam"),
+    (["preview", "--port", "8000"], "--port goes only with --watch"),
+    (["preview", "--print", "--limit", "3"], "--print does not go with --limit"),
+    (["preview", "--print", "--out", "x"], "--print does not go with --out"),
+    (["preview", "--print", "--open"], "--print does not go with --open"),
+    (["preview", "--watch", "--jobs", "2"], "--watch does not go with --jobs"),
+]
+
+
+@pytest.mark.parametrize(("args", "said"), REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
+def test_an_option_that_needs_another_is_refused_alone(campaign: CampaignDir, server: Server,
+                                                       tmp_path: Path, args: list[str],
+                                                       said: str) -> None:
+    command, *options = args
+    options += ["--yes"] if command == "send" else []
+    if "--watch" in options:  # in a process of its own: a watch not refused would go on
+        done = subprocess.run([sys.executable, "-m", "mailmerge", command, _path(campaign),
+                               *options], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL)
+        code, output = done.returncode, done.stdout + done.stderr
+    else:
+        result = run(command, _path(campaign), *options)
+        code, output = result.exit_code, result.output
+    assert code == 2, output
+    assert said in output
+    assert server.handler.received == []
+    assert not (campaign.folder / "test.journal.sqlite").exists()
+    assert not (tmp_path / "x").exists() and not (Path.cwd() / "x").exists()
+
+
+def test_the_limit_of_send_says_it_counts_messages_of_this_run() -> None:
+    text = run("send", "--help").output
+    assert "Send at most N messages in this run" in text
+    assert "Only the first N rows" not in text
+
+
+def test_status_before_the_first_send_says_nothing_was_sent(campaign: CampaignDir) -> None:
+    result = run("status", _path(campaign))
+    assert result.exit_code == 0, result.output
+    assert "nothing sent yet" in result.output
+    result = run("status", _path(campaign), "--csv", "-")
+    assert result.exit_code == 0
+    assert result.stdout == ""  # no lines, and no words where a script reads CSV
+
+
+def test_status_csv_on_stdout_is_csv_alone(campaign: CampaignDir) -> None:
+    assert run("send", _path(campaign), "--yes").exit_code == 0
+    result = run("status", _path(campaign), "--csv", "-")
+    assert result.exit_code == 0, result.output
+    lines = list(csv.reader(io.StringIO(result.stdout)))
+    assert lines[0][:3] == ["row", "key", "state"]
+    assert [line[1] for line in lines[1:]] == [f"p{i}@example.org" for i in range(5)]
+    assert "Campaign test" in result.stderr  # the summary is still there, beside the data
+
+
+def test_declining_at_the_prompt_says_nothing_was_sent(campaign: CampaignDir,
+                                                       server: Server) -> None:
+    controller, terminal = pty.openpty()  # the prompt is asked only on a terminal
+    try:
+        os.write(controller, b"n\n")
+        done = subprocess.run([sys.executable, "-m", "mailmerge", "send", _path(campaign)],
+                              stdin=terminal, capture_output=True, timeout=120)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert b"Send now?" in done.stdout + done.stderr
+    assert b"Nothing was sent." in done.stdout, done.stdout
+    assert done.returncode == 1
+    assert server.handler.received == []
