@@ -8,6 +8,9 @@ the scroll positions) when the version moves on, and shows an error over the mes
 it has instead of losing them. The files watched are the campaign file, the sheet, the
 suppression lists and every file in the templates' folders (images and included
 templates too); they are polled, which needs nothing from the platform.
+
+The server answers only its own page (see :class:`_Handler`): the sheet's recipients are
+in what it serves.
 """
 
 from __future__ import annotations
@@ -15,22 +18,29 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
 from ..campaign import Campaign, load_campaign, with_where
 from ..errors import MailmergeError
 from ..pipeline import Report, iter_messages
 from . import default_output_folder, preview_campaign
 from .folder import WATCH_FILE
+from .gallery import list_json, parts_json
 
 POLL_SECONDS = 0.25
 MAX_WATCHED = 5000  # files in the template folders; a folder that holds more is cut off
+HOST = "127.0.0.1"
+_DATA = re.compile(r"/(list|parts)/(\d{5,})\.json")  # a gallery data file, as JSON
+_SCRIPTS = {"script", "worker", "sharedworker", "serviceworker", "audioworklet",
+            "paintworklet", "xslt"}  # Sec-Fetch-Dest of a request that would run what it gets
 
 
 @dataclass
@@ -54,10 +64,82 @@ class Rendering:
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves the preview folder, never from a cache, and logs nothing."""
+    """Serves the preview folder to its own page only, never from a cache; logs nothing.
+
+    Another site's page may make the browser ask too: by a name of its own that it points
+    at 127.0.0.1 (DNS rebinding: refused by the Host header), or by a ``<script src>``
+    (cross-site script inclusion: refused by the Fetch Metadata headers; the data is served
+    as JSON, which no browser runs, and the list's and parts' scripts not at all).
+    """
+
+    def do_GET(self) -> None:
+        if self._allowed():
+            self._serve(head=False)
+
+    def do_HEAD(self) -> None:
+        if self._allowed():
+            self._serve(head=True)
+
+    def _allowed(self) -> bool:
+        port = cast(http.server.HTTPServer, self.server).server_port
+        names = {f"{HOST}:{port}", f"localhost:{port}"}
+        hosts = [h.lower() for h in self.headers.get_all("Host", [])]
+        if len(hosts) != 1 or hosts[0] not in names:
+            self._refuse(421, f"This preview answers only http://{HOST}:{port}/ and "
+                              f"http://localhost:{port}/")
+            return False
+        site = self.headers.get("Sec-Fetch-Site", "none")
+        if (site not in ("same-origin", "none")
+                or self.headers.get("Sec-Fetch-Dest", "") in _SCRIPTS):
+            self._refuse(403, "This preview answers only its own page")
+            return False
+        return True
+
+    def _serve(self, head: bool) -> None:
+        path = urlsplit(self.path).path
+        data = _DATA.fullmatch(path)
+        if data is not None:
+            self._send_json(data[1], data[2], head)
+        elif path.endswith(".js"):  # the file:// gallery's data: never run by a server's page
+            self.send_error(404)
+        elif head:
+            super().do_HEAD()
+        else:
+            super().do_GET()
+
+    def _send_json(self, kind: str, name: str, head: bool) -> None:
+        try:
+            script = Path(self.directory, kind, f"{name}.js").read_bytes()
+        except OSError:
+            self.send_error(404)
+            return
+        body = list_json(script) if kind == "list" else parts_json(script)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _refuse(self, status: int, text: str) -> None:
+        body = f"{text}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
+        """No listings: the .eml files are named after the recipients."""
+        self.send_error(404)
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
         super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -124,11 +206,11 @@ class LivePreview:
         self.out.mkdir(parents=True, exist_ok=True)
         first = self.render()
         handler = partial(_Handler, directory=str(self.out))
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._server = http.server.ThreadingHTTPServer((HOST, self._port), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="preview-server",
                          daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}/", first
+        return f"http://{HOST}:{self._server.server_address[1]}/", first
 
     def render(self) -> Rendering:
         """Read the campaign, watch its files as they are now, render, and tell the page
