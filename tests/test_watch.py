@@ -203,3 +203,96 @@ def test_the_data_of_the_live_preview_cannot_be_read_by_another_origin(live) -> 
         assert headers["Cross-Origin-Resource-Policy"] == "same-origin", path
         assert "Access-Control-Allow-Origin" not in headers, path
     assert _ask(port, "/list/", host)[0] == 404  # no listing of the recipients' files
+
+
+@pytest.mark.parametrize("name", ["campaign/people.csv", "templates/mail.html"])
+def test_a_file_that_disappears_and_comes_back_is_noticed_again(live, basic, name) -> None:
+    """An editor that saves by deleting and writing anew: the preview shows the error while
+    the file is gone, and renders again once it is back."""
+    c = basic(rows=[["email", "name"], ["a@x.org", "A"]])
+    server = live(c)
+    path = c.root / name
+    kept = path.read_bytes()
+    path.unlink()
+    _until(lambda: "does not exist" in str(server.state().get("error")))
+    assert server.state()["version"] == 1
+    path.write_bytes(kept.replace(b"A", b"Back") if name.endswith(".csv") else kept + b"again")
+    _until(lambda: server.state() == {"version": 2, "error": None})
+
+
+def test_a_file_the_campaign_names_before_it_exists_is_noticed_once_written(live, basic) -> None:
+    c = basic(rows=[["email", "name"], ["a@x.org", "A"]])
+    server = live(c)
+    yaml = c.folder / "campaign.yaml"
+    yaml.write_text(yaml.read_text().replace("mail.html", "new.html"))
+    _until(lambda: "new.html, which does not exist" in str(server.state().get("error")))
+    c.file("templates/new.html", "<p>New {{ name }}</p>")
+    _until(lambda: server.state() == {"version": 2, "error": None})
+
+
+def test_a_template_added_to_the_templates_folder_is_watched(live, basic) -> None:
+    c = basic(html="<p>{% include 'footer.html' ignore missing %}</p>",
+              rows=[["email", "name"], ["a@x.org", "A"]])
+    server = live(c)
+    c.file("templates/footer.html", "a footer")
+    _until(lambda: server.state().get("version") == 2)
+    assert b"a footer" in (server.preview.out / "00002-a@x.org.eml").read_bytes()
+
+
+def test_a_deleted_output_folder_is_made_again_and_the_watcher_goes_on(live, basic) -> None:
+    import shutil
+
+    server = live()
+    out = server.preview.out
+    shutil.rmtree(out)
+    _until(lambda: server.state().get("version") == 2)
+    assert sorted(p.name for p in out.glob("*.eml")) == [
+        "00002-a@x.org.eml", "00003-b@x.org.eml", "00004-c@x.org.eml"]
+
+    shutil.rmtree(out)  # and again, while the template does not compile
+    (server.preview.path.parent.parent / "templates/mail.html").write_text("<p>{% if %}</p>")
+    _until(lambda: "template syntax error" in str(server.state().get("error")))
+    assert server.thread.is_alive() and server.raised == []
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_error_line(basic,
+                                                                    tmp_path: Path) -> None:
+    import shutil
+
+    c = basic(rows=[["email", "name"], ["a@x.org", "A"]])
+    preview = LivePreview(c.folder / "campaign.yaml", tmp_path / "live")
+    preview.start()  # not run: this test renders itself
+    try:
+        shutil.rmtree(preview.out)
+        preview.out.write_text("not a folder")  # where the preview writes, a file
+        rendering = preview.render()
+        assert rendering.error == (f"the output folder {preview.out} is a file; choose "
+                                   "another --out")
+    finally:
+        preview.stop()
+
+
+def test_past_5000_files_the_templates_the_campaign_uses_are_still_watched(
+        live, cdir: CampaignDir) -> None:
+    """A big folder of images beside the HTML template, and the text template in a folder
+    of its own: the templates are watched first, the rest up to the limit."""
+    from mailmerge.preview import watch
+
+    images = cdir.root / "templates/html/images"
+    images.mkdir(parents=True)
+    for i in range(watch.MAX_WATCHED + 1):
+        (images / f"{i:05d}.png").touch()
+    cdir.file("templates/html/mail.html", "<p>{{ name }}</p>")
+    cdir.file("templates/text/mail.txt", "{{ name }}\n")
+    cdir.csv([["email", "name"], ["a@x.org", "A"]])
+    cdir.yaml("name: big\nfrom: a@example.org\nsubject: Hi\ntransactional: true\n"
+              "recipients: people.csv\ntemplates:\n  html: ../templates/html/mail.html\n"
+              "  text: ../templates/text/mail.txt\n")
+    server = live(cdir)
+    files = set(server.preview.files)
+    assert {cdir.root / "templates/html/mail.html", cdir.root / "templates/text/mail.txt",
+            cdir.folder / "people.csv", cdir.folder / "campaign.yaml"} <= files
+    assert len(files) <= watch.MAX_WATCHED + 10 and server.preview.capped
+    cdir.file("templates/text/mail.txt", "{{ name }} changed\n")
+    _until(lambda: server.state().get("version") == 2)
+    assert b"A changed" in (server.preview.out / "00002-a@x.org.eml").read_bytes()

@@ -192,7 +192,8 @@ def _watch(campaign: str, out: str | None, limit: int, where: str | None, port: 
                           f"{exc.strerror or exc}", hint="choose another --port, or leave it "
                                                         "out for a free one"))
     click.echo(f"Live preview of the first {limit} rows at {url} (Ctrl-C stops it)")
-    click.echo(f"  watching {len(live.files)} files; writing into {live.out}/")
+    more = " (the templates' folders hold more: the rest is not watched)" if live.capped else ""
+    click.echo(f"  watching {_n(len(live.files), 'file')}{more}; writing into {live.out}/")
 
     def said(rendering: Rendering) -> None:
         stamp = time.strftime("%H:%M:%S")

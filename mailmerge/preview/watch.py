@@ -6,8 +6,10 @@ number, bumped after each render, and the error of the last one: the page asks f
 a few times a second, reloads itself (keeping the selected message, the part shown and
 the scroll positions) when the version moves on, and shows an error over the messages
 it has instead of losing them. The files watched are the campaign file, the sheet, the
-suppression lists and every file in the templates' folders (images and included
-templates too); they are polled, which needs nothing from the platform.
+suppression lists and the templates, then the folders and files in the templates' folders
+(images and included templates too, up to MAX_WATCHED); they are polled, which needs
+nothing from the platform. A file that is gone stays watched until it is back, and an
+output folder that is deleted is written again.
 
 The server answers only its own page (see :class:`_Handler`): the sheet's recipients are
 in what it serves.
@@ -24,19 +26,21 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from ..campaign import Campaign, load_campaign, with_where
-from ..errors import MailmergeError
+from ..campaign import MAX_CAMPAIGN_FILE, Campaign, load_campaign, parse_campaign, with_where
+from ..errors import ConfigError, MailmergeError
+from ..localfiles import read_bytes
 from ..pipeline import Report, iter_messages
 from . import default_output_folder, preview_campaign
 from .folder import WATCH_FILE
 from .gallery import list_json, parts_json
 
 POLL_SECONDS = 0.25
-MAX_WATCHED = 5000  # files in the template folders; a folder that holds more is cut off
+MAX_WATCHED = 5000  # files and folders in the template folders; the rest is not watched
 HOST = "127.0.0.1"
 _DATA = re.compile(r"/(list|parts)/(\d{5,})\.json")  # a gallery data file, as JSON
 _SCRIPTS = {"script", "worker", "sharedworker", "serviceworker", "audioworklet",
@@ -146,36 +150,69 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _files(campaign: Campaign, out: Path) -> Iterator[Path]:
-    """The files whose change makes a new preview."""
-    yield campaign.path
-    yield campaign.recipients.path
-    yield from campaign.suppress
+def _named(campaign: Campaign) -> list[Path]:
+    """The files the campaign names, which every render reads."""
     templates = (campaign.html_template, campaign.text_template, campaign.markdown_template,
                  campaign.layout_template)
-    out = out.resolve()
-    count = 0
-    for folder in dict.fromkeys(t.parent for t in templates if t is not None):
-        for root, dirs, names in os.walk(folder):
-            dirs[:] = [d for d in dirs if not d.startswith(".")
-                       and not Path(root, d).resolve().is_relative_to(out)]
-            for name in names:
-                count += 1
-                if count > MAX_WATCHED:
-                    return
-                yield Path(root, name)
+    return [campaign.path, campaign.recipients.path, *campaign.suppress,
+            *(t for t in templates if t is not None)]
 
 
-def _stamp(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
-    """What the files look like now: changed content almost always changes one of these."""
+def _named_in(path: Path) -> list[Path]:
+    """The files the campaign file at ``path`` names, those missing too (none if it does not
+    parse)."""
+    try:
+        text = read_bytes(path, MAX_CAMPAIGN_FILE).decode("utf-8")
+        return _named(parse_campaign(text, path))
+    except (MailmergeError, OSError, UnicodeDecodeError):
+        return []
+
+
+def _tree(folders: list[Path], out: Path) -> Iterator[Path]:
+    """The folders and their files, breadth first (a folder's files before its subfolders):
+    a file added or removed changes its folder. Hidden folders and the output are left out."""
+    queue, seen = list(folders), set()
+    while queue:
+        folder = queue.pop(0)
+        if folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        yield folder
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                yield Path(entry.path)
+            elif not (entry.name.startswith(".") or Path(entry.path).resolve().is_relative_to(out)):
+                queue.append(Path(entry.path))
+
+
+def _files(campaign: Campaign, out: Path) -> tuple[list[Path], bool]:
+    """The files whose change makes a new preview: those the campaign names, then the
+    templates' folders up to MAX_WATCHED; and whether the folders held more."""
+    templates = (campaign.html_template, campaign.text_template, campaign.markdown_template,
+                 campaign.layout_template)
+    folders = list(dict.fromkeys(t.parent for t in templates if t is not None))
+    tree = list(islice(_tree(folders, out.resolve()), MAX_WATCHED + 1))
+    return [*_named(campaign), *tree[:MAX_WATCHED]], len(tree) > MAX_WATCHED
+
+
+Stamp = tuple[tuple[str, int, int, int], ...]
+
+
+def _stamp(paths: list[Path]) -> Stamp:
+    """What the files look like now: changed content almost always changes one of these
+    (an editor that saves by writing a new file and renaming it changes the inode)."""
     found = []
     for path in paths:
         try:
             info = path.stat()
         except OSError:
-            found.append((str(path), -1, -1))
+            found.append((str(path), -1, -1, -1))
             continue
-        found.append((str(path), info.st_mtime_ns, info.st_size))
+        found.append((str(path), info.st_mtime_ns, info.st_size, info.st_ino))
     return tuple(found)
 
 
@@ -184,15 +221,16 @@ class LivePreview:
     file changes, and serves that folder on loopback. Call :meth:`start`, then :meth:`run`
     (in the main thread: a row's time limit needs its signals); :meth:`stop` ends both."""
 
-    files: list[Path]  # watched: set by each render from the campaign it read
-    _stamp: tuple[tuple[str, int, int], ...]
-
     def __init__(self, path: Path, out: Path | None = None, *, limit: int = 20,
                  where: str | None = None, port: int = 0) -> None:
         self.path, self.limit, self.where = path, limit, where
         campaign = self._load()  # a campaign file that cannot be read stops here
         self.out = Path(os.path.realpath(out or default_output_folder(campaign)))
         self.version = 0
+        self.files: list[Path] = []  # watched: set by each render from the campaign it read
+        self.capped = False  # the templates' folders hold more than MAX_WATCHED
+        self._stamp: Stamp = ()
+        self._told = False  # watch.json was written: its going means the folder went
         self._stopped = threading.Event()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._port = port
@@ -203,7 +241,6 @@ class LivePreview:
     def start(self) -> tuple[str, Rendering]:
         """Render once, then serve the folder on 127.0.0.1 (a free port unless one was
         given): the URL, and how the render went."""
-        self.out.mkdir(parents=True, exist_ok=True)
         first = self.render()
         handler = partial(_Handler, directory=str(self.out))
         self._server = http.server.ThreadingHTTPServer((HOST, self._port), handler)
@@ -217,16 +254,8 @@ class LivePreview:
         (through watch.json)."""
         self.version += 1
         rendering = Rendering(self.version)
-        self._watch([self.path])  # until the campaign file reads again
         try:
-            campaign = self._load()
-            self._watch(list(dict.fromkeys(_files(campaign, self.out))))
-            # a template that does not compile is found before the folder is cleared, so
-            # the page keeps every message it shows under the error
-            for _ in iter_messages(campaign, limit=1, build=False):
-                pass
-            rendering.report = preview_campaign(campaign, self.out, limit=self.limit,
-                                                jobs=1, live=True)
+            rendering.report = self._render()
         except MailmergeError as exc:
             rendering.error = str(exc)
             self.version -= 1  # the page keeps the messages it shows, and the error goes over
@@ -234,20 +263,51 @@ class LivePreview:
         self._tell(rendering)
         return rendering
 
+    def _render(self) -> Report:
+        # until the campaign reads again: what was watched, and what it names now (a sheet
+        # that is gone, a template not yet written), so that a file coming back is noticed
+        self._watch([self.path, *_named_in(self.path), *self.files])
+        campaign = self._load()
+        files, self.capped = _files(campaign, self.out)
+        self._watch(files)
+        # a template that does not compile is found before the folder is cleared, so
+        # the page keeps every message it shows under the error
+        for _ in iter_messages(campaign, limit=1, build=False):
+            pass
+        return preview_campaign(campaign, self.out, limit=self.limit, jobs=1, live=True)
+
     def _tell(self, rendering: Rendering) -> None:
+        """Write watch.json, and the folder again if it was deleted; a folder that cannot be
+        written is the rendering's error."""
         state = {"version": rendering.version, "error": rendering.problem}
         partial_file = self.out / f".{WATCH_FILE}.part"
-        partial_file.write_text(json.dumps(state), encoding="utf-8")
-        os.replace(partial_file, self.out / WATCH_FILE)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            partial_file.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(partial_file, self.out / WATCH_FILE)
+        except OSError as exc:
+            self._told = False
+            if rendering.error is None:
+                rendering.error = str(ConfigError(
+                    f"cannot write the live preview into {self.out}: {exc.strerror or exc}",
+                    hint="make that folder writable again (or stop and choose another "
+                         "--out); the next change renders again"))
+            return
+        self._told = True
 
     def _watch(self, files: list[Path]) -> None:
         """Watch ``files`` from their state now: a change during the render renders again."""
+        files = list(dict.fromkeys(files))
         self.files, self._stamp = files, _stamp(files)
+
+    def _lost(self) -> bool:
+        """The output folder (or its watch.json) was deleted since it was written."""
+        return self._told and not (self.out / WATCH_FILE).is_file()
 
     def run(self, on_render: Callable[[Rendering], None]) -> None:
         """After :meth:`start`: render again after every change, until :meth:`stop`."""
         while not self._stopped.wait(POLL_SECONDS):
-            if _stamp(self.files) == self._stamp:
+            if _stamp(self.files) == self._stamp and not self._lost():
                 continue
             time.sleep(POLL_SECONDS / 2)  # an editor may write a file in several steps
             on_render(self.render())
