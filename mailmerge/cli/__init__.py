@@ -27,6 +27,7 @@ from .common import (
     _WHERE,
     EXIT_DATA,
     EXIT_OK,
+    _campaign_file,
     _fail,
     _finish,
     _jobs,
@@ -48,7 +49,7 @@ WATCH_ROWS = 20  # the rows a live preview renders unless --limit says otherwise
 
 
 @cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.argument("campaign", type=click.Path())
 @_WHERE
 @click.option("--strict", is_flag=True,
               help="Exit 1 on any pre-flight warning too, not only on row problems.")
@@ -115,7 +116,7 @@ def _spam(campaign: Campaign, rows: int) -> tuple[list[str], bool]:
 
 
 @cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.argument("campaign", type=click.Path())
 @_OUT
 @_LIMIT
 @_WHERE
@@ -182,7 +183,7 @@ def _watch(campaign: str, out: str | None, limit: int, where: str | None, port: 
     from ..preview.watch import LivePreview
 
     try:
-        live = LivePreview(Path(campaign), Path(out) if out else None, limit=limit,
+        live = LivePreview(_campaign_file(campaign), Path(out) if out else None, limit=limit,
                            where=where, port=port)
         url, first = live.start()
     except MailmergeError as exc:
