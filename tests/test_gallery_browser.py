@@ -302,3 +302,22 @@ def test_another_origins_page_cannot_read_the_live_previews_recipients(browser, 
         other.shutdown()
         other.server_close()
         live.stop()
+
+
+def test_the_live_preview_shows_the_embedded_images_it_serves(browser, tmp_path: Path) -> None:
+    """The message frame (srcdoc, of the page's origin) loads its images from the server,
+    which answers only its own page."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mailmerge.preview.watch import LivePreview
+
+    live = LivePreview(ROOT / "campaigns" / "newsletter.yaml", tmp_path / "live")
+    url, first = live.start()
+    try:
+        assert first.error is None
+        browser.get(url)
+        logo_width = WebDriverWait(browser, 20).until(lambda d: in_frame(
+            d, "const i = document.querySelector('img'); return i && i.complete && i.naturalWidth;"))
+        assert logo_width == 120
+    finally:
+        live.stop()
