@@ -296,3 +296,23 @@ def test_past_5000_files_the_templates_the_campaign_uses_are_still_watched(
     cdir.file("templates/text/mail.txt", "{{ name }} changed\n")
     _until(lambda: server.state().get("version") == 2)
     assert b"A changed" in (server.preview.out / "00002-a@x.org.eml").read_bytes()
+
+
+def test_a_render_changes_nothing_it_watches(cdir: CampaignDir) -> None:
+    """The output inside the folder of the templates, made by the first render: the folders
+    are watched, and the preview's own writing must not start another render."""
+    cdir.file("campaign/mail.html", "<p>{{ name }}</p>")
+    cdir.csv([["email", "name"], ["a@x.org", "A"]])
+    cdir.yaml("name: here\nfrom: a@example.org\nsubject: Hi\ntransactional: true\n"
+              "recipients: people.csv\ntemplates: {html: mail.html}\n")
+    preview = LivePreview(cdir.folder / "campaign.yaml", cdir.folder / "out" / "here")
+    preview.start()  # not run: this test asks it
+    try:
+        assert cdir.folder in preview.files
+        assert not preview.changed()
+        preview.render()
+        assert not preview.changed()
+        cdir.file("campaign/footer.html", "a new file")
+        assert preview.changed()
+    finally:
+        preview.stop()

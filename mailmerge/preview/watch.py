@@ -17,12 +17,14 @@ in what it serves.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -170,13 +172,14 @@ def _named_in(path: Path) -> list[Path]:
 
 def _tree(folders: list[Path], out: Path) -> Iterator[Path]:
     """The folders and their files, breadth first (a folder's files before its subfolders):
-    a file added or removed changes its folder. Hidden folders and the output are left out."""
-    queue, seen = list(folders), set()
+    a file added or removed changes its folder. Hidden folders are left out, and those of
+    the output (which each render changes) and above it."""
+    queue, seen = deque(folders), set()
     while queue:
-        folder = queue.pop(0)
-        if folder.resolve() in seen:
+        folder = queue.popleft()
+        if (real := folder.resolve()) in seen:
             continue
-        seen.add(folder.resolve())
+        seen.add(real)
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
@@ -185,7 +188,10 @@ def _tree(folders: list[Path], out: Path) -> Iterator[Path]:
         for entry in entries:
             if not entry.is_dir(follow_symlinks=False):
                 yield Path(entry.path)
-            elif not (entry.name.startswith(".") or Path(entry.path).resolve().is_relative_to(out)):
+                continue
+            real = Path(entry.path).resolve()
+            if not (entry.name.startswith(".") or real.is_relative_to(out)
+                    or out.is_relative_to(real)):
                 queue.append(Path(entry.path))
 
 
@@ -241,6 +247,10 @@ class LivePreview:
     def start(self) -> tuple[str, Rendering]:
         """Render once, then serve the folder on 127.0.0.1 (a free port unless one was
         given): the URL, and how the render went."""
+        # made before the render watches its folders, or its making is a change; a folder
+        # that cannot be made is the render's error
+        with contextlib.suppress(OSError):
+            self.out.mkdir(parents=True, exist_ok=True)
         first = self.render()
         handler = partial(_Handler, directory=str(self.out))
         self._server = http.server.ThreadingHTTPServer((HOST, self._port), handler)
@@ -300,14 +310,16 @@ class LivePreview:
         files = list(dict.fromkeys(files))
         self.files, self._stamp = files, _stamp(files)
 
-    def _lost(self) -> bool:
-        """The output folder (or its watch.json) was deleted since it was written."""
-        return self._told and not (self.out / WATCH_FILE).is_file()
+    def changed(self) -> bool:
+        """Whether a watched file changed since the last render began, or the output
+        folder (its watch.json) was deleted since it was written."""
+        lost = self._told and not (self.out / WATCH_FILE).is_file()
+        return lost or _stamp(self.files) != self._stamp
 
     def run(self, on_render: Callable[[Rendering], None]) -> None:
         """After :meth:`start`: render again after every change, until :meth:`stop`."""
         while not self._stopped.wait(POLL_SECONDS):
-            if _stamp(self.files) == self._stamp and not self._lost():
+            if not self.changed():
                 continue
             time.sleep(POLL_SECONDS / 2)  # an editor may write a file in several steps
             on_render(self.render())
