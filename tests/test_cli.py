@@ -447,3 +447,79 @@ def test_ctrl_c_exits_130_not_the_code_of_bad_rows(basic, command: str) -> None:
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, (out, err)
     assert "Interrupted." in err and "Aborted!" not in err
+
+
+CAMPAIGN_COMMANDS = [["preview"], ["check"], ["send", "--dry-run"], ["status"], ["drafts"],
+                     ["bounces"], ["resolve"]]
+
+
+@pytest.mark.parametrize("command", [["preview"], ["check"], ["status"]],
+                         ids=lambda c: c[0])
+@pytest.mark.parametrize("name", ["campaign.yaml", "campaign.yml"])
+def test_a_folder_holding_one_campaign_file_stands_for_it(basic, tmp_path: Path,
+                                                          command: list[str], name: str) -> None:
+    """What `mailmerge init FOLDER` made is run as `mailmerge preview FOLDER`."""
+    c = basic(rows=[["email", "name"], ["a@x.org", "A"]])
+    if name != "campaign.yaml":
+        (c.folder / "campaign.yaml").rename(c.folder / name)
+    out = tmp_path / "out"
+    extra = ["-o", str(out)] if command == ["preview"] else []
+    folder_run = run(*command, str(c.folder), *extra)
+    file_run = run(*command, str(c.folder / name), *extra)
+    assert (folder_run.exit_code, folder_run.output) == (file_run.exit_code, file_run.output)
+    if command == ["status"]:  # it read the campaign: its journal is named after it
+        assert folder_run.output.startswith(f"Error: no journal yet at {c.folder}/test.")
+    else:
+        assert folder_run.exit_code == 0, folder_run.output
+
+
+def test_init_then_preview_its_folder(tmp_path: Path) -> None:
+    assert run("init", str(tmp_path / "letter")).exit_code == 0
+    result = run("preview", str(tmp_path / "letter"), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert list((tmp_path / "out").glob("*.eml"))
+
+
+@pytest.mark.parametrize("command", CAMPAIGN_COMMANDS, ids=lambda c: c[0])
+def test_a_folder_without_one_obvious_campaign_file_says_what_it_holds(
+        tmp_path: Path, command: list[str]) -> None:
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "newsletter.yaml").write_text("name: a\n")
+    (folder / "welcome.yml").write_text("name: b\n")
+    (folder / "people.csv").write_text("email\n")
+    result = CliRunner().invoke(cli, [*command, str(folder)])
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: {folder}: the folder holds no campaign.yaml or campaign.yml; give the "
+        "campaign file itself: it holds newsletter.yaml, welcome.yml\n")
+
+    (folder / "campaign.yaml").write_text("name: a\n")
+    (folder / "campaign.yml").write_text("name: b\n")
+    result = CliRunner().invoke(cli, [*command, str(folder)])
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: {folder}: the folder holds both campaign.yaml and campaign.yml; give the "
+        "campaign file itself\n")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(cli, [*command, str(empty)])
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: {empty}: the folder holds no campaign.yaml or campaign.yml; give the "
+        "campaign file itself, or make one with `mailmerge init FOLDER`\n")
+
+
+def test_preview_watch_takes_a_folder(basic, tmp_path: Path) -> None:
+    c = basic(rows=[["email", "name"], ["a@x.org", "A"]])
+    watcher = subprocess.Popen([sys.executable, "-m", "mailmerge", "preview", str(c.folder),
+                                "--watch", "-o", str(tmp_path / "out")],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline()  # waits for the server, or for the error
+        assert first.startswith("Live preview of the first 20 rows at http://127.0.0.1:"), first
+    finally:
+        watcher.terminate()
+        watcher.communicate(timeout=10)

@@ -246,3 +246,78 @@ def test_messages_in_every_parts_file_are_shown(browser, tmp_path: Path, monkeyp
         heads = browser.find_element(By.ID, "heads").text
         name = next(n for n in names if f"{n}, your autumn update" in heads)
         wait.until(lambda d, name=name: f"Hello {name}," in (in_frame(d, body) or ""))
+
+
+ATTACK = """<!doctype html><body><script>
+"use strict";
+// another origin's page, which knows the gallery's data files and calls
+const BASE = "__BASE__", got = [];
+window.mm = {add: (items) => got.push(...items), part: (row, body) => got.push(body)};
+const waits = ["list/00000.js", "list/00000.json", "parts/00002.js", "parts/00002.json"]
+  .map((name) => new Promise((done) => {
+    const script = document.createElement("script");
+    script.src = BASE + name;
+    script.onload = script.onerror = done;
+    document.body.appendChild(script);
+  }));
+waits.push(fetch(BASE + "list/00000.json").then((r) => r.text())
+  .then((text) => got.push(text), () => null));
+Promise.all(waits).then(() => { window.stolen = JSON.stringify(got); });
+</script></body>
+"""
+
+
+def test_another_origins_page_cannot_read_the_live_previews_recipients(browser, basic,
+                                                                        tmp_path: Path) -> None:
+    """Cross-site script inclusion, in a real browser: a page of another origin includes the
+    live preview's data files as scripts and fetches them; it reads nothing."""
+    import http.server
+    import threading
+    from functools import partial
+
+    from mailmerge.preview.watch import LivePreview
+
+    c = basic(rows=[["email", "name"], ["secret@x.org", "Secret"]])
+    live = LivePreview(c.folder / "campaign.yaml", tmp_path / "live")
+    url, _ = live.start()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "attack.html").write_text(ATTACK.replace("__BASE__", url))
+    other = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(http.server.SimpleHTTPRequestHandler, directory=str(site)))
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        browser.get(f"http://127.0.0.1:{other.server_address[1]}/attack.html")
+        stolen = WebDriverWait(browser, 20).until(lambda d: d.execute_script(
+            "return window.stolen"))
+        assert stolen == "[]"
+        from selenium.webdriver.common.by import By
+
+        browser.get(url)  # while the page itself reads them
+        WebDriverWait(browser, 20).until(
+            lambda d: "secret@x.org" in d.find_element(By.ID, "heads").text)
+    finally:
+        other.shutdown()
+        other.server_close()
+        live.stop()
+
+
+def test_the_live_preview_shows_the_embedded_images_it_serves(browser, tmp_path: Path) -> None:
+    """The message frame (srcdoc, of the page's origin) loads its images from the server,
+    which answers only its own page."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mailmerge.preview.watch import LivePreview
+
+    live = LivePreview(ROOT / "campaigns" / "newsletter.yaml", tmp_path / "live")
+    url, first = live.start()
+    try:
+        assert first.error is None
+        browser.get(url)
+        logo_width = WebDriverWait(browser, 20).until(lambda d: in_frame(
+            d, "const i = document.querySelector('img'); return i && i.complete && i.naturalWidth;"))
+        assert logo_width == 120
+    finally:
+        live.stop()

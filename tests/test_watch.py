@@ -78,3 +78,241 @@ def test_a_campaign_file_that_cannot_be_read_stops_the_live_preview_at_once(
     (tmp_path / "c.yaml").write_text("name: [unclosed\n")
     with pytest.raises(ConfigError):
         LivePreview(tmp_path / "c.yaml")
+
+
+class _Live:
+    """A live preview serving and watching in a thread; what its thread raised, if any."""
+
+    def __init__(self, path: Path, out: Path, limit: int = 5) -> None:
+        self.preview = LivePreview(path, out, limit=limit)
+        self.url, self.first = self.preview.start()
+        self.port = int(self.url.rsplit(":", 1)[1].rstrip("/"))
+        self.raised: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.preview.run(lambda r: None)
+        except BaseException as exc:  # the test reports it
+            self.raised.append(exc)
+            raise
+
+    def state(self) -> dict[str, object]:
+        status, body = _get(self.url + "watch.json")
+        return json.loads(body) if status == 200 else {}
+
+    def stop(self) -> None:
+        self.preview.stop()
+        self.thread.join(timeout=5)
+        assert not self.thread.is_alive()
+        assert self.raised == []
+
+
+@pytest.fixture
+def live(basic, tmp_path: Path):
+    """A campaign of three rows, in a live preview; stopped after the test."""
+    started: list[_Live] = []
+
+    def start(c: CampaignDir | None = None) -> _Live:
+        c = c or basic(rows=[["email", "name"], ["a@x.org", "A"], ["b@x.org", "B"],
+                             ["c@x.org", "C"]])
+        started.append(_Live(c.folder / "campaign.yaml", tmp_path / "live"))
+        return started[-1]
+
+    yield start
+    for each in started:
+        each.stop()
+
+
+def _ask(port: int, path: str, host: str | None = None,
+         headers: dict[str, str] | None = None, method: str = "GET"):
+    """One request with the Host header given (None: none at all): status, headers, body."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            connection.putheader("Host", host)
+        for name, value in (headers or {}).items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        reply = connection.getresponse()
+        return reply.status, reply.headers, reply.read()
+    finally:
+        connection.close()
+
+
+def test_the_live_preview_answers_only_its_own_host_name(live) -> None:
+    """DNS rebinding: a page of another site whose name now points at 127.0.0.1 asks with
+    its own name as Host; it gets nothing, on any path."""
+    server = live()
+    port = server.port
+    paths = ["/", "/index.html", "/watch.json", "/list/00000.json", "/parts/00002.json",
+             "/00002-a@x.org.eml", "/manifest.csv", "/nothing-here"]
+    for path in paths:
+        for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1:{port + 1}",
+                     f"127.0.0.1.attacker.example:{port}", f"[::1]:{port}", "", None):
+            status, _, body = _ask(port, path, host)
+            assert (status, body) == (421, b"This preview answers only "
+                                      b"http://127.0.0.1:%d/ and http://localhost:%d/\n"
+                                      % (port, port)), (path, host)
+        status, _, body = _ask(port, path, host=f"attacker.example:{port}", method="HEAD")
+        assert (status, body) == (421, b""), path
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}"):
+        assert _ask(port, "/watch.json", host)[0] == 200, host
+        status, headers, body = _ask(port, "/00002-a@x.org.eml", host)
+        assert status == 200 and headers["Content-Type"] == "message/rfc822"
+        assert b"To: a@x.org" in body
+
+
+def test_the_data_of_the_live_preview_cannot_be_read_by_another_origin(live) -> None:
+    """Cross-site script inclusion: the recipients are served as JSON that no <script src>
+    runs, only to the page itself."""
+    server = live()
+    port, host = server.port, f"127.0.0.1:{server.port}"
+    status, headers, body = _ask(port, "/list/00000.json", host,
+                                 {"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors",
+                                  "Sec-Fetch-Dest": "empty"})
+    assert status == 200
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    assert "Access-Control-Allow-Origin" not in headers
+    assert [entry["to"] for entry in json.loads(body)] == ["a@x.org", "b@x.org", "c@x.org"]
+    status, headers, body = _ask(port, "/parts/00002.json", host)
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    parts = json.loads(body)
+    assert sorted(parts) == ["2", "3", "4"] and "Hello A</p>" in parts["2"]["html"]
+    for path in ("/list/00000.js", "/parts/00002.js"):  # never as a script, even to itself
+        assert _ask(port, path, host)[0] == 404, path
+
+    for path in ("/", "/index.html", "/watch.json", "/list/00000.json", "/parts/00002.json",
+                 "/00002-a@x.org.eml", "/manifest.csv"):
+        for site in ("cross-site", "same-site"):
+            status, headers, body = _ask(port, path, host, {"Sec-Fetch-Site": site})
+            assert (status, body) == (403, b"This preview answers only its own page\n"), path
+        status, _, _ = _ask(port, path, host, {"Sec-Fetch-Site": "same-origin",
+                                               "Sec-Fetch-Mode": "no-cors",
+                                               "Sec-Fetch-Dest": "script"})
+        assert status == 403, path
+        status, headers, _ = _ask(port, path, host, {"Sec-Fetch-Site": "none"})
+        assert status == 200, path  # typed in the address bar, or opened from the terminal
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["Cross-Origin-Resource-Policy"] == "same-origin", path
+        assert "Access-Control-Allow-Origin" not in headers, path
+    assert _ask(port, "/list/", host)[0] == 404  # no listing of the recipients' files
+
+
+@pytest.mark.parametrize("name", ["campaign/people.csv", "templates/mail.html"])
+def test_a_file_that_disappears_and_comes_back_is_noticed_again(live, basic, name) -> None:
+    """An editor that saves by deleting and writing anew: the preview shows the error while
+    the file is gone, and renders again once it is back."""
+    c = basic(rows=[["email", "name"], ["a@x.org", "A"]])
+    server = live(c)
+    path = c.root / name
+    kept = path.read_bytes()
+    path.unlink()
+    _until(lambda: "does not exist" in str(server.state().get("error")))
+    assert server.state()["version"] == 1
+    path.write_bytes(kept.replace(b"A", b"Back") if name.endswith(".csv") else kept + b"again")
+    _until(lambda: server.state() == {"version": 2, "error": None})
+
+
+def test_a_file_the_campaign_names_before_it_exists_is_noticed_once_written(live, basic) -> None:
+    c = basic(rows=[["email", "name"], ["a@x.org", "A"]])
+    server = live(c)
+    yaml = c.folder / "campaign.yaml"
+    yaml.write_text(yaml.read_text().replace("mail.html", "new.html"))
+    _until(lambda: "new.html, which does not exist" in str(server.state().get("error")))
+    c.file("templates/new.html", "<p>New {{ name }}</p>")
+    _until(lambda: server.state() == {"version": 2, "error": None})
+
+
+def test_a_template_added_to_the_templates_folder_is_watched(live, basic) -> None:
+    c = basic(html="<p>{% include 'footer.html' ignore missing %}</p>",
+              rows=[["email", "name"], ["a@x.org", "A"]])
+    server = live(c)
+    c.file("templates/footer.html", "a footer")
+    _until(lambda: server.state().get("version") == 2)
+    assert b"a footer" in (server.preview.out / "00002-a@x.org.eml").read_bytes()
+
+
+def test_a_deleted_output_folder_is_made_again_and_the_watcher_goes_on(live, basic) -> None:
+    import shutil
+
+    server = live()
+    out = server.preview.out
+    shutil.rmtree(out)
+    _until(lambda: server.state().get("version") == 2)
+    assert sorted(p.name for p in out.glob("*.eml")) == [
+        "00002-a@x.org.eml", "00003-b@x.org.eml", "00004-c@x.org.eml"]
+
+    shutil.rmtree(out)  # and again, while the template does not compile
+    (server.preview.path.parent.parent / "templates/mail.html").write_text("<p>{% if %}</p>")
+    _until(lambda: "template syntax error" in str(server.state().get("error")))
+    assert server.thread.is_alive() and server.raised == []
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_error_line(basic,
+                                                                    tmp_path: Path) -> None:
+    import shutil
+
+    c = basic(rows=[["email", "name"], ["a@x.org", "A"]])
+    preview = LivePreview(c.folder / "campaign.yaml", tmp_path / "live")
+    preview.start()  # not run: this test renders itself
+    try:
+        shutil.rmtree(preview.out)
+        preview.out.write_text("not a folder")  # where the preview writes, a file
+        rendering = preview.render()
+        assert rendering.error == (f"the output folder {preview.out} is a file; choose "
+                                   "another --out")
+    finally:
+        preview.stop()
+
+
+def test_past_5000_files_the_templates_the_campaign_uses_are_still_watched(
+        live, cdir: CampaignDir) -> None:
+    """A big folder of images beside the HTML template, and the text template in a folder
+    of its own: the templates are watched first, the rest up to the limit."""
+    from mailmerge.preview import watch
+
+    images = cdir.root / "templates/html/images"
+    images.mkdir(parents=True)
+    for i in range(watch.MAX_WATCHED + 1):
+        (images / f"{i:05d}.png").touch()
+    cdir.file("templates/html/mail.html", "<p>{{ name }}</p>")
+    cdir.file("templates/text/mail.txt", "{{ name }}\n")
+    cdir.csv([["email", "name"], ["a@x.org", "A"]])
+    cdir.yaml("name: big\nfrom: a@example.org\nsubject: Hi\ntransactional: true\n"
+              "recipients: people.csv\ntemplates:\n  html: ../templates/html/mail.html\n"
+              "  text: ../templates/text/mail.txt\n")
+    server = live(cdir)
+    files = set(server.preview.files)
+    assert {cdir.root / "templates/html/mail.html", cdir.root / "templates/text/mail.txt",
+            cdir.folder / "people.csv", cdir.folder / "campaign.yaml"} <= files
+    assert len(files) <= watch.MAX_WATCHED + 10 and server.preview.capped
+    cdir.file("templates/text/mail.txt", "{{ name }} changed\n")
+    _until(lambda: server.state().get("version") == 2)
+    assert b"A changed" in (server.preview.out / "00002-a@x.org.eml").read_bytes()
+
+
+def test_a_render_changes_nothing_it_watches(cdir: CampaignDir) -> None:
+    """The output inside the folder of the templates, made by the first render: the folders
+    are watched, and the preview's own writing must not start another render."""
+    cdir.file("campaign/mail.html", "<p>{{ name }}</p>")
+    cdir.csv([["email", "name"], ["a@x.org", "A"]])
+    cdir.yaml("name: here\nfrom: a@example.org\nsubject: Hi\ntransactional: true\n"
+              "recipients: people.csv\ntemplates: {html: mail.html}\n")
+    preview = LivePreview(cdir.folder / "campaign.yaml", cdir.folder / "out" / "here")
+    preview.start()  # not run: this test asks it
+    try:
+        assert cdir.folder in preview.files
+        assert not preview.changed()
+        preview.render()
+        assert not preview.changed()
+        cdir.file("campaign/footer.html", "a new file")
+        assert preview.changed()
+    finally:
+        preview.stop()

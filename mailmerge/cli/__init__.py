@@ -27,6 +27,7 @@ from .common import (
     _WHERE,
     EXIT_DATA,
     EXIT_OK,
+    _campaign_file,
     _fail,
     _finish,
     _jobs,
@@ -50,7 +51,7 @@ WATCH_ROWS = 20  # the rows a live preview renders unless --limit says otherwise
 
 
 @cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.argument("campaign", type=click.Path())
 @_WHERE
 @click.option("--strict", is_flag=True,
               help="Exit 1 on any pre-flight warning too, not only on row problems.")
@@ -118,7 +119,7 @@ def _spam(campaign: Campaign, rows: int) -> tuple[list[str], bool]:
 
 
 @cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.argument("campaign", type=click.Path())
 @_OUT
 @_LIMIT
 @_WHERE
@@ -189,7 +190,7 @@ def _watch(campaign: str, out: str | None, limit: int, where: str | None, port: 
     from ..preview.watch import LivePreview
 
     try:
-        live = LivePreview(Path(campaign), Path(out) if out else None, limit=limit,
+        live = LivePreview(_campaign_file(campaign), Path(out) if out else None, limit=limit,
                            where=where, port=port)
         url, first = live.start()
     except MailmergeError as exc:
@@ -199,7 +200,8 @@ def _watch(campaign: str, out: str | None, limit: int, where: str | None, port: 
                           f"{exc.strerror or exc}", hint="choose another --port, or leave it "
                                                         "out for a free one"))
     click.echo(f"Live preview of the first {limit} rows at {url} (Ctrl-C stops it)")
-    click.echo(f"  watching {len(live.files)} files; writing into {live.out}/")
+    more = " (the templates' folders hold more: the rest is not watched)" if live.capped else ""
+    click.echo(f"  watching {_n(len(live.files), 'file')}{more}; writing into {live.out}/")
 
     def said(rendering: Rendering) -> None:
         stamp = time.strftime("%H:%M:%S")

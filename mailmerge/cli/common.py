@@ -62,9 +62,32 @@ def _secret(variable: str, prompt: str, missing: str, hint: str) -> str:
     _fail(ConfigError(f"{missing}: the environment variable {variable} is not set", hint=hint))
 
 
+CAMPAIGN_NAMES = ("campaign.yaml", "campaign.yml")  # what `mailmerge init` makes
+
+
+def _campaign_file(path: str) -> Path:
+    """The campaign file ``path``, or the one campaign file in the folder ``path``.
+
+    Raises ConfigError when the folder holds none or both, naming its YAML files."""
+    given = Path(path)
+    if not given.is_dir():
+        return given
+    found = [given / name for name in CAMPAIGN_NAMES if (given / name).is_file()]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ConfigError("the folder holds both campaign.yaml and campaign.yml", path=given,
+                          hint="give the campaign file itself")
+    others = sorted(p.name for p in given.iterdir() if p.suffix in (".yaml", ".yml"))
+    raise ConfigError("the folder holds no campaign.yaml or campaign.yml", path=given,
+                      hint="give the campaign file itself" + (
+                          f": it holds {', '.join(others)}" if others else
+                          ", or make one with `mailmerge init FOLDER`"))
+
+
 def _load(path: str, where: str | None = None) -> Campaign:
     try:
-        return with_where(load_campaign(path), where)
+        return with_where(load_campaign(_campaign_file(path)), where)
     except MailmergeError as exc:
         _fail(exc)
 

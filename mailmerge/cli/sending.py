@@ -147,7 +147,7 @@ def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
 
 
 @cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.argument("campaign", type=click.Path())
 @click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending "
                                               "(same as `mailmerge preview`).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation (needed when not "
@@ -338,7 +338,7 @@ def _send_test(campaign: Campaign, address: str, rows: set[int] | None, limit: i
 
 
 @cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.argument("campaign", type=click.Path())
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
               help="Also write one line per recipient to this CSV file ('-' for stdout).")
 def status(campaign: str, csv_path: str | None) -> None:
@@ -421,7 +421,7 @@ def _write_status_csv(journal: Journal | None, csv_path: str,
 
 
 @cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.argument("campaign", type=click.Path())
 @_LIMIT
 @_WHERE
 @click.option("-r", "--row", "rows", type=click.IntRange(min=2), multiple=True, metavar="N",
@@ -488,7 +488,7 @@ def drafts(campaign: str, limit: int | None, where: str | None, rows: tuple[int,
 
 
 @cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.argument("campaign", type=click.Path())
 def bounces(campaign: str) -> None:
     """Read bounces and complaints from the `bounces:` mailbox into the journal.
 
@@ -553,7 +553,7 @@ def _bounce_summary(found: BounceReport, after: str, suppress_to: Path | None) -
 
 
 @cli.command()
-@click.argument("campaign", type=click.Path(dir_okay=False))
+@click.argument("campaign", type=click.Path())
 @click.option("--sent", "sent", metavar="ROWS", multiple=True,
               help="These uncertain recipients got the message: record them as sent. Sheet "
                    "row numbers or keys, comma-separated, or `all`.")

@@ -42,6 +42,26 @@ def _script_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
 
 
+# A parts file's line, as GalleryFiles.write makes it: mm.part(row, {"html": ..., "text": ...});
+_PART_LINE = re.compile(rb"mm\.part\((\d+), (\{.*\})\);")
+
+
+def list_json(script: bytes) -> bytes:
+    """A list chunk (``list/NNNNN.js``) as a JSON array of its entries, for a page that
+    fetches its data rather than running it; a chunk still being written gives the
+    entries whole so far."""
+    lines = script.split(b"\n")[1:-1]  # after "mm.add([", and not a line still unfinished
+    entries = [line.removeprefix(b",") for line in lines if line.startswith((b"{", b",{"))]
+    return b"[" + b",\n".join(entries) + b"]"
+
+
+def parts_json(script: bytes) -> bytes:
+    """A parts file (``parts/NNNNN.js``) as a JSON object of each row's parts, as
+    :func:`list_json` does for the list."""
+    found = (_PART_LINE.fullmatch(line) for line in script.split(b"\n")[:-1])
+    return b"{" + b",\n".join(b'"%s": %s' % (m[1], m[2]) for m in found if m) + b"}"
+
+
 class GalleryFiles:
     """Writes each message's images and parts for the gallery and makes its list entry;
     safe in a worker process (each writes parts files of its own)."""

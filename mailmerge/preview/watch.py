@@ -6,31 +6,47 @@ number, bumped after each render, and the error of the last one: the page asks f
 a few times a second, reloads itself (keeping the selected message, the part shown and
 the scroll positions) when the version moves on, and shows an error over the messages
 it has instead of losing them. The files watched are the campaign file, the sheet, the
-suppression lists and every file in the templates' folders (images and included
-templates too); they are polled, which needs nothing from the platform.
+suppression lists and the templates, then the folders and files in the templates' folders
+(images and included templates too, up to MAX_WATCHED); they are polled, which needs
+nothing from the platform. A file that is gone stays watched until it is back, and an
+output folder that is deleted is written again.
+
+The server answers only its own page (see :class:`_Handler`): the sheet's recipients are
+in what it serves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
+import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit
 
-from ..campaign import Campaign, load_campaign, with_where
-from ..errors import MailmergeError
+from ..campaign import MAX_CAMPAIGN_FILE, Campaign, load_campaign, parse_campaign, with_where
+from ..errors import ConfigError, MailmergeError
+from ..localfiles import read_bytes
 from ..pipeline import Report, iter_messages
 from . import default_output_folder, preview_campaign
 from .folder import WATCH_FILE
+from .gallery import list_json, parts_json
 
 POLL_SECONDS = 0.25
-MAX_WATCHED = 5000  # files in the template folders; a folder that holds more is cut off
+MAX_WATCHED = 5000  # files and folders in the template folders; the rest is not watched
+HOST = "127.0.0.1"
+_DATA = re.compile(r"/(list|parts)/(\d{5,})\.json")  # a gallery data file, as JSON
+_SCRIPTS = {"script", "worker", "sharedworker", "serviceworker", "audioworklet",
+            "paintworklet", "xslt"}  # Sec-Fetch-Dest of a request that would run what it gets
 
 
 @dataclass
@@ -54,46 +70,155 @@ class Rendering:
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves the preview folder, never from a cache, and logs nothing."""
+    """Serves the preview folder to its own page only, never from a cache; logs nothing.
+
+    Another site's page may make the browser ask too: by a name of its own that it points
+    at 127.0.0.1 (DNS rebinding: refused by the Host header), or by a ``<script src>``
+    (cross-site script inclusion: refused by the Fetch Metadata headers; the data is served
+    as JSON, which no browser runs, and the list's and parts' scripts not at all).
+    """
+
+    def do_GET(self) -> None:
+        if self._allowed():
+            self._serve(head=False)
+
+    def do_HEAD(self) -> None:
+        if self._allowed():
+            self._serve(head=True)
+
+    def _allowed(self) -> bool:
+        port = cast(http.server.HTTPServer, self.server).server_port
+        names = {f"{HOST}:{port}", f"localhost:{port}"}
+        hosts = [h.lower() for h in self.headers.get_all("Host", [])]
+        if len(hosts) != 1 or hosts[0] not in names:
+            self._refuse(421, f"This preview answers only http://{HOST}:{port}/ and "
+                              f"http://localhost:{port}/")
+            return False
+        site = self.headers.get("Sec-Fetch-Site", "none")
+        if (site not in ("same-origin", "none")
+                or self.headers.get("Sec-Fetch-Dest", "") in _SCRIPTS):
+            self._refuse(403, "This preview answers only its own page")
+            return False
+        return True
+
+    def _serve(self, head: bool) -> None:
+        path = urlsplit(self.path).path
+        data = _DATA.fullmatch(path)
+        if data is not None:
+            self._send_json(data[1], data[2], head)
+        elif path.endswith(".js"):  # the file:// gallery's data: never run by a server's page
+            self.send_error(404)
+        elif head:
+            super().do_HEAD()
+        else:
+            super().do_GET()
+
+    def _send_json(self, kind: str, name: str, head: bool) -> None:
+        try:
+            script = Path(self.directory, kind, f"{name}.js").read_bytes()
+        except OSError:
+            self.send_error(404)
+            return
+        body = list_json(script) if kind == "list" else parts_json(script)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _refuse(self, status: int, text: str) -> None:
+        body = f"{text}\n".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def list_directory(self, path: str | os.PathLike[str]) -> None:
+        """No listings: the .eml files are named after the recipients."""
+        self.send_error(404)
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
         super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
-def _files(campaign: Campaign, out: Path) -> Iterator[Path]:
-    """The files whose change makes a new preview."""
-    yield campaign.path
-    yield campaign.recipients.path
-    yield from campaign.suppress
+def _named(campaign: Campaign) -> list[Path]:
+    """The files the campaign names, which every render reads."""
     templates = (campaign.html_template, campaign.text_template, campaign.markdown_template,
                  campaign.layout_template)
-    out = out.resolve()
-    count = 0
-    for folder in dict.fromkeys(t.parent for t in templates if t is not None):
-        for root, dirs, names in os.walk(folder):
-            dirs[:] = [d for d in dirs if not d.startswith(".")
-                       and not Path(root, d).resolve().is_relative_to(out)]
-            for name in names:
-                count += 1
-                if count > MAX_WATCHED:
-                    return
-                yield Path(root, name)
+    return [campaign.path, campaign.recipients.path, *campaign.suppress,
+            *(t for t in templates if t is not None)]
 
 
-def _stamp(paths: list[Path]) -> tuple[tuple[str, int, int], ...]:
-    """What the files look like now: changed content almost always changes one of these."""
+def _named_in(path: Path) -> list[Path]:
+    """The files the campaign file at ``path`` names, those missing too (none if it does not
+    parse)."""
+    try:
+        text = read_bytes(path, MAX_CAMPAIGN_FILE).decode("utf-8")
+        return _named(parse_campaign(text, path))
+    except (MailmergeError, OSError, UnicodeDecodeError):
+        return []
+
+
+def _tree(folders: list[Path], out: Path) -> Iterator[Path]:
+    """The folders and their files, breadth first (a folder's files before its subfolders):
+    a file added or removed changes its folder. Hidden folders are left out, and those of
+    the output (which each render changes) and above it."""
+    queue, seen = deque(folders), set()
+    while queue:
+        folder = queue.popleft()
+        if (real := folder.resolve()) in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        yield folder
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                yield Path(entry.path)
+                continue
+            real = Path(entry.path).resolve()
+            if not (entry.name.startswith(".") or real.is_relative_to(out)
+                    or out.is_relative_to(real)):
+                queue.append(Path(entry.path))
+
+
+def _files(campaign: Campaign, out: Path) -> tuple[list[Path], bool]:
+    """The files whose change makes a new preview: those the campaign names, then the
+    templates' folders up to MAX_WATCHED; and whether the folders held more."""
+    templates = (campaign.html_template, campaign.text_template, campaign.markdown_template,
+                 campaign.layout_template)
+    folders = list(dict.fromkeys(t.parent for t in templates if t is not None))
+    tree = list(islice(_tree(folders, out.resolve()), MAX_WATCHED + 1))
+    return [*_named(campaign), *tree[:MAX_WATCHED]], len(tree) > MAX_WATCHED
+
+
+Stamp = tuple[tuple[str, int, int, int], ...]
+
+
+def _stamp(paths: list[Path]) -> Stamp:
+    """What the files look like now: changed content almost always changes one of these
+    (an editor that saves by writing a new file and renaming it changes the inode)."""
     found = []
     for path in paths:
         try:
             info = path.stat()
         except OSError:
-            found.append((str(path), -1, -1))
+            found.append((str(path), -1, -1, -1))
             continue
-        found.append((str(path), info.st_mtime_ns, info.st_size))
+        found.append((str(path), info.st_mtime_ns, info.st_size, info.st_ino))
     return tuple(found)
 
 
@@ -102,15 +227,16 @@ class LivePreview:
     file changes, and serves that folder on loopback. Call :meth:`start`, then :meth:`run`
     (in the main thread: a row's time limit needs its signals); :meth:`stop` ends both."""
 
-    files: list[Path]  # watched: set by each render from the campaign it read
-    _stamp: tuple[tuple[str, int, int], ...]
-
     def __init__(self, path: Path, out: Path | None = None, *, limit: int = 20,
                  where: str | None = None, port: int = 0) -> None:
         self.path, self.limit, self.where = path, limit, where
         campaign = self._load()  # a campaign file that cannot be read stops here
         self.out = Path(os.path.realpath(out or default_output_folder(campaign)))
         self.version = 0
+        self.files: list[Path] = []  # watched: set by each render from the campaign it read
+        self.capped = False  # the templates' folders hold more than MAX_WATCHED
+        self._stamp: Stamp = ()
+        self._told = False  # watch.json was written: its going means the folder went
         self._stopped = threading.Event()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._port = port
@@ -121,30 +247,25 @@ class LivePreview:
     def start(self) -> tuple[str, Rendering]:
         """Render once, then serve the folder on 127.0.0.1 (a free port unless one was
         given): the URL, and how the render went."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        # made before the render watches its folders, or its making is a change; a folder
+        # that cannot be made is the render's error
+        with contextlib.suppress(OSError):
+            self.out.mkdir(parents=True, exist_ok=True)
         first = self.render()
         handler = partial(_Handler, directory=str(self.out))
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self._port), handler)
+        self._server = http.server.ThreadingHTTPServer((HOST, self._port), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="preview-server",
                          daemon=True).start()
-        return f"http://127.0.0.1:{self._server.server_address[1]}/", first
+        return f"http://{HOST}:{self._server.server_address[1]}/", first
 
     def render(self) -> Rendering:
         """Read the campaign, watch its files as they are now, render, and tell the page
         (through watch.json)."""
         self.version += 1
         rendering = Rendering(self.version)
-        self._watch([self.path])  # until the campaign file reads again
         try:
-            campaign = self._load()
-            self._watch(list(dict.fromkeys(_files(campaign, self.out))))
-            # a template that does not compile is found before the folder is cleared, so
-            # the page keeps every message it shows under the error
-            for _ in iter_messages(campaign, limit=1, build=False):
-                pass
-            rendering.report = preview_campaign(campaign, self.out, limit=self.limit,
-                                                jobs=1, live=True)
+            rendering.report = self._render()
         except MailmergeError as exc:
             rendering.error = str(exc)
             self.version -= 1  # the page keeps the messages it shows, and the error goes over
@@ -152,20 +273,53 @@ class LivePreview:
         self._tell(rendering)
         return rendering
 
+    def _render(self) -> Report:
+        # until the campaign reads again: what was watched, and what it names now (a sheet
+        # that is gone, a template not yet written), so that a file coming back is noticed
+        self._watch([self.path, *_named_in(self.path), *self.files])
+        campaign = self._load()
+        files, self.capped = _files(campaign, self.out)
+        self._watch(files)
+        # a template that does not compile is found before the folder is cleared, so
+        # the page keeps every message it shows under the error
+        for _ in iter_messages(campaign, limit=1, build=False):
+            pass
+        return preview_campaign(campaign, self.out, limit=self.limit, jobs=1, live=True)
+
     def _tell(self, rendering: Rendering) -> None:
+        """Write watch.json, and the folder again if it was deleted; a folder that cannot be
+        written is the rendering's error."""
         state = {"version": rendering.version, "error": rendering.problem}
         partial_file = self.out / f".{WATCH_FILE}.part"
-        partial_file.write_text(json.dumps(state), encoding="utf-8")
-        os.replace(partial_file, self.out / WATCH_FILE)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            partial_file.write_text(json.dumps(state), encoding="utf-8")
+            os.replace(partial_file, self.out / WATCH_FILE)
+        except OSError as exc:
+            self._told = False
+            if rendering.error is None:
+                rendering.error = str(ConfigError(
+                    f"cannot write the live preview into {self.out}: {exc.strerror or exc}",
+                    hint="make that folder writable again (or stop and choose another "
+                         "--out); the next change renders again"))
+            return
+        self._told = True
 
     def _watch(self, files: list[Path]) -> None:
         """Watch ``files`` from their state now: a change during the render renders again."""
+        files = list(dict.fromkeys(files))
         self.files, self._stamp = files, _stamp(files)
+
+    def changed(self) -> bool:
+        """Whether a watched file changed since the last render began, or the output
+        folder (its watch.json) was deleted since it was written."""
+        lost = self._told and not (self.out / WATCH_FILE).is_file()
+        return lost or _stamp(self.files) != self._stamp
 
     def run(self, on_render: Callable[[Rendering], None]) -> None:
         """After :meth:`start`: render again after every change, until :meth:`stop`."""
         while not self._stopped.wait(POLL_SECONDS):
-            if _stamp(self.files) == self._stamp:
+            if not self.changed():
                 continue
             time.sleep(POLL_SECONDS / 2)  # an editor may write a file in several steps
             on_render(self.render())
