@@ -468,7 +468,7 @@ def test_a_folder_holding_one_campaign_file_stands_for_it(basic, tmp_path: Path,
     file_run = run(*command, str(c.folder / name), *extra)
     assert (folder_run.exit_code, folder_run.output) == (file_run.exit_code, file_run.output)
     if command == ["status"]:  # it read the campaign: its journal is named after it
-        assert folder_run.output.startswith(f"Error: no journal yet at {c.folder}/test.")
+        assert f"nothing sent yet (no journal at {c.folder}/test." in folder_run.output
     else:
         assert folder_run.exit_code == 0, folder_run.output
 
