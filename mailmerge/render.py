@@ -51,7 +51,7 @@ from .assets import (
 )
 from .campaign import AddressField, Campaign, where_expression
 from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
-from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
+from .errors import CellError, ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .fill import fill, fill_pieces, row_context
 from .flatten import flatten
 from .htmlpart import html_to_text, refuse_script_links
@@ -60,9 +60,10 @@ from .notices import Notice
 from .pageinline import PageInliner
 from .pagescan import Page, PageScanner, template_text
 from .placeholders import Placeholders
-from .sheet import Row
+from .sheet import Row, describe_bad_cell
 from .signing import load_signer
 from .suppress import load_suppressions
+from .xlsxrows import BadCell
 
 CID_DOMAIN = "mailmerge"
 MAX_HEADER_CHARS = 1000
@@ -81,6 +82,14 @@ class UndefinedName(jinja2.UndefinedError):
     def __init__(self, message: str | None, name: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class BadCellUsed(jinja2.UndefinedError):
+    """A template used a cell that holds no usable value (see sheet.Row.bad)."""
+
+    def __init__(self, message: str | None, column: str, cell: BadCell) -> None:
+        super().__init__(message)
+        self.column, self.cell = column, cell
 
 
 class _Undefined(jinja2.StrictUndefined):
@@ -521,7 +530,15 @@ class Renderer:
     # --- per row ----------------------------------------------------------------------------
 
     def context(self, row: Row) -> dict[str, Any]:
-        """What the row's templates render over (see :func:`fill.row_context`)."""
+        """What the row's templates render over (see :func:`fill.row_context`). A cell that
+        holds no usable value is undefined there: a template that uses it fails (and
+        ``|default`` and ``is defined`` see it as missing)."""
+        if row.bad:
+            return row_context(self.env.globals, {**row.values, **{
+                column: _Undefined(describe_bad_cell(cell)[0], name=column,
+                                   exc=partial(BadCellUsed, column=column,  # type: ignore[arg-type]
+                                               cell=cell))
+                for column, cell in row.bad.items()}})
         return row_context(self.env.globals, row.values)
 
     def render(self, row: Row) -> Rendered | Suppressed:
@@ -550,6 +567,9 @@ class Renderer:
         errors: list[MailmergeError] = []
         failed: set[str] = set()  # the keys whose errors are in ``errors``
         ctx = self.context(row)
+        key_column = self.campaign.recipients.key
+        if row.bad and key_column is not None and key_column in row.bad:  # the journal's key
+            errors.append(self._cell_error(row, key_column, row.bad[key_column]))
         self.last_page = None
 
         def attempt(key: str, work: Callable[[], T], default: T) -> T:
@@ -621,7 +641,6 @@ class Renderer:
                     "domain (`dkim.domain`)"))
         if sender and len(from_) == 1 and sender[0].addr_spec.lower() == from_[0].addr_spec.lower():
             sender = ()
-        key_column = self.campaign.recipients.key
         recipients = addresses["to"] or addresses["cc"] or addresses["bcc"]
         key = str(row.values[key_column]) if key_column else address_key(recipients[0].addr_spec)
         return Rendered(
@@ -835,7 +854,14 @@ class Renderer:
         return {t.filename for env in envs for t in (env.cache or {}).values()
                 if isinstance(t, jinja2.Template) and t.filename}
 
-    def _template_error(self, row: Row, exc: BaseException, key: str) -> TemplateError:
+    def _cell_error(self, row: Row, column: str, cell: BadCell) -> CellError:
+        what, how = describe_bad_cell(cell)
+        return CellError(what, path=self.sheet_path, row=row.number, column=column,
+                         cell=cell.reference, hint=how)
+
+    def _template_error(self, row: Row, exc: BaseException, key: str) -> MailmergeError:
+        if isinstance(exc, BadCellUsed):
+            return self._cell_error(row, exc.column, exc.cell)
         message = getattr(exc, "message", None) or str(exc)
         hint = None
         if isinstance(exc, UndefinedName):

@@ -19,6 +19,8 @@ from .conftest import content, parse, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "campaigns").glob("*.yaml"))
+HTML_TOTAL = ('<html lang="en"><head><title>T</title></head><body><p>Hi {{ name }}, you owe '
+              "{{ total }}.</p></body></html>")
 
 
 def run(*args: str):
@@ -447,3 +449,45 @@ def test_ctrl_c_exits_130_not_the_code_of_bad_rows(basic, command: str) -> None:
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, (out, err)
     assert "Interrupted." in err and "Aborted!" not in err
+
+
+def test_formulas_not_calculated_and_error_cells_that_a_message_uses_fail_their_rows(
+        basic) -> None:
+    c = basic("recipients: people.xlsx\nwhere: \"{{ (points or 0) >= 0 }}\"\n",
+              html=HTML_TOTAL, rows=[["email", "name"], ["a@x.org", "A"]])
+    c.xlsx([["email", "name", "total", "notes", "points"],
+            ["a@x.org", "A", 5, "#N/A", 1],  # an error in a column no template uses
+            ["b@x.org", "B", "=C2*2", "", 1],  # a formula openpyxl did not calculate
+            ["c@x.org", "C", "#DIV/0!", "", 1],
+            ["d@x.org", "D", 7, "", "#VALUE!"],  # in the `where:` filter
+            ["e@x.org", "E", 8, "", 1]])
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 1, result.output
+    sheet = c.folder / "people.xlsx"
+    assert result.output == (
+        "Problems in 3 of 5 rows:\n"
+        f"  {sheet}, row 3, column 'total' (cell C3): the cell holds a formula whose value "
+        "the file does not store (the program that wrote it did not calculate it), so the "
+        "message would show nothing; open the workbook in Excel or LibreOffice and save it, "
+        "so that it stores the values; or type the values in\n"
+        f"  {sheet}, row 4, column 'total' (cell C4): the cell holds the error #DIV/0! that "
+        "its formula gives; correct the formula or the cells it uses, and save the workbook; "
+        "or type the value in\n"
+        f"  {sheet}, row 5, column 'points' (cell E5): the cell holds the error #VALUE! that "
+        "its formula gives; correct the formula or the cells it uses, and save the workbook; "
+        "or type the value in\n"
+        "5 rows: 2 messages ok, 3 rows with problems (fix them and run again).\n")
+
+
+def test_a_csv_cell_holding_an_exported_error_fails_the_row_that_uses_it(basic) -> None:
+    c = basic(html=HTML_TOTAL, rows=[["email", "name", "total", "notes"],
+                                     ["a@x.org", "A", "5", "#N/A"],
+                                     ["b@x.org", "B", "#N/A", ""]])
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 1
+    assert result.output == (
+        "Problems in 1 of 2 rows:\n"
+        f"  {c.folder / 'people.csv'}, row 3, column 'total' (cell C3): the cell holds #N/A, "
+        "a spreadsheet's formula error exported as text; correct the formula in the "
+        "spreadsheet and export the sheet again; or type the value in\n"
+        "2 rows: 1 message ok, 1 row with problems (fix them and run again).\n")
