@@ -282,6 +282,21 @@ def _no_clear_login(reader: Reader, section: str, host: str, security: Security)
                            "this machine (localhost, 127.0.0.1, ::1)")
 
 
+_PLACEHOLDER_SUFFIXES = (".test", ".invalid", ".localhost", ".example.com", ".example.org",
+                         ".example.net")
+_PLACEHOLDER = re.compile(r"example\.[a-z]{2,}(\.[a-z]{2})?")
+
+
+def placeholder_name(host: str) -> bool:
+    """Whether ``host`` is a name reserved for examples and tests (RFC 2606, RFC 6761:
+    example.com, .org and .net and their subdomains, .test, .invalid, .localhost) or
+    looks like one (example.de). The .example top-level domain is left out: it is what
+    examples, the shipped campaigns among them, write for a fictional company
+    (acme.example), and no one takes it for their own."""
+    host = host.lower().rstrip(".")
+    return host.endswith(_PLACEHOLDER_SUFFIXES) or _PLACEHOLDER.fullmatch(host) is not None
+
+
 def _loopback(host: str) -> bool:
     """Whether ``host`` is this machine, as written (no name is looked up here)."""
     if host.lower().rstrip(".") == "localhost":

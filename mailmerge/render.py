@@ -49,7 +49,7 @@ from .assets import (
     resolve_attachments,
     resolve_inside,
 )
-from .campaign import AddressField, Campaign, where_expression
+from .campaign import AddressField, Campaign, placeholder_name, where_expression
 from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import CellError, ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .fill import fill, fill_pieces, row_context
@@ -400,6 +400,10 @@ class Renderer:
                 "no `unsubscribe:` link: Gmail and Yahoo junk or refuse bulk mail without "
                 "one-click unsubscribe; add one, or set `transactional: true` for invoices, "
                 "receipts and other one-to-one mail"))
+        if placeholder_name(campaign.smtp.host):
+            self.notices.append(Notice.warning(
+                f"`smtp.host` {campaign.smtp.host} is a placeholder: put in the SMTP server "
+                "of your mail provider before you send"))
         self.where = self._compile_where(campaign.where) if campaign.where else None
         lists = list(campaign.suppress)
         bounced = campaign.bounces.suppress_to if campaign.bounces else None

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from mailmerge.cli import cli
 
-from .conftest import content, parse, tree
+from .conftest import SMTP_BLOCK, content, parse, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "campaigns").glob("*.yaml"))
@@ -491,3 +491,13 @@ def test_a_csv_cell_holding_an_exported_error_fails_the_row_that_uses_it(basic) 
         "a spreadsheet's formula error exported as text; correct the formula in the "
         "spreadsheet and export the sheet again; or type the value in\n"
         "2 rows: 1 message ok, 1 row with problems (fix them and run again).\n")
+
+
+def test_send_says_the_sender_address_is_a_placeholder(basic, smtp_server) -> None:
+    c = basic('from: "Your Name <you@example.org>"\n' + SMTP_BLOCK.format(port=smtp_server.port),
+              rows=[["email", "name"], ["a@x.org", "A"]])
+    result = run("send", str(c.folder / "campaign.yaml"), "--yes")
+    assert result.exit_code == 0, result.output
+    assert ("Before you send (pre-flight warnings):\n  row 2: an address the message gives "
+            "for replies, bounces or unsubscribing is a placeholder") in result.output
+    assert "(from: you@example.org); put in your own address" in result.output
