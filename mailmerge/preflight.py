@@ -308,9 +308,9 @@ def _placeholder_addresses(rendered: Rendered) -> list[Finding]:
     found = []
     for key in _SENDING_FIELDS:
         value = getattr(rendered, f"{key}_" if key == "from" else key)
-        for address in (value if isinstance(value, tuple) else (value,) if value else ()):
-            if _placeholder_host(address.domain):
-                found.append(_placeholder_address(f"{key}: {address.addr_spec}"))
+        addresses = value if isinstance(value, tuple) else (value,) if value else ()
+        found += [_placeholder_address(f"{key}: {address.addr_spec}")
+                  for address in addresses if _placeholder_host(address.domain)]
     for link in rendered.unsubscribe:
         scheme, _, rest = link.partition(":")
         try:
