@@ -7,7 +7,9 @@ checks that the files the campaign names exist. Every error names the key and it
 from __future__ import annotations
 
 import codecs
+import difflib
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -685,16 +687,48 @@ def load_campaign(path: str | Path) -> Campaign:
     except OSError as exc:
         raise ConfigError(f"cannot read campaign file: {exc.strerror}", path=path) from exc
     campaign = parse_campaign(text, path)
-    for key, target in (("templates", campaign.html_template),
-                        ("templates", campaign.text_template),
-                        ("templates", campaign.markdown_template),
-                        ("templates", campaign.layout_template),
-                        ("recipients", campaign.recipients.path)):
+    for key, target, kinds in (("templates", campaign.html_template, _TEMPLATE_FILES),
+                               ("templates", campaign.text_template, _TEMPLATE_FILES),
+                               ("templates", campaign.markdown_template, _TEMPLATE_FILES),
+                               ("templates", campaign.layout_template, _TEMPLATE_FILES),
+                               ("recipients", campaign.recipients.path, _SHEET_FILES),
+                               ("smtp.ca_file", campaign.smtp.ca_file, (".pem", ".crt"))):
         if target is not None and not target.is_file():
-            raise ConfigError(f"`{key}` names {target}, which does not exist", path=path,
-                              line=campaign.line_of(key),
-                              hint="paths are relative to the campaign file's folder")
-    if campaign.smtp.ca_file is not None and not campaign.smtp.ca_file.is_file():
-        raise ConfigError(f"`smtp.ca_file` names {campaign.smtp.ca_file}, which does not exist",
-                          path=path, line=campaign.line_of("smtp"))
+            raise _not_a_file(campaign, key, target, kinds)
     return campaign
+
+
+_TEMPLATE_FILES = (".html", ".htm", ".txt", ".md", ".markdown")
+_SHEET_FILES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm")
+_LOOKED_AT = 1000  # names of a folder looked through for a suggestion
+
+
+def _not_a_file(campaign: Campaign, key: str, target: Path,
+                kinds: tuple[str, ...]) -> ConfigError:
+    """Why a path the campaign names is not a file to read: a folder, a FIFO or device,
+    or nothing there (with the nearest names that are there)."""
+    if target.is_dir():
+        inside = _names(target, kinds)
+        what, hint = "is a folder, not a file", (
+            "name a file in it, e.g. " + ", ".join(f"{target.name}/{n}" for n in inside[:3])
+            if inside else "name the file itself, not its folder")
+    elif target.exists():
+        what, hint = "is not a regular file (a FIFO or a device)", "name a file saved on disk"
+    else:
+        close = difflib.get_close_matches(target.name, _names(target.parent, ()), n=3)
+        what = "does not exist"
+        hint = (f"did you mean {' or '.join(close)}? " if close else "") + \
+            "paths are relative to the campaign file's folder"
+    return ConfigError(f"`{key}` names {target}, which {what}", path=campaign.path,
+                       line=campaign.line_of(key.partition(".")[0]), hint=hint)
+
+
+def _names(folder: Path, kinds: tuple[str, ...]) -> list[str]:
+    """The names of the files in ``folder`` (those ending in one of ``kinds``, when given),
+    sorted; none when it cannot be read."""
+    try:
+        entries = list(itertools.islice(folder.iterdir(), _LOOKED_AT))
+    except OSError:
+        return []
+    return sorted(entry.name for entry in entries
+                  if (not kinds or entry.suffix.lower() in kinds) and entry.is_file())

@@ -8,6 +8,8 @@ template source where that is safe, files cached) and then turns each row into a
 from __future__ import annotations
 
 import atexit
+import difflib
+import itertools
 import math
 import os
 import re
@@ -480,6 +482,10 @@ class Renderer:
         except UnicodeDecodeError as exc:
             raise TemplateError("the template is not UTF-8 text", path=path,
                                 hint="save it as UTF-8") from exc
+        except OSError as exc:  # unreadable (its permissions), or a folder it includes
+            raise TemplateError(f"cannot read the template: {exc.strerror or exc}",
+                                path=exc.filename or path,
+                                hint="make it a file you may read") from exc
 
     def _prepare_css(self) -> None:
         assert self.html is not None and self.html.filename is not None
@@ -851,6 +857,21 @@ class Renderer:
                         line=self.campaign.line_of(key), row=row.number,
                         hint="correct the campaign file or the sheet")
 
+    def _template_names(self) -> list[str]:
+        """The files in the folders of the campaign's templates (the first thousand)."""
+        loader = self.env.loader
+        assert isinstance(loader, jinja2.ChoiceLoader)
+        folders = loader.loaders[1]
+        assert isinstance(folders, jinja2.FileSystemLoader)
+        names: list[str] = []
+        for folder in folders.searchpath:
+            try:
+                names += [p.name for p in itertools.islice(Path(folder).iterdir(), 1000)
+                          if p.is_file()]
+            except OSError:
+                continue
+        return names
+
     def _loaded_files(self) -> set[str]:
         """The files of the templates loaded so far: those named, what they extend and
         include."""
@@ -869,13 +890,18 @@ class Renderer:
         message = getattr(exc, "message", None) or str(exc)
         hint = None
         if isinstance(exc, UndefinedName):
-            hint = (f"the sheet has no column {exc.name!r}; its columns are: "
+            hint = (f"the sheet has no column {exc.name!r}"
+                    f"{_nearest(exc.name, [c for c in self.columns if c])}; its columns are: "
                     + ", ".join(c for c in self.columns if c)
                     + ' (a column with spaces is row["Column Name"])')
         elif isinstance(exc, TypeError) and _numbers_as_text(row):
             hint = ("CSV cells are text: convert numbers with |int or |float, e.g. "
                     "{% if points|int > 1000 %}")
             message = f"{type(exc).__name__}: {message}"
+        elif isinstance(exc, jinja2.TemplateNotFound):  # its message is the name alone
+            message = (f"the template {exc.name!r} it includes or extends is not a file "
+                       f"there{_nearest(str(exc.name), self._template_names())}")
+            hint = "{% include %} and {% extends %} name a file in the template's folder"
         elif isinstance(exc, LinkedOut):
             hint = "keep the templates that are included or extended inside their folder"
         elif isinstance(exc, TooBig):
@@ -900,6 +926,74 @@ class Renderer:
                                  line=where[1] if where else None, row=row.number, hint=hint)
         return TemplateError(f"`{key}`: {message}", path=self.campaign.path,
                              line=self.campaign.line_of(key), row=row.number, hint=hint)
+
+
+_LONE_EQUALS = re.compile(r"(?<![=!<>])=(?!=)")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_EXAMPLE = "e.g. country == 'DE' and points|int > 100"
+
+
+def explain_expression(expression: str, message: str) -> tuple[str, str]:
+    """What is wrong with a `where` expression that does not compile (jinja2's
+    ``message`` says it for a template, not for one expression), and how to fix it."""
+    outside = _QUOTED.sub(lambda m: " " * len(m.group()), expression)
+    equals = _LONE_EQUALS.search(outside)
+    if equals is not None:
+        fixed = expression[:equals.start()] + "==" + expression[equals.end():]
+        return "a single = does not compare", f"write == to compare: {fixed}"
+    if message == "chunk after expression":
+        return ("something follows where the expression ends",
+                f"join conditions with and / or, {_EXAMPLE}")
+    if "end of template" in message.lower():
+        return ("the expression ends too soon (after an operator, or inside brackets or "
+                "quotes)", f"complete it, {_EXAMPLE}")
+    return message, f"write a condition on the sheet's columns, {_EXAMPLE}"
+
+
+_BALANCE = "every {{ needs its }} and every {% its %}"
+_CLOSE = "every {% if %} needs its {% endif %} and every {% for %} its {% endfor %}"
+_SIDE_BY_SIDE = ("expected token 'end of print statement', got",
+                 "expected token 'end of statement block', got")
+
+
+def syntax_hint(message: str, env: jinja2.Environment) -> str:
+    """How to fix the syntax error jinja2 describes in ``message``: the balance of the
+    {{ }} and {% %} pairs only when that is what it found."""
+    tag = re.fullmatch(r"Encountered unknown tag '(\w+)'\.(.*)", message, re.S)
+    named = re.fullmatch(r"No (filter|test) named '([^']*)'\.?", message)
+    if tag is not None and "looking for" in tag.group(2):
+        return f"the blocks close in the wrong order: {_CLOSE}, the inner one first"
+    if tag is not None and tag.group(1).startswith("end"):
+        return f"no open block ends here: remove it, or open the block; {_CLOSE}"
+    if tag is not None:
+        return "no such tag" + _nearest(tag.group(1), _TAGS)
+    if named is not None:
+        known = env.filters if named.group(1) == "filter" else env.tests
+        return f"jinja2 has no such {named.group(1)}" + _nearest(named.group(2), list(known))
+    if "looking for the following tags" in message:
+        return _CLOSE
+    if "end of template" in message.lower() or message == "unexpected '}'":
+        return _BALANCE
+    if message.startswith(_SIDE_BY_SIDE):
+        return ("two names stand side by side: a column whose name has a space is "
+                'row["first name"], and texts are joined with ~')
+    if message.startswith("unexpected '}', expected"):
+        return "close the brackets that the expression opens before its }}"
+    if message.startswith("unexpected char"):
+        return "a text in the expression needs its quotes on both sides"
+    return "see the template syntax of jinja2"
+
+
+_TAGS = ["if", "elif", "else", "for", "set", "macro", "call", "filter", "block", "extends",
+         "include", "import", "from", "raw", "with", "autoescape", "break", "continue"]
+
+
+def _nearest(name: str, names: list[str]) -> str:
+    """" (did you mean 'first_name'?)" for the names most like ``name`` (regardless of
+    case), or nothing."""
+    folded = {candidate.casefold(): candidate for candidate in names}
+    close = [folded[c] for c in difflib.get_close_matches(name.casefold(), folded, n=3)]
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
 def _default_layout() -> str:

@@ -120,7 +120,8 @@ def test_undefined_name_names_the_template_line_and_the_columns(basic) -> None:
     root = c.root
     assert c.errors() == [
         f"{root}/templates/mail.html, line 3, row 2: 'nmae' is undefined; the sheet has no column "
-        "'nmae'; its columns are: email, name (a column with spaces is row[\"Column Name\"])"]
+        "'nmae' (did you mean 'name'?); its columns are: email, name (a column with spaces is "
+        'row["Column Name"])']
 
 
 def test_a_number_kept_as_text_gets_the_conversion_hint(basic) -> None:
@@ -881,3 +882,17 @@ def test_a_style_block_a_row_wrote_into_is_never_kept(
     assert len(htmls) == 2 and all(effect in html for html in htmls)  # the cell's CSS is used
     entries = [p.read_text(encoding="utf-8") for p in kept.glob("*.json")]
     assert not any("Secret" in entry for entry in entries)
+
+
+@pytest.mark.parametrize("field", ["subject", "to", "attachments"])
+def test_a_misspelt_column_in_a_campaign_field_suggests_the_nearest(basic, field: str) -> None:
+    value = {"subject": '"Hi {{ frist_name }}"', "to": '"{{ emial }}"',
+             "attachments": '"files/{{ invoce }}.pdf"'}[field]
+    extra = "" if field == "subject" else 'subject: "Hi"\n'
+    c = basic(f"{extra}{field}: {value}\n", html="<p>{{ first_name }}</p>",
+              rows=[["email", "first_name", "invoice"], ["a@x.org", "A", "7"]])
+    error, = c.errors()
+    wrong = {"subject": "frist_name", "to": "emial", "attachments": "invoce"}[field]
+    right = {"subject": "first_name", "to": "email", "attachments": "invoice"}[field]
+    assert (f"`{field}`: '{wrong}' is undefined; the sheet has no column '{wrong}' (did you "
+            f"mean '{right}'?); its columns are: email, first_name, invoice") in error
