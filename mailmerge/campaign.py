@@ -183,6 +183,7 @@ class Campaign:
     smtp: Smtp = field(default_factory=Smtp)
     journal: Path | None = None
     where: str | None = None
+    where_option: str | None = None  # --where of the command line: its errors blame it
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -666,11 +667,13 @@ def where_expression(text: str) -> str:
 
 
 def with_where(campaign: Campaign, extra: str | None) -> Campaign:
-    """The campaign with ``extra`` (from the command line) added to its `where:` filter."""
+    """The campaign with ``extra`` (the --where option) as a filter besides its `where:`;
+    kept apart, so that a mistake in it is said to be the option's."""
     if not extra:
         return campaign
-    parts = [where_expression(w) for w in (campaign.where, extra) if w]
-    return replace(campaign, where=" and ".join(f"({p})" for p in parts))
+    parts = [where_expression(w) for w in (campaign.where_option, extra) if w]
+    return replace(campaign, where_option=" and ".join(f"({p})" for p in parts)
+                   if len(parts) > 1 else parts[0])
 
 
 def load_campaign(path: str | Path) -> Campaign:

@@ -406,7 +406,8 @@ class Renderer:
             self.notices.append(Notice.warning(
                 f"`smtp.host` {campaign.smtp.host} is a placeholder: put in the SMTP server "
                 "of your mail provider before you send"))
-        self.where = self._compile_where(campaign.where) if campaign.where else None
+        self.where = self._compile_where("where", campaign.where)
+        self.where_option = self._compile_where("--where", campaign.where_option)
         lists = list(campaign.suppress)
         bounced = campaign.bounces.suppress_to if campaign.bounces else None
         if bounced is not None and bounced.exists() and bounced not in lists:
@@ -438,7 +439,7 @@ class Renderer:
     def _syntax_error(self, key: str, exc: jinja2.TemplateSyntaxError) -> TemplateError:
         return TemplateError(f"`{key}` is not a valid template: {exc.message}",
                              path=self.campaign.path, line=self.campaign.line_of(key),
-                             hint="check the {{ }} and {% %} pairs")
+                             hint=syntax_hint(exc.message or "", self.env))
 
     def _compile(self, key: str, source: str) -> jinja2.Template:
         try:
@@ -452,21 +453,38 @@ class Renderer:
         except jinja2.TemplateSyntaxError as exc:
             raise self._syntax_error(key, exc) from exc
 
-    def _compile_where(self, text: str) -> Callable[..., Any]:
+    def _compile_where(self, key: str, text: str | None) -> Callable[..., Any] | None:
+        """The `where:` filter or the --where option (``key``), compiled; None when not set."""
+        if not text:
+            return None
+        expression = where_expression(text)
         try:
-            return self.env.compile_expression(where_expression(text), undefined_to_none=False)
+            return self.env.compile_expression(expression, undefined_to_none=False)
         except jinja2.TemplateSyntaxError as exc:
-            raise self._syntax_error("where", exc) from exc
+            what, hint = explain_expression(expression, exc.message or "")
+            if key == "--where":
+                raise TemplateError(f"the --where option {expression!r} is not a valid "
+                                    f"expression: {what}", hint=hint) from exc
+            raise TemplateError(f"`where` {expression!r} is not a valid expression: {what}",
+                                path=self.campaign.path, line=self.campaign.line_of("where"),
+                                hint=hint) from exc
 
     def selects(self, row: Row) -> bool:
-        """Whether the `where:` filter keeps this row. Raises RowErrors when it fails."""
-        if self.where is None or row.problem is not None:
+        """Whether the `where:` filter and the --where option keep this row. Raises RowErrors
+        when one fails."""
+        if (self.where is None and self.where_option is None) or row.problem is not None:
             return True
-        try:
-            with TimeBudget(ROW_SECONDS):
-                return bool(self.where(**self.context(row)))
-        except (*_RUNTIME_ERRORS, TooSlow) as exc:
-            raise RowErrors(row.number, [self._template_error(row, exc, "where")]) from None
+        context = self.context(row)
+        for key, where in (("where", self.where), ("--where", self.where_option)):
+            if where is None:
+                continue
+            try:
+                with TimeBudget(ROW_SECONDS):
+                    if not where(**context):
+                        return False
+            except (*_RUNTIME_ERRORS, TooSlow) as exc:
+                raise RowErrors(row.number, [self._template_error(row, exc, key)]) from None
+        return True
 
     def _load(self, path: Path, env: jinja2.Environment | None = None) -> jinja2.Template:
         try:
@@ -474,7 +492,7 @@ class Renderer:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"template syntax error: {exc.message}",
                                 path=exc.filename or path, line=exc.lineno,
-                                hint="fix the template; {{ }} and {% %} must be balanced") from exc
+                                hint=syntax_hint(exc.message or "", env or self.env)) from exc
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(f"template {exc.name!r} not found", path=path,
                                 hint="{% include %} and {% extends %} paths are relative to "
@@ -918,6 +936,9 @@ class Renderer:
         else:
             message = f"{type(exc).__name__}: {message}" if not isinstance(
                 exc, jinja2.TemplateError) else message
+        if key == "--where":  # not in the campaign file
+            return TemplateError(f"the --where option {self.campaign.where_option!r}: "
+                                 f"{message}", row=row.number, hint=hint)
         template = {"html": self.html, "text": self.text, "markdown": self.markdown,
                     "layout": self.layout}.get(key)
         if template is not None and template.filename:

@@ -286,7 +286,10 @@ def test_where_errors(basic) -> None:
             "no column 'contry'") in result.output
     result = run("check", str(c.folder / "campaign.yaml"), "--where", "country ==")
     assert result.exit_code == 2
-    assert "`where` is not a valid template" in result.output
+    assert result.output == (
+        "Error: the --where option 'country ==' is not a valid expression: the expression "
+        "ends too soon (after an operator, or inside brackets or quotes); complete it, e.g. "
+        "country == 'DE' and points|int > 100\n")
 
 
 def test_init_creates_a_campaign_that_previews(tmp_path: Path, monkeypatch) -> None:
@@ -501,3 +504,37 @@ def test_send_says_the_sender_address_is_a_placeholder(basic, smtp_server) -> No
     assert ("Before you send (pre-flight warnings):\n  row 2: an address the message gives "
             "for replies, bounces or unsubscribing is a placeholder") in result.output
     assert "(from: you@example.org); put in your own address" in result.output
+
+
+def test_a_where_option_that_is_wrong_is_said_to_be_the_options_not_the_campaigns(
+        basic) -> None:
+    c = basic("where: \"{{ points|int > 1 }}\"\n", rows=WHERE_ROWS)
+    config = str(c.folder / "campaign.yaml")
+    result = run("check", config, "--where", "country = 'Köln'")
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: the --where option \"country = 'Köln'\" is not a valid expression: a single "
+        "= does not compare; write == to compare: country == 'Köln'\n")
+    result = run("check", config, "--where", "contry == 'CN'")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[1] == (
+        "  the --where option \"contry == 'CN'\": 'contry' is undefined; the sheet has no "
+        "column 'contry' (did you mean 'country'?); its columns are: email, name, country, "
+        "points (a column with spaces is row[\"Column Name\"]) [rows 2-4]")
+    result = run("check", config, "--where", "country == 'CN' x")
+    assert result.output == (
+        "Error: the --where option \"country == 'CN' x\" is not a valid expression: something "
+        "follows where the expression ends; join conditions with and / or, e.g. country == "
+        "'DE' and points|int > 100\n")
+    result = run("check", config, "--where", "country == 'CN'")
+    assert result.exit_code == 0
+    assert result.output == "3 rows: 2 messages ok, 1 row skipped by `where`.\n"
+
+
+def test_a_where_key_with_one_equals_sign_says_so(basic) -> None:
+    c = basic("where: \"{{ country = 'CN' }}\"\n", rows=WHERE_ROWS)
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: {c.folder}/campaign.yaml, line 7: `where` \"country = 'CN'\" is not a valid "
+        "expression: a single = does not compare; write == to compare: country == 'CN'\n")

@@ -162,8 +162,8 @@ def test_template_syntax_error_stops_the_campaign(basic) -> None:
     assert str(info.value) == (
         f"{c.root}/templates/mail.html, line 2: template syntax error: Unexpected end of "
         "template. Jinja was looking for the following tags: 'elif' or 'else' or 'endif'. The "
-        "innermost block that needs to be closed is 'if'.; fix the template; {{ }} and {% %} "
-        "must be balanced")
+        "innermost block that needs to be closed is 'if'.; every {% if %} needs its {% endif %} "
+        "and every {% for %} its {% endfor %}")
 
 
 def test_templates_cannot_reach_python_internals(basic) -> None:
@@ -882,6 +882,40 @@ def test_a_style_block_a_row_wrote_into_is_never_kept(
     assert len(htmls) == 2 and all(effect in html for html in htmls)  # the cell's CSS is used
     entries = [p.read_text(encoding="utf-8") for p in kept.glob("*.json")]
     assert not any("Secret" in entry for entry in entries)
+
+
+@pytest.mark.parametrize(("html", "hint"), [
+    ("<p>{{ name }</p>", "unexpected '}'; every {{ needs its }} and every {% its %}"),
+    ("<p>{{ first name }}</p>", "expected token 'end of print statement', got 'name'; two "
+     'names stand side by side: a column whose name has a space is row["first name"], and '
+     "texts are joined with ~"),
+    ("<p>{{ name|uper }}</p>", "No filter named 'uper'.; jinja2 has no such filter (did you "
+     "mean 'upper'?)"),
+    ("<p>{% iff name %}x{% endif %}</p>", "Encountered unknown tag 'iff'.; no such tag (did "
+     "you mean 'if'?)"),
+    ("<p>x{% endfor %}</p>", "Encountered unknown tag 'endfor'.; no open block ends here: "
+     "remove it, or open the block; every {% if %} needs its {% endif %} and every {% for %} "
+     "its {% endfor %}"),
+    ("<p>{{ row['first name' }}</p>", "unexpected '}', expected ']'; close the brackets "
+     "that the expression opens before its }}"),
+])
+def test_a_syntax_error_says_what_to_fix_and_balance_only_when_it_is_the_cause(
+        basic, html: str, hint: str) -> None:
+    c = basic(html=html)
+    with pytest.raises(TemplateError) as info:
+        c.outcomes()
+    assert str(info.value) == (f"{c.root}/templates/mail.html, line 1: template syntax "
+                               f"error: {hint}")
+
+
+def test_a_syntax_error_in_a_campaign_field_gets_the_same_hints(basic) -> None:
+    c = basic('subject: "Hi {{ frist name }}"\n')
+    with pytest.raises(TemplateError) as info:
+        c.outcomes()
+    assert str(info.value) == (
+        f"{c.folder}/campaign.yaml, line 6: `subject` is not a valid template: expected "
+        "token 'end of print statement', got 'name'; two names stand side by side: a column "
+        'whose name has a space is row["first name"], and texts are joined with ~')
 
 
 @pytest.mark.parametrize("field", ["subject", "to", "attachments"])
