@@ -870,10 +870,10 @@ class Renderer:
         column = column_of(row, exc.value) if exc.value is not None else None
         if column is not None:
             return RowError(f"`{key}`: {exc}", path=self.sheet_path, row=row.number,
-                            column=column, hint="correct the cell in the sheet")
+                            column=column, hint=exc.hint or "correct the cell in the sheet")
         return RowError(f"`{key}`: {exc}", path=self.campaign.path,
                         line=self.campaign.line_of(key), row=row.number,
-                        hint="correct the campaign file or the sheet")
+                        hint=exc.hint or "correct the campaign file or the sheet")
 
     def _template_names(self) -> list[str]:
         """The files in the folders of the campaign's templates (the first thousand)."""

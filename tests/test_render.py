@@ -930,3 +930,29 @@ def test_a_misspelt_column_in_a_campaign_field_suggests_the_nearest(basic, field
     right = {"subject": "first_name", "to": "email", "attachments": "invoice"}[field]
     assert (f"`{field}`: '{wrong}' is undefined; the sheet has no column '{wrong}' (did you "
             f"mean '{right}'?); its columns are: email, first_name, invoice") in error
+
+
+@pytest.mark.parametrize("field", ["to", "cc", "bcc", "reply_to"])
+@pytest.mark.parametrize(("cell", "problem", "fixed"), [
+    ("b@x.org; c@y.org", "'b@x.org; c@y.org' is not a valid email address (The part after "
+     "the @-sign contains invalid characters: ';', '@', SPACE.)", "b@x.org, c@y.org"),
+    ("Bob <b@x.org>; Carol <c@y.org>", "'Bob <b@x.org>; Carol' would be the display name of "
+     "c@y.org, though it holds an address", "Bob <b@x.org>, Carol <c@y.org>"),
+])
+def test_addresses_separated_by_semicolons_get_a_hint_to_use_commas(
+        basic, field: str, cell: str, problem: str, fixed: str) -> None:
+    c = basic(f'subject: "Hi"\n{field}: "{{{{ list }}}}"\n'
+              + ("" if field == "to" else 'to: "{{ email }}"\n'),
+              rows=[["email", "name", "list"], ["a@x.org", "A", cell]])
+    assert c.errors() == [
+        f"{c.folder / 'people.csv'}, row 2, column 'list': `{field}`: {problem}; separate "
+        f"addresses with commas, not semicolons: {fixed}"]
+
+
+def test_a_semicolon_list_in_the_campaign_file_gets_the_hint_too(basic) -> None:
+    c = basic('cc: "x@acme.example;y@acme.example"\n')
+    assert c.errors() == [
+        f"{c.folder / 'campaign.yaml'}, line 7, row 2: `cc`: 'x@acme.example;y@acme.example' "
+        "is not a valid email address (The part after the @-sign contains invalid "
+        "characters: ';', '@'.); separate addresses with commas, not semicolons: "
+        "x@acme.example, y@acme.example"]
