@@ -912,6 +912,10 @@ class Renderer:
                     f"{_nearest(exc.name, [c for c in self.columns if c])}; its columns are: "
                     + ", ".join(c for c in self.columns if c)
                     + ' (a column with spaces is row["Column Name"])')
+        elif isinstance(exc, jinja2.UndefinedError) and (
+                missing := _MISSING_KEY.fullmatch(message)) is not None:  # row["frist name"]
+            near = _nearest(missing.group(1), [c for c in self.columns if c])
+            hint = f"no such key{near}" if near else None  # the row's columns are near
         elif isinstance(exc, TypeError) and _numbers_as_text(row):
             hint = ("CSV cells are text: convert numbers with |int or |float, e.g. "
                     "{% if points|int > 1000 %}")
@@ -1007,6 +1011,9 @@ def syntax_hint(message: str, env: jinja2.Environment) -> str:
 
 _TAGS = ["if", "elif", "else", "for", "set", "macro", "call", "filter", "block", "extends",
          "include", "import", "from", "raw", "with", "autoescape", "break", "continue"]
+
+
+_MISSING_KEY = re.compile(r"'dict object' has no attribute '(.+)'", re.S)
 
 
 def _nearest(name: str, names: list[str]) -> str:

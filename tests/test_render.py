@@ -956,3 +956,11 @@ def test_a_semicolon_list_in_the_campaign_file_gets_the_hint_too(basic) -> None:
         "is not a valid email address (The part after the @-sign contains invalid "
         "characters: ';', '@'.); separate addresses with commas, not semicolons: "
         "x@acme.example, y@acme.example"]
+
+
+def test_a_misspelt_column_in_row_brackets_suggests_the_nearest(basic) -> None:
+    c = basic('subject: "Hi"\n', html='<p>{{ row["frist name"] }}</p>',
+              rows=[["email", "first name"], ["a@x.org", "A"]])
+    assert c.errors() == [
+        f"{c.root}/templates/mail.html, line 1, row 2: 'dict object' has no attribute "
+        "'frist name'; no such key (did you mean 'first name'?)"]
