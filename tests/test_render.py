@@ -964,3 +964,12 @@ def test_a_misspelt_column_in_row_brackets_suggests_the_nearest(basic) -> None:
     assert c.errors() == [
         f"{c.root}/templates/mail.html, line 1, row 2: 'dict object' has no attribute "
         "'frist name'; no such key (did you mean 'first name'?)"]
+
+
+def test_a_bad_cell_in_the_key_column_fails_its_row_though_no_template_uses_it(basic) -> None:
+    c = basic("recipients: {path: people.xlsx, key: id}\n")
+    c.xlsx([["email", "name", "id"], ["a@x.org", "A", 1], ["b@x.org", "B", "#REF!"]])
+    assert c.errors() == [
+        f"{c.folder / 'people.xlsx'}, row 3, column 'id' (cell C3): the cell holds the error "
+        "#REF! that its formula gives; correct the formula or the cells it uses, and save the "
+        "workbook; or type the value in"]
