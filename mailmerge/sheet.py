@@ -14,7 +14,7 @@ import re
 import unicodedata
 import zipfile
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 from xml.etree.ElementTree import ParseError
@@ -38,7 +38,7 @@ EXCEL_ERRORS = frozenset({
     "#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
     "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!",
     "#EXTERNAL!", "#PYTHON!"})
-_ERROR_TEXT = re.compile("|".join(re.escape(error) for error in sorted(EXCEL_ERRORS)))
+_ERROR_TEXT = re.compile("#(?:" + "|".join(re.escape(e[1:]) for e in sorted(EXCEL_ERRORS)) + ")")
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,25 @@ class Row:
     # A problem of this row alone (a stray cell, a NUL byte): the row is reported, the
     # rest of the sheet goes on.
     problem: SheetError | None = None
-    # The cells that hold no usable value (an error, a formula not calculated), by column:
-    # a message that uses one fails; the others do not matter.
-    bad: Mapping[str, BadCell] | None = None
+
+    @property
+    def bad(self) -> Mapping[str, BadCell] | None:
+        """The cells that hold no usable value (an error, a formula not calculated), by
+        column: a message that uses one fails; the others do not matter."""
+        return None
+
+
+@dataclass(frozen=True)
+class RowWithBadCells(Row):
+    """A row with cells that hold no usable value: a class of its own, so that the rows
+    of a sheet, which have none, are made with a field less (a tenth of a CSV row's
+    reading)."""
+
+    cells: Mapping[str, BadCell] = field(default_factory=dict)
+
+    @property
+    def bad(self) -> Mapping[str, BadCell] | None:
+        return self.cells
 
 
 def describe_bad_cell(cell: BadCell) -> tuple[str, str]:
@@ -238,10 +254,16 @@ def _make_row(path: Path, number: int, columns: tuple[str, ...], cells: list[Any
         for name in columns:
             if name and name not in values:
                 values[name] = ""
-    bad = None
     if cells.__class__ is FlaggedRow:
         bad = {name: value for name, value in values.items() if value.__class__ is BadCell}
-    return Row(number, values, problem, bad or None)
+        if bad:
+            return RowWithBadCells(number, values, problem, bad)
+    return Row(number, values, problem)
+
+
+def _may_hold_an_error(text: str) -> bool:
+    """Whether ``text`` (a row's cells joined, holding a #) holds a spreadsheet's error."""
+    return _ERROR_TEXT.search(text) is not None
 
 
 def _exported_errors(number: int, record: list[str]) -> list[Any]:
@@ -355,7 +377,10 @@ def _open_csv(recipients: Recipients) -> Sheet:
         try:
             while (record := next_record()) is not None:
                 joined = "".join(record)
-                if "#" in joined and _ERROR_TEXT.search(joined):
+                # every error ends in ! but #N/A, #NAME? and #GETTING_DATA: tests in C rule
+                # out most rows with a # (a link's #fragment) before the pattern looks
+                if "#" in joined and ("!" in joined or "#N" in joined or "#G" in joined) \
+                        and _may_hold_an_error(joined):
                     record = _exported_errors(number, record)
                 elif _is_usual(record, width, named) and "\x00" not in joined:
                     yield _usual_row(number, columns, record, record)
