@@ -114,4 +114,6 @@ class CellError(RowError):
 
     @property
     def where(self) -> str:
-        return f"{super().where} (cell {self.cell})"
+        # said of one row; the same problem on many rows is said once with their numbers,
+        # and its column says where
+        return f"{super().where} (cell {self.cell})" if self.row is not None else super().where

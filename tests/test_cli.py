@@ -538,3 +538,14 @@ def test_a_where_key_with_one_equals_sign_says_so(basic) -> None:
     assert result.output == (
         f"Error: {c.folder}/campaign.yaml, line 7: `where` \"country = 'CN'\" is not a valid "
         "expression: a single = does not compare; write == to compare: country == 'CN'\n")
+
+
+def test_the_same_bad_cell_on_many_rows_is_one_line_naming_the_rows(basic) -> None:
+    c = basic("recipients: people.xlsx\n", html=HTML_TOTAL)
+    c.xlsx([["email", "name", "total"], ["a@x.org", "A", "#N/A"], ["b@x.org", "B", 2],
+            ["c@x.org", "C", "#N/A"]])
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.output.splitlines()[1] == (
+        f"  {c.folder / 'people.xlsx'}, column 'total': the cell holds the error #N/A that "
+        "its formula gives; correct the formula or the cells it uses, and save the workbook; "
+        "or type the value in [rows 2, 4]")  # not the cell of the first row for all
