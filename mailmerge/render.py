@@ -461,7 +461,7 @@ class Renderer:
         try:
             return self.env.compile_expression(expression, undefined_to_none=False)
         except jinja2.TemplateSyntaxError as exc:
-            what, hint = explain_expression(expression, exc.message or "")
+            what, hint = explain_expression(expression, exc.message or "", self.env)
             if key == "--where":
                 raise TemplateError(f"the --where option {expression!r} is not a valid "
                                     f"expression: {what}", hint=hint) from exc
@@ -958,7 +958,8 @@ _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _EXAMPLE = "e.g. country == 'DE' and points|int > 100"
 
 
-def explain_expression(expression: str, message: str) -> tuple[str, str]:
+def explain_expression(expression: str, message: str,
+                       env: jinja2.Environment) -> tuple[str, str]:
     """What is wrong with a `where` expression that does not compile (jinja2's
     ``message`` says it for a template, not for one expression), and how to fix it."""
     outside = _QUOTED.sub(lambda m: " " * len(m.group()), expression)
@@ -972,10 +973,13 @@ def explain_expression(expression: str, message: str) -> tuple[str, str]:
     if "end of template" in message.lower():
         return ("the expression ends too soon (after an operator, or inside brackets or "
                 "quotes)", f"complete it, {_EXAMPLE}")
-    return message, f"write a condition on the sheet's columns, {_EXAMPLE}"
+    hint = syntax_hint(message, env)
+    return message, (hint if hint != _NO_HINT else
+                     f"write a condition on the sheet's columns, {_EXAMPLE}")
 
 
 _BALANCE = "every {{ needs its }} and every {% its %}"
+_NO_HINT = "see the template syntax of jinja2"
 _CLOSE = "every {% if %} needs its {% endif %} and every {% for %} its {% endfor %}"
 _SIDE_BY_SIDE = ("expected token 'end of print statement', got",
                  "expected token 'end of statement block', got")
@@ -1006,7 +1010,7 @@ def syntax_hint(message: str, env: jinja2.Environment) -> str:
         return "close the brackets that the expression opens before its }}"
     if message.startswith("unexpected char"):
         return "a text in the expression needs its quotes on both sides"
-    return "see the template syntax of jinja2"
+    return _NO_HINT
 
 
 _TAGS = ["if", "elif", "else", "for", "set", "macro", "call", "filter", "block", "extends",
@@ -1018,9 +1022,11 @@ _MISSING_KEY = re.compile(r"'dict object' has no attribute '(.+)'", re.S)
 
 def _nearest(name: str, names: list[str]) -> str:
     """" (did you mean 'first_name'?)" for the names most like ``name`` (regardless of
-    case), or nothing."""
+    case; one that begins the other first), or nothing."""
     folded = {candidate.casefold(): candidate for candidate in names}
-    close = [folded[c] for c in difflib.get_close_matches(name.casefold(), folded, n=3)]
+    key = name.casefold()
+    close = [folded[c] for c in difflib.get_close_matches(key, folded, n=3)]
+    close.sort(key=lambda c: not (key.startswith(c.casefold()) or c.casefold().startswith(key)))
     return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 

@@ -526,6 +526,10 @@ def test_a_where_option_that_is_wrong_is_said_to_be_the_options_not_the_campaign
         "Error: the --where option \"country == 'CN' x\" is not a valid expression: something "
         "follows where the expression ends; join conditions with and / or, e.g. country == "
         "'DE' and points|int > 100\n")
+    result = run("check", config, "--where", "points|integer > 10")
+    assert result.output == (
+        "Error: the --where option 'points|integer > 10' is not a valid expression: No "
+        "filter named 'integer'.; jinja2 has no such filter (did you mean 'int' or 'center'?)\n")
     result = run("check", config, "--where", "country == 'CN'")
     assert result.exit_code == 0
     assert result.output == "3 rows: 2 messages ok, 1 row skipped by `where`.\n"
