@@ -963,8 +963,8 @@ def explain_expression(expression: str, message: str,
     """What is wrong with a `where` expression that does not compile (jinja2's
     ``message`` says it for a template, not for one expression), and how to fix it."""
     outside = _QUOTED.sub(lambda m: " " * len(m.group()), expression)
-    equals = _LONE_EQUALS.search(outside)
-    if equals is not None:
+    equals = _LONE_EQUALS.search(outside)  # (a filter's argument may be name=value)
+    if equals is not None and (message == "chunk after expression" or "got '='" in message):
         fixed = expression[:equals.start()] + "==" + expression[equals.end():]
         return "a single = does not compare", f"write == to compare: {fixed}"
     if message == "chunk after expression":
@@ -1008,8 +1008,11 @@ def syntax_hint(message: str, env: jinja2.Environment) -> str:
                 'row["first name"], and texts are joined with ~')
     if message.startswith("unexpected '}', expected"):
         return "close the brackets that the expression opens before its }}"
-    if message.startswith("unexpected char"):
+    char = re.match(r"unexpected char '(.)'", message)
+    if char is not None and char.group(1) in "'\"":
         return "a text in the expression needs its quotes on both sides"
+    if char is not None:
+        return f"{char.group(1)} has no meaning in an expression there"
     return _NO_HINT
 
 

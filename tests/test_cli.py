@@ -526,6 +526,11 @@ def test_a_where_option_that_is_wrong_is_said_to_be_the_options_not_the_campaign
         "Error: the --where option \"country == 'CN' x\" is not a valid expression: something "
         "follows where the expression ends; join conditions with and / or, e.g. country == "
         "'DE' and points|int > 100\n")
+    result = run("check", config, "--where", "name|truncate(length=3) ==")
+    assert result.output == (  # an = that is a filter's argument is not taken for a comparison
+        "Error: the --where option 'name|truncate(length=3) ==' is not a valid expression: "
+        "the expression ends too soon (after an operator, or inside brackets or quotes); "
+        "complete it, e.g. country == 'DE' and points|int > 100\n")
     result = run("check", config, "--where", "points|integer > 10")
     assert result.output == (
         "Error: the --where option 'points|integer > 10' is not a valid expression: No "

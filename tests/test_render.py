@@ -898,6 +898,10 @@ def test_a_style_block_a_row_wrote_into_is_never_kept(
      "its {% endfor %}"),
     ("<p>{{ row['first name' }}</p>", "unexpected '}', expected ']'; close the brackets "
      "that the expression opens before its }}"),
+    ('<p>{{ "Hi }}</p>', "unexpected char '\"' at 6; a text in the expression needs its "
+     "quotes on both sides"),
+    ("<p>{{ name ! }}</p>", "unexpected char '!' at 11; ! has no meaning in an expression "
+     "there"),
 ])
 def test_a_syntax_error_says_what_to_fix_and_balance_only_when_it_is_the_cause(
         basic, html: str, hint: str) -> None:
