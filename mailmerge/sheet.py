@@ -78,6 +78,9 @@ def describe_bad_cell(cell: BadCell) -> tuple[str, str]:
                 "that wrote it did not calculate it), so the message would show nothing",
                 "open the workbook in Excel or LibreOffice and save it, so that it stores the "
                 "values; or type the values in")
+    if cell.kind == "date":
+        return ("the cell is formatted as a date but holds a number past any date",
+                "type the date in again, or format the cell as a number")
     if cell.kind == "error":
         return (f"the cell holds the error {cell.text} that its formula gives",
                 "correct the formula or the cells it uses, and save the workbook; or type "

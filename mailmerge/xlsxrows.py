@@ -34,8 +34,8 @@ MAX_COLUMN = 16_384  # XFD, the last column a worksheet can have
 
 # What a cell holds instead of a value: an error a formula gave (t="e": #N/A, #DIV/0! ...),
 # a formula whose result the file does not store (a program wrote it without calculating
-# it), or, in a CSV file, an error a spreadsheet exported as text.
-BadKind = Literal["error", "formula", "exported"]
+# it), a date past any date, or, in a CSV file, an error a spreadsheet exported as text.
+BadKind = Literal["error", "formula", "date", "exported"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +135,7 @@ class _Cells:
         self.collect = False
         self.phonetic = False
         self.inline = False
+        self.bad_row = False  # value_of made a BadCell in the row being read
         self.formula = False  # the cell has an <f>
         self.has_value = False  # ... and a <v>
         self.in_data = False
@@ -211,7 +212,9 @@ class _Cells:
             self.kind, self.style, self.column = kind, style, column
             self.number, self.inline, self.text = number, inline, [raw]
             value = self._value()
-            if kind == "n":
+            if value.__class__ is BadCell:  # its own reference: not kept for other cells
+                self.bad_row = True
+            elif kind == "n":
                 if len(self.known_dates) >= _KNOWN_DATES:
                     self.known_dates.clear()
                 self.known_dates[key] = value
@@ -237,8 +240,9 @@ class _Cells:
             if self.style in self.dates:
                 try:
                     return from_excel(value, self.epoch, timedelta=self.style in self.durations)
-                except (OverflowError, ValueError):
-                    return "#VALUE!"
+                except (OverflowError, ValueError):  # a serial past any date: an error
+                    return BadCell(f"{column_letters(self.column)}{self.number}", "date",
+                                   "#VALUE!")  # as openpyxl reads it
             return value
         if kind == "b":
             return bool(int(text))
@@ -525,6 +529,8 @@ def _read_cells(cells: _Cells, text: str) -> list[Record] | None:
             if empty:  # <row r="5"/>
                 rows.append((number, row))
         else:  # </row>
+            if cells.bad_row:
+                row, cells.bad_row = _flagged(row), False
             rows.append((number, row))
     cells.number = number
     return rows
@@ -607,7 +613,8 @@ class _RowForm:
             cells.form = _RowForm.learn(cells, text) or self
         return rows
 
-    def _values(self, cells: _Cells, number: int, match: tuple[str, ...]) -> tuple[Any, ...]:
+    def _values(self, cells: _Cells, number: int, match: tuple[str, ...]
+                ) -> tuple[Any, ...] | list[Any]:
         """The row's values as a row keeps them (see :func:`sheet_value`)."""
         shared = cells.shared
         values: list[Any] = []
@@ -621,6 +628,9 @@ class _RowForm:
             else:
                 values.append(sheet_value(cells.value_of(raw, kind, style, len(values) + 1,
                                                          number)))
+        if cells.bad_row:  # a date past any date (see _Cells._value)
+            cells.bad_row = False
+            return FlaggedRow(values)
         return tuple(values)
 
 

@@ -311,3 +311,13 @@ def test_a_header_cell_with_a_formula_not_calculated_is_refused(tmp_path: Path) 
         "file does not store (the program that wrote it did not calculate it), so the message "
         "would show nothing; open the workbook in Excel or LibreOffice and save it, so that "
         "it stores the values; or type the values in: the header names the columns")
+
+
+def test_each_kind_of_bad_cell_says_what_it_is_and_how_to_fix_it() -> None:
+    from mailmerge.sheet import describe_bad_cell
+
+    assert describe_bad_cell(BadCell("B2", "date", "#VALUE!")) == (
+        "the cell is formatted as a date but holds a number past any date",
+        "type the date in again, or format the cell as a number")
+    assert describe_bad_cell(BadCell("B2", "error", "#SPILL!"))[0] == (
+        "the cell holds the error #SPILL! that its formula gives")

@@ -555,3 +555,31 @@ def test_error_cells_and_formulas_without_a_value_are_bad_cells_on_every_path(
     assert not any(isinstance(v, BadCell) for row in records[:-1] for v in row)
     # and openpyxl reads them as the errors' texts and as no value
     assert same(openpyxl_rows(crafted, "Sheet")[-1], records[-1])
+
+
+@pytest.mark.parametrize("path", ["cells", "expat", "form"])
+def test_a_date_cell_past_any_date_is_a_bad_cell_as_openpyxl_reads_it(tmp_path: Path,
+                                                                      path: str) -> None:
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["email", dt.date(2024, 1, 1)])
+    workbook.save(tmp_path / "base.xlsx")
+    with zipfile.ZipFile(tmp_path / "base.xlsx") as book:
+        style = re.search(r'<c r="B1" s="(\d+)"', book.read("xl/worksheets/sheet1.xml")
+                          .decode()).group(1)  # type: ignore[union-attr]
+
+    def row(n: int, serial: str) -> str:
+        return (f'<row r="{n}"><c r="A{n}" t="inlineStr"><is><t>p{n}@x.org</t></is></c>'
+                f'<c r="B{n}" s="{style}"><v>{serial}</v></c></row>')
+
+    plain = "".join(row(n, str(45000 + n % 300)) for n in range(1, 3001))
+    bad = row(3001, "1e10") + row(3002, "1e10")
+    xml = {"cells": bad, "expat": "<!-- read by expat -->" + bad, "form": plain + bad}[path]
+    crafted = rewrite_sheet(tmp_path / "base.xlsx", xml)
+    records = fast_rows(crafted, "Sheet")
+    assert [type(r).__name__ for r in records[-2:]] == ["FlaggedRow", "FlaggedRow"]
+    assert [r[1] for r in records[-2:]] == [BadCell("B3001", "date", "#VALUE!"),
+                                            BadCell("B3002", "date", "#VALUE!")]
+    assert not any(isinstance(v, BadCell) for row in records[:-2] for v in row)
+    with pytest.warns(UserWarning, match="outside the limits for dates"):
+        expected = openpyxl_rows(crafted, "Sheet")[-2:]  # "will be treated as an error"
+    assert all(same(want, have) for want, have in zip(expected, records[-2:], strict=True))
