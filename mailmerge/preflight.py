@@ -304,7 +304,8 @@ class Inspector:
 
 def _placeholder_addresses(rendered: Rendered) -> list[Finding]:
     """A finding for each address of From, Sender, Reply-To, the envelope sender and the
-    unsubscribe links that is at a placeholder host (see :func:`_placeholder_host`)."""
+    unsubscribe links that is at a placeholder host (see :func:`_placeholder_host`), and
+    for a List-Id under one."""
     found = []
     for key in _SENDING_FIELDS:
         value = getattr(rendered, f"{key}_" if key == "from" else key)
@@ -320,15 +321,18 @@ def _placeholder_addresses(rendered: Rendered) -> list[Finding]:
             continue
         if host and _placeholder_host(host):
             found.append(_placeholder_address(f"unsubscribe: {link[:60]}"))
+    list_id = (rendered.list_id or "").rpartition("<")[2].rstrip(">")
+    if list_id and _placeholder_host(list_id):  # a name under the sender's own domain
+        found.append(_placeholder_address(f"list_id: {list_id}"))
     return found
 
 
 def _placeholder_address(example: str) -> Finding:
     return Finding(Kind.PLACEHOLDER_ADDRESS,
-                   "an address the message gives for replies, bounces or unsubscribing is a "
-                   "placeholder (a reserved name such as example.org, .test or .invalid, or a "
-                   "local one): nothing sent there arrives, and servers distrust mail from "
-                   "such a domain", "put in your own address in the campaign file",
+                   "an address the message gives for replies, bounces or unsubscribing (or "
+                   "its List-Id) is a placeholder (a reserved name such as example.org, .test "
+                   "or .invalid, or a local one): nothing sent there arrives, and servers "
+                   "distrust mail from such a domain", "put in your own in the campaign file",
                    example=example)
 
 

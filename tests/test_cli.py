@@ -502,8 +502,9 @@ def test_send_says_the_sender_address_is_a_placeholder(basic, smtp_server) -> No
     result = run("send", str(c.folder / "campaign.yaml"), "--yes")
     assert result.exit_code == 0, result.output
     assert ("Before you send (pre-flight warnings):\n  row 2: an address the message gives "
-            "for replies, bounces or unsubscribing is a placeholder") in result.output
-    assert "(from: you@example.org); put in your own address" in result.output
+            "for replies, bounces or unsubscribing (or its List-Id) is a placeholder"
+            ) in result.output
+    assert "(from: you@example.org); put in your own in the campaign file" in result.output
 
 
 def test_a_where_option_that_is_wrong_is_said_to_be_the_options_not_the_campaigns(

@@ -179,11 +179,12 @@ def test_an_untouched_starter_fails_a_strict_check_until_its_placeholders_are_yo
         "link (an http: or mailto: link alone does not give it), and Gmail and Yahoo ask it "
         "of bulk mail; add an https:// link to `unsubscribe:` (a mailto: link may stay "
         "beside it)\n"
-        "  rows 2-4: an address the message gives for replies, bounces or unsubscribing is a "
-        "placeholder (a reserved name such as example.org, .test or .invalid, or a local "
-        "one): nothing sent there arrives, and servers distrust mail from such a domain "
-        "(from: you@example.org, unsubscribe: mailto:you@example.org?subject=unsubscribe); "
-        "put in your own address in the campaign file\n"
+        "  rows 2-4: an address the message gives for replies, bounces or unsubscribing (or "
+        "its List-Id) is a placeholder (a reserved name such as example.org, .test or "
+        ".invalid, or a local one): nothing sent there arrives, and servers distrust mail "
+        "from such a domain (from: you@example.org, unsubscribe: mailto:you@example.org?"
+        "subject=unsubscribe, list_id: news.example.org); put in your own in the campaign "
+        "file\n"
         "3 rows: 3 messages ok, 2 warnings.\n")
     # made the user's own (the fictional company of the examples stands for it here)
     text = re.sub(r'unsubscribe: ".*"', 'unsubscribe: ["https://acme.example/u/{{ email|'
@@ -196,20 +197,20 @@ def test_an_untouched_starter_fails_a_strict_check_until_its_placeholders_are_yo
 
 # (an address at .invalid or localhost is an error already: email_validator refuses it)
 @pytest.mark.parametrize(("field", "host"), [
-    *((field, host) for field in ("from", "reply_to", "return_path", "unsubscribe")
+    *((field, host) for field in ("from", "reply_to", "return_path", "unsubscribe", "list_id")
       for host in ("example.com", "news.example.net", "shop.test")),
     ("unsubscribe", "x.invalid"), ("unsubscribe", "localhost")])
 def test_a_placeholder_address_of_the_sender_is_a_warning(basic, field: str,
                                                           host: str) -> None:
     value = (f'["https://acme.example/u", "mailto:leave@{host}"]' if field == "unsubscribe"
-             else f'"Acme <news@{host}>"')
+             else f'"News <news.{host}>"' if field == "list_id" else f'"Acme <news@{host}>"')
     c = basic(f"{field}: {value}\n")
     report = check_campaign(load_campaign(c.folder / "campaign.yaml"))
     assert not report.problems
     groups = [g for g in report.warnings.values() if g.finding.kind is Kind.PLACEHOLDER_ADDRESS]
     assert [g.examples for g in groups] == [
         [f"unsubscribe: mailto:leave@{host}" if field == "unsubscribe" else
-         f"{field}: news@{host}"]]
+         f"list_id: news.{host}" if field == "list_id" else f"{field}: news@{host}"]]
 
 
 def test_an_unsubscribe_link_over_http_offers_no_one_click_and_is_a_warning(basic) -> None:
