@@ -30,11 +30,14 @@ HEADER_CONTROL = re.compile(
 
 
 class AddressProblem(ValueError):
-    """An address that is not valid; ``value`` is the offending sheet value, when one is."""
+    """An address that is not valid; ``value`` is the offending sheet value, when one is;
+    ``hint`` how to fix it, when the mistake is a known one."""
 
-    def __init__(self, message: str, value: str | None = None) -> None:
+    def __init__(self, message: str, value: str | None = None,
+                 hint: str | None = None) -> None:
         super().__init__(message)
         self.value = value
+        self.hint = hint
 
 
 @jinja2.pass_context
@@ -196,14 +199,18 @@ def parse_address_list(text: str, values: list[str] | None = None) -> list[Addre
             try:
                 result.extend(parse_address_list(value))
             except AddressProblem as exc:
-                raise AddressProblem(str(exc), value) from None
+                raise AddressProblem(str(exc), value, exc.hint) from None
             continue
         address = item.address.format(*given).strip()
         source = given[item.address_source] if item.address_source is not None else None
         if item.name is not None:
             name = item.name.format(*given)
-            _check_text(name, given[item.name_source] if item.name_source is not None
-                        else None)
+            name_source = given[item.name_source] if item.name_source is not None else None
+            _check_text(name, name_source)
+            if ";" in name and "@" in name:  # "Bob <b@x.org>; Carol <c@y.org>"
+                raise AddressProblem(f"{name[:80]!r} would be the display name of {address}, "
+                                     "though it holds an address", name_source or source,
+                                     _semicolons(f"{name} <{address}>"))
             # the name as the sheet has it (a no-break space stays one); only the ASCII
             # spaces around it, which a template's "{{ first }} {{ last }}" leaves, go
             result.append(make_address(name.strip(" \t"), address, source))
@@ -242,8 +249,18 @@ def make_address(name: str, addr: str, source: str | None) -> Address:
                                test_environment=True)
     except EmailNotValidError as exc:
         shown = addr if len(addr) <= 80 else addr[:77] + "..."
-        raise AddressProblem(f"{shown!r} is not a valid email address ({exc})", source) from None
+        raise AddressProblem(f"{shown!r} is not a valid email address ({exc})", source,
+                             _semicolons(addr)) from None
     return Address(display_name=name, username=valid.local_part, domain=valid.ascii_domain)
+
+
+def _semicolons(text: str) -> str | None:
+    """The hint for addresses separated by semicolons, as Outlook writes a list."""
+    if ";" not in text or "@" not in text.partition(";")[2]:
+        return None
+    fixed = ", ".join(part.strip() for part in text.split(";") if part.strip())
+    shown = fixed if len(fixed) <= 80 else fixed[:77] + "..."
+    return f"separate addresses with commas, not semicolons: {shown}"
 
 
 def address_key(address: str) -> str:

@@ -7,7 +7,9 @@ checks that the files the campaign names exist. Every error names the key and it
 from __future__ import annotations
 
 import codecs
+import difflib
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -182,6 +184,7 @@ class Campaign:
     journal: Path | None = None
     where: str | None = None
     rows: frozenset[int] = frozenset()  # only these sheet rows (`--row`); empty: every row
+    where_option: str | None = None  # --where of the command line: its errors blame it
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -281,6 +284,21 @@ def _no_clear_login(reader: Reader, section: str, host: str, security: Security)
                                        f"{host} unencrypted",
                            "use `security: ssl` or `starttls`; `none` is only for a server on "
                            "this machine (localhost, 127.0.0.1, ::1)")
+
+
+_PLACEHOLDER_SUFFIXES = (".test", ".invalid", ".localhost", ".example.com", ".example.org",
+                         ".example.net")
+_PLACEHOLDER = re.compile(r"example\.[a-z]{2,}(\.[a-z]{2})?")
+
+
+def placeholder_name(host: str) -> bool:
+    """Whether ``host`` is a name reserved for examples and tests (RFC 2606, RFC 6761:
+    example.com, .org and .net and their subdomains, .test, .invalid, .localhost) or
+    looks like one (example.de). The .example top-level domain is left out: it is what
+    examples, the shipped campaigns among them, write for a fictional company
+    (acme.example), and no one takes it for their own."""
+    host = host.lower().rstrip(".")
+    return host.endswith(_PLACEHOLDER_SUFFIXES) or _PLACEHOLDER.fullmatch(host) is not None
 
 
 def _loopback(host: str) -> bool:
@@ -650,11 +668,13 @@ def where_expression(text: str) -> str:
 
 
 def with_where(campaign: Campaign, extra: str | None) -> Campaign:
-    """The campaign with ``extra`` (from the command line) added to its `where:` filter."""
+    """The campaign with ``extra`` (the --where option) as a filter besides its `where:`;
+    kept apart, so that a mistake in it is said to be the option's."""
     if not extra:
         return campaign
-    parts = [where_expression(w) for w in (campaign.where, extra) if w]
-    return replace(campaign, where=" and ".join(f"({p})" for p in parts))
+    parts = [where_expression(w) for w in (campaign.where_option, extra) if w]
+    return replace(campaign, where_option=" and ".join(f"({p})" for p in parts)
+                   if len(parts) > 1 else parts[0])
 
 
 def with_rows(campaign: Campaign, rows: Iterable[int]) -> Campaign:
@@ -678,16 +698,48 @@ def load_campaign(path: str | Path) -> Campaign:
     except OSError as exc:
         raise ConfigError(f"cannot read campaign file: {exc.strerror}", path=path) from exc
     campaign = parse_campaign(text, path)
-    for key, target in (("templates", campaign.html_template),
-                        ("templates", campaign.text_template),
-                        ("templates", campaign.markdown_template),
-                        ("templates", campaign.layout_template),
-                        ("recipients", campaign.recipients.path)):
+    for key, target, kinds in (("templates", campaign.html_template, _TEMPLATE_FILES),
+                               ("templates", campaign.text_template, _TEMPLATE_FILES),
+                               ("templates", campaign.markdown_template, _TEMPLATE_FILES),
+                               ("templates", campaign.layout_template, _TEMPLATE_FILES),
+                               ("recipients", campaign.recipients.path, _SHEET_FILES),
+                               ("smtp.ca_file", campaign.smtp.ca_file, (".pem", ".crt"))):
         if target is not None and not target.is_file():
-            raise ConfigError(f"`{key}` names {target}, which does not exist", path=path,
-                              line=campaign.line_of(key),
-                              hint="paths are relative to the campaign file's folder")
-    if campaign.smtp.ca_file is not None and not campaign.smtp.ca_file.is_file():
-        raise ConfigError(f"`smtp.ca_file` names {campaign.smtp.ca_file}, which does not exist",
-                          path=path, line=campaign.line_of("smtp"))
+            raise _not_a_file(campaign, key, target, kinds)
     return campaign
+
+
+_TEMPLATE_FILES = (".html", ".htm", ".txt", ".md", ".markdown")
+_SHEET_FILES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm")
+_LOOKED_AT = 1000  # names of a folder looked through for a suggestion
+
+
+def _not_a_file(campaign: Campaign, key: str, target: Path,
+                kinds: tuple[str, ...]) -> ConfigError:
+    """Why a path the campaign names is not a file to read: a folder, a FIFO or device,
+    or nothing there (with the nearest names that are there)."""
+    if target.is_dir():
+        inside = _names(target, kinds)
+        what, hint = "is a folder, not a file", (
+            "name a file in it, e.g. " + ", ".join(f"{target.name}/{n}" for n in inside[:3])
+            if inside else "name the file itself, not its folder")
+    elif target.exists():
+        what, hint = "is not a regular file (a FIFO or a device)", "name a file saved on disk"
+    else:
+        close = difflib.get_close_matches(target.name, _names(target.parent, ()), n=3)
+        what = "does not exist"
+        hint = (f"did you mean {' or '.join(close)}? " if close else "") + \
+            "paths are relative to the campaign file's folder"
+    return ConfigError(f"`{key}` names {target}, which {what}", path=campaign.path,
+                       line=campaign.line_of(key.partition(".")[0]), hint=hint)
+
+
+def _names(folder: Path, kinds: tuple[str, ...]) -> list[str]:
+    """The names of the files in ``folder`` (those ending in one of ``kinds``, when given),
+    sorted; none when it cannot be read."""
+    try:
+        entries = list(itertools.islice(folder.iterdir(), _LOOKED_AT))
+    except OSError:
+        return []
+    return sorted(entry.name for entry in entries
+                  if (not kinds or entry.suffix.lower() in kinds) and entry.is_file())

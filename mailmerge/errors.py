@@ -100,3 +100,20 @@ def _restore(cls: type[MailmergeError], state: dict[str, object]) -> MailmergeEr
     Exception.__init__(error, state.get("message"))
     error.__dict__.update(state)
     return error
+
+
+class CellError(RowError):
+    """A row's cell holds no value its message can use (an error, a formula that was not
+    calculated); ``cell`` is its reference, as "D5"."""
+
+    def __init__(self, message: str, *, cell: str, path: str | Path | None = None,
+                 row: int | None = None, column: str | None = None,
+                 hint: str | None = None) -> None:
+        super().__init__(message, path=path, row=row, column=column, hint=hint)
+        self.cell = cell
+
+    @property
+    def where(self) -> str:
+        # said of one row; the same problem on many rows is said once with their numbers,
+        # and its column says where
+        return f"{super().where} (cell {self.cell})" if self.row is not None else super().where

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .assets import Part
+from .campaign import placeholder_name
 from .pagescan import TEMPLATE_MARK, Page, tag_matches
 from .render import Rendered
 
@@ -36,13 +37,9 @@ _CACHE_LIMIT = 4096  # judged tags kept; most rows share all but a link or two
 _ATTR = re.compile(r"""([\w:-]+)\s*(?:=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""")
 _WORD = re.compile(r"[^\W\d_]{3,}")
 _TAGS_AND_STYLE = re.compile(r"<(style|script|head)\b.*?</\1\s*>|<[^>]+>", re.I | re.S)
-# Hosts no reader can reach: a placeholder left in (example.com and the like, .test,
-# .invalid) or a name or address of a local network. The .example top-level domain is
-# left out: it is what examples (these shipped campaigns too) write for a fictional
-# company, and no real campaign uses it.
-_PLACEHOLDER_SUFFIXES = (".local", ".test", ".invalid", ".localhost", ".lan", ".internal",
-                         ".home.arpa")
-_PLACEHOLDER_NAMES = {"localhost", "example.com", "example.org", "example.net"}
+# Hosts no reader can reach: a placeholder left in (see campaign.placeholder_name) or a
+# name or address of a local network.
+_LOCAL_SUFFIXES = (".local", ".lan", ".internal", ".home.arpa")
 
 
 class Kind(enum.Enum):
@@ -64,6 +61,8 @@ class Kind(enum.Enum):
     NO_ALT = "image without alt"
     HTTP_IMAGE = "image over http"
     DIVERGENT = "text and HTML differ"
+    PLACEHOLDER_ADDRESS = "placeholder address"
+    NO_ONE_CLICK = "no one-click unsubscribe"
 
 
 @dataclass(frozen=True)
@@ -98,6 +97,16 @@ _UNSUBSCRIBE_TEXT = Finding(Kind.UNSUBSCRIBE_TEXT, "the unsubscribe link is not 
                             "add {{ unsubscribe_url }} to the text template")
 
 
+_NO_ONE_CLICK = Finding(Kind.NO_ONE_CLICK, "the message offers no one-click unsubscribe: "
+                                          "RFC 8058 needs an https: link (an http: or "
+                                          "mailto: link alone does not give it), and Gmail "
+                                          "and Yahoo ask it of bulk mail",
+                        "add an https:// link to `unsubscribe:` (a mailto: link may stay "
+                        "beside it)")
+# The fields whose addresses replies, bounces and unsubscribe requests go to
+_SENDING_FIELDS = ("from", "sender", "reply_to", "return_path")
+
+
 def _kb(size: float) -> str:
     return f"{size / 1024:,.0f} KB" if size < 1024 * 1024 else f"{size / 1048576:,.1f} MB"
 
@@ -125,10 +134,7 @@ def _encoded_size(part: Part) -> int:
 @functools.lru_cache(maxsize=1024)
 def _placeholder_host(host: str) -> bool:
     host = host.lower().rstrip(".")
-    if host in _PLACEHOLDER_NAMES or host.endswith(_PLACEHOLDER_SUFFIXES):
-        return True
-    if re.fullmatch(r"example\.[a-z]{2,}(\.[a-z]{2})?", host) or host.endswith(
-            (".example.com", ".example.org", ".example.net")):
+    if placeholder_name(host) or host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
         return True
     if not (":" in host or host.replace(".", "").isdigit()):
         return False  # a name, not an address
@@ -240,6 +246,9 @@ class Inspector:
             found.append(_TEMPLATE_LEFT)
         if rendered.unsubscribe:
             found += self._unsubscribe(rendered.unsubscribe, html, text)
+            if not any(link[:6].lower() == "https:" for link in rendered.unsubscribe):
+                found.append(_NO_ONE_CLICK)
+        found += _placeholder_addresses(rendered)
         if self.compare_parts and html is not None and self._compared < DIVERGENCE_ROWS:
             self._compared += 1
             overlap = _overlap(html, text)
@@ -291,6 +300,40 @@ class Inspector:
         if text and not any(text.rfind(link) >= 0 for link in links):
             found.append(_UNSUBSCRIBE_TEXT)
         return found
+
+
+def _placeholder_addresses(rendered: Rendered) -> list[Finding]:
+    """A finding for each address of From, Sender, Reply-To, the envelope sender and the
+    unsubscribe links that is at a placeholder host (see :func:`_placeholder_host`), and
+    for a List-Id under one."""
+    found = []
+    for key in _SENDING_FIELDS:
+        value = getattr(rendered, f"{key}_" if key == "from" else key)
+        addresses = value if isinstance(value, tuple) else (value,) if value else ()
+        found += [_placeholder_address(f"{key}: {address.addr_spec}")
+                  for address in addresses if _placeholder_host(address.domain)]
+    for link in rendered.unsubscribe:
+        scheme, _, rest = link.partition(":")
+        try:
+            host = (rest.partition("?")[0].rpartition("@")[2] if scheme.lower() == "mailto"
+                    else urlsplit(link).hostname or "")
+        except ValueError:  # not a valid address: the unsubscribe check says so
+            continue
+        if host and _placeholder_host(host):
+            found.append(_placeholder_address(f"unsubscribe: {link[:60]}"))
+    list_id = (rendered.list_id or "").rpartition("<")[2].rstrip(">")
+    if list_id and _placeholder_host(list_id):  # a name under the sender's own domain
+        found.append(_placeholder_address(f"list_id: {list_id}"))
+    return found
+
+
+def _placeholder_address(example: str) -> Finding:
+    return Finding(Kind.PLACEHOLDER_ADDRESS,
+                   "an address the message gives for replies, bounces or unsubscribing (or "
+                   "its List-Id) is a placeholder (a reserved name such as example.org, .test "
+                   "or .invalid, or a local one): nothing sent there arrives, and servers "
+                   "distrust mail from such a domain", "put in your own in the campaign file",
+                   example=example)
 
 
 def _judge(name: str, attributes: str) -> tuple[Finding, ...]:

@@ -8,6 +8,8 @@ template source where that is safe, files cached) and then turns each row into a
 from __future__ import annotations
 
 import atexit
+import difflib
+import itertools
 import math
 import os
 import re
@@ -49,9 +51,9 @@ from .assets import (
     resolve_attachments,
     resolve_inside,
 )
-from .campaign import AddressField, Campaign, where_expression
+from .campaign import AddressField, Campaign, placeholder_name, where_expression
 from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
-from .errors import ConfigError, MailmergeError, RowError, RowErrors, TemplateError
+from .errors import CellError, ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .fill import fill, fill_pieces, row_context
 from .flatten import flatten
 from .htmlpart import html_to_text, refuse_script_links
@@ -60,9 +62,10 @@ from .notices import Notice
 from .pageinline import PageInliner
 from .pagescan import Page, PageScanner, template_text
 from .placeholders import Placeholders
-from .sheet import Row
+from .sheet import Row, describe_bad_cell
 from .signing import load_signer
 from .suppress import load_suppressions
+from .xlsxrows import BadCell
 
 CID_DOMAIN = "mailmerge"
 MAX_HEADER_CHARS = 1000
@@ -81,6 +84,14 @@ class UndefinedName(jinja2.UndefinedError):
     def __init__(self, message: str | None, name: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class BadCellUsed(jinja2.UndefinedError):
+    """A template used a cell that holds no usable value (see sheet.Row.bad)."""
+
+    def __init__(self, message: str | None, column: str, cell: BadCell) -> None:
+        super().__init__(message)
+        self.column, self.cell = column, cell
 
 
 class _Undefined(jinja2.StrictUndefined):
@@ -391,7 +402,12 @@ class Renderer:
                 "no `unsubscribe:` link: Gmail and Yahoo junk or refuse bulk mail without "
                 "one-click unsubscribe; add one, or set `transactional: true` for invoices, "
                 "receipts and other one-to-one mail"))
-        self.where = self._compile_where(campaign.where) if campaign.where else None
+        if placeholder_name(campaign.smtp.host):
+            self.notices.append(Notice.warning(
+                f"`smtp.host` {campaign.smtp.host} is a placeholder: put in the SMTP server "
+                "of your mail provider before you send"))
+        self.where = self._compile_where("where", campaign.where)
+        self.where_option = self._compile_where("--where", campaign.where_option)
         lists = list(campaign.suppress)
         bounced = campaign.bounces.suppress_to if campaign.bounces else None
         if bounced is not None and bounced.exists() and bounced not in lists:
@@ -423,7 +439,7 @@ class Renderer:
     def _syntax_error(self, key: str, exc: jinja2.TemplateSyntaxError) -> TemplateError:
         return TemplateError(f"`{key}` is not a valid template: {exc.message}",
                              path=self.campaign.path, line=self.campaign.line_of(key),
-                             hint="check the {{ }} and {% %} pairs")
+                             hint=syntax_hint(exc.message or "", self.env))
 
     def _compile(self, key: str, source: str) -> jinja2.Template:
         try:
@@ -437,21 +453,38 @@ class Renderer:
         except jinja2.TemplateSyntaxError as exc:
             raise self._syntax_error(key, exc) from exc
 
-    def _compile_where(self, text: str) -> Callable[..., Any]:
+    def _compile_where(self, key: str, text: str | None) -> Callable[..., Any] | None:
+        """The `where:` filter or the --where option (``key``), compiled; None when not set."""
+        if not text:
+            return None
+        expression = where_expression(text)
         try:
-            return self.env.compile_expression(where_expression(text), undefined_to_none=False)
+            return self.env.compile_expression(expression, undefined_to_none=False)
         except jinja2.TemplateSyntaxError as exc:
-            raise self._syntax_error("where", exc) from exc
+            what, hint = explain_expression(expression, exc.message or "", self.env)
+            if key == "--where":
+                raise TemplateError(f"the --where option {expression!r} is not a valid "
+                                    f"expression: {what}", hint=hint) from exc
+            raise TemplateError(f"`where` {expression!r} is not a valid expression: {what}",
+                                path=self.campaign.path, line=self.campaign.line_of("where"),
+                                hint=hint) from exc
 
     def selects(self, row: Row) -> bool:
-        """Whether the `where:` filter keeps this row. Raises RowErrors when it fails."""
-        if self.where is None or row.problem is not None:
+        """Whether the `where:` filter and the --where option keep this row. Raises RowErrors
+        when one fails."""
+        if (self.where is None and self.where_option is None) or row.problem is not None:
             return True
-        try:
-            with TimeBudget(ROW_SECONDS):
-                return bool(self.where(**self.context(row)))
-        except (*_RUNTIME_ERRORS, TooSlow) as exc:
-            raise RowErrors(row.number, [self._template_error(row, exc, "where")]) from None
+        context = self.context(row)
+        for key, where in (("where", self.where), ("--where", self.where_option)):
+            if where is None:
+                continue
+            try:
+                with TimeBudget(ROW_SECONDS):
+                    if not where(**context):
+                        return False
+            except (*_RUNTIME_ERRORS, TooSlow) as exc:
+                raise RowErrors(row.number, [self._template_error(row, exc, key)]) from None
+        return True
 
     def _load(self, path: Path, env: jinja2.Environment | None = None) -> jinja2.Template:
         try:
@@ -459,7 +492,7 @@ class Renderer:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"template syntax error: {exc.message}",
                                 path=exc.filename or path, line=exc.lineno,
-                                hint="fix the template; {{ }} and {% %} must be balanced") from exc
+                                hint=syntax_hint(exc.message or "", env or self.env)) from exc
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(f"template {exc.name!r} not found", path=path,
                                 hint="{% include %} and {% extends %} paths are relative to "
@@ -467,6 +500,10 @@ class Renderer:
         except UnicodeDecodeError as exc:
             raise TemplateError("the template is not UTF-8 text", path=path,
                                 hint="save it as UTF-8") from exc
+        except OSError as exc:  # unreadable (its permissions), or a folder it includes
+            raise TemplateError(f"cannot read the template: {exc.strerror or exc}",
+                                path=exc.filename or path,
+                                hint="make it a file you may read") from exc
 
     def _prepare_css(self) -> None:
         assert self.html is not None and self.html.filename is not None
@@ -521,7 +558,15 @@ class Renderer:
     # --- per row ----------------------------------------------------------------------------
 
     def context(self, row: Row) -> dict[str, Any]:
-        """What the row's templates render over (see :func:`fill.row_context`)."""
+        """What the row's templates render over (see :func:`fill.row_context`). A cell that
+        holds no usable value is undefined there: a template that uses it fails (and
+        ``|default`` and ``is defined`` see it as missing)."""
+        if row.bad:
+            return row_context(self.env.globals, {**row.values, **{
+                column: _Undefined(describe_bad_cell(cell)[0], name=column,
+                                   exc=partial(BadCellUsed, column=column,  # type: ignore[arg-type]
+                                               cell=cell))
+                for column, cell in row.bad.items()}})
         return row_context(self.env.globals, row.values)
 
     def render(self, row: Row) -> Rendered | Suppressed:
@@ -550,6 +595,9 @@ class Renderer:
         errors: list[MailmergeError] = []
         failed: set[str] = set()  # the keys whose errors are in ``errors``
         ctx = self.context(row)
+        key_column = self.campaign.recipients.key
+        if row.bad and key_column is not None and key_column in row.bad:  # the journal's key
+            errors.append(self._cell_error(row, key_column, row.bad[key_column]))
         self.last_page = None
 
         def attempt(key: str, work: Callable[[], T], default: T) -> T:
@@ -621,7 +669,6 @@ class Renderer:
                     "domain (`dkim.domain`)"))
         if sender and len(from_) == 1 and sender[0].addr_spec.lower() == from_[0].addr_spec.lower():
             sender = ()
-        key_column = self.campaign.recipients.key
         recipients = addresses["to"] or addresses["cc"] or addresses["bcc"]
         key = str(row.values[key_column]) if key_column else address_key(recipients[0].addr_spec)
         return Rendered(
@@ -823,10 +870,25 @@ class Renderer:
         column = column_of(row, exc.value) if exc.value is not None else None
         if column is not None:
             return RowError(f"`{key}`: {exc}", path=self.sheet_path, row=row.number,
-                            column=column, hint="correct the cell in the sheet")
+                            column=column, hint=exc.hint or "correct the cell in the sheet")
         return RowError(f"`{key}`: {exc}", path=self.campaign.path,
                         line=self.campaign.line_of(key), row=row.number,
-                        hint="correct the campaign file or the sheet")
+                        hint=exc.hint or "correct the campaign file or the sheet")
+
+    def _template_names(self) -> list[str]:
+        """The files in the folders of the campaign's templates (the first thousand)."""
+        loader = self.env.loader
+        assert isinstance(loader, jinja2.ChoiceLoader)
+        folders = loader.loaders[1]
+        assert isinstance(folders, jinja2.FileSystemLoader)
+        names: list[str] = []
+        for folder in folders.searchpath:
+            try:
+                names += [p.name for p in itertools.islice(Path(folder).iterdir(), 1000)
+                          if p.is_file()]
+            except OSError:
+                continue
+        return names
 
     def _loaded_files(self) -> set[str]:
         """The files of the templates loaded so far: those named, what they extend and
@@ -835,17 +897,33 @@ class Renderer:
         return {t.filename for env in envs for t in (env.cache or {}).values()
                 if isinstance(t, jinja2.Template) and t.filename}
 
-    def _template_error(self, row: Row, exc: BaseException, key: str) -> TemplateError:
+    def _cell_error(self, row: Row, column: str, cell: BadCell) -> CellError:
+        what, how = describe_bad_cell(cell)
+        return CellError(what, path=self.sheet_path, row=row.number, column=column,
+                         cell=cell.reference, hint=how)
+
+    def _template_error(self, row: Row, exc: BaseException, key: str) -> MailmergeError:
+        if isinstance(exc, BadCellUsed):
+            return self._cell_error(row, exc.column, exc.cell)
         message = getattr(exc, "message", None) or str(exc)
         hint = None
         if isinstance(exc, UndefinedName):
-            hint = (f"the sheet has no column {exc.name!r}; its columns are: "
+            hint = (f"the sheet has no column {exc.name!r}"
+                    f"{_nearest(exc.name, [c for c in self.columns if c])}; its columns are: "
                     + ", ".join(c for c in self.columns if c)
                     + ' (a column with spaces is row["Column Name"])')
+        elif isinstance(exc, jinja2.UndefinedError) and (
+                missing := _MISSING_KEY.fullmatch(message)) is not None:  # row["frist name"]
+            near = _nearest(missing.group(1), [c for c in self.columns if c])
+            hint = f"no such key{near}" if near else None  # the row's columns are near
         elif isinstance(exc, TypeError) and _numbers_as_text(row):
             hint = ("CSV cells are text: convert numbers with |int or |float, e.g. "
                     "{% if points|int > 1000 %}")
             message = f"{type(exc).__name__}: {message}"
+        elif isinstance(exc, jinja2.TemplateNotFound):  # its message is the name alone
+            message = (f"the template {exc.name!r} it includes or extends is not a file "
+                       f"there{_nearest(str(exc.name), self._template_names())}")
+            hint = "{% include %} and {% extends %} name a file in the template's folder"
         elif isinstance(exc, LinkedOut):
             hint = "keep the templates that are included or extended inside their folder"
         elif isinstance(exc, TooBig):
@@ -862,6 +940,9 @@ class Renderer:
         else:
             message = f"{type(exc).__name__}: {message}" if not isinstance(
                 exc, jinja2.TemplateError) else message
+        if key == "--where":  # not in the campaign file
+            return TemplateError(f"the --where option {self.campaign.where_option!r}: "
+                                 f"{message}", row=row.number, hint=hint)
         template = {"html": self.html, "text": self.text, "markdown": self.markdown,
                     "layout": self.layout}.get(key)
         if template is not None and template.filename:
@@ -870,6 +951,86 @@ class Renderer:
                                  line=where[1] if where else None, row=row.number, hint=hint)
         return TemplateError(f"`{key}`: {message}", path=self.campaign.path,
                              line=self.campaign.line_of(key), row=row.number, hint=hint)
+
+
+_LONE_EQUALS = re.compile(r"(?<![=!<>])=(?!=)")
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_EXAMPLE = "e.g. country == 'DE' and points|int > 100"
+
+
+def explain_expression(expression: str, message: str,
+                       env: jinja2.Environment) -> tuple[str, str]:
+    """What is wrong with a `where` expression that does not compile (jinja2's
+    ``message`` says it for a template, not for one expression), and how to fix it."""
+    outside = _QUOTED.sub(lambda m: " " * len(m.group()), expression)
+    equals = _LONE_EQUALS.search(outside)  # (a filter's argument may be name=value)
+    if equals is not None and (message == "chunk after expression" or "got '='" in message):
+        fixed = expression[:equals.start()] + "==" + expression[equals.end():]
+        return "a single = does not compare", f"write == to compare: {fixed}"
+    if message == "chunk after expression":
+        return ("something follows where the expression ends",
+                f"join conditions with and / or, {_EXAMPLE}")
+    if "end of template" in message.lower():
+        return ("the expression ends too soon (after an operator, or inside brackets or "
+                "quotes)", f"complete it, {_EXAMPLE}")
+    hint = syntax_hint(message, env)
+    return message, (hint if hint != _NO_HINT else
+                     f"write a condition on the sheet's columns, {_EXAMPLE}")
+
+
+_BALANCE = "every {{ needs its }} and every {% its %}"
+_NO_HINT = "see the template syntax of jinja2"
+_CLOSE = "every {% if %} needs its {% endif %} and every {% for %} its {% endfor %}"
+_SIDE_BY_SIDE = ("expected token 'end of print statement', got",
+                 "expected token 'end of statement block', got")
+
+
+def syntax_hint(message: str, env: jinja2.Environment) -> str:
+    """How to fix the syntax error jinja2 describes in ``message``: the balance of the
+    {{ }} and {% %} pairs only when that is what it found."""
+    tag = re.fullmatch(r"Encountered unknown tag '(\w+)'\.(.*)", message, re.S)
+    named = re.fullmatch(r"No (filter|test) named '([^']*)'\.?", message)
+    if tag is not None and "looking for" in tag.group(2):
+        return f"the blocks close in the wrong order: {_CLOSE}, the inner one first"
+    if tag is not None and tag.group(1).startswith("end"):
+        return f"no open block ends here: remove it, or open the block; {_CLOSE}"
+    if tag is not None:
+        return "no such tag" + _nearest(tag.group(1), _TAGS)
+    if named is not None:
+        known = env.filters if named.group(1) == "filter" else env.tests
+        return f"jinja2 has no such {named.group(1)}" + _nearest(named.group(2), list(known))
+    if "looking for the following tags" in message:
+        return _CLOSE
+    if "end of template" in message.lower() or message == "unexpected '}'":
+        return _BALANCE
+    if message.startswith(_SIDE_BY_SIDE):
+        return ("two names stand side by side: a column whose name has a space is "
+                'row["first name"], and texts are joined with ~')
+    if message.startswith("unexpected '}', expected"):
+        return "close the brackets that the expression opens before its }}"
+    char = re.match(r"unexpected char '(.)'", message)
+    if char is not None and char.group(1) in "'\"":
+        return "a text in the expression needs its quotes on both sides"
+    if char is not None:
+        return f"{char.group(1)} has no meaning in an expression there"
+    return _NO_HINT
+
+
+_TAGS = ["if", "elif", "else", "for", "set", "macro", "call", "filter", "block", "extends",
+         "include", "import", "from", "raw", "with", "autoescape", "break", "continue"]
+
+
+_MISSING_KEY = re.compile(r"'dict object' has no attribute '(.+)'", re.S)
+
+
+def _nearest(name: str, names: list[str]) -> str:
+    """" (did you mean 'first_name'?)" for the names most like ``name`` (regardless of
+    case; one that begins the other first), or nothing."""
+    folded = {candidate.casefold(): candidate for candidate in names}
+    key = name.casefold()
+    close = [folded[c] for c in difflib.get_close_matches(key, folded, n=3)]
+    close.sort(key=lambda c: not (key.startswith(c.casefold()) or c.casefold().startswith(key)))
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
 def _default_layout() -> str:

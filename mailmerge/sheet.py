@@ -14,7 +14,7 @@ import re
 import unicodedata
 import zipfile
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 from xml.etree.ElementTree import ParseError
@@ -24,7 +24,7 @@ from xml.parsers.expat import ExpatError
 from .campaign import Recipients
 from .errors import SheetError
 from .notices import Notice
-from .xlsxrows import Record, column_letters, sheet_value
+from .xlsxrows import BadCell, FlaggedRow, Record, column_letters, sheet_value
 
 CSV_DELIMITERS = (",", ";", "\t")
 _OLE_PROBE = 1 << 20  # the start of a file, where an OLE container lists its streams
@@ -33,6 +33,12 @@ _SNIFF_BYTES = 64 * 1024
 _LONE_CR = re.compile(r"(?<=\r)(?!\n)")
 # csv's default cell limit is 128 KiB; a newsletter cell may hold a whole article.
 CSV_CELL_LIMIT = 16 * 1024 * 1024
+# The errors a spreadsheet's formula can give, as it shows them (and exports them to CSV)
+EXCEL_ERRORS = frozenset({
+    "#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
+    "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!",
+    "#EXTERNAL!", "#PYTHON!"})
+_ERROR_TEXT = re.compile("#(?:" + "|".join(re.escape(e[1:]) for e in sorted(EXCEL_ERRORS)) + ")")
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,44 @@ class Row:
     # A problem of this row alone (a stray cell, a NUL byte): the row is reported, the
     # rest of the sheet goes on.
     problem: SheetError | None = None
+
+    @property
+    def bad(self) -> Mapping[str, BadCell] | None:
+        """The cells that hold no usable value (an error, a formula not calculated), by
+        column: a message that uses one fails; the others do not matter."""
+        return None
+
+
+@dataclass(frozen=True)
+class RowWithBadCells(Row):
+    """A row with cells that hold no usable value: a class of its own, so that the rows
+    of a sheet, which have none, are made with a field less (a tenth of a CSV row's
+    reading)."""
+
+    cells: Mapping[str, BadCell] = field(default_factory=dict)
+
+    @property
+    def bad(self) -> Mapping[str, BadCell] | None:
+        return self.cells
+
+
+def describe_bad_cell(cell: BadCell) -> tuple[str, str]:
+    """What is wrong with a cell that holds no usable value, and how to fix it."""
+    if cell.kind == "formula":
+        return ("the cell holds a formula whose value the file does not store (the program "
+                "that wrote it did not calculate it), so the message would show nothing",
+                "open the workbook in Excel or LibreOffice and save it, so that it stores the "
+                "values; or type the values in")
+    if cell.kind == "date":
+        return ("the cell is formatted as a date but holds a number past any date",
+                "type the date in again, or format the cell as a number")
+    if cell.kind == "error":
+        return (f"the cell holds the error {cell.text} that its formula gives",
+                "correct the formula or the cells it uses, and save the workbook; or type "
+                "the value in")
+    return (f"the cell holds {cell.text}, a spreadsheet's formula error exported as text",
+            "correct the formula in the spreadsheet and export the sheet again; or type the "
+            "value in")
 
 
 class Sheet:
@@ -101,6 +145,11 @@ def open_sheet(recipients: Recipients) -> Sheet:
 
 
 def _header(path: Path, number: int, cells: list[Any]) -> tuple[str, ...]:
+    for cell in cells:
+        if cell.__class__ is BadCell:
+            what, how = describe_bad_cell(cell)
+            raise SheetError(f"cell {cell.reference} of the header row: {what}", path=path,
+                             row=number, hint=f"{how}: the header names the columns")
     columns = tuple("" if c is None else str(c).strip() for c in cells)
     while columns and not columns[-1]:
         columns = columns[:-1]
@@ -208,7 +257,24 @@ def _make_row(path: Path, number: int, columns: tuple[str, ...], cells: list[Any
         for name in columns:
             if name and name not in values:
                 values[name] = ""
+    if cells.__class__ is FlaggedRow:
+        bad = {name: value for name, value in values.items() if value.__class__ is BadCell}
+        if bad:
+            return RowWithBadCells(number, values, problem, bad)
     return Row(number, values, problem)
+
+
+def _may_hold_an_error(text: str) -> bool:
+    """Whether ``text`` (a row's cells joined, holding a #) holds a spreadsheet's error."""
+    return _ERROR_TEXT.search(text) is not None
+
+
+def _exported_errors(number: int, record: list[str]) -> list[Any]:
+    """A CSV row whose cells that hold a spreadsheet's error (#N/A ...) are BadCells."""
+    if not any(cell in EXCEL_ERRORS for cell in record):
+        return record
+    return FlaggedRow(BadCell(f"{_letter(index)}{number}", "exported", cell)
+                      if cell in EXCEL_ERRORS else cell for index, cell in enumerate(record))
 
 
 # --- CSV -----------------------------------------------------------------------------------
@@ -313,7 +379,13 @@ def _open_csv(recipients: Recipients) -> Sheet:
         width, named = len(columns), "" not in columns
         try:
             while (record := next_record()) is not None:
-                if _is_usual(record, width, named) and "\x00" not in "".join(record):
+                joined = "".join(record)
+                # every error ends in ! but #N/A, #NAME? and #GETTING_DATA: tests in C rule
+                # out most rows with a # (a link's #fragment) before the pattern looks
+                if "#" in joined and ("!" in joined or "#N" in joined or "#G" in joined) \
+                        and _may_hold_an_error(joined):
+                    record = _exported_errors(number, record)
+                elif _is_usual(record, width, named) and "\x00" not in joined:
                     yield _usual_row(number, columns, record, record)
                     continue
                 row = _make_row(path, number, columns, record, None)
@@ -442,7 +514,8 @@ def _open_xlsx(recipients: Recipients) -> Sheet:
         width, named = len(columns), "" not in columns
         try:
             for number, record in records:
-                if _is_usual(record, width, named):  # XML cannot hold a NUL byte
+                if record.__class__ is not FlaggedRow and _is_usual(record, width, named):
+                    # (XML cannot hold a NUL byte)
                     yield _usual_row(number, columns, record, record
                                      if record.__class__ is tuple  # as kept already
                                      else map(sheet_value, record))

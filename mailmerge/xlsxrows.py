@@ -18,7 +18,8 @@ import html
 import operator
 import re
 from collections.abc import Iterator, Sequence
-from typing import IO, Any
+from dataclasses import dataclass
+from typing import IO, Any, Literal
 from xml.parsers import expat
 
 _CHUNK = 1 << 16
@@ -29,6 +30,36 @@ _LETTERS: dict[str, int] = {}
 
 
 MAX_COLUMN = 16_384  # XFD, the last column a worksheet can have
+
+
+# What a cell holds instead of a value: an error a formula gave (t="e": #N/A, #DIV/0! ...),
+# a formula whose result the file does not store (a program wrote it without calculating
+# it), a date past any date, or, in a CSV file, an error a spreadsheet exported as text.
+BadKind = Literal["error", "formula", "date", "exported"]
+
+
+@dataclass(frozen=True, slots=True)
+class BadCell:
+    """A cell that holds no value a message can use (see BadKind). As text it is what a
+    spreadsheet shows (the error, or nothing); a template that uses it fails its row."""
+
+    reference: str  # "D5"
+    kind: BadKind
+    text: str = ""  # the error, as "#N/A"
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class FlaggedRow(list[Any]):
+    """The cells of a row, one of which at least is a :class:`BadCell`: only such rows
+    are looked through for them."""
+
+    __slots__ = ()
+
+
+def _flagged(row: list[Any]) -> list[Any]:
+    return row if row.__class__ is FlaggedRow else FlaggedRow(row)
 
 
 def _column(reference: str) -> int:
@@ -104,6 +135,9 @@ class _Cells:
         self.collect = False
         self.phonetic = False
         self.inline = False
+        self.bad_row = False  # value_of made a BadCell in the row being read
+        self.formula = False  # the cell has an <f>
+        self.has_value = False  # ... and a <v>
         self.in_data = False
         self.form: _RowForm | None = None  # the form most rows have lately had
 
@@ -118,9 +152,9 @@ class _Cells:
             style = attrs.get("s")
             self.style = int(style) if style else 0
             self.text = []
-            self.inline = False
+            self.inline = self.formula = self.has_value = False
         elif name == "v":
-            self.collect = True
+            self.collect = self.has_value = True
         elif name == "t":
             self.collect = self.inline and not self.phonetic
         elif name == "is":
@@ -129,6 +163,8 @@ class _Cells:
             self.phonetic = True
         elif name == "sheetData":
             self.in_data = True
+        elif name == "f":
+            self.formula = True
         elif ":" in name:  # a writer that gives the namespace a prefix ("x:c")
             self.start(name.rpartition(":")[2], attrs)
         elif name == "row" and self.in_data:
@@ -140,6 +176,10 @@ class _Cells:
     def end(self, name: str) -> None:
         if name == "c":
             value = self._value()
+            if value is None and self.formula and (self.kind != "str" or not self.has_value):
+                value = BadCell(f"{column_letters(self.column)}{self.number}", "formula")
+            if value.__class__ is BadCell:
+                self.row = _flagged(self.row)
             if value is not None:
                 row = self.row
                 if len(row) < self.column:
@@ -172,7 +212,9 @@ class _Cells:
             self.kind, self.style, self.column = kind, style, column
             self.number, self.inline, self.text = number, inline, [raw]
             value = self._value()
-            if kind == "n":
+            if value.__class__ is BadCell:  # its own reference: not kept for other cells
+                self.bad_row = True
+            elif kind == "n":
                 if len(self.known_dates) >= _KNOWN_DATES:
                     self.known_dates.clear()
                 self.known_dates[key] = value
@@ -198,16 +240,19 @@ class _Cells:
             if self.style in self.dates:
                 try:
                     return from_excel(value, self.epoch, timedelta=self.style in self.durations)
-                except (OverflowError, ValueError):
-                    return "#VALUE!"
+                except (OverflowError, ValueError):  # a serial past any date: an error
+                    return BadCell(f"{column_letters(self.column)}{self.number}", "date",
+                                   "#VALUE!")  # as openpyxl reads it
             return value
         if kind == "b":
             return bool(int(text))
+        if kind == "e":
+            return BadCell(f"{column_letters(self.column)}{self.number}", "error", text)
         if kind == "d":  # an ISO 8601 date, as strict Office Open XML writes them (rare)
             from openpyxl.utils.datetime import from_ISO8601
 
             return from_ISO8601(text)  # type: ignore[no-untyped-call]  # untyped in the stubs
-        return text  # "str" (a formula's text), "e" (an error such as #N/A)
+        return text  # "str" (a formula's text)
 
 
 class _Strings:
@@ -460,12 +505,16 @@ def _read_cells(cells: _Cells, text: str) -> list[Record] | None:
             if kind == "inlineStr":
                 value = raw if inline else None
             elif not raw:
-                continue
+                if "<f" not in whole or (kind == "str" and "<v>" in whole):
+                    continue  # empty, or a formula whose value is the empty text
+                value, row = BadCell(f"{letters}{number}", "formula"), _flagged(row)
             elif kind == "s" and raw.isdigit() and (position := int(raw)) < len(shared):
                 value = shared[position]
             elif kind == "n" and style not in dates:
                 value = _cast_number(raw)
-            else:  # dates, booleans, errors, formulas' text, a bad index: as expat's path
+            elif kind == "e":
+                value, row = BadCell(f"{letters}{number}", "error", raw), _flagged(row)
+            else:  # dates, booleans, formulas' text, a bad index: as expat's path
                 value = cells.value_of(raw, kind, style, index, number, bool(inline))
             if value is not None:
                 if len(row) == index - 1:  # the next column, as most cells are
@@ -480,6 +529,8 @@ def _read_cells(cells: _Cells, text: str) -> list[Record] | None:
             if empty:  # <row r="5"/>
                 rows.append((number, row))
         else:  # </row>
+            if cells.bad_row:
+                row, cells.bad_row = _flagged(row), False
             rows.append((number, row))
     cells.number = number
     return rows
@@ -562,7 +613,8 @@ class _RowForm:
             cells.form = _RowForm.learn(cells, text) or self
         return rows
 
-    def _values(self, cells: _Cells, number: int, match: tuple[str, ...]) -> tuple[Any, ...]:
+    def _values(self, cells: _Cells, number: int, match: tuple[str, ...]
+                ) -> tuple[Any, ...] | list[Any]:
         """The row's values as a row keeps them (see :func:`sheet_value`)."""
         shared = cells.shared
         values: list[Any] = []
@@ -576,6 +628,9 @@ class _RowForm:
             else:
                 values.append(sheet_value(cells.value_of(raw, kind, style, len(values) + 1,
                                                          number)))
+        if cells.bad_row:  # a date past any date (see _Cells._value)
+            cells.bad_row = False
+            return FlaggedRow(values)
         return tuple(values)
 
 

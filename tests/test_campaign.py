@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,51 @@ def test_a_templated_attachment_that_renders_empty_attaches_nothing(basic) -> No
                                                       ["a@x.org", "A", ""]])
     (built, msg), = c.messages()
     assert list(msg.iter_attachments()) == []
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_campaign(path)
+    return str(info.value)
+
+
+def test_a_folder_named_as_the_sheet_or_a_template_says_it_is_a_folder(tmp_path: Path) -> None:
+    config = tmp_path / "campaign.yaml"
+    (tmp_path / "mail.html").write_text("<p>x</p>")
+    (tmp_path / "people").mkdir()
+    (tmp_path / "people" / "march.csv").write_text("email\n")
+    (tmp_path / "people" / "notes.doc").write_text("")
+    config.write_text(BASE.replace("recipients: people.csv", "recipients: people"))
+    assert load_error(config) == (
+        f"{config}, line 6: `recipients` names {tmp_path / 'people'}, which is a folder, not "
+        "a file; name a file in it, e.g. people/march.csv")
+    (tmp_path / "templates").mkdir()
+    config.write_text(BASE.replace("html: mail.html", "html: templates"))
+    assert load_error(config) == (
+        f"{config}, line 4: `templates` names {tmp_path / 'templates'}, which is a folder, "
+        "not a file; name the file itself, not its folder")
+
+
+def test_a_missing_file_suggests_the_nearest_names(tmp_path: Path) -> None:
+    config = tmp_path / "campaign.yaml"
+    (tmp_path / "mail.html").write_text("<p>x</p>")
+    (tmp_path / "people.csv").write_text("email\n")
+    config.write_text(BASE.replace("recipients: people.csv", "recipients: poeple.csv"))
+    assert load_error(config) == (
+        f"{config}, line 6: `recipients` names {tmp_path / 'poeple.csv'}, which does not "
+        "exist; did you mean people.csv? paths are relative to the campaign file's folder")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_fifo_or_a_device_as_the_sheet_is_refused_without_reading_it(tmp_path: Path,
+                                                                        kind: str) -> None:
+    config = tmp_path / "campaign.yaml"
+    (tmp_path / "mail.html").write_text("<p>x</p>")
+    if kind == "fifo":
+        os.mkfifo(tmp_path / "people.csv")  # opening it to read would wait for a writer
+    else:
+        (tmp_path / "people.csv").symlink_to(kind)
+    config.write_text(BASE)
+    assert load_error(config) == (
+        f"{config}, line 6: `recipients` names {tmp_path / 'people.csv'}, which is not a "
+        "regular file (a FIFO or a device); name a file saved on disk")

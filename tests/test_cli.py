@@ -15,10 +15,12 @@ from click.testing import CliRunner
 
 from mailmerge.cli import cli
 
-from .conftest import content, parse, tree
+from .conftest import SMTP_BLOCK, content, parse, tree
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "campaigns").glob("*.yaml"))
+HTML_TOTAL = ('<html lang="en"><head><title>T</title></head><body><p>Hi {{ name }}, you owe '
+              "{{ total }}.</p></body></html>")
 
 
 def run(*args: str):
@@ -284,7 +286,10 @@ def test_where_errors(basic) -> None:
             "no column 'contry'") in result.output
     result = run("check", str(c.folder / "campaign.yaml"), "--where", "country ==")
     assert result.exit_code == 2
-    assert "`where` is not a valid template" in result.output
+    assert result.output == (
+        "Error: the --where option 'country ==' is not a valid expression: the expression "
+        "ends too soon (after an operator, or inside brackets or quotes); complete it, e.g. "
+        "country == 'DE' and points|int > 100\n")
 
 
 def test_init_creates_a_campaign_that_previews(tmp_path: Path, monkeypatch) -> None:
@@ -523,3 +528,108 @@ def test_preview_watch_takes_a_folder(basic, tmp_path: Path) -> None:
     finally:
         watcher.terminate()
         watcher.communicate(timeout=10)
+def test_formulas_not_calculated_and_error_cells_that_a_message_uses_fail_their_rows(
+        basic) -> None:
+    c = basic("recipients: people.xlsx\nwhere: \"{{ (points or 0) >= 0 }}\"\n",
+              html=HTML_TOTAL, rows=[["email", "name"], ["a@x.org", "A"]])
+    c.xlsx([["email", "name", "total", "notes", "points"],
+            ["a@x.org", "A", 5, "#N/A", 1],  # an error in a column no template uses
+            ["b@x.org", "B", "=C2*2", "", 1],  # a formula openpyxl did not calculate
+            ["c@x.org", "C", "#DIV/0!", "", 1],
+            ["d@x.org", "D", 7, "", "#VALUE!"],  # in the `where:` filter
+            ["e@x.org", "E", 8, "", 1]])
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 1, result.output
+    sheet = c.folder / "people.xlsx"
+    assert result.output == (
+        "Problems in 3 of 5 rows:\n"
+        f"  {sheet}, row 3, column 'total' (cell C3): the cell holds a formula whose value "
+        "the file does not store (the program that wrote it did not calculate it), so the "
+        "message would show nothing; open the workbook in Excel or LibreOffice and save it, "
+        "so that it stores the values; or type the values in\n"
+        f"  {sheet}, row 4, column 'total' (cell C4): the cell holds the error #DIV/0! that "
+        "its formula gives; correct the formula or the cells it uses, and save the workbook; "
+        "or type the value in\n"
+        f"  {sheet}, row 5, column 'points' (cell E5): the cell holds the error #VALUE! that "
+        "its formula gives; correct the formula or the cells it uses, and save the workbook; "
+        "or type the value in\n"
+        "5 rows: 2 messages ok, 3 rows with problems (fix them and run again).\n")
+
+
+def test_a_csv_cell_holding_an_exported_error_fails_the_row_that_uses_it(basic) -> None:
+    c = basic(html=HTML_TOTAL, rows=[["email", "name", "total", "notes"],
+                                     ["a@x.org", "A", "5", "#N/A"],
+                                     ["b@x.org", "B", "#N/A", ""]])
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 1
+    assert result.output == (
+        "Problems in 1 of 2 rows:\n"
+        f"  {c.folder / 'people.csv'}, row 3, column 'total' (cell C3): the cell holds #N/A, "
+        "a spreadsheet's formula error exported as text; correct the formula in the "
+        "spreadsheet and export the sheet again; or type the value in\n"
+        "2 rows: 1 message ok, 1 row with problems (fix them and run again).\n")
+
+
+def test_send_says_the_sender_address_is_a_placeholder(basic, smtp_server) -> None:
+    c = basic('from: "Your Name <you@example.org>"\n' + SMTP_BLOCK.format(port=smtp_server.port),
+              rows=[["email", "name"], ["a@x.org", "A"]])
+    result = run("send", str(c.folder / "campaign.yaml"), "--yes")
+    assert result.exit_code == 0, result.output
+    assert ("Before you send (pre-flight warnings):\n  row 2: an address the message gives "
+            "for replies, bounces or unsubscribing (or its List-Id) is a placeholder"
+            ) in result.output
+    assert "(from: you@example.org); put in your own in the campaign file" in result.output
+
+
+def test_a_where_option_that_is_wrong_is_said_to_be_the_options_not_the_campaigns(
+        basic) -> None:
+    c = basic("where: \"{{ points|int > 1 }}\"\n", rows=WHERE_ROWS)
+    config = str(c.folder / "campaign.yaml")
+    result = run("check", config, "--where", "country = 'Köln'")
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: the --where option \"country = 'Köln'\" is not a valid expression: a single "
+        "= does not compare; write == to compare: country == 'Köln'\n")
+    result = run("check", config, "--where", "contry == 'CN'")
+    assert result.exit_code == 1
+    assert result.output.splitlines()[1] == (
+        "  the --where option \"contry == 'CN'\": 'contry' is undefined; the sheet has no "
+        "column 'contry' (did you mean 'country'?); its columns are: email, name, country, "
+        "points (a column with spaces is row[\"Column Name\"]) [rows 2-4]")
+    result = run("check", config, "--where", "country == 'CN' x")
+    assert result.output == (
+        "Error: the --where option \"country == 'CN' x\" is not a valid expression: something "
+        "follows where the expression ends; join conditions with and / or, e.g. country == "
+        "'DE' and points|int > 100\n")
+    result = run("check", config, "--where", "name|truncate(length=3) ==")
+    assert result.output == (  # an = that is a filter's argument is not taken for a comparison
+        "Error: the --where option 'name|truncate(length=3) ==' is not a valid expression: "
+        "the expression ends too soon (after an operator, or inside brackets or quotes); "
+        "complete it, e.g. country == 'DE' and points|int > 100\n")
+    result = run("check", config, "--where", "points|integer > 10")
+    assert result.output == (
+        "Error: the --where option 'points|integer > 10' is not a valid expression: No "
+        "filter named 'integer'.; jinja2 has no such filter (did you mean 'int' or 'center'?)\n")
+    result = run("check", config, "--where", "country == 'CN'")
+    assert result.exit_code == 0
+    assert result.output == "3 rows: 2 messages ok, 1 row skipped by `where`.\n"
+
+
+def test_a_where_key_with_one_equals_sign_says_so(basic) -> None:
+    c = basic("where: \"{{ country = 'CN' }}\"\n", rows=WHERE_ROWS)
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: {c.folder}/campaign.yaml, line 7: `where` \"country = 'CN'\" is not a valid "
+        "expression: a single = does not compare; write == to compare: country == 'CN'\n")
+
+
+def test_the_same_bad_cell_on_many_rows_is_one_line_naming_the_rows(basic) -> None:
+    c = basic("recipients: people.xlsx\n", html=HTML_TOTAL)
+    c.xlsx([["email", "name", "total"], ["a@x.org", "A", "#N/A"], ["b@x.org", "B", 2],
+            ["c@x.org", "C", "#N/A"]])
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.output.splitlines()[1] == (
+        f"  {c.folder / 'people.xlsx'}, column 'total': the cell holds the error #N/A that "
+        "its formula gives; correct the formula or the cells it uses, and save the workbook; "
+        "or type the value in [rows 2, 4]")  # not the cell of the first row for all

@@ -260,7 +260,8 @@ def test_a_markdown_template_error_names_the_markdown_file_and_line(cdir: Campai
     c = markdown_campaign(cdir, "# Hi\n\n{{ nmae }}\n")
     assert c.errors() == [
         f"{c.root}/templates/body.md, line 3, row 2: 'nmae' is undefined; the sheet has no "
-        "column 'nmae'; its columns are: email, name (a column with spaces is "
+        "column 'nmae' (did you mean 'name'?); its columns are: email, name (a column with "
+        "spaces is "
         "row[\"Column Name\"])"]
 
 

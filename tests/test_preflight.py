@@ -164,12 +164,64 @@ def test_the_shipped_campaigns_warn_nothing(campaign: Path) -> None:
 
 
 @pytest.mark.parametrize("markdown", [False, True], ids=["html", "markdown"])
-def test_the_starter_campaigns_warn_nothing(tmp_path: Path, markdown: bool) -> None:
+def test_an_untouched_starter_fails_a_strict_check_until_its_placeholders_are_yours(
+        tmp_path: Path, markdown: bool) -> None:
     assert run("init", str(tmp_path / "s"), *(["--markdown"] if markdown else [])
                ).exit_code == 0
-    result = run("check", str(tmp_path / "s" / "campaign.yaml"), "--strict")
+    config = tmp_path / "s" / "campaign.yaml"
+    result = run("check", str(config), "--strict")
+    assert result.exit_code == 1
+    assert result.output == (
+        "Warning: `smtp.host` smtp.example.org is a placeholder: put in the SMTP server of "
+        "your mail provider before you send\n"
+        "Before you send (pre-flight warnings):\n"
+        "  rows 2-4: the message offers no one-click unsubscribe: RFC 8058 needs an https: "
+        "link (an http: or mailto: link alone does not give it), and Gmail and Yahoo ask it "
+        "of bulk mail; add an https:// link to `unsubscribe:` (a mailto: link may stay "
+        "beside it)\n"
+        "  rows 2-4: an address the message gives for replies, bounces or unsubscribing (or "
+        "its List-Id) is a placeholder (a reserved name such as example.org, .test or "
+        ".invalid, or a local one): nothing sent there arrives, and servers distrust mail "
+        "from such a domain (from: you@example.org, unsubscribe: mailto:you@example.org?"
+        "subject=unsubscribe, list_id: news.example.org); put in your own in the campaign "
+        "file\n"
+        "3 rows: 3 messages ok, 2 warnings.\n")
+    # made the user's own (the fictional company of the examples stands for it here)
+    text = re.sub(r'unsubscribe: ".*"', 'unsubscribe: ["https://acme.example/u/{{ email|'
+                  'urlencode }}", "mailto:you@acme.example"]', config.read_text())
+    config.write_text(text.replace("example.org", "acme.example"))
+    result = run("check", str(config), "--strict")
     assert result.exit_code == 0, result.output
     assert result.output == "3 rows: 3 messages ok.\n"
+
+
+# (an address at .invalid or localhost is an error already: email_validator refuses it)
+@pytest.mark.parametrize(("field", "host"), [
+    *((field, host) for field in ("from", "reply_to", "return_path", "unsubscribe", "list_id")
+      for host in ("example.com", "news.example.net", "shop.test")),
+    ("unsubscribe", "x.invalid"), ("unsubscribe", "localhost")])
+def test_a_placeholder_address_of_the_sender_is_a_warning(basic, field: str,
+                                                          host: str) -> None:
+    value = (f'["https://acme.example/u", "mailto:leave@{host}"]' if field == "unsubscribe"
+             else f'"News <news.{host}>"' if field == "list_id" else f'"Acme <news@{host}>"')
+    c = basic(f"{field}: {value}\n")
+    report = check_campaign(load_campaign(c.folder / "campaign.yaml"))
+    assert not report.problems
+    groups = [g for g in report.warnings.values() if g.finding.kind is Kind.PLACEHOLDER_ADDRESS]
+    assert [g.examples for g in groups] == [
+        [f"unsubscribe: mailto:leave@{host}" if field == "unsubscribe" else
+         f"list_id: news.{host}" if field == "list_id" else f"{field}: news@{host}"]]
+
+
+def test_an_unsubscribe_link_over_http_offers_no_one_click_and_is_a_warning(basic) -> None:
+    c = basic('unsubscribe: "http://acme.example/u/{{ name|urlencode }}"\n',
+              html=html_with('<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'))
+    report = check_campaign(load_campaign(c.folder / "campaign.yaml"))
+    assert {g.finding.kind for g in report.warnings.values()} == {Kind.NO_ONE_CLICK,
+                                                                  Kind.LINK_HTTP}
+    c = basic('unsubscribe: ["https://acme.example/u", "mailto:u@acme.example"]\n',
+              html=html_with('<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'))
+    assert not check_campaign(load_campaign(c.folder / "campaign.yaml")).warnings
 
 
 def test_check_spam_scores_the_first_rows_with_their_rules(basic) -> None:

@@ -120,7 +120,8 @@ def test_undefined_name_names_the_template_line_and_the_columns(basic) -> None:
     root = c.root
     assert c.errors() == [
         f"{root}/templates/mail.html, line 3, row 2: 'nmae' is undefined; the sheet has no column "
-        "'nmae'; its columns are: email, name (a column with spaces is row[\"Column Name\"])"]
+        "'nmae' (did you mean 'name'?); its columns are: email, name (a column with spaces is "
+        'row["Column Name"])']
 
 
 def test_a_number_kept_as_text_gets_the_conversion_hint(basic) -> None:
@@ -161,8 +162,8 @@ def test_template_syntax_error_stops_the_campaign(basic) -> None:
     assert str(info.value) == (
         f"{c.root}/templates/mail.html, line 2: template syntax error: Unexpected end of "
         "template. Jinja was looking for the following tags: 'elif' or 'else' or 'endif'. The "
-        "innermost block that needs to be closed is 'if'.; fix the template; {{ }} and {% %} "
-        "must be balanced")
+        "innermost block that needs to be closed is 'if'.; every {% if %} needs its {% endif %} "
+        "and every {% for %} its {% endfor %}")
 
 
 def test_templates_cannot_reach_python_internals(basic) -> None:
@@ -881,3 +882,98 @@ def test_a_style_block_a_row_wrote_into_is_never_kept(
     assert len(htmls) == 2 and all(effect in html for html in htmls)  # the cell's CSS is used
     entries = [p.read_text(encoding="utf-8") for p in kept.glob("*.json")]
     assert not any("Secret" in entry for entry in entries)
+
+
+@pytest.mark.parametrize(("html", "hint"), [
+    ("<p>{{ name }</p>", "unexpected '}'; every {{ needs its }} and every {% its %}"),
+    ("<p>{{ first name }}</p>", "expected token 'end of print statement', got 'name'; two "
+     'names stand side by side: a column whose name has a space is row["first name"], and '
+     "texts are joined with ~"),
+    ("<p>{{ name|uper }}</p>", "No filter named 'uper'.; jinja2 has no such filter (did you "
+     "mean 'upper'?)"),
+    ("<p>{% iff name %}x{% endif %}</p>", "Encountered unknown tag 'iff'.; no such tag (did "
+     "you mean 'if'?)"),
+    ("<p>x{% endfor %}</p>", "Encountered unknown tag 'endfor'.; no open block ends here: "
+     "remove it, or open the block; every {% if %} needs its {% endif %} and every {% for %} "
+     "its {% endfor %}"),
+    ("<p>{{ row['first name' }}</p>", "unexpected '}', expected ']'; close the brackets "
+     "that the expression opens before its }}"),
+    ('<p>{{ "Hi }}</p>', "unexpected char '\"' at 6; a text in the expression needs its "
+     "quotes on both sides"),
+    ("<p>{{ name ! }}</p>", "unexpected char '!' at 11; ! has no meaning in an expression "
+     "there"),
+])
+def test_a_syntax_error_says_what_to_fix_and_balance_only_when_it_is_the_cause(
+        basic, html: str, hint: str) -> None:
+    c = basic(html=html)
+    with pytest.raises(TemplateError) as info:
+        c.outcomes()
+    assert str(info.value) == (f"{c.root}/templates/mail.html, line 1: template syntax "
+                               f"error: {hint}")
+
+
+def test_a_syntax_error_in_a_campaign_field_gets_the_same_hints(basic) -> None:
+    c = basic('subject: "Hi {{ frist name }}"\n')
+    with pytest.raises(TemplateError) as info:
+        c.outcomes()
+    assert str(info.value) == (
+        f"{c.folder}/campaign.yaml, line 6: `subject` is not a valid template: expected "
+        "token 'end of print statement', got 'name'; two names stand side by side: a column "
+        'whose name has a space is row["first name"], and texts are joined with ~')
+
+
+@pytest.mark.parametrize("field", ["subject", "to", "attachments"])
+def test_a_misspelt_column_in_a_campaign_field_suggests_the_nearest(basic, field: str) -> None:
+    value = {"subject": '"Hi {{ frist_name }}"', "to": '"{{ emial }}"',
+             "attachments": '"files/{{ invoce }}.pdf"'}[field]
+    extra = "" if field == "subject" else 'subject: "Hi"\n'
+    c = basic(f"{extra}{field}: {value}\n", html="<p>{{ first_name }}</p>",
+              rows=[["email", "first_name", "invoice"], ["a@x.org", "A", "7"]])
+    error, = c.errors()
+    wrong = {"subject": "frist_name", "to": "emial", "attachments": "invoce"}[field]
+    right = {"subject": "first_name", "to": "email", "attachments": "invoice"}[field]
+    assert (f"`{field}`: '{wrong}' is undefined; the sheet has no column '{wrong}' (did you "
+            f"mean '{right}'?); its columns are: email, first_name, invoice") in error
+
+
+@pytest.mark.parametrize("field", ["to", "cc", "bcc", "reply_to"])
+@pytest.mark.parametrize(("cell", "problem", "fixed"), [
+    ("b@x.org; c@y.org", "'b@x.org; c@y.org' is not a valid email address (The part after "
+     "the @-sign contains invalid characters: ';', '@', SPACE.)", "b@x.org, c@y.org"),
+    ("Bob <b@x.org>; Carol <c@y.org>", "'Bob <b@x.org>; Carol' would be the display name of "
+     "c@y.org, though it holds an address", "Bob <b@x.org>, Carol <c@y.org>"),
+])
+def test_addresses_separated_by_semicolons_get_a_hint_to_use_commas(
+        basic, field: str, cell: str, problem: str, fixed: str) -> None:
+    c = basic(f'subject: "Hi"\n{field}: "{{{{ list }}}}"\n'
+              + ("" if field == "to" else 'to: "{{ email }}"\n'),
+              rows=[["email", "name", "list"], ["a@x.org", "A", cell]])
+    assert c.errors() == [
+        f"{c.folder / 'people.csv'}, row 2, column 'list': `{field}`: {problem}; separate "
+        f"addresses with commas, not semicolons: {fixed}"]
+
+
+def test_a_semicolon_list_in_the_campaign_file_gets_the_hint_too(basic) -> None:
+    c = basic('cc: "x@acme.example;y@acme.example"\n')
+    assert c.errors() == [
+        f"{c.folder / 'campaign.yaml'}, line 7, row 2: `cc`: 'x@acme.example;y@acme.example' "
+        "is not a valid email address (The part after the @-sign contains invalid "
+        "characters: ';', '@'.); separate addresses with commas, not semicolons: "
+        "x@acme.example, y@acme.example"]
+
+
+def test_a_misspelt_column_in_row_brackets_suggests_the_nearest(basic) -> None:
+    c = basic('subject: "Hi"\n', html='<p>{{ row["frist name"] }}</p>',
+              rows=[["email", "first name"], ["a@x.org", "A"]])
+    assert c.errors() == [
+        f"{c.root}/templates/mail.html, line 1, row 2: 'dict object' has no attribute "
+        "'frist name'; no such key (did you mean 'first name'?)"]
+
+
+def test_a_bad_cell_in_the_key_column_fails_its_row_though_no_template_uses_it(basic) -> None:
+    c = basic("recipients: {path: people.xlsx, key: id}\n")
+    c.xlsx([["email", "name", "id"], ["a@x.org", "A", 1], ["b@x.org", "B", "#REF!"]])
+    assert c.errors() == [
+        f"{c.folder / 'people.xlsx'}, row 3, column 'id' (cell C3): the cell holds the error "
+        "#REF! that its formula gives; correct the formula or the cells it uses, and save the "
+        "workbook; or type the value in"]

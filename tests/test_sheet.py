@@ -8,6 +8,7 @@ import pytest
 
 from mailmerge import SheetError, open_sheet
 from mailmerge.campaign import Recipients
+from mailmerge.xlsxrows import BadCell
 
 from .conftest import write_csv, write_xlsx
 
@@ -187,8 +188,9 @@ def test_xlsx_cell_types(tmp_path: Path) -> None:
 
 def test_xlsx_formulas_are_read_as_cached_values_never_evaluated(tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "p.xlsx", [["email", "f"], ["a@x.org", "=1+1"]])
-    # openpyxl writes no cached value, so the cell reads as empty: nothing is computed.
-    assert read(path)[1] == [(2, {"email": "a@x.org", "f": ""})]
+    # openpyxl writes no cached value: nothing is computed, and the cell is not taken for
+    # an empty one (a message that uses it fails, see test_render)
+    assert read(path)[1] == [(2, {"email": "a@x.org", "f": BadCell("B2", "formula")})]
 
 
 def test_xlsx_named_sheet(tmp_path: Path) -> None:
@@ -286,3 +288,36 @@ def test_distinct_column_names_get_no_warning(tmp_path: Path) -> None:
             "Warning: p.csv: the columns 'Straße' (column D) and 'strasse' (column E) differ "
             "only by upper and lower case; a template gets the one it names exactly, which is "
             "easy to mix up: rename one"]
+
+
+def test_csv_cells_holding_a_spreadsheets_errors_are_bad_cells(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "p.csv", [["email", "total", "note"],
+                                          ["a@x.org", "#DIV/0!", "see #N/A below"],
+                                          ["b@x.org", "3", "#N/A"], ["c@x.org", "4", "#5"]])
+    with open_sheet(Recipients(path=path)) as sheet:
+        rows = [(r.number, r.values, r.bad) for r in sheet]
+    bad_total, bad_note = BadCell("B2", "exported", "#DIV/0!"), BadCell("C3", "exported", "#N/A")
+    assert rows == [
+        (2, {"email": "a@x.org", "total": bad_total, "note": "see #N/A below"},
+         {"total": bad_total}),
+        (3, {"email": "b@x.org", "total": "3", "note": bad_note}, {"note": bad_note}),
+        (4, {"email": "c@x.org", "total": "4", "note": "#5"}, None)]
+
+
+def test_a_header_cell_with_a_formula_not_calculated_is_refused(tmp_path: Path) -> None:
+    path = write_xlsx(tmp_path / "p.xlsx", [["email", "=\"na\"&\"me\""], ["a@x.org", "A"]])
+    assert error_of(path) == (
+        f"{path}, row 1: cell B1 of the header row: the cell holds a formula whose value the "
+        "file does not store (the program that wrote it did not calculate it), so the message "
+        "would show nothing; open the workbook in Excel or LibreOffice and save it, so that "
+        "it stores the values; or type the values in: the header names the columns")
+
+
+def test_each_kind_of_bad_cell_says_what_it_is_and_how_to_fix_it() -> None:
+    from mailmerge.sheet import describe_bad_cell
+
+    assert describe_bad_cell(BadCell("B2", "date", "#VALUE!")) == (
+        "the cell is formatted as a date but holds a number past any date",
+        "type the date in again, or format the cell as a number")
+    assert describe_bad_cell(BadCell("B2", "error", "#SPILL!"))[0] == (
+        "the cell holds the error #SPILL! that its formula gives")

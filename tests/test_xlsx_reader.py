@@ -15,7 +15,7 @@ from mailmerge import SheetError
 from mailmerge.campaign import Recipients
 from mailmerge.sheet import open_sheet
 from mailmerge.xlsxbook import Workbook
-from mailmerge.xlsxrows import sheet_value
+from mailmerge.xlsxrows import BadCell, column_letters, sheet_value
 
 from .workbooks import share_strings
 
@@ -43,13 +43,18 @@ def fast_rows(path: Path, sheet: str) -> list[list[Any]]:
 
 def same(openpyxl_row: list[Any], fast_row: list[Any] | tuple[Any, ...]) -> bool:
     """The same values of the same types (1 != True). A tuple, a row read by its form,
-    holds them as a row keeps them: openpyxl's are compared as sheet_value makes them."""
+    holds them as a row keeps them: openpyxl's are compared as sheet_value makes them. A
+    BadCell is compared as openpyxl reads it: an error as its text, a formula not
+    calculated as None."""
     trimmed = list(openpyxl_row)
     while trimmed and trimmed[-1] is None:
         trimmed.pop()
     if isinstance(fast_row, tuple):
         trimmed = [sheet_value(v) for v in trimmed]
-    return [(type(v), v) for v in trimmed] == [(type(v), v) for v in fast_row]
+    mine = [(v.text or None) if isinstance(v, BadCell) else v for v in fast_row]
+    while mine and mine[-1] is None:
+        mine.pop()
+    return [(type(v), v) for v in trimmed] == [(type(v), v) for v in mine]
 
 
 @pytest.mark.parametrize("write_only", [False, True], ids=["shared-strings", "write-only"])
@@ -500,3 +505,81 @@ def test_a_shared_string_index_out_of_range_in_a_row_of_the_usual_form_is_refuse
                                          "the workbook holds"), \
             open_sheet(Recipients(path=path)) as rows:
         list(rows)
+
+
+ERRORS = ["#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
+          "#SPILL!", "#CALC!"]
+
+
+def bad_cells_row(number: int) -> tuple[str, list[Any]]:
+    """A row of error cells of every kind and of formulas with and without a saved value
+    (as Excel, LibreOffice and openpyxl write them), and the values it reads as."""
+    cells = [f'<c r="{column_letters(i + 1)}{number}" t="e"><f>X1</f><v>{error}</v></c>'
+             for i, error in enumerate(ERRORS)]
+    values: list[Any] = [BadCell(f"{column_letters(i + 1)}{number}", "error", error)
+                         for i, error in enumerate(ERRORS)]
+    more = [  # (the cell's XML after its reference, the value it reads as; None: a formula)
+        ("><f>A1*2</f></c>", None),  # no <v>: a script's workbook
+        ("><f>A1*2</f><v></v></c>", None),  # openpyxl's
+        (' t="str"><f>A1</f><v></v></c>', ""),  # the formula's value is the empty text
+        ("><f>A1*2</f><v>4</v></c>", 4),  # calculated
+        (f'><f t="shared" ref="O{number}:P{number}" si="0">A1</f></c>', None),
+        (' t="n"><f t="shared" si="0"/></c>', None),
+        (f'><f t="array" ref="Q{number}:Q{number + 1}">A1:A2*2</f></c>', None),
+        (' t="e"><f>1/0</f><v>#DIV/0!</v></c>', "#DIV/0!"),
+        (' t="b"><f>TRUE()</f></c>', None),
+    ]
+    for offset, (xml, value) in enumerate(more, len(ERRORS) + 1):
+        reference = f"{column_letters(offset)}{number}"
+        cells.append(f'<c r="{reference}"{xml}')
+        values.append(BadCell(reference, "formula") if value is None else
+                      BadCell(reference, "error", value) if value == "#DIV/0!" else
+                      value if value != "" else None)
+    return f'<row r="{number}">{"".join(cells)}</row>', values
+
+
+@pytest.mark.parametrize("path", ["cells", "expat", "form"])
+def test_error_cells_and_formulas_without_a_value_are_bad_cells_on_every_path(
+        tmp_path: Path, path: str) -> None:
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["a"])
+    workbook.save(tmp_path / "base.xlsx")
+    plain = "".join(f'<row r="{n}"><c r="A{n}" t="inlineStr"><is><t>p{n}@x.org</t></is></c>'
+                    f'<c r="B{n}"><v>{n}</v></c></row>' for n in range(1, 3001))
+    bad, expected = bad_cells_row(3001)
+    xml = {"cells": bad, "expat": "<!-- read by expat -->" + bad, "form": plain + bad}[path]
+    crafted = rewrite_sheet(tmp_path / "base.xlsx", xml)
+    records = fast_rows(crafted, "Sheet")
+    assert type(records[-1]).__name__ == "FlaggedRow"
+    assert list(records[-1]) == expected
+    assert not any(isinstance(v, BadCell) for row in records[:-1] for v in row)
+    # and openpyxl reads them as the errors' texts and as no value
+    assert same(openpyxl_rows(crafted, "Sheet")[-1], records[-1])
+
+
+@pytest.mark.parametrize("path", ["cells", "expat", "form"])
+def test_a_date_cell_past_any_date_is_a_bad_cell_as_openpyxl_reads_it(tmp_path: Path,
+                                                                      path: str) -> None:
+    workbook = openpyxl.Workbook()
+    workbook.active.append(["email", dt.date(2024, 1, 1)])
+    workbook.save(tmp_path / "base.xlsx")
+    with zipfile.ZipFile(tmp_path / "base.xlsx") as book:
+        style = re.search(r'<c r="B1" s="(\d+)"', book.read("xl/worksheets/sheet1.xml")
+                          .decode()).group(1)  # type: ignore[union-attr]
+
+    def row(n: int, serial: str) -> str:
+        return (f'<row r="{n}"><c r="A{n}" t="inlineStr"><is><t>p{n}@x.org</t></is></c>'
+                f'<c r="B{n}" s="{style}"><v>{serial}</v></c></row>')
+
+    plain = "".join(row(n, str(45000 + n % 300)) for n in range(1, 3001))
+    bad = row(3001, "1e10") + row(3002, "1e10")
+    xml = {"cells": bad, "expat": "<!-- read by expat -->" + bad, "form": plain + bad}[path]
+    crafted = rewrite_sheet(tmp_path / "base.xlsx", xml)
+    records = fast_rows(crafted, "Sheet")
+    assert [type(r).__name__ for r in records[-2:]] == ["FlaggedRow", "FlaggedRow"]
+    assert [r[1] for r in records[-2:]] == [BadCell("B3001", "date", "#VALUE!"),
+                                            BadCell("B3002", "date", "#VALUE!")]
+    assert not any(isinstance(v, BadCell) for row in records[:-2] for v in row)
+    with pytest.warns(UserWarning, match="outside the limits for dates"):
+        expected = openpyxl_rows(crafted, "Sheet")[-2:]  # "will be treated as an error"
+    assert all(same(want, have) for want, have in zip(expected, records[-2:], strict=True))
