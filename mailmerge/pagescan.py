@@ -323,8 +323,9 @@ class PageScanner:
                 return None
         changes: dict[int, list[tuple[int, int, str]]] = {}
         parts: dict[str, Part] = {}
-        for match in img_srcs(html):
-            start, end = match.start, match.end
+        closed = -1  # the first ">" at or after the image looked at
+        for image in img_srcs(html):
+            start, end = image.start, image.end
             if closed < start:
                 closed = html.find(">", start)
                 closed = len(html) if closed < 0 else closed
@@ -333,10 +334,10 @@ class PageScanner:
                     end > page.starts[piece + 1]:
                 return None  # past its tag's ">", or over two pieces
             try:
-                text = embedded(match, self._resolve, parts)
+                text = embedded(image, self._resolve, parts)
             except AssetProblem:
                 return None
-            if text != match.text:
+            if text != image.text:
                 changes.setdefault(piece, []).append((offset, offset + end - start, text))
         substitutions = []
         for piece, edits in changes.items():

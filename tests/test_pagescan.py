@@ -187,6 +187,7 @@ def test_a_row_of_markup_does_not_stop_the_rows_after_it() -> None:
     ("<p>{{ c|safe }}</p>", {"c": "<b>x</b>"}, "markup marked safe"),
     ('<img src="missing.png">', {}, "an image that cannot be read"),
     ("<img src='ok>'>", {}, "a quoted src past its tag's end"),
+    ("<img src='ok>'><img src='logo.png'>", {}, "a quoted src past its tag's end, first"),
 ])
 def test_what_is_scanned_whole(source: str, values: dict[str, object], why: str) -> None:
     row = {"a": "", "b": "", "c": "", "flag": True, "items": [], **values}
