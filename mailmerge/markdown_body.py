@@ -133,9 +133,8 @@ def _refuse_in_tags(markup: str, placeholders: Placeholders) -> None:
             if attribute is None or attribute.end() == end:
                 end += 1
                 continue
-            for group in (1, 2):
-                if attribute.group(group) is not None:
-                    safe.append(attribute.span(group))
+            safe.extend(attribute.span(group) for group in (1, 2)
+                        if attribute.group(group) is not None)
             end = attribute.end()
         for value in values:
             if at <= value.start() < end and not any(
