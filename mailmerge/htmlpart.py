@@ -33,10 +33,12 @@ _SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|livescript):", re.I)
 # newsletter) runs only on the rare page that has a candidate after a URL attribute's
 # name (and spaces); the third letter keeps `style="line-height..."` (in most
 # newsletters, on every tag) from being one. Case is ignored as the tag scan ignores it.
-CANDIDATE = re.compile(r"""=\s*["']?[\x00-\x20]*(?:&"""
-                        r"""|j[\x00-\x20]*(?:&|a[\x00-\x20]*[v&])"""
-                        r"""|v[\x00-\x20]*(?:&|b[\x00-\x20]*[s&])"""
-                        r"""|l[\x00-\x20]*(?:&|i[\x00-\x20]*[v&]))""", re.I)
+# Each run possessive (*+): what follows it is never one of its characters, so giving one
+# back cannot help, and a cell of "=" and 50,000 spaces took 35 s to try with backtracking.
+CANDIDATE = re.compile(r"""=\s*+["']?[\x00-\x20]*+(?:&"""
+                        r"""|j[\x00-\x20]*+(?:&|a[\x00-\x20]*+[v&])"""
+                        r"""|v[\x00-\x20]*+(?:&|b[\x00-\x20]*+[s&])"""
+                        r"""|l[\x00-\x20]*+(?:&|i[\x00-\x20]*+[v&]))""", re.I)
 
 
 # What the names in _URL_NAMES end with ("formaction", "xlink:href" too).
