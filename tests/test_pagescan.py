@@ -195,7 +195,8 @@ def test_what_is_scanned_whole(source: str, values: dict[str, object], why: str)
 
 
 # Pages of tags that do not close: each scan over them was quadratic (a 50 KB page of
-# unclosed "<img" took 6 s, these take minutes so), and is linear now (well under a second).
+# unclosed "<img" took 6 s, the script-link scan 26 s; these took minutes so), and is
+# linear now (well under a second).
 _UNCLOSED = ["<img " * 40_000, "<img " * 40_000 + ">", "<a " * 60_000, "<IMG src=x " * 20_000,
              "<img alt='<img' " * 15_000]
 
@@ -206,7 +207,10 @@ def test_unclosed_tags_are_scanned_in_linear_time() -> None:
     code = ("from tests.test_pagescan import _UNCLOSED, resolve;"
             "from mailmerge.assets import embed_images, img_srcs;"
             "from mailmerge.pagescan import tag_matches;"
+            "from mailmerge.htmlpart import script_link;"
             "[(embed_images(p, resolve), list(tag_matches(p))) for p in _UNCLOSED];"
+            "assert not any(script_link(p) for p in _UNCLOSED);"
+            "assert script_link(_UNCLOSED[0] + '<a href=javascript:x>') is not None;"
             "assert not any(list(img_srcs(p)) for p in _UNCLOSED);"
             "from tests.test_pagescan import made_page;"
             "made_page('{{ a }}' + _UNCLOSED[0] + '{{ b }}' + _UNCLOSED[2]);"
