@@ -115,9 +115,9 @@ def _paragraph(block: Token, state: StateCore) -> list[Token]:
 def _refuse_in_tags(markup: str, placeholders: Placeholders) -> None:
     """Raises RawHtmlProblem when a placeholder of ``markup`` stands inside a tag outside
     a quoted attribute value (its name, an attribute's name, an unquoted value)."""
-    values = placeholders.positions(markup)
+    values, first_value = placeholders.positions(markup), 0
     at = markup.find("<")
-    while at >= 0 and values:
+    while at >= 0 and first_value < len(values):
         if markup.startswith("<!--", at):
             closed = markup.find("-->", at + 4)
             at = markup.find("<", len(markup) if closed < 0 else closed + 3)
@@ -136,9 +136,12 @@ def _refuse_in_tags(markup: str, placeholders: Placeholders) -> None:
             safe.extend(attribute.span(group) for group in (1, 2)
                         if attribute.group(group) is not None)
             end = attribute.end()
-        for value in values:
-            if at <= value.start() < end and not any(
-                    first <= value.start() and value.end() <= last for first, last in safe):
+        while first_value < len(values) and values[first_value].start() < at:
+            first_value += 1  # in the text before this tag
+        for value in values[first_value:]:
+            if value.start() >= end:
+                break
+            if not any(start <= value.start() and value.end() <= last for start, last in safe):
                 texts, _ = placeholders.split(markup[at:end + 1])
                 raise RawHtmlProblem(
                     f"a value stands inside the HTML tag {'{{ … }}'.join(texts)[:80]!r} "

@@ -408,7 +408,8 @@ def test_a_script_url_between_angle_brackets_is_text(cdir: CampaignDir) -> None:
 
 @pytest.mark.parametrize("template", ["<a href={{ c }}>x</a>", "<span {{ c }}>x</span>",
                                       "<{{ c }} class=x>y</{{ c }}>",
-                                      "<div class=x title={{ c }}>\ny\n</div>"])
+                                      "<div class=x title={{ c }}>\ny\n</div>",
+                                      '<a title="x>y" href={{ c }}>z</a>'])
 def test_a_value_in_a_tag_outside_quotes_is_a_problem_of_the_template(
         cdir: CampaignDir, template: str) -> None:
     c = markdown_campaign(cdir, template + "\n", rows=[
@@ -418,3 +419,12 @@ def test_a_value_in_a_tag_outside_quotes_is_a_problem_of_the_template(
                             "HTML tag '<")
     assert error.endswith("outside a quoted attribute value, where a cell could add "
                           'attributes: write it in quotes (href="{{ url }}"), or as Markdown')
+
+
+@pytest.mark.parametrize("template", ["<!-- {{ c }} -->x", "<a title='{{ c }}' href=\"/\">z</a>",
+                                      '<div title="a>b">\n{{ c }}\n</div>'])
+def test_a_value_in_raw_text_comments_and_quoted_values_stays_data(cdir: CampaignDir,
+                                                                   template: str) -> None:
+    _, html = _body(cdir, template, "x onmouseover=alert(1) <b>")
+    assert "<b>" not in html and not any(name == "onmouseover" for _, attrs in
+                                         _Page(html).tags for name, _ in attrs)
