@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import configparser
 import email.parser
+import io
 import os
 import re
 import shutil
@@ -347,13 +348,13 @@ def _matches(folder: Path, entry: str) -> Iterator[Path]:
             yield path
 
 
-def _open_regular(path: Path, what: str) -> BinaryIO:
+def _open_regular(path: Path, what: str) -> io.BufferedReader[io.FileIO]:
     """``path`` opened for reading, if it is a regular file. Raises ConfigError when it is
     missing, cannot be read, or is something else (a FIFO would block the import for
     ever, a device would never end)."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer before it can be refused
-        handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
+        handle = io.BufferedReader(io.FileIO(path, "rb", opener=_nonblocking))
     except FileNotFoundError:
         raise ConfigError(f"the classic {what} {path} does not exist",
                           hint="give the folder that holds it, or name it with "
@@ -367,6 +368,10 @@ def _open_regular(path: Path, what: str) -> BinaryIO:
                           hint=f"give the {what} itself, not a pipe, device or folder")
     os.set_blocking(handle.fileno(), True)
     return handle
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def _read(path: Path, what: str) -> str:
@@ -396,6 +401,10 @@ def import_classic(source: Path, target: Path, *, template: Path | None = None,
     converted = convert(template_text, config_text, name=name, sheet=database.name,
                         template_name=template.name, config_name=config.name)
     with _open_regular(database, "database") as sheet:
+        found = _placeholder(sheet.peek(8192)[:8192].decode("utf-8", "replace"))
+        if found is not None:
+            converted.todo.append(f"{database.name} holds the classic sample's rows (with "
+                                  f"{found}): put your own recipients in it")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".importing",

@@ -237,6 +237,8 @@ def test_the_classic_samples_placeholders_are_to_dos(tmp_path: Path) -> None:
             "campaign.yaml") in result.output
     assert ("To do: mailmerge_template.txt: FROM is 'My Self <myself@mydomain.com>', the "
             "classic sample's placeholder (mydomain.com): put your own in `from:`") in result.output
+    assert ("To do: mailmerge_database.csv holds the classic sample's rows (with "
+            "mydomain.com): put your own recipients in it") in result.output
     text = (tmp_path / "s" / "campaign.yaml").read_text()
     assert ('  # TODO: "YOUR_USERNAME_HERE" is the classic sample\'s placeholder: write your '
             'own\n  username: "YOUR_USERNAME_HERE"\n') in text
