@@ -13,14 +13,19 @@ import mimetypes
 import re
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 MAX_GLOB_MATCHES = 100
 CACHE_BYTES = 64 * 1024**2  # file contents kept for the rows after
-IMG_SRC = re.compile(r"""(<img\b[^>]*?\bsrc\s*=\s*)(["'])(.*?)\2""", re.I | re.S)
+# An image's quoted src, as the regular expression (<img\b[^>]*?\bsrc\s*=\s*)(["'])(.*?)\2
+# (re.I, re.S) finds it; that expression scans from every "<img" to the next ">", so a page
+# of unclosed "<img" took seconds (quadratic). img_srcs finds the same in linear time.
+_IMG_OPEN = re.compile(r"<img\b", re.I)
+_SRC_NAME = re.compile(r"\bsrc", re.I)
+_SRC_EQUALS = re.compile(r"""src\s*=\s*(["'])""", re.I)
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
 
@@ -150,6 +155,54 @@ def resolve_attachments(root: Path, pattern: str) -> list[Path]:
     return [resolve_inside(root, found, "attachment") for found in sorted(matches)]
 
 
+class ImgSrc(NamedTuple):
+    """An image's quoted src in a page: ``text`` is ``prefix + quote + src + quote`` and
+    stands at ``start``; ``prefix`` runs from "<img" to just before the quote."""
+
+    start: int
+    prefix: str
+    quote: str
+    src: str
+
+    @property
+    def text(self) -> str:
+        return f"{self.prefix}{self.quote}{self.src}{self.quote}"
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.prefix) + len(self.src) + 2
+
+
+def img_srcs(html: str) -> Iterator[ImgSrc]:
+    """Each ``<img ... src="...">`` of ``html``, in order, without overlaps, in time linear
+    in its length: an "<img" is read up to the next ">" or "<img", whichever is first (the
+    src a later "<img" reads, a tag around it reads the same), and each search is kept."""
+    opens = [m.start() for m in _IMG_OPEN.finditer(html)]
+    gt = -1  # the last ">" found
+    missing: dict[str, int] = {}  # a quote not found after this position: none after any later
+    done = 0  # where the last src ended: no match starts before
+    for index, start in enumerate(opens):
+        if start < done:
+            continue
+        if gt < start:
+            gt = html.find(">", start)
+            gt = len(html) if gt < 0 else gt
+        bound = min(gt, opens[index + 1] if index + 1 < len(opens) else len(html))
+        for name in _SRC_NAME.finditer(html, start, bound):
+            equals = _SRC_EQUALS.match(html, name.start(), gt)
+            if equals is None:
+                continue
+            quote, value = equals.group(1), equals.end()
+            close = -1 if missing.get(quote, len(html) + 1) <= value else \
+                html.find(quote, value)
+            if close < 0:
+                missing[quote] = min(missing.get(quote, value), value)
+                continue
+            yield ImgSrc(start, html[start:equals.end() - 1], quote, html[value:close])
+            done = close + 1
+            break
+
+
 def is_local_src(src: str) -> bool:
     return bool(src) and not _SCHEME.match(src) and not src.startswith(("//", "#"))
 
@@ -160,18 +213,19 @@ def embed_images(document: str, resolve: Callable[[str], Part]) -> tuple[str, li
     ``resolve(src) -> Part`` finds the file for a local src; it raises AssetProblem.
     """
     parts: dict[str, Part] = {}
-    document = IMG_SRC.sub(lambda match: embedded(match, resolve, parts), document)
-    return document, list(parts.values())
+    made, done = [], 0
+    for found in img_srcs(document):
+        made += [document[done:found.start], embedded(found, resolve, parts)]
+        done = found.end
+    return "".join(made) + document[done:], list(parts.values())
 
 
-def embedded(match: re.Match[str], resolve: Callable[[str], Part], parts: dict[str, Part]
-             ) -> str:
-    """What an :data:`IMG_SRC` match becomes: its src as ``cid:`` when it names a local
+def embedded(found: ImgSrc, resolve: Callable[[str], Part], parts: dict[str, Part]) -> str:
+    """What an image's src (see :func:`img_srcs`) becomes: ``cid:`` when it names a local
     file (whose part is added to ``parts`` by cid), or itself."""
-    raw = match.group(3)
-    src = urllib.parse.unquote(html.unescape(raw).strip())
+    src = urllib.parse.unquote(html.unescape(found.src).strip())
     if not is_local_src(src):
-        return match.group(0)
+        return found.text
     part = resolve(src)
     parts.setdefault(part.cid or "", part)
-    return f"{match.group(1)}{match.group(2)}cid:{part.cid}{match.group(2)}"
+    return f"{found.prefix}{found.quote}cid:{part.cid}{found.quote}"

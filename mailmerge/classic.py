@@ -13,22 +13,34 @@ from __future__ import annotations
 
 import configparser
 import email.parser
-import json
+import io
 import os
 import re
+import shutil
+import stat
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.errors import MissingHeaderBodySeparatorDefect
 from email.message import Message
 from pathlib import Path
+from typing import BinaryIO
 
+import yaml
+
+from .assets import img_srcs
+from .campaign import MAX_HEADER_NAME, RESERVED_HEADERS
 from .errors import ConfigError
 
 TEMPLATE, DATABASE, CONFIG = ("mailmerge_template.txt", "mailmerge_database.csv",
                               "mailmerge_server.conf")
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
-_IMG_SRC = re.compile(r"""<img\b[^>]*?\bsrc\s*=\s*["']([^"']+)["']|!\[[^\]]*\]\(([^)\s]+)""",
-                      re.I)
+# A Markdown image: "![", its text up to the first "]", then "(" and its destination
+_MD_MARK = re.compile(r"!\[|\]")
+_MD_TARGET = re.compile(r"\(([^)\s]+)")
+_FIELD_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322: printable ASCII but ":"
+# What the classic tool's sample files hold where the user's own values go
+_SAMPLE_PLACEHOLDERS = ("YOUR_USERNAME_HERE", "mydomain.com", "bobdomain.com")
 _ADDRESS_FIELDS = {"from": "from", "to": "to", "cc": "cc", "bcc": "bcc",
                    "reply-to": "reply_to"}
 # Fields the new campaign makes itself, or that only described the classic template.
@@ -61,8 +73,34 @@ class Imported:
 
 
 def _q(text: str) -> str:
-    """A YAML double-quoted scalar (JSON's string syntax is a subset of YAML's)."""
-    return json.dumps(text, ensure_ascii=False)
+    """``text`` as a YAML double-quoted scalar on one line, written by the YAML emitter: no
+    value (a file name, a header, a folder named `yes`) can end it or start a key."""
+    return yaml.safe_dump(text, default_style='"', allow_unicode=True,
+                          width=float("inf")).rstrip("\n")
+
+
+def _placeholder(value: str) -> str | None:
+    """The classic sample's placeholder ``value`` holds, if any."""
+    return next((p for p in _SAMPLE_PLACEHOLDERS if p.lower() in value.lower()), None)
+
+
+def _shown(body: str) -> set[str]:
+    """The images a body shows: HTML ``<img src>`` and Markdown ``![...](target)`` (a "]"
+    after "![" ends its text), found in time linear in the body's length."""
+    found = {image.src for image in img_srcs(body)}
+    opened, done = False, 0
+    for mark in _MD_MARK.finditer(body):
+        if mark.start() < done:
+            continue
+        if mark.group() == "![":
+            opened = True
+            continue
+        target = _MD_TARGET.match(body, mark.end()) if opened else None
+        opened = False
+        if target is not None:
+            found.add(target.group(1))
+            done = target.end()
+    return found
 
 
 def _unfold(value: str) -> str:
@@ -117,6 +155,45 @@ def _bodies(message: Message, name: str, todo: list[str], notes: list[str]
     return {key: payload}
 
 
+def _sample_value(lines: list[str], todo: list[str], where: str, value: str, key: str
+                  ) -> None:
+    """A to-do, and a comment above the line just written, when ``value`` is the classic
+    sample's placeholder rather than the user's own."""
+    found = _placeholder(value)
+    if found is None:
+        return
+    todo.append(f"{where} is {value!r}, the classic sample's placeholder ({found}): put "
+                f"your own in `{key}:` in campaign.yaml")
+    indent = lines[-1][:len(lines[-1]) - len(lines[-1].lstrip())]
+    lines.insert(len(lines) - 1, f"{indent}# TODO: {_q(found)} is the classic sample's "
+                                 "placeholder: write your own")
+
+
+def _headers(message: Message, fields: dict[str, list[str]], template_name: str,
+             lines: list[str], todo: list[str]) -> None:
+    """The other header fields, under `headers:`; one a campaign cannot set is a to-do."""
+    names = {k.lower(): k for k in message}
+    kept = []
+    for key, values in fields.items():
+        if key in _DROPPED or key in _ADDRESS_FIELDS:
+            continue
+        name = names[key]
+        if not _FIELD_NAME.fullmatch(name) or len(name) > MAX_HEADER_NAME:
+            todo.append(f"{template_name}: the header field {name[:80]!r} was left out: a "
+                        f"field name is at most {MAX_HEADER_NAME} printable ASCII characters "
+                        "other than ':' (RFC 5322)")
+        elif key in RESERVED_HEADERS:
+            todo.append(f"{template_name}: the header field {name!r} was left out: "
+                        "mailmerge sets it itself (see the campaign keys in the README)")
+        else:
+            kept += [f"  {_q(name)}: {_q(value)}" for value in values[:1]]
+            if len(values) > 1:
+                todo.append(f"{template_name}: {name} is given {len(values)} times; the "
+                            "first was kept under `headers:`")
+    if kept:
+        lines += ["headers:", *kept]
+
+
 def _security(parser: configparser.RawConfigParser, path: str, lines: list[str],
               todo: list[str], notes: list[str]) -> None:
     section = "smtp_server"
@@ -156,6 +233,7 @@ def _security(parser: configparser.RawConfigParser, path: str, lines: list[str],
         lines.append("  security: starttls")
     if username and (upper not in ("", "NEVER")):
         lines.append(f"  username: {_q(username)}")
+        _sample_value(lines, todo, f"{path}: username", username, "smtp.username")
         if upper != "XOAUTH":
             notes.append("the password is never written in the campaign: export "
                          "MAILMERGE_SMTP_PASSWORD=... before `mailmerge send`, or type it "
@@ -179,15 +257,17 @@ def convert(template_text: str, config_text: str | None, *, name: str, sheet: st
     fields: dict[str, list[str]] = {}
     for key, value in message.items():
         fields.setdefault(key.lower(), []).append(_unfold(value))
-    lines = [f"# Imported by `mailmerge import` from {template_name}, {sheet} and "
-             f"{config_name if config_text is not None else '(no server configuration)'}.",
-             f"name: {name}"]
+    lines = [f"# Imported by `mailmerge import` from {_q(template_name)}, {_q(sheet)} and "
+             f"{_q(config_name) if config_text is not None else '(no server configuration)'}.",
+             f"name: {_q(name)}"]
     if "from" not in fields:
         todo.append(f"{template_name} has no FROM: add `from:` to campaign.yaml (every "
                     "message needs a sender)")
     for key, target in _ADDRESS_FIELDS.items():
         if key in fields:
-            lines.append(f"{target}: {_q(', '.join(fields[key]))}")
+            value = ", ".join(fields[key])
+            lines.append(f"{target}: {_q(value)}")
+            _sample_value(lines, todo, f"{template_name}: {key.upper()}", value, target)
         elif key == "to":
             lines.append('to: ""  # the classic template had no TO: only Cc and Bcc')
     if "subject" in fields:
@@ -216,8 +296,7 @@ def convert(template_text: str, config_text: str | None, *, name: str, sheet: st
             notes.append("the HTML-only body now also gets a plain-text part, made from it")
     lines.append(f"recipients: {_q(sheet)}")
 
-    shown = {m.group(1) or m.group(2) for body in bodies.values()
-             for m in _IMG_SRC.finditer(body)}
+    shown = set().union(*map(_shown, bodies.values()))
     attachments, images = [], []
     for value in fields.get("attachment", []):
         if not value:
@@ -236,12 +315,7 @@ def convert(template_text: str, config_text: str | None, *, name: str, sheet: st
     if attachments:
         lines.append("attachments:")
         lines += [f"  - {_q(a)}" for a in attachments]
-    extra = [(k, v) for k, values in fields.items() if k not in _DROPPED
-             and k not in _ADDRESS_FIELDS for v in values]
-    if extra:
-        lines.append("headers:")
-        names = {k.lower(): k for k in message}
-        lines += [f"  {names[k]}: {_q(v)}" for k, v in extra]
+    _headers(message, fields, template_name, lines, todo)
     lines += ["# The classic tool sends one-to-one mail. For a newsletter, remove this line",
               "# and add `unsubscribe:` (see the README).",
               "transactional: true"]
@@ -274,22 +348,46 @@ def _matches(folder: Path, entry: str) -> Iterator[Path]:
             yield path
 
 
-def _read(path: Path, what: str) -> str:
+def _open_regular(path: Path, what: str) -> io.BufferedReader[io.FileIO]:
+    """``path`` opened for reading, if it is a regular file. Raises ConfigError when it is
+    missing, cannot be read, or is something else (a FIFO would block the import for
+    ever, a device would never end)."""
     try:
-        return path.read_text(encoding="utf-8-sig")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer before it can be refused
+        handle = io.BufferedReader(io.FileIO(path, "rb", opener=_nonblocking))
     except FileNotFoundError:
         raise ConfigError(f"the classic {what} {path} does not exist",
                           hint="give the folder that holds it, or name it with "
                                f"--{what.split()[0]}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the classic {what} {path}: {exc}",
-                          hint="it must be UTF-8 text") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read the classic {what} {path}: {exc.strerror or exc}",
+                          hint=f"give a {what} you may read") from exc
+    if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        handle.close()
+        raise ConfigError(f"the classic {what} {path} is not a regular file",
+                          hint=f"give the {what} itself, not a pipe, device or folder")
+    os.set_blocking(handle.fileno(), True)
+    return handle
+
+
+def _nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)
+
+
+def _read(path: Path, what: str) -> str:
+    with _open_regular(path, what) as handle:
+        try:
+            return handle.read().decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the classic {what} {path}: {exc}",
+                              hint="it must be UTF-8 text") from exc
 
 
 def import_classic(source: Path, target: Path, *, template: Path | None = None,
                    database: Path | None = None, config: Path | None = None) -> Imported:
     """Write a campaign folder ``target`` (new or empty) from the classic files in
-    ``source`` (or the files named). Never overwrites a file."""
+    ``source`` (or the files named). Never overwrites a file; written into a new folder
+    beside ``target`` and renamed at the end, so that a failed import leaves nothing."""
     template = template or source / TEMPLATE
     database = database or source / DATABASE
     config = config or source / CONFIG
@@ -297,40 +395,70 @@ def import_classic(source: Path, target: Path, *, template: Path | None = None,
         raise ConfigError(f"{target} already exists and is not empty",
                           hint="choose a new folder; import never overwrites files")
     template_text = _read(template, "template file")
-    if not database.is_file():
-        raise ConfigError(f"the classic database {database} does not exist",
-                          hint="give the folder that holds it, or name it with --database")
-    config_text = _read(config, "config file") if config.exists() else None
+    config_text = _read(config, "config file") if config.exists() or config.is_symlink() \
+        else None
     name = re.sub(r"[^\w.-]+", "-", target.resolve().name).strip("-.") or "campaign"
     converted = convert(template_text, config_text, name=name, sheet=database.name,
                         template_name=template.name, config_name=config.name)
-    todo, notes = converted.todo, converted.notes
+    with _open_regular(database, "database") as sheet:
+        found = _placeholder(sheet.peek(8192)[:8192].decode("utf-8", "replace"))
+        if found is not None:
+            converted.todo.append(f"{database.name} holds the classic sample's rows (with "
+                                  f"{found}): put your own recipients in it")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".importing",
+                                         dir=target.parent))
+        except OSError as exc:
+            raise ConfigError(f"cannot write into {target.parent}: {exc.strerror or exc}",
+                              hint="choose a folder you may write in") from exc
+        try:
+            written = _write(work, converted, sheet, database.name, template.parent)
+            work.chmod(0o777 & ~_umask())  # mkdtemp makes it private; a folder is not
+            work.rename(target)
+        except OSError as exc:
+            raise ConfigError(f"cannot write into {target}: {exc.strerror or exc}",
+                              hint="choose a new folder, one you may write in") from exc
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+    return Imported([target / path for path in written], converted.todo, converted.notes)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _write(work: Path, converted: Converted, sheet: BinaryIO, sheet_name: str,
+           folder: Path) -> list[Path]:
+    """The campaign's files in the folder ``work``; their paths relative to it. The sheet
+    and the attachments are copied a block at a time (a sheet may be gigabytes)."""
     written: list[Path] = []
 
-    def write(relative: str, data: bytes) -> None:
-        path = target / relative
+    def write(relative: str, data: bytes | BinaryIO) -> None:
+        path = work / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "xb") as handle:
-            handle.write(data)
-        written.append(path)
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                shutil.copyfileobj(data, handle)
+        written.append(Path(relative))
 
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        write("campaign.yaml", converted.campaign.encode("utf-8"))
-        for file_name, text in converted.templates.items():
-            write(file_name, text.encode("utf-8"))
-        write(database.name, database.read_bytes())
-        folder = template.parent
-        for entry in converted.attachments + converted.images:
-            found = list(_matches(folder, entry))
-            if not found:
-                todo.append(f"ATTACHMENT {entry}: no such file in {folder} now; put the "
-                            "file(s) into the new folder before sending")
-            for path in found:
-                relative = path.relative_to(folder).as_posix()
-                if not (target / relative).exists():
-                    write(relative, path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"cannot write into {target}: {exc.strerror or exc}",
-                          hint="choose a folder you may write in") from exc
-    return Imported(written, todo, notes)
+    write("campaign.yaml", converted.campaign.encode("utf-8"))
+    for file_name, text in converted.templates.items():
+        write(file_name, text.encode("utf-8"))
+    write(sheet_name, sheet)
+    for entry in converted.attachments + converted.images:
+        found = list(_matches(folder, entry))
+        if not found:
+            converted.todo.append(f"ATTACHMENT {entry}: no such file in {folder} now; put "
+                                  "the file(s) into the new folder before sending")
+        for path in found:
+            relative = path.relative_to(folder).as_posix()
+            if not (work / relative).exists():
+                with _open_regular(path, "attachment") as data:
+                    write(relative, data)
+    return written

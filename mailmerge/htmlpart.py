@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html as html_module
 import re
+from collections.abc import Iterator
 
 from .assets import AssetProblem
 
@@ -16,14 +17,12 @@ _URL_NAMES = frozenset({"href", "src", "action", "formaction", "background", "xl
 # spaces, is quoted only when a quote comes first, and unquoted runs to a space or ">".
 # The tag is read from every "<" and letter, even one inside another tag's quoted value,
 # a comment or a <style> block: what some reader takes for a tag is looked at.
-_TAG_ATTRIBUTES = re.compile(
-    r"""<(?=[a-zA-Z][^\t\n\f\r />]*+((?:[\t\n\f\r /]*+[^\t\n\f\r />][^\t\n\f\r /=>]*+"""
-    r"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"[^"]*+"?|'[^']*+'?|[^\t\n\f\r >]*+))?)*+))""")
+_TAG_START = re.compile(r"<[a-zA-Z]")
+_TAG_NAME = re.compile(r"<[a-zA-Z][^\t\n\f\r />]*+")
 # One attribute of those, from where the one before it ends: its name and its value.
 _ATTRIBUTE = re.compile(
     r"""[\t\n\f\r /]*+([^\t\n\f\r />][^\t\n\f\r /=>]*+)"""
     r"""(?:[\t\n\f\r ]*+=[\t\n\f\r ]*+(?:"([^"]*+)"?|'([^']*+)'?|([^\t\n\f\r >]*+)))?""")
-_URL_HINT = re.compile(r"href|src|action|background", re.I)
 _SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|livescript):", re.I)
 # A script URL's value spells "jav", "vbs" or "liv" first (after an optional quote), each
 # letter as itself or as a character reference (which starts with "&"), with control
@@ -33,10 +32,12 @@ _SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|livescript):", re.I)
 # newsletter) runs only on the rare page that has a candidate after a URL attribute's
 # name (and spaces); the third letter keeps `style="line-height..."` (in most
 # newsletters, on every tag) from being one. Case is ignored as the tag scan ignores it.
-CANDIDATE = re.compile(r"""=\s*["']?[\x00-\x20]*(?:&"""
-                        r"""|j[\x00-\x20]*(?:&|a[\x00-\x20]*[v&])"""
-                        r"""|v[\x00-\x20]*(?:&|b[\x00-\x20]*[s&])"""
-                        r"""|l[\x00-\x20]*(?:&|i[\x00-\x20]*[v&]))""", re.I)
+# Each run possessive (*+): what follows it is never one of its characters, so giving one
+# back cannot help, and a cell of "=" and 50,000 spaces took 35 s to try with backtracking.
+CANDIDATE = re.compile(r"""=\s*+["']?[\x00-\x20]*+(?:&"""
+                        r"""|j[\x00-\x20]*+(?:&|a[\x00-\x20]*+[v&])"""
+                        r"""|v[\x00-\x20]*+(?:&|b[\x00-\x20]*+[s&])"""
+                        r"""|l[\x00-\x20]*+(?:&|i[\x00-\x20]*+[v&]))""", re.I)
 
 
 # What the names in _URL_NAMES end with ("formaction", "xlink:href" too).
@@ -72,18 +73,38 @@ def script_link(html: str) -> tuple[str, str, str] | None:
     value decoded the way a reader decodes a URL: character references, then no control
     characters or spaces (a reader strips them at the ends and drops tabs and line breaks
     within)."""
-    for attributes in _TAG_ATTRIBUTES.findall(html):
-        if not _URL_HINT.search(attributes):
+    for name, double, single, bare in _attributes(html):
+        if name.lower() not in _URL_NAMES:
             continue
-        for name, double, single, bare in _ATTRIBUTE.findall(attributes):
-            if name.lower() not in _URL_NAMES:
-                continue
-            raw = double or single or bare
-            value = re.sub(r"[\x00-\x20]", "", html_module.unescape(raw))
-            scheme = _SCRIPT_SCHEME.match(value)
-            if scheme:
-                return name, raw, scheme.group(1).lower()
+        raw = double or single or bare
+        value = re.sub(r"[\x00-\x20]", "", html_module.unescape(raw))
+        scheme = _SCRIPT_SCHEME.match(value)
+        if scheme:
+            return name, raw, scheme.group(1).lower()
     return None
+
+
+def _attributes(html: str) -> Iterator[tuple[str, ...]]:
+    """The attributes of every tag read from each "<" and letter (see _TAG_START),
+    each (name, double-quoted value, single-quoted value, bare value) read once.
+
+    Where one tag's reading reaches a place another's already passed between two
+    attributes, the rest of it is the same and is not read again; a tag that starts
+    inside another's name ends its name where that one does. So a page of tags that do
+    not close (a tag read from every "<" ran to the end: 26 s for 50 KB) is read once."""
+    passed: set[int] = set()
+    name_end = -1
+    for tag in _TAG_START.finditer(html):
+        if tag.start() >= name_end:
+            name_end = _TAG_NAME.match(html, tag.start()).end()  # type: ignore[union-attr]
+        at = name_end
+        while at not in passed:
+            passed.add(at)
+            attribute = _ATTRIBUTE.match(html, at)
+            if attribute is None:
+                break
+            yield attribute.groups("")
+            at = attribute.end()
 
 
 def refuse_script_links(html: str, *, candidate: bool | None = None) -> None:

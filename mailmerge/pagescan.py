@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import jinja2
 
-from .assets import IMG_SRC, AssetProblem, Part, embedded
+from .assets import AssetProblem, Part, embedded, img_srcs
 from .htmlpart import CANDIDATE, candidate_at
 
 MAX_SHAPES = 64  # shapes kept per template; a template with more is scanned row by row
@@ -62,8 +62,10 @@ class TagMatch(NamedTuple):
 
 
 def tag_matches(html: str) -> Iterator[TagMatch]:
-    """The matches of :data:`TAG` in a whole page."""
-    for match in TAG.finditer(html):
+    """The matches of :data:`TAG` in a whole page. (Up to its last ">": a match ends at
+    one, and from each "<a" after it TAG would scan to the end, quadratic in their
+    number.)"""
+    for match in TAG.finditer(html, 0, html.rfind(">") + 1):
         name = match.group(1)
         yield TagMatch(name, match.group(2), match.group(0),
                        _after_text(html, match.end()) if name.lower() == "title" else "")
@@ -312,24 +314,30 @@ class PageScanner:
             opened = html.rfind("<", max(0, first - 3), first)
             if opened >= 0 and _IMG_START.match(html, opened, first):
                 return None
+        closed = -1
         for match in _IMG_OPEN.finditer(html):
-            closed = html.find(">", match.start())
-            if page.touches(match.start(), len(html) if closed < 0 else closed):
+            if closed < match.start():  # the ">" of the one before may close this one too
+                closed = html.find(">", match.start())
+                closed = len(html) if closed < 0 else closed
+            if page.touches(match.start(), closed):
                 return None
         changes: dict[int, list[tuple[int, int, str]]] = {}
         parts: dict[str, Part] = {}
-        for match in IMG_SRC.finditer(html):
-            start, end = match.span()
-            closed = html.find(">", start)
+        closed = -1  # the first ">" at or after the image looked at
+        for image in img_srcs(html):
+            start, end = image.start, image.end
+            if closed < start:
+                closed = html.find(">", start)
+                closed = len(html) if closed < 0 else closed
             piece, offset = page.at(start)
-            if end > (len(html) if closed < 0 else closed + 1) or \
+            if end > closed + 1 or \
                     end > page.starts[piece + 1]:
                 return None  # past its tag's ">", or over two pieces
             try:
-                text = embedded(match, self._resolve, parts)
+                text = embedded(image, self._resolve, parts)
             except AssetProblem:
                 return None
-            if text != match.group(0):
+            if text != image.text:
                 changes.setdefault(piece, []).append((offset, offset + end - start, text))
         substitutions = []
         for piece, edits in changes.items():

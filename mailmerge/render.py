@@ -57,7 +57,7 @@ from .errors import CellError, ConfigError, MailmergeError, RowError, RowErrors,
 from .fill import fill, fill_pieces, row_context
 from .flatten import flatten
 from .htmlpart import html_to_text, refuse_script_links
-from .markdown_body import make_converter
+from .markdown_body import fill_autolinks, make_converter
 from .notices import Notice
 from .pageinline import PageInliner
 from .pagescan import Page, PageScanner, template_text
@@ -550,7 +550,7 @@ class Renderer:
         self.layout = (self._load(layout, self.md_env) if layout is not None else
                        self._made_template("\x00layout/default.html", _default_layout(),
                                            self.md_env))
-        self.converter = make_converter(self.campaign.line_breaks)
+        self.converter = make_converter(self.campaign.line_breaks, self.placeholders)
         # the HTML of each source: with the values as placeholders, most rows share one
         self._md_html: SizedCache[str, str] = SizedCache(CACHE_BYTES // 8,
                                                          lambda html: 2 * len(html))
@@ -796,7 +796,7 @@ class Renderer:
         html = self._md_html.get(source)
         if html is None:  # the same source on the rows of one shape: converted once
             html = self._md_html.put(source, self.converter.render(source))
-        return source, html
+        return source, fill_autolinks(html, self.placeholders, self.converter)
 
     def _render_layout(self, ctx: dict[str, Any], subject: str, body: str, row: Row
                        ) -> tuple[str | None, list[Part]]:
@@ -855,7 +855,8 @@ class Renderer:
         if isinstance(exc, AddressProblem):
             return self._address_error(row, key, exc)
         if isinstance(exc, AssetProblem):
-            template = {"html": self.html, "layout": self.markdown}.get(key)
+            template = {"html": self.html, "layout": self.markdown,
+                        "markdown": self.markdown}.get(key)
             if template is not None and template.filename:
                 return RowError(str(exc), path=template.filename, row=row.number)
             return self._located(row, str(exc), key, hint=None)

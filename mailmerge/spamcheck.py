@@ -16,6 +16,8 @@ from .errors import ConfigError
 
 SPAM_TIMEOUT = 120.0
 _RULE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s+([A-Z0-9_]+)\s+(.*)$")
+_NUMBER = {name: re.compile(rf"\b{name}=(-?\d+(?:\.\d+)?)\b") for name in ("score", "required")}
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # not to reach the terminal
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,27 @@ def spam_score(data: bytes) -> SpamScore:
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ConfigError(f"SpamAssassin did not run: {exc}",
                           hint="check that `spamassassin -V` works") from exc
-    out = done.stdout.replace(b"\r\n", b"\n").decode("utf-8", "replace")
+    out = _CONTROL.sub("?", done.stdout.replace(b"\r\n", b"\n").decode("utf-8", "replace"))
     status = re.search(r"^X-Spam-Status: (.*(?:\n[ \t].*)*)", out, re.M)
     if done.returncode not in (0, 1) or status is None:
-        error = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise ConfigError("SpamAssassin gave no verdict" + (f": {error[-1]}" if error else ""),
+        error = _CONTROL.sub("?", done.stderr.decode("utf-8", "replace")).strip().splitlines()
+        said = f" (exit status {done.returncode})" if done.returncode not in (0, 1) else ""
+        raise ConfigError("SpamAssassin gave no verdict" + said
+                          + (f": {error[-1][:200]}" if error else ""),
                           hint="check that `spamassassin -V` works")
     text = " ".join(status.group(1).split())
-    score = float(re.search(r"score=(-?[\d.]+)", text).group(1))  # type: ignore[union-attr]
-    required = float(re.search(r"required=(-?[\d.]+)", text).group(1))  # type: ignore[union-attr]
-    return SpamScore(score, required, tuple(_rules(out)))
+    return SpamScore(_number(text, "score"), _number(text, "required"), tuple(_rules(out)))
+
+
+def _number(status: str, name: str) -> float:
+    """The ``name=`` number of an X-Spam-Status field. Raises ConfigError when it has
+    none: SpamAssassin's output is not what this reads."""
+    found = _NUMBER[name].search(status)
+    if found is None:
+        raise ConfigError(f"SpamAssassin's verdict has no {name}= number: "
+                          f"X-Spam-Status: {status[:120]!r}",
+                          hint="check that `spamassassin -V` works and is SpamAssassin")
+    return float(found.group(1))
 
 
 def _rules(report: str) -> list[Rule]:

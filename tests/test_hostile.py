@@ -418,3 +418,69 @@ def test_init_onto_a_dangling_link_is_one_error(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "is a link to a folder that does not exist" in done.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+# `check --spam` reads what a program called spamassassin prints: odd output is one error
+_VERDICT = "X-Spam-Status: No, score=0.3 required=5.0 tests=NONE autolearn=no\n"
+
+
+@pytest.mark.parametrize("stdout, status, message", [
+    (b"", 0, "SpamAssassin gave no verdict"),
+    (b"\x00\xff\xfegarbage \x1b[31m\n", 0, "SpamAssassin gave no verdict"),
+    (b"X-Spam-Status: No, score=abc required=5.0\n\n", 0,
+     "SpamAssassin's verdict has no score= number: X-Spam-Status: 'No, score=abc"),
+    (b"X-Spam-Status: No, score=. required=5.0\n\n", 0,
+     "SpamAssassin's verdict has no score= number"),
+    (b"X-Spam-Status: Yes, score=9.9\n\n", 1, "SpamAssassin's verdict has no required= number"),
+    (_VERDICT.encode() + b"\n", 7, "SpamAssassin gave no verdict (exit status 7): it broke"),
+])
+def test_odd_spamassassin_output_is_one_error(basic, tmp_path: Path, monkeypatch,
+                                              stdout: bytes, status: int, message: str) -> None:
+    c = basic()
+    _fake_spamassassin(tmp_path, monkeypatch, stdout, status)
+    result = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml"), "--spam"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert message in result.output
+
+
+def test_a_score_without_rules_and_odd_bytes_in_the_report_still_score(
+        basic, tmp_path: Path, monkeypatch) -> None:
+    c = basic()
+    report = (_VERDICT + "\nContent analysis details:   (0.3 points, 5.0 required)\n\n"
+              " pts rule name              description\n"
+              "---- ---------------------- ------------------\n"
+              " 0.3 ODD_RULE               \xff\x1b[2Jcleared\n\n").encode("latin-1")
+    _fake_spamassassin(tmp_path, monkeypatch, report, 0)
+    result = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml"), "--spam"])
+    assert result.exit_code == 0, result.output
+    assert "row 2: 0.3 points (not spam; 5.0 is spam)" in result.output
+    assert "ODD_RULE" in result.output
+    from mailmerge.spamcheck import spam_score
+    rule, = spam_score(b"Subject: x\r\n\r\nx\r\n").rules
+    assert (rule.name, rule.description) == ("ODD_RULE", "\ufffd?[2Jcleared")  # no escape
+
+
+def _fake_spamassassin(tmp_path: Path, monkeypatch, stdout: bytes, status: int) -> None:
+    """A program called spamassassin, first on PATH, that prints ``stdout`` and exits
+    with ``status`` (saying "it broke" on stderr when that is not 0 or 1)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "out").write_bytes(stdout)
+    program = folder / "spamassassin"
+    program.write_text(f"#!{sys.executable}\nimport sys\nsys.stdin.buffer.read()\n"
+                       f"sys.stdout.buffer.write(open({str(folder / 'out')!r}, 'rb').read())\n"
+                       f"sys.stderr.write('it broke\\n' if {status} > 1 else '')\n"
+                       f"sys.exit({status})\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_a_cell_of_an_equals_sign_and_many_spaces_is_checked_at_once(basic) -> None:
+    """The script-link prefilter backtracked over the spaces after an "=": 35 s for 50,000
+    of them, in every check, preview and send; this cell took minutes."""
+    c = basic(html=HTML, rows=[["email", "name", "token"],
+                               ["a@x.org", "A", "=" + " " * 60_000 + "x"]])
+    done = subprocess.run([sys.executable, "-m", "mailmerge", "check",
+                           str(c.folder / "campaign.yaml")], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

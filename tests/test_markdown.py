@@ -303,8 +303,8 @@ def test_rows_of_one_shape_are_converted_from_markdown_once(
     shape: CommonMark converts it once, and each row still reads its own values."""
     converted: list[str] = []
 
-    def counting(line_breaks: bool = False) -> Any:
-        converter = make_converter(line_breaks)
+    def counting(line_breaks: bool = False, placeholders: Any = None) -> Any:
+        converter = make_converter(line_breaks, placeholders)
         real = converter.render
 
         def render(source: str) -> str:
@@ -324,3 +324,108 @@ def test_rows_of_one_shape_are_converted_from_markdown_once(
     assert len(converted) == 2
     assert all(f"<strong>*P{i}*</strong>" in html for i, html in enumerate(htmls))
     assert ["<em>Gold</em>" in html for html in htmls] == [i % 2 == 1 for i in range(6)]
+
+
+# Every Markdown construct a value can stand in: where its text shows in the HTML (the
+# page's visible text, or an element's attribute)
+CONSTRUCTS = {
+    "autolink": ("See <{{ c }}> now.", "text"),
+    "autolink alone on its line": ("<{{ c }}>\nand more", "text"),
+    "raw html attribute": ('<span title="{{ c }}">x</span>', ("span", "title")),
+    "html block": ("<div>\n{{ c }}\n</div>", "text"),
+    "link destination": ("[x]({{ c }})", ("a", "href")),
+    "link destination in brackets": ("[x](<{{ c }}>)", ("a", "href")),
+    "link title": ('[x](https://acme.example/ "{{ c }}")', ("a", "title")),
+    "reference": ("[x][r]\n\n[r]: {{ c }}", ("a", "href")),
+    "image alt": ("![{{ c }}](https://acme.example/i.png)", ("img", "alt")),
+    "code span": ("`{{ c }}`", "text"),
+    "fenced code": ("```\n{{ c }}\n```", "text"),
+    "heading": ("# {{ c }}", "text"),
+    "table": ("| a |\n|---|\n| {{ c }} |", "text"),
+    "emphasis": ("*{{ c }}*", "text"),
+    "entity reference": ("&amp; {{ c }}", "text"),
+    "backslash escape": ("\\{{ c }}", "text"),
+    "line start": ("{{ c }}", "text"),
+    "block quote": ("> {{ c }}", "text"),
+    "list item": ("- {{ c }}", "text"),
+}
+CELLS = ["<https://evil.example>", "<b>bold</b>", "# h", "> q", "- l", "1. n", "&amp;",
+         "\\*x\\*", "*e*", "`c`", "[l](https://evil.example)", "![i](https://evil.example/t.png)",
+         "a\"b'c<d>", "| p |", "<!-- c -->", "<div>x</div>", "<mm0v0z>"]
+
+
+def _body(cdir: CampaignDir, template: str, cell: str) -> tuple[str, str]:
+    c = markdown_campaign(cdir, template + "\n", rows=[["email", "name", "c"],
+                                                      ["zoe@example.org", "Zoë", cell]])
+    (_, msg), = c.messages()
+    html = content(msg, "html")
+    return content(msg, "plain"), html[html.index("<body"):]
+
+
+@pytest.mark.parametrize("construct", CONSTRUCTS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_cell_is_text_in_every_construct(cdir: CampaignDir, construct: str,
+                                           cell: str) -> None:
+    template, where = CONSTRUCTS[construct]
+    plain, html = _body(cdir, template, cell)
+    assert plain == template.replace("{{ c }}", cell) + "\n"
+    _, reference = _body(cdir, template, "plain")
+    assert _names(html) == _names(reference)
+    page = _Page(html)
+    if where == "text":
+        assert cell in "".join(page.text)
+    else:
+        tag, attribute = where
+        assert (attribute, cell) in next(attrs for name, attrs in page.tags if name == tag)
+
+
+def _names(html: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The elements of a page and the names of their attributes."""
+    return [(tag, tuple(name for name, _ in attrs)) for tag, attrs in _Page(html).tags]
+
+
+@pytest.mark.parametrize("construct", ["autolink", "autolink alone on its line",
+                                       "link destination", "link destination in brackets",
+                                       "reference"])
+@pytest.mark.parametrize("cell, href", [
+    ("https://acme.example/a?b=1&c=2", "https://acme.example/a?b=1&c=2"),
+    ("mailto:zoe@example.org", "mailto:zoe@example.org")])
+def test_a_url_cell_makes_a_working_link(cdir: CampaignDir, construct: str, cell: str,
+                                         href: str) -> None:
+    _, html = _body(cdir, CONSTRUCTS[construct][0], cell)
+    links = [dict(attrs) for name, attrs in _Page(html).tags if name == "a"]
+    assert [link["href"] for link in links] == [href]
+
+
+def test_an_address_between_angle_brackets_is_a_mailto_link(cdir: CampaignDir) -> None:
+    _, html = _body(cdir, "Write to <{{ c }}>.", "help@acme.example")
+    assert re.search(r'<a href="mailto:help@acme.example"[^>]*>help@acme.example</a>', html)
+
+
+def test_a_script_url_between_angle_brackets_is_text(cdir: CampaignDir) -> None:
+    _, html = _body(cdir, "See <{{ c }}>.", "javascript:alert(1)")
+    assert "&lt;javascript:alert(1)&gt;" in html and "<a " not in html
+
+
+@pytest.mark.parametrize("template", ["<a href={{ c }}>x</a>", "<span {{ c }}>x</span>",
+                                      "<{{ c }} class=x>y</{{ c }}>",
+                                      "<div class=x title={{ c }}>\ny\n</div>",
+                                      '<a title="x>y" href={{ c }}>z</a>'])
+def test_a_value_in_a_tag_outside_quotes_is_a_problem_of_the_template(
+        cdir: CampaignDir, template: str) -> None:
+    c = markdown_campaign(cdir, template + "\n", rows=[
+        ["email", "name", "c"], ["zoe@example.org", "Zoë", "x onmouseover=alert(1)"]])
+    error, = c.errors()
+    assert error.startswith(f"{c.root}/templates/body.md, row 2: a value stands inside the "
+                            "HTML tag '<")
+    assert error.endswith("outside a quoted attribute value, where a cell could add "
+                          'attributes: write it in quotes (href="{{ url }}"), or as Markdown')
+
+
+@pytest.mark.parametrize("template", ["<!-- {{ c }} -->x", "<a title='{{ c }}' href=\"/\">z</a>",
+                                      '<div title="a>b">\n{{ c }}\n</div>'])
+def test_a_value_in_raw_text_comments_and_quoted_values_stays_data(cdir: CampaignDir,
+                                                                   template: str) -> None:
+    _, html = _body(cdir, template, "x onmouseover=alert(1) <b>")
+    assert "<b>" not in html and not any(name == "onmouseover" for _, attrs in
+                                         _Page(html).tags for name, _ in attrs)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -185,7 +187,51 @@ def test_a_row_of_markup_does_not_stop_the_rows_after_it() -> None:
     ("<p>{{ c|safe }}</p>", {"c": "<b>x</b>"}, "markup marked safe"),
     ('<img src="missing.png">', {}, "an image that cannot be read"),
     ("<img src='ok>'>", {}, "a quoted src past its tag's end"),
+    ("<img src='ok>'><img src='logo.png'>", {}, "a quoted src past its tag's end, first"),
 ])
 def test_what_is_scanned_whole(source: str, values: dict[str, object], why: str) -> None:
     row = {"a": "", "b": "", "c": "", "flag": True, "items": [], **values}
     assert scan_rows(source, [row]) == 0, why
+
+
+# Pages of tags that do not close: each scan over them was quadratic (a 50 KB page of
+# unclosed "<img" took 6 s, the script-link scan 26 s; these took minutes so), and is
+# linear now (well under a second).
+_UNCLOSED = ["<img " * 40_000, "<img " * 40_000 + ">", "<a " * 60_000, "<IMG src=x " * 20_000,
+             "<img alt='<img' " * 15_000]
+
+
+def test_unclosed_tags_are_scanned_in_linear_time() -> None:
+    """In a process of its own, stopped after 30 s (the old scans took minutes): a regular
+    expression holds the interpreter while it runs, so a thread could not be waited for."""
+    code = ("from tests.test_pagescan import _UNCLOSED, resolve;"
+            "from mailmerge.assets import embed_images, img_srcs;"
+            "from mailmerge.pagescan import tag_matches;"
+            "from mailmerge.htmlpart import script_link;"
+            "[(embed_images(p, resolve), list(tag_matches(p))) for p in _UNCLOSED];"
+            "assert not any(script_link(p) for p in _UNCLOSED);"
+            "assert script_link(_UNCLOSED[0] + '<a href=javascript:x>') is not None;"
+            "assert not any(list(img_srcs(p)) for p in _UNCLOSED);"
+            "from tests.test_pagescan import made_page;"
+            "made_page('{{ a }}' + _UNCLOSED[0] + '{{ b }}' + _UNCLOSED[2]);"
+            "print('scanned')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout == "scanned\n", done.stderr
+
+
+def made_page(source: str) -> None:
+    """The page the scanner makes of ``source`` (one row), without the whole scans."""
+    env = make_environment([Path(".")])
+    env.loader.loaders[0].mapping["t.html"] = source  # type: ignore[attr-defined]
+    compiled = env.get_template("t.html")
+    values = {"a": "x", "b": "", "c": "", "flag": True, "items": []}
+    PageScanner(template_text(env, compiled), resolve).make(
+        list(fill_pieces(compiled, row_context(env.globals, values))))
+
+
+def test_an_image_in_a_tag_that_holds_img_in_a_value_is_embedded_once() -> None:
+    html, images = embed_images("<img alt='<img' src='logo.png'><img src=\"a b.png\">", resolve)
+    assert [part.filename for part in images] == ["logo.png", "a b.png"]
+    assert html == (f"<img alt='<img' src='cid:{images[0].cid}'>"
+                    f"<img src=\"cid:{images[1].cid}\">")
