@@ -443,15 +443,30 @@ def test_ctrl_c_exits_130_not_the_code_of_bad_rows(basic, command: str) -> None:
     import time
 
     slow = "<p>{{ name }}</p>{% for i in range(20000) %}{% endfor %}"  # milliseconds a row
-    c = basic(html=slow, rows=[["email", "name"], *[[f"p{i}@x.org", "P"] for i in range(3000)]])
+    # far more rows than any machine renders before the signal: minutes of work
+    c = basic(html=slow, rows=[["email", "name"], *[[f"p{i}@x.org", "P"] for i in range(50000)]])
+    sheet = str((c.folder / "people.csv").resolve())
     process = subprocess.Popen([sys.executable, "-m", "mailmerge", command,
                                 str(c.folder / "campaign.yaml"), "-q"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # past the start, well before the 3,000 rows are done
+    # the event: the command has the sheet open, so it is past its start and rendering
+    fds = Path(f"/proc/{process.pid}/fd")
+    while process.poll() is None and not any(
+            os.path.realpath(fd) == sheet for fd in _listed(fds)):
+        time.sleep(0.01)
+    assert process.poll() is None, process.communicate()
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, (out, err)
     assert "Interrupted." in err and "Aborted!" not in err
+
+
+def _listed(folder: Path) -> list[str]:
+    """The entries of ``folder``, or none if it has gone (a process that ended)."""
+    try:
+        return [str(entry) for entry in folder.iterdir()]
+    except OSError:
+        return []
 
 
 CAMPAIGN_COMMANDS = [["preview"], ["check"], ["send", "--dry-run"], ["status"], ["drafts"],
