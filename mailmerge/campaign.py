@@ -291,6 +291,16 @@ _PLACEHOLDER_SUFFIXES = (".test", ".invalid", ".localhost", ".example.com", ".ex
 _PLACEHOLDER = re.compile(r"example\.[a-z]{2,}(\.[a-z]{2})?")
 
 
+# Names the classic tool's sample files and most tutorials put where the user's own go
+_SAMPLE_NAMES = ("mydomain.com", "yourdomain.com", "bobdomain.com")
+_SAMPLE_USER = re.compile(r"(?i)your[_ ]?\w*[_ ]?here|changeme|username")
+
+
+def placeholder_user(name: str) -> bool:
+    """Whether a login name is a sample's placeholder left in (YOUR_USERNAME_HERE)."""
+    return _SAMPLE_USER.fullmatch(name.strip()) is not None
+
+
 def placeholder_name(host: str) -> bool:
     """Whether ``host`` is a name reserved for examples and tests (RFC 2606, RFC 6761:
     example.com, .org and .net and their subdomains, .test, .invalid, .localhost) or
@@ -298,7 +308,8 @@ def placeholder_name(host: str) -> bool:
     examples, the shipped campaigns among them, write for a fictional company
     (acme.example), and no one takes it for their own."""
     host = host.lower().rstrip(".")
-    return host.endswith(_PLACEHOLDER_SUFFIXES) or _PLACEHOLDER.fullmatch(host) is not None
+    return (host.endswith(_PLACEHOLDER_SUFFIXES) or _PLACEHOLDER.fullmatch(host) is not None
+            or host.endswith(_SAMPLE_NAMES))
 
 
 def _loopback(host: str) -> bool:

@@ -51,7 +51,13 @@ from .assets import (
     resolve_attachments,
     resolve_inside,
 )
-from .campaign import AddressField, Campaign, placeholder_name, where_expression
+from .campaign import (
+    AddressField,
+    Campaign,
+    placeholder_name,
+    placeholder_user,
+    where_expression,
+)
 from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import CellError, ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .fill import fill, fill_pieces, row_context
@@ -406,6 +412,14 @@ class Renderer:
             self.notices.append(Notice.warning(
                 f"`smtp.host` {campaign.smtp.host} is a placeholder: put in the SMTP server "
                 "of your mail provider before you send"))
+        logins = [("smtp", campaign.smtp.username), *(
+            (key, box.username) for key, box in (("imap", campaign.imap),
+                                                 ("bounces", campaign.bounces)) if box)]
+        for key, username in logins:
+            if username and placeholder_user(username):
+                self.notices.append(Notice.warning(
+                    f"`{key}.username` {username} is a placeholder: put in your login name "
+                    "at your mail provider before you send"))
         self.where = self._compile_where("where", campaign.where)
         self.where_option = self._compile_where("--where", campaign.where_option)
         lists = list(campaign.suppress)

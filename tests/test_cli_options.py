@@ -154,3 +154,25 @@ def test_declining_at_the_prompt_says_nothing_was_sent(campaign: CampaignDir,
     assert b"Nothing was sent." in done.stdout, done.stdout
     assert done.returncode == 1
     assert server.handler.received == []
+
+
+def test_a_classic_samples_placeholders_warn_in_every_later_check(tmp_path: Path) -> None:
+    """`import` lists them as to-dos; `check` goes on saying so until they are replaced."""
+    sample = Path(__file__).parent / "data" / "classic" / "sample"
+    assert run("import", str(sample), str(tmp_path / "s")).exit_code == 1
+    campaign = str(tmp_path / "s" / "campaign.yaml")
+    result = run("check", campaign)
+    assert result.exit_code == 0, result.output
+    assert "Warning: `smtp.username` YOUR_USERNAME_HERE is a placeholder" in result.output
+    assert run("check", campaign, "--strict").exit_code == 1
+    text = Path(campaign).read_text().replace("YOUR_USERNAME_HERE", "jo")
+    Path(campaign).write_text(text)
+    result = run("check", campaign)
+    assert "smtp.username" not in result.output
+
+
+def test_strict_fails_on_a_campaign_wide_warning(basic) -> None:
+    c = basic('smtp: {host: smtp.example.org, port: 587, security: starttls}\n')
+    result = run("check", str(c.folder / "campaign.yaml"))
+    assert result.exit_code == 0 and "`smtp.host` smtp.example.org is a placeholder" in result.output
+    assert run("check", str(c.folder / "campaign.yaml"), "--strict").exit_code == 1

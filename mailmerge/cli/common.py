@@ -177,6 +177,7 @@ def _finish(report: Report, verb: str, strict: bool = False, spammy: bool = Fals
     if warned:
         summary += f", {_n(warned, 'warning')}"
     click.echo(summary + ".")
+    warned += sum(notice.kind == "warning" for notice in report.notices)
     failed = report.problems or (strict and (warned or spammy))
     sys.exit(EXIT_DATA if failed else EXIT_OK)
 
