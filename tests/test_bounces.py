@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -315,3 +317,42 @@ def test_bounces_without_a_mailbox_says_what_to_add(basic) -> None:
     done = CliRunner().invoke(cli, ["bounces", str(c.folder / "campaign.yaml")])
     assert done.exit_code == 2
     assert "the campaign has no `bounces:` mailbox to read" in done.output
+
+
+@pytest.mark.parametrize("field", [b"Auto-Submitted: auto-replied", b"X-Autoreply: yes",
+                                   b"Precedence: auto_reply"])
+def test_a_bounce_that_says_it_was_sent_automatically_is_still_a_bounce(field: bytes) -> None:
+    report = read_report(field + b"\n" + sample("exim.txt"))  # as Exim's bounces say
+    assert report.kind == "bounce", report.why
+    assert [(f.address, f.severity, f.status) for f in report.findings] == [
+        ("grace@example.com", "hard", "5.1.1")]
+    vacation = read_report(field + b"\nSubject: Out of office\n\nBack on Monday.\n")
+    assert vacation.kind == "autoreply"
+
+
+HEAD = (b"From: MAILER-DAEMON@mx.example\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        b"Message-ID: <hostile@mx.example>\r\n")
+CPU_SECONDS = 5  # each report below takes well under a second; it took 13 s
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(HEAD + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"".join(
+        b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(30_000)) + b"--b--\r\n",
+        id="30000 tiny text parts"),
+    pytest.param(HEAD + b"\r\nStatus: 5.1.1 " + b"a" * 70_000 + b"\r\n",
+                 id="a 70 KB word without @"),
+    pytest.param(HEAD + b"In-Reply-To: <" + b"a@" * 35_000 + b"\r\n\r\n5.1.1\r\n",
+                 id="a Message-ID of 35000 @"),
+    pytest.param(HEAD + b"\r\nHi. This is the qmail-send program\r\n<" + b"a@" * 35_000
+                 + b"\r\n", id="a qmail address of 35000 @"),
+])
+def test_reports_anyone_can_send_are_classified_within_a_cpu_budget(data: bytes) -> None:
+    # CPU time, which a busy machine does not stretch; the old code spent 13 s on each
+    code = ("import resource, sys\n"
+            f"resource.setrlimit(resource.RLIMIT_CPU, ({CPU_SECONDS}, {CPU_SECONDS}))\n"
+            "from mailmerge.reports import read_report\n"
+            "print(read_report(sys.stdin.buffer.read()).kind)\n")
+    done = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr  # SIGXCPU when over the budget
+    assert done.stdout.strip() == b"unknown"
