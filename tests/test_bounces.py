@@ -319,6 +319,23 @@ def test_bounces_without_a_mailbox_says_what_to_add(basic) -> None:
     assert "the campaign has no `bounces:` mailbox to read" in done.output
 
 
+# --- reports as real servers and senders make them ------------------------------------------
+
+def test_a_dsn_of_a_forwarded_address_counts_for_the_address_mailed(basic, smtp,
+                                                                     dovecot) -> None:
+    c = sent_campaign(basic, smtp, dovecot)
+    # the address mailed forwards to another, which bounced: the DSN names the one mailed
+    # as Original-Recipient only
+    dovecot.append(dsn(c, 2).replace(b"Final-Recipient: rfc822; p0@example.org",
+                                     b"Final-Recipient: rfc822; p0.moved@elsewhere.example"))
+    done = run("bounces", c)
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith("Read 1 message: 1 hard bounce, ")
+    assert journal(c)["p0@example.org"][:2] == ("bounced", "5.1.1")
+    suppressed = (c.folder / "test.bounced.txt").read_text().splitlines()[1:]
+    assert [line.split()[0] for line in suppressed] == ["p0@example.org"]
+
+
 @pytest.mark.parametrize("field", [b"Auto-Submitted: auto-replied", b"X-Autoreply: yes",
                                    b"Precedence: auto_reply"])
 def test_a_bounce_that_says_it_was_sent_automatically_is_still_a_bounce(field: bytes) -> None:

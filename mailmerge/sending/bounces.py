@@ -144,8 +144,9 @@ def _handle(report: Report, campaign: Campaign, journal: Journal, index: _Index,
         result.autoreplies += 1
         return True
     envelope, primary = index.envelope(key), index.primary(key)
-    findings = [f for f in report.findings if address_key(f.address) in envelope]
-    strangers = [f.address for f in report.findings if f not in findings]
+    named = [_as_sent(f, envelope) for f in report.findings]
+    findings = [f for f in named if address_key(f.address) in envelope]
+    strangers = [f.address for f in named if f not in findings]
     if not findings:
         result.skipped += 1
         result.lines.append(f"skipped: the report names {', '.join(strangers) or 'no one'}, "
@@ -184,6 +185,15 @@ def _handle(report: Report, campaign: Campaign, journal: Journal, index: _Index,
                 result.hard += 1
         journal.record_report(report.report_id, report.kind, key)
     return True
+
+
+def _as_sent(finding: Finding, envelope: set[str]) -> Finding:
+    """The finding under the address the message went to: a report of a forwarded
+    address names it as Final-Recipient, and the address mailed as Original-Recipient."""
+    if (address_key(finding.address) not in envelope and finding.original
+            and address_key(finding.original) in envelope):
+        return replace(finding, address=finding.original)
+    return finding
 
 
 def _match(report: Report, index: _Index, verp: bool) -> str | None:
