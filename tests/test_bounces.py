@@ -19,6 +19,8 @@ from mailmerge.reports import read_report
 from .conftest import SMTP_BLOCK, CampaignDir
 from .imapserver import POP3
 from .smtpserver import Server
+from .test_drafts import deleted_but_kept
+from .test_drafts import plain_dovecot as plain_dovecot  # a fixture, shared
 
 DATA = Path(__file__).parent / "data" / "reports"
 
@@ -373,3 +375,19 @@ def test_reports_anyone_can_send_are_classified_within_a_cpu_budget(data: bytes)
                           check=False)
     assert done.returncode == 0, done.stderr  # SIGXCPU when over the budget
     assert done.stdout.strip() == b"unknown"
+
+
+def test_recorded_reports_stay_where_the_server_cannot_remove_one_alone(
+        basic, smtp, plain_dovecot) -> None:
+    c = sent_campaign(basic, smtp, plain_dovecot, extra=", after: delete")
+    plain_dovecot.append(dsn(c, 2))
+    deleted_but_kept(plain_dovecot, "INBOX")  # the user's, marked deleted, not expunged
+    done = run("bounces", c)
+    assert done.exit_code == 0, done.output
+    assert "1 hard bounce" in done.output
+    assert done.output.endswith(
+        "0 recorded reports deleted.\nRecorded reports stay in the mailbox: the server has "
+        "neither MOVE nor UIDPLUS, and a plain EXPUNGE would also remove the other messages "
+        "marked deleted in the folder.\nSuppressed addresses are in "
+        f"{c.folder / 'test.bounced.txt'}.\n")
+    assert plain_dovecot.folder_count("INBOX") == 2

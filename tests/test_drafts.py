@@ -6,6 +6,7 @@ import imaplib
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from mailmerge.cli import cli
@@ -165,3 +166,32 @@ def test_a_signed_campaign_stores_its_drafts_unsigned(basic, dovecot, tmp_path: 
         assert b"DKIM-Signature" not in data
         assert data.startswith(b"Bcc: archive@acme.example\r\n")
         assert parse(data)["From"] == "Acme <news@acme.example>"
+
+
+# Dovecot as a server without UIDPLUS (RFC 4315) or MOVE (RFC 6851) advertises itself
+WITHOUT_UIDPLUS = ("imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE "
+                   "LITERAL+ NAMESPACE\n")
+
+
+@pytest.fixture
+def plain_dovecot(monkeypatch: pytest.MonkeyPatch):
+    """A real Dovecot that says it has neither UIDPLUS nor MOVE."""
+    from . import imapserver
+
+    if imapserver.DOVECOT is None:
+        pytest.skip("needs the dovecot-imapd package")
+    monkeypatch.setattr(imapserver, "CONFIG", imapserver.CONFIG + WITHOUT_UIDPLUS)
+    server = imapserver.Dovecot()
+    yield server
+    server.stop()
+
+
+def deleted_but_kept(server, folder: str) -> None:
+    """Put a message of the user's in ``folder``, marked \\Deleted as mail clients leave
+    what they delete until the folder is expunged."""
+    with imaplib.IMAP4("127.0.0.1", server.port) as imap:
+        imap.login(server.user, server.password)
+        status, _ = imap.append(folder_name(folder), r"(\Deleted)", None,
+                                b"From: me@example.org\r\nSubject: mine, marked deleted\r\n"
+                                b"\r\nstill wanted\r\n")
+        assert status == "OK"

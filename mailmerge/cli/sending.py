@@ -502,6 +502,10 @@ def _bounce_summary(found: BounceReport, after: str, suppress_to: Path | None) -
             click.echo(f"  ... and {len(found.lines) - 20} more")
     if after != "keep":
         click.echo(f"{found.removed} recorded reports {'deleted' if after == 'delete' else 'moved'}.")
+    if found.kept_here:
+        click.echo("Recorded reports stay in the mailbox: the server has neither MOVE nor "
+                   "UIDPLUS, and a plain EXPUNGE would also remove the other messages marked "
+                   "deleted in the folder.")
     if suppress_to is not None and (found.hard or found.complaints or found.soft_suppressed):
         click.echo(f"Suppressed addresses are in {suppress_to}.")
 

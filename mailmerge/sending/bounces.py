@@ -12,7 +12,8 @@ Every report is remembered by its Message-ID (or digest), in the same transactio
 what it says, so reading the mailbox again counts nothing twice; the suppression file is
 written (and synced) first, so a crash between the two leaves the address suppressed
 and the report to be read again, which then changes nothing. Only recorded reports are
-deleted or moved.
+deleted or moved, and only where the server can remove one message alone. A report not
+understood stays, remembered by where it lies (its mark), and is not fetched again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..errors import SendError
 from ..reports import Finding, Report, read_report
 from ..suppress import load_suppressions
 from .journal import Journal, Record, State
-from .mailbox import IMAP_ERRORS, open_reports
+from .mailbox import IMAP_ERRORS, MAX_MESSAGE_BYTES, Item, ReportBox, open_reports
 
 
 @dataclass
@@ -48,6 +49,7 @@ class BounceReport:
     unknown: int = 0  # not understood: left alone
     skipped: int = 0  # understood but not believed (a recipient never mailed): left alone
     removed: int = 0  # deleted or moved, per `after`
+    kept_here: bool = False  # the server cannot remove one message alone: recorded ones stay
     lines: list[str] = field(default_factory=list)  # one per report left alone, and why
 
 
@@ -104,12 +106,13 @@ def read_bounces(campaign: Campaign, journal: Journal, password: str | None,
     try:
         move_to = settings.move_to if settings.after == "move" else None
         for item in box.listing():
-            report = read_report(box.fetch(item))
             result.read += 1
-            recorded = _handle(report, campaign, journal, index, suppressed, result)
+            recorded = _read_one(box, item, campaign, journal, index, suppressed, result)
             if recorded and settings.after != "keep":
-                box.remove(item, move_to)
-                result.removed += 1
+                if box.remove(item, move_to):
+                    result.removed += 1
+                else:
+                    result.kept_here = True
             if progress is not None:
                 progress(result)
     except IMAP_ERRORS as exc:
@@ -122,6 +125,27 @@ def read_bounces(campaign: Campaign, journal: Journal, password: str | None,
         except IMAP_ERRORS:
             pass
     return result
+
+
+def _read_one(box: ReportBox, item: Item, campaign: Campaign, journal: Journal,
+              index: _Index, suppressed: _Suppressions, result: BounceReport) -> bool:
+    """Fetch and record one message, unless it was found not understood before (by its
+    lasting mark) or is too large to be a report; True when it may go."""
+    if item.mark and journal.report_seen(item.mark):
+        result.unknown += 1  # not understood on an earlier reading: not read again
+        return False
+    if item.size > MAX_MESSAGE_BYTES:
+        result.unknown += 1
+        result.lines.append(f"not read: message {item.number} has {item.size} bytes, more "
+                            f"than the {MAX_MESSAGE_BYTES // (1024 * 1024)} MB a report may "
+                            "have")
+        return False
+    report = read_report(box.fetch(item))
+    recorded = _handle(report, campaign, journal, index, suppressed, result)
+    if report.kind == "unknown" and item.mark and not recorded:
+        with journal.batch():  # remembered where it lies: the next reading skips it
+            journal.record_report(item.mark, "unknown", None)
+    return recorded
 
 
 def _handle(report: Report, campaign: Campaign, journal: Journal, index: _Index,
