@@ -195,3 +195,33 @@ def deleted_but_kept(server, folder: str) -> None:
                                 b"From: me@example.org\r\nSubject: mine, marked deleted\r\n"
                                 b"\r\nstill wanted\r\n")
         assert status == "OK"
+
+
+def test_replace_without_uidplus_is_refused_and_expunges_nothing(basic, plain_dovecot) -> None:
+    with imaplib.IMAP4("127.0.0.1", plain_dovecot.port) as imap:
+        imap.login(plain_dovecot.user, plain_dovecot.password)
+        assert b"UIDPLUS" not in b" ".join(imap.capability()[1])
+    c = campaign(basic, plain_dovecot.port)
+    assert drafts(c).exit_code == 0
+    deleted_but_kept(plain_dovecot, "Drafts")
+    (c.root / "templates/mail.txt").write_text("Good morning {{ name }}\n")
+    refused = drafts(c, "--replace")
+    assert refused.exit_code == 2, refused.output
+    assert refused.output == (
+        "Error: the IMAP server at 127.0.0.1 cannot delete one message alone (it lacks "
+        "UIDPLUS), so the old draft of row 2 is not replaced: a plain EXPUNGE would also "
+        "remove every other message marked deleted in 'Drafts'; delete the old drafts of "
+        "the changed rows in your mail client and run again without --replace (the drafts "
+        "stored so far stay)\n")
+    subjects = sorted(parse(d)["Subject"] for _, d in stored_with_deleted(plain_dovecot))
+    assert subjects == ["Hi Ann", "Hi Bob", "Hi Cy", "mine, marked deleted"]
+
+
+def stored_with_deleted(server, folder: str = "Drafts") -> list[tuple[bytes, bytes]]:
+    """(flags, message) of every message in the folder, those marked \\Deleted too."""
+    with imaplib.IMAP4("127.0.0.1", server.port) as imap:
+        imap.login(server.user, server.password)
+        assert imap.select(folder_name(folder), readonly=True)[0] == "OK"
+        _, data = imap.search(None, "ALL")
+        return [(parts[0][0], parts[0][1]) for number in data[0].split()
+                for _, parts in [imap.fetch(number, "(FLAGS BODY.PEEK[])")]]
