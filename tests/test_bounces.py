@@ -4,6 +4,7 @@ the RFCs' examples."""
 
 from __future__ import annotations
 
+import ast
 import re
 import sqlite3
 import subprocess
@@ -319,6 +320,7 @@ def test_bounces_without_a_mailbox_says_what_to_add(basic) -> None:
     done = CliRunner().invoke(cli, ["bounces", str(c.folder / "campaign.yaml")])
     assert done.exit_code == 2
     assert "the campaign has no `bounces:` mailbox to read" in done.output
+    assert '(see README, "mailmerge bounces")' in done.output
 
 
 # --- reports as real servers and senders make them ------------------------------------------
@@ -391,3 +393,20 @@ def test_recorded_reports_stay_where_the_server_cannot_remove_one_alone(
         "marked deleted in the folder.\nSuppressed addresses are in "
         f"{c.folder / 'test.bounced.txt'}.\n")
     assert plain_dovecot.folder_count("INBOX") == 2
+
+
+def test_every_readme_section_a_message_names_exists() -> None:
+    root = Path(__file__).resolve().parent.parent
+    headings = [line.lstrip("#").replace("`", "").strip() for line in
+                (root / "README.md").read_text(encoding="utf-8").splitlines()
+                if line.startswith("#")]
+    named = [(path.name, section.replace("`", ""))
+             for path in sorted((root / "mailmerge").rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str)
+             for section in re.findall(r"README(?:'s|,)?\s+(?:section\s+)?\"([^\"]+)\"",
+                                       node.value)]
+    assert ("sending.py", "mailmerge bounces") in named  # the one that was wrong
+    for where, section in named:
+        assert any(h == section or h.startswith(section + " ") for h in headings), (
+            f"{where} names the README section {section!r}, which does not exist")

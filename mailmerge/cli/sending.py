@@ -472,7 +472,7 @@ def bounces(campaign: str) -> None:
     if settings is None:
         _fail(ConfigError("the campaign has no `bounces:` mailbox to read", path=loaded.path,
                           hint="add `bounces: {host: ..., username: ...}` (see README, "
-                               "\"Bounces and complaints\")"))
+                               "\"mailmerge bounces\")"))
     path = _existing_journal(loaded)
     password = _secret(settings.password_env,
                        f"{settings.protocol.upper()} password for {settings.username} at "
