@@ -4,12 +4,16 @@ a real Dovecot (tests/test_bounces.py, test_drafts.py, test_settle.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import socketserver
 import sqlite3
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 
 import pytest
+import trustme
 from click.testing import CliRunner, Result
 
 from mailmerge.cli import cli
@@ -25,29 +29,55 @@ TIMEOUT = 30.0  # the `timeout:` where the deadline is not what the test is abou
 STREAM_END = 40 * 1024 * 1024  # a server that streams stops after this much
 
 
+class Peer:
+    """The server's end of one connection, which STARTTLS may wrap."""
+
+    def __init__(self, sock: socket.socket, fake: Fake) -> None:
+        self.sock, self.fake = sock, fake
+        self.reader = sock.makefile("rb")
+
+    def lines(self) -> Iterator[bytes]:
+        while line := self.reader.readline():
+            self.fake.heard.append(line.decode("utf-8", "replace").strip())
+            yield line
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def starttls(self) -> None:
+        assert self.fake.tls is not None
+        self.reader.close()
+        self.sock = self.fake.tls.wrap_socket(self.sock, server_side=True)
+        self.reader = self.sock.makefile("rb")
+
+
 class Fake:
     """A TCP server on a loopback port; ``serve(lines, send, fake)`` speaks for it on each
-    connection, reading lines from the client and sending bytes to it."""
+    connection, reading lines from the client and sending bytes to it. With ``tls`` it
+    can STARTTLS (``fake.peer.starttls()``), or speak TLS from the start (``implicit``)."""
 
-    def __init__(self, serve: Callable[[Iterator[bytes], Callable[[bytes], None], Fake], None]
-                 ) -> None:
+    def __init__(self, serve: Callable[[Iterator[bytes], Callable[[bytes], None], Fake], None],
+                 tls: ssl.SSLContext | None = None, implicit: bool = False) -> None:
         self.stop = threading.Event()
         self.heard: list[str] = []  # every line the client sent
         self.streamed_all = False  # a streaming server sent the whole of STREAM_END
+        self.tls = tls
         fake = self
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                def lines() -> Iterator[bytes]:
-                    for line in reader:
-                        fake.heard.append(line.decode("utf-8", "replace").strip())
-                        yield line
-
-                with self.request.makefile("rb") as reader:
-                    try:
-                        serve(lines(), self.request.sendall, fake)
-                    except OSError:  # the client hung up: what a misbehaving server meets
-                        pass
+                try:
+                    sock = tls.wrap_socket(self.request, server_side=True) if implicit and \
+                        tls is not None else self.request
+                    fake.peer = Peer(sock, fake)
+                    with contextlib.closing(fake.peer.reader), contextlib.closing(sock):
+                        try:
+                            serve(fake.peer.lines(), fake.peer.send, fake)
+                        finally:  # after STARTTLS: another socket, another reader
+                            fake.peer.reader.close()
+                            fake.peer.sock.close()
+                except OSError:  # the client hung up: what a misbehaving server meets
+                    pass
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -98,10 +128,11 @@ def smtp() -> Iterator[Server]:
 
 def imap(messages: dict[int, bytes] | None = None, sizes: dict[int, int] | None = None,
          body: Callable[[Callable[[bytes], None], Fake, str, int], None] | None = None,
-         greeting: Callable[[Callable[[bytes], None], Fake], None] | None = None):
+         greeting: Callable[[Callable[[bytes], None], Fake], None] | None = None,
+         appended: Callable[[Callable[[bytes], None], Fake, str], None] | None = None):
     """An IMAP server with one folder of ``messages`` (UID: bytes), whose sizes it may
-    lie about (``sizes``), whose bodies ``body`` may send instead, and whose greeting
-    ``greeting`` may send."""
+    lie about (``sizes``), whose bodies ``body`` may send instead, whose greeting
+    ``greeting`` may send, and whose reply to APPEND ``appended`` may send."""
     messages = messages or {}
     sizes = {uid: len(data) for uid, data in messages.items()} | (sizes or {})
 
@@ -114,7 +145,11 @@ def imap(messages: dict[int, bytes] | None = None, sizes: dict[int, int] | None 
             tag, _, rest = line.decode().strip().partition(" ")
             words = rest.upper().split()
             if words[:1] == ["CAPABILITY"]:
-                send(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n")
+                send(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN STARTTLS\r\n")
+            elif words[:1] == ["STARTTLS"]:
+                send(f"{tag} OK begin TLS\r\n".encode())
+                fake.peer.starttls()
+                continue
             elif words[:1] in (["SELECT"], ["EXAMINE"]):
                 send(f"* {len(messages)} EXISTS\r\n* OK [UIDVALIDITY 7] UIDs valid\r\n"
                      .encode())
@@ -129,6 +164,13 @@ def imap(messages: dict[int, bytes] | None = None, sizes: dict[int, int] | None 
                 data = messages[uid]
                 send(f"* 1 FETCH (UID {uid} BODY[]<0> {{{len(data)}}}\r\n".encode() + data
                      + b")\r\n")
+            elif words[:1] == ["APPEND"] and rest.endswith("}"):
+                send(b"+ go on\r\n")
+                fake.peer.reader.read(int(rest[rest.rindex("{") + 1:-1]))
+                fake.peer.reader.readline()  # the end of the command
+                if appended is not None:
+                    appended(send, fake, tag)
+                    continue
             elif words[:1] == ["LOGOUT"]:
                 send(f"* BYE\r\n{tag} OK bye\r\n".encode())
                 return
@@ -149,6 +191,9 @@ def pop3(listing: list[bytes], retr: Callable[[Callable[[bytes], None], Fake], N
             command = line.decode().strip().upper().split()
             if command[:1] == ["LIST"]:
                 send(b"+OK\r\n" + b"".join(item + b"\r\n" for item in listing) + b".\r\n")
+            elif command[:1] == ["STLS"]:
+                send(b"+OK begin TLS\r\n")
+                fake.peer.starttls()
             elif command[:1] == ["UIDL"]:
                 send(b"-ERR not here\r\n")
             elif command[:1] in (["RETR"], ["TOP"]) and retr is not None:
@@ -183,8 +228,9 @@ def run(command: str, c: CampaignDir, *args: str) -> Result:
                               catch_exceptions=False)
 
 
-def start(fakes: list[Fake], serve) -> Fake:
-    fake = Fake(serve)
+def start(fakes: list[Fake], serve, tls: ssl.SSLContext | None = None,
+          implicit: bool = False) -> Fake:
+    fake = Fake(serve, tls, implicit)
     fakes.append(fake)
     return fake
 
@@ -313,3 +359,30 @@ def test_a_report_not_understood_is_not_fetched_again(basic, smtp, fakes) -> Non
     assert "Left in the mailbox: 0 of other campaigns, 1 not understood" in again.output
     assert [line for line in fake.heard if "BODY.PEEK[]" in line.upper()] == fetched
     assert not [line for line in fake.heard if "STORE" in line.upper()]  # it stays there
+
+
+# --- over TLS ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", ["imap", "pop3"])
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_a_mailbox_over_tls_is_read_through_the_same_guard(basic, smtp, fakes, tmp_path,
+                                                            protocol: str,
+                                                            security: str) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    message = b"Subject: hello\r\n\r\nnot a report\r\n"
+    serve = (imap({1: message}) if protocol == "imap" else
+             pop3([f"1 {len(message)}".encode()],
+                  retr=lambda send, fake: send(b"+OK\r\n" + message + b".\r\n")))
+    fake = start(fakes, serve, context, implicit=security == "ssl")
+    c = sent(basic, smtp, bounces_block(fake, protocol).replace(
+        "security: none", f"security: {security}, ca_file: {tmp_path / 'ca.pem'}"))
+    done = run("bounces", c)
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith("Read 1 message: ")
+    assert "1 not understood" in done.output
+    asked = {line.split()[-1].upper() for line in fake.heard if line}
+    assert bool(asked & {"STARTTLS", "STLS"}) == (security == "starttls")
+
