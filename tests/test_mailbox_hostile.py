@@ -386,3 +386,22 @@ def test_a_mailbox_over_tls_is_read_through_the_same_guard(basic, smtp, fakes, t
     asked = {line.split()[-1].upper() for line in fake.heard if line}
     assert bool(asked & {"STARTTLS", "STLS"}) == (security == "starttls")
 
+
+# --- the copy in Sent -------------------------------------------------------------------------
+
+def test_copies_stop_at_the_first_reply_too_slow_and_wait_for_the_next_run(basic, smtp,
+                                                                           fakes) -> None:
+    def appended(send: Callable[[bytes], None], fake: Fake, tag: str) -> None:
+        fake.drip(send, f"{tag} OK ".encode(), drips=DRIPS * 5)
+
+    fake = start(fakes, imap(appended=appended))
+    c = basic(SMTP_BLOCK.format(port=smtp.port)
+              + f"imap: {{host: 127.0.0.1, port: {fake.port}, security: none, username: news, "
+                f"timeout: {DEADLINE * 6}}}\n", rows=PEOPLE)
+    done = run("send", c, "--yes", "-q")
+    assert done.exit_code == 0, done.output
+    assert len(smtp.handler.received) == 2  # sending never waited for the copies
+    assert (f"Copies in the Sent folder: 0 saved, 2 not saved (the server sent no whole "
+            f"reply within {DEADLINE * 6:g} s); they are kept and saved on the next run"
+            ) in done.output
+    assert len([line for line in fake.heard if " APPEND " in line.upper()]) == 1
