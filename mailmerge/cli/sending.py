@@ -494,8 +494,10 @@ def _bounce_summary(found: BounceReport, after: str, suppress_to: Path | None) -
                f"{found.already} read before.")
     left = found.others + found.unknown + found.skipped
     if left:
+        before = (f" ({found.unknown_before} of them on an earlier reading)"
+                  if found.unknown_before else "")
         click.echo(f"Left in the mailbox: {found.others} of other campaigns, "
-                   f"{found.unknown} not understood, {found.skipped} not believed.")
+                   f"{found.unknown} not understood{before}, {found.skipped} not believed.")
         for line in found.lines[:20]:
             click.echo(f"  {line}")
         if len(found.lines) > 20:

@@ -47,6 +47,7 @@ class BounceReport:
     already: int = 0  # reports recorded by an earlier reading
     others: int = 0  # reports of another campaign, or of none: left alone
     unknown: int = 0  # not understood: left alone
+    unknown_before: int = 0  # of those, found so on an earlier reading: not fetched again
     skipped: int = 0  # understood but not believed (a recipient never mailed): left alone
     removed: int = 0  # deleted or moved, per `after`
     kept_here: bool = False  # the server cannot remove one message alone: recorded ones stay
@@ -132,7 +133,8 @@ def _read_one(box: ReportBox, item: Item, campaign: Campaign, journal: Journal,
     """Fetch and record one message, unless it was found not understood before (by its
     lasting mark) or is too large to be a report; True when it may go."""
     if item.mark and journal.report_seen(item.mark):
-        result.unknown += 1  # not understood on an earlier reading: not read again
+        result.unknown += 1
+        result.unknown_before += 1
         return False
     if item.size > MAX_MESSAGE_BYTES:
         result.unknown += 1
