@@ -26,6 +26,7 @@ DEADLINE = 0.5  # the `timeout:` of a mailbox that drips: each reply must be who
 DRIP_PAUSE = 0.02  # a dripping server's pause between two bytes: far below the timeout
 DRIPS = 200  # bytes it drips before ending its line: 4 s, far beyond the deadline
 TIMEOUT = 30.0  # the `timeout:` where the deadline is not what the test is about
+UNASKED = 1000  # untagged responses a server sends with each reply to NOOP
 STREAM_END = 40 * 1024 * 1024  # a server that streams stops after this much
 
 
@@ -171,6 +172,8 @@ def imap(messages: dict[int, bytes] | None = None, sizes: dict[int, int] | None 
                 if appended is not None:
                     appended(send, fake, tag)
                     continue
+            elif words[:1] == ["NOOP"]:
+                send(b"* 1 EXISTS\r\n" * UNASKED)
             elif words[:1] == ["LOGOUT"]:
                 send(f"* BYE\r\n{tag} OK bye\r\n".encode())
                 return
@@ -340,6 +343,23 @@ def test_a_message_announced_over_the_size_cap_is_not_fetched(basic, smtp, fakes
     assert ("  not read: message 1 has 20000000 bytes, more than the 10 MB a report may have"
             in done.output)
     assert not [line for line in fake.heard if "BODY" in line.upper()]
+
+
+def test_what_a_server_sends_unasked_does_not_pile_up_over_a_session(fakes) -> None:
+    from mailmerge.campaign import Bounces
+    from mailmerge.sending.mailbox import Mailbox
+
+    fake = start(fakes, imap())
+    mailbox = Mailbox(Bounces(host="127.0.0.1", username="news", port=fake.port,
+                              security="none"), "pw")
+    try:
+        imap_session = mailbox.session()
+        for _ in range(20):
+            assert imap_session.noop()[0] == "OK"
+        # imaplib keeps them in an attribute it does not document: the one to watch
+        assert len(imap_session.untagged_responses.get("EXISTS", [])) <= UNASKED
+    finally:
+        mailbox.close()
 
 
 # --- what is not understood is read once -----------------------------------------------------

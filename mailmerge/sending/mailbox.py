@@ -132,6 +132,11 @@ class GuardedImap(imaplib.IMAP4):
         return self._current().readline()
 
     def send(self, data: ReadableBuffer) -> None:
+        # What the server sends unasked (EXISTS, RECENT, ...) piles up in imaplib's dict of
+        # untagged responses for the whole session, which imaplib does not document: each
+        # reply is capped, the pile would not be. What a command asks for is read from it
+        # before the next command is sent (tests/test_mailbox_hostile.py checks the pile).
+        self.untagged_responses.clear()
         self._current().start()
         super().send(data)
 
