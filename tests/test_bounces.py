@@ -5,6 +5,7 @@ the RFCs' examples."""
 from __future__ import annotations
 
 import ast
+import imaplib
 import re
 import sqlite3
 import subprocess
@@ -185,6 +186,7 @@ def test_bounces_are_recorded_suppressed_and_counted_once(basic, smtp, dovecot,
     again = run("bounces", c)  # the same reports: nothing changes
     assert again.output.startswith("Read 9 messages: 0 hard bounces, 0 soft (0 now "
                                    "suppressed), 0 complaints, 0 auto-replies; 7 read before.")
+    assert ("1 not understood (1 of them on an earlier reading)" in again.output)  # unread
     assert journal(c) == rows
     assert (c.folder / "test.bounced.txt").read_text() == suppressed
 
@@ -208,6 +210,23 @@ def test_only_recorded_reports_are_deleted(basic, smtp, dovecot) -> None:
     done = run("bounces", c)
     assert "1 recorded reports deleted." in done.output
     assert dovecot.folder_count("INBOX") == 2
+
+
+@pytest.mark.parametrize("after", ["delete", "move"])
+def test_removing_reports_leaves_what_the_user_marked_deleted(basic, smtp, dovecot,
+                                                              after: str) -> None:
+    c = sent_campaign(basic, smtp, dovecot, extra=f", after: {after}")
+    dovecot.append(dsn(c, 2))
+    deleted_but_kept(dovecot, "INBOX")  # the user's: a plain EXPUNGE would remove it
+    done = run("bounces", c)
+    assert f"1 recorded reports {after}d." in done.output
+    with imaplib.IMAP4("127.0.0.1", dovecot.port) as imap:
+        imap.login(dovecot.user, dovecot.password)
+        imap.select("INBOX", readonly=True)
+        _, found = imap.search(None, "ALL")
+        (number,) = found[0].split()
+        _, data = imap.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"mine, marked deleted" in data[0][1]
 
 
 def test_recorded_reports_can_be_moved(basic, smtp, dovecot) -> None:
