@@ -4,8 +4,12 @@ the RFCs' examples."""
 
 from __future__ import annotations
 
+import ast
+import imaplib
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,8 @@ from mailmerge.reports import read_report
 from .conftest import SMTP_BLOCK, CampaignDir
 from .imapserver import POP3
 from .smtpserver import Server
+from .test_drafts import deleted_but_kept
+from .test_drafts import plain_dovecot as plain_dovecot  # a fixture, shared
 
 DATA = Path(__file__).parent / "data" / "reports"
 
@@ -180,6 +186,7 @@ def test_bounces_are_recorded_suppressed_and_counted_once(basic, smtp, dovecot,
     again = run("bounces", c)  # the same reports: nothing changes
     assert again.output.startswith("Read 9 messages: 0 hard bounces, 0 soft (0 now "
                                    "suppressed), 0 complaints, 0 auto-replies; 7 read before.")
+    assert ("1 not understood (1 of them on an earlier reading)" in again.output)  # unread
     assert journal(c) == rows
     assert (c.folder / "test.bounced.txt").read_text() == suppressed
 
@@ -203,6 +210,23 @@ def test_only_recorded_reports_are_deleted(basic, smtp, dovecot) -> None:
     done = run("bounces", c)
     assert "1 recorded reports deleted." in done.output
     assert dovecot.folder_count("INBOX") == 2
+
+
+@pytest.mark.parametrize("after", ["delete", "move"])
+def test_removing_reports_leaves_what_the_user_marked_deleted(basic, smtp, dovecot,
+                                                              after: str) -> None:
+    c = sent_campaign(basic, smtp, dovecot, extra=f", after: {after}")
+    dovecot.append(dsn(c, 2))
+    deleted_but_kept(dovecot, "INBOX")  # the user's: a plain EXPUNGE would remove it
+    done = run("bounces", c)
+    assert f"1 recorded reports {after}d." in done.output
+    with imaplib.IMAP4("127.0.0.1", dovecot.port) as imap:
+        imap.login(dovecot.user, dovecot.password)
+        imap.select("INBOX", readonly=True)
+        _, found = imap.search(None, "ALL")
+        (number,) = found[0].split()
+        _, data = imap.fetch(number, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"mine, marked deleted" in data[0][1]
 
 
 def test_recorded_reports_can_be_moved(basic, smtp, dovecot) -> None:
@@ -315,3 +339,93 @@ def test_bounces_without_a_mailbox_says_what_to_add(basic) -> None:
     done = CliRunner().invoke(cli, ["bounces", str(c.folder / "campaign.yaml")])
     assert done.exit_code == 2
     assert "the campaign has no `bounces:` mailbox to read" in done.output
+    assert '(see README, "mailmerge bounces")' in done.output
+
+
+# --- reports as real servers and senders make them ------------------------------------------
+
+def test_a_dsn_of_a_forwarded_address_counts_for_the_address_mailed(basic, smtp,
+                                                                     dovecot) -> None:
+    c = sent_campaign(basic, smtp, dovecot)
+    # the address mailed forwards to another, which bounced: the DSN names the one mailed
+    # as Original-Recipient only
+    dovecot.append(dsn(c, 2).replace(b"Final-Recipient: rfc822; p0@example.org",
+                                     b"Final-Recipient: rfc822; p0.moved@elsewhere.example"))
+    done = run("bounces", c)
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith("Read 1 message: 1 hard bounce, ")
+    assert journal(c)["p0@example.org"][:2] == ("bounced", "5.1.1")
+    suppressed = (c.folder / "test.bounced.txt").read_text().splitlines()[1:]
+    assert [line.split()[0] for line in suppressed] == ["p0@example.org"]
+
+
+@pytest.mark.parametrize("field", [b"Auto-Submitted: auto-replied", b"X-Autoreply: yes",
+                                   b"Precedence: auto_reply"])
+def test_a_bounce_that_says_it_was_sent_automatically_is_still_a_bounce(field: bytes) -> None:
+    report = read_report(field + b"\n" + sample("exim.txt"))  # as Exim's bounces say
+    assert report.kind == "bounce", report.why
+    assert [(f.address, f.severity, f.status) for f in report.findings] == [
+        ("grace@example.com", "hard", "5.1.1")]
+    vacation = read_report(field + b"\nSubject: Out of office\n\nBack on Monday.\n")
+    assert vacation.kind == "autoreply"
+
+
+HEAD = (b"From: MAILER-DAEMON@mx.example\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        b"Message-ID: <hostile@mx.example>\r\n")
+CPU_SECONDS = 5  # each report below takes well under a second; it took 13 s
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(HEAD + b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"".join(
+        b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(30_000)) + b"--b--\r\n",
+        id="30000 tiny text parts"),
+    pytest.param(HEAD + b"\r\nStatus: 5.1.1 " + b"a" * 70_000 + b"\r\n",
+                 id="a 70 KB word without @"),
+    pytest.param(HEAD + b"In-Reply-To: <" + b"a@" * 35_000 + b"\r\n\r\n5.1.1\r\n",
+                 id="a Message-ID of 35000 @"),
+    pytest.param(HEAD + b"\r\nHi. This is the qmail-send program\r\n<" + b"a@" * 35_000
+                 + b"\r\n", id="a qmail address of 35000 @"),
+])
+def test_reports_anyone_can_send_are_classified_within_a_cpu_budget(data: bytes) -> None:
+    # CPU time, which a busy machine does not stretch; the old code spent 13 s on each
+    code = ("import resource, sys\n"
+            f"resource.setrlimit(resource.RLIMIT_CPU, ({CPU_SECONDS}, {CPU_SECONDS}))\n"
+            "from mailmerge.reports import read_report\n"
+            "print(read_report(sys.stdin.buffer.read()).kind)\n")
+    done = subprocess.run([sys.executable, "-c", code], input=data, capture_output=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr  # SIGXCPU when over the budget
+    assert done.stdout.strip() == b"unknown"
+
+
+def test_recorded_reports_stay_where_the_server_cannot_remove_one_alone(
+        basic, smtp, plain_dovecot) -> None:
+    c = sent_campaign(basic, smtp, plain_dovecot, extra=", after: delete")
+    plain_dovecot.append(dsn(c, 2))
+    deleted_but_kept(plain_dovecot, "INBOX")  # the user's, marked deleted, not expunged
+    done = run("bounces", c)
+    assert done.exit_code == 0, done.output
+    assert "1 hard bounce" in done.output
+    assert done.output.endswith(
+        "0 recorded reports deleted.\nRecorded reports stay in the mailbox: the server has "
+        "neither MOVE nor UIDPLUS, and a plain EXPUNGE would also remove the other messages "
+        "marked deleted in the folder.\nSuppressed addresses are in "
+        f"{c.folder / 'test.bounced.txt'}.\n")
+    assert plain_dovecot.folder_count("INBOX") == 2
+
+
+def test_every_readme_section_a_message_names_exists() -> None:
+    root = Path(__file__).resolve().parent.parent
+    headings = [line.lstrip("#").replace("`", "").strip() for line in
+                (root / "README.md").read_text(encoding="utf-8").splitlines()
+                if line.startswith("#")]
+    named = [(path.name, section.replace("`", ""))
+             for path in sorted((root / "mailmerge").rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Constant) and isinstance(node.value, str)
+             for section in re.findall(r"README(?:'s|,)?\s+(?:section\s+)?\"([^\"]+)\"",
+                                       node.value)]
+    assert ("sending.py", "mailmerge bounces") in named  # the one that was wrong
+    for where, section in named:
+        assert any(h == section or h.startswith(section + " ") for h in headings), (
+            f"{where} names the README section {section!r}, which does not exist")

@@ -6,6 +6,7 @@ import imaplib
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from mailmerge.cli import cli
@@ -165,3 +166,62 @@ def test_a_signed_campaign_stores_its_drafts_unsigned(basic, dovecot, tmp_path: 
         assert b"DKIM-Signature" not in data
         assert data.startswith(b"Bcc: archive@acme.example\r\n")
         assert parse(data)["From"] == "Acme <news@acme.example>"
+
+
+# Dovecot as a server without UIDPLUS (RFC 4315) or MOVE (RFC 6851) advertises itself
+WITHOUT_UIDPLUS = ("imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE "
+                   "LITERAL+ NAMESPACE\n")
+
+
+@pytest.fixture
+def plain_dovecot(monkeypatch: pytest.MonkeyPatch):
+    """A real Dovecot that says it has neither UIDPLUS nor MOVE."""
+    from . import imapserver
+
+    if imapserver.DOVECOT is None:
+        pytest.skip("needs the dovecot-imapd package")
+    monkeypatch.setattr(imapserver, "CONFIG", imapserver.CONFIG + WITHOUT_UIDPLUS)
+    server = imapserver.Dovecot()
+    yield server
+    server.stop()
+
+
+def deleted_but_kept(server, folder: str) -> None:
+    """Put a message of the user's in ``folder``, marked \\Deleted as mail clients leave
+    what they delete until the folder is expunged."""
+    with imaplib.IMAP4("127.0.0.1", server.port) as imap:
+        imap.login(server.user, server.password)
+        status, _ = imap.append(folder_name(folder), r"(\Deleted)", None,
+                                b"From: me@example.org\r\nSubject: mine, marked deleted\r\n"
+                                b"\r\nstill wanted\r\n")
+        assert status == "OK"
+
+
+def test_replace_without_uidplus_is_refused_and_expunges_nothing(basic, plain_dovecot) -> None:
+    with imaplib.IMAP4("127.0.0.1", plain_dovecot.port) as imap:
+        imap.login(plain_dovecot.user, plain_dovecot.password)
+        assert b"UIDPLUS" not in b" ".join(imap.capability()[1])
+    c = campaign(basic, plain_dovecot.port)
+    assert drafts(c).exit_code == 0
+    deleted_but_kept(plain_dovecot, "Drafts")
+    (c.root / "templates/mail.txt").write_text("Good morning {{ name }}\n")
+    refused = drafts(c, "--replace")
+    assert refused.exit_code == 2, refused.output
+    assert refused.output == (
+        "Error: the IMAP server at 127.0.0.1 cannot delete one message alone (it lacks "
+        "UIDPLUS), so the old draft of row 2 is not replaced: a plain EXPUNGE would also "
+        "remove every other message marked deleted in 'Drafts'; delete the old drafts of "
+        "the changed rows in your mail client and run again without --replace (the drafts "
+        "stored so far stay)\n")
+    subjects = sorted(parse(d)["Subject"] for _, d in stored_with_deleted(plain_dovecot))
+    assert subjects == ["Hi Ann", "Hi Bob", "Hi Cy", "mine, marked deleted"]
+
+
+def stored_with_deleted(server, folder: str = "Drafts") -> list[tuple[bytes, bytes]]:
+    """(flags, message) of every message in the folder, those marked \\Deleted too."""
+    with imaplib.IMAP4("127.0.0.1", server.port) as imap:
+        imap.login(server.user, server.password)
+        assert imap.select(folder_name(folder), readonly=True)[0] == "OK"
+        _, data = imap.search(None, "ALL")
+        return [(parts[0][0], parts[0][1]) for number in data[0].split()
+                for _, parts in [imap.fetch(number, "(FLAGS BODY.PEEK[])")]]

@@ -245,3 +245,32 @@ def test_a_message_whose_reply_is_lost_is_looked_up_in_the_same_run(basic, serve
     assert "Uncertain recipients looked up: 1 found (sent), 0 not found" in result.output
     assert journal(c)["p1@example.org"][0::2] == ("sent", "lookup")
     assert len(server.handler.dropped) == 1  # sent once, never again
+
+
+def test_resolve_checks_every_name_first_and_records_all_or_nothing(basic, server) -> None:
+    c = campaign(basic, server, None)
+    die_while_waiting(c, server, {"p1@example.org": "HANG_ACCEPT", "p2@example.org": "HANG"})
+    config = str(c.folder / "campaign.yaml")
+    before = journal(c)
+
+    bad = run("resolve", config, "--sent", "3", "--resend", "99")  # one good, one bad name
+    assert bad.exit_code == 2
+    assert bad.output == (
+        f"Error: {c.folder / 'test.journal.sqlite'}: '99' is not an uncertain recipient; "
+        "name uncertain recipients by sheet row or key; `mailmerge resolve` lists them\n")
+    assert journal(c) == before  # row 3 was not recorded either
+    both = run("resolve", config, "--sent", "all", "--resend", "all")
+    assert both.output == ("Error: `all` cannot be both --sent and --resend; give `all` to "
+                           "one of them, and name the others by row\n")
+    twice = run("resolve", config, "--sent", "p1@example.org", "--resend", "3")
+    assert twice.output == ("Error: row 3 (p1@example.org) cannot be both --sent and "
+                            "--resend; name each recipient once\n")
+    assert journal(c) == before
+
+    done = run("resolve", config, "--sent", "all", "--resend", "4")  # all but row 4
+    assert done.exit_code == 0, done.output
+    assert done.output == ("1 recorded as sent: row 3 p1@example.org\n"
+                           "1 recorded as to be sent again: row 4 p2@example.org\n"
+                           "No recipient is uncertain.\n")
+    assert journal(c)["p1@example.org"][0::2] == ("sent", "hand")
+    assert journal(c)["p2@example.org"][0] == "deferred"

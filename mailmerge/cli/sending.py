@@ -518,7 +518,7 @@ def bounces(campaign: str) -> None:
     if settings is None:
         _fail(ConfigError("the campaign has no `bounces:` mailbox to read", path=loaded.path,
                           hint="add `bounces: {host: ..., username: ...}` (see README, "
-                               "\"Bounces and complaints\")"))
+                               "\"mailmerge bounces\")"))
     path = _existing_journal(loaded)
     password = _secret(settings.password_env,
                        f"{settings.protocol.upper()} password for {settings.username} at "
@@ -540,14 +540,20 @@ def _bounce_summary(found: BounceReport, after: str, suppress_to: Path | None) -
                f"{found.already} read before.")
     left = found.others + found.unknown + found.skipped
     if left:
+        before = (f" ({found.unknown_before} of them on an earlier reading)"
+                  if found.unknown_before else "")
         click.echo(f"Left in the mailbox: {found.others} of other campaigns, "
-                   f"{found.unknown} not understood, {found.skipped} not believed.")
+                   f"{found.unknown} not understood{before}, {found.skipped} not believed.")
         for line in found.lines[:20]:
             click.echo(f"  {line}")
         if len(found.lines) > 20:
             click.echo(f"  ... and {len(found.lines) - 20} more")
     if after != "keep":
         click.echo(f"{found.removed} recorded reports {'deleted' if after == 'delete' else 'moved'}.")
+    if found.kept_here:
+        click.echo("Recorded reports stay in the mailbox: the server has neither MOVE nor "
+                   "UIDPLUS, and a plain EXPUNGE would also remove the other messages marked "
+                   "deleted in the folder.")
     if suppress_to is not None and (found.hard or found.complaints or found.soft_suppressed):
         click.echo(f"Suppressed addresses are in {suppress_to}.")
 
@@ -570,7 +576,9 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
     Without options it lists them. Where you can tell (the recipient answered, the
     message is in your Sent folder or an archive), say so with --sent or --resend;
     with `imap: {lookup: FOLDER}` in the campaign, --lookup finds them by Message-ID
-    (and every `send` does so by itself). Nothing is sent here.
+    (and every `send` does so by itself). Every name is checked before anything
+    is recorded; `all` names every one the other option does not. Nothing is
+    sent here.
 
     Exit codes: 0 none is left uncertain, 1 some still are, 2 configuration error.
 
@@ -580,34 +588,28 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
       mailmerge resolve campaigns/newsletter.yaml --sent 4,17 --resend 23
       mailmerge resolve campaigns/newsletter.yaml --lookup
     """
-    from ..sending import look_up, names, settle_by_hand
+    from ..sending import choose, look_up, names, settle_by_hand
     loaded = _load(campaign)
     path = _existing_journal(loaded)
-    both = set(names(",".join(sent))) & set(names(",".join(resend)))
-    if both:
-        _fail(ConfigError(f"{', '.join(sorted(both))} cannot be both --sent and --resend",
-                          hint="name each recipient once"))
+    imap = loaded.imap
+    if lookup and (imap is None or not imap.lookup):
+        _fail(ConfigError("--lookup needs `imap:` with `lookup:` (the folder where sent mail "
+                          "appears) in the campaign file", path=loaded.path,
+                          line=loaded.line_of("imap")))
+    given: dict[Verdict, list[str]] = {"sent": names(",".join(sent)),
+                                       "resend": names(",".join(resend))}
     with _held_journal(path) as journal:
-        try:
-            if lookup:
-                imap = loaded.imap
-                if imap is None or not imap.lookup:
-                    _fail(ConfigError("--lookup needs `imap:` with `lookup:` (the folder "
-                                      "where sent mail appears) in the campaign file",
-                                      path=loaded.path, line=loaded.line_of("imap")))
+        try:  # every name checked before anything is recorded, then all in one step
+            done = settle_by_hand(journal, choose(journal, given))
+            for settled, what in ((done.sent, "sent"), (done.resend, "to be sent again")):
+                if settled:
+                    click.echo(f"{len(settled)} recorded as {what}: "
+                               + ", ".join(f"row {r.row} {r.key}" for r in settled[:10])
+                               + (" ..." if len(settled) > 10 else ""))
+            if lookup and imap is not None:
                 found = look_up(journal, imap, _imap_password(loaded))
                 click.echo(f"Looked up: {len(found.sent)} found (now sent), "
                            f"{len(found.resend)} not found (the next send sends them again).")
-            choices: tuple[tuple[tuple[str, ...], Verdict], ...] = ((sent, "sent"),
-                                                                    (resend, "resend"))
-            for given, verdict in choices:
-                if given:
-                    done = settle_by_hand(journal, names(",".join(given)), verdict)
-                    settled = done.sent or done.resend
-                    click.echo(f"{len(settled)} recorded as "
-                               + ("sent" if verdict == "sent" else "to be sent again") + ": "
-                               + ", ".join(f"row {r.row} {r.key}" for r in settled[:10])
-                               + (" ..." if len(settled) > 10 else ""))
             uncertain = list(journal.records("sending"))
         except MailmergeError as exc:
             _fail(exc)

@@ -12,7 +12,8 @@ Every report is remembered by its Message-ID (or digest), in the same transactio
 what it says, so reading the mailbox again counts nothing twice; the suppression file is
 written (and synced) first, so a crash between the two leaves the address suppressed
 and the report to be read again, which then changes nothing. Only recorded reports are
-deleted or moved.
+deleted or moved, and only where the server can remove one message alone. A report not
+understood stays, remembered by where it lies (its mark), and is not fetched again.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ..errors import SendError
 from ..reports import Finding, Report, read_report
 from ..suppress import load_suppressions
 from .journal import Journal, Record, State
-from .mailbox import IMAP_ERRORS, open_reports
+from .mailbox import IMAP_ERRORS, MAX_MESSAGE_BYTES, Item, ReportBox, open_reports
 
 
 @dataclass
@@ -46,8 +47,10 @@ class BounceReport:
     already: int = 0  # reports recorded by an earlier reading
     others: int = 0  # reports of another campaign, or of none: left alone
     unknown: int = 0  # not understood: left alone
+    unknown_before: int = 0  # of those, found so on an earlier reading: not fetched again
     skipped: int = 0  # understood but not believed (a recipient never mailed): left alone
     removed: int = 0  # deleted or moved, per `after`
+    kept_here: bool = False  # the server cannot remove one message alone: recorded ones stay
     lines: list[str] = field(default_factory=list)  # one per report left alone, and why
 
 
@@ -104,12 +107,13 @@ def read_bounces(campaign: Campaign, journal: Journal, password: str | None,
     try:
         move_to = settings.move_to if settings.after == "move" else None
         for item in box.listing():
-            report = read_report(box.fetch(item))
             result.read += 1
-            recorded = _handle(report, campaign, journal, index, suppressed, result)
+            recorded = _read_one(box, item, campaign, journal, index, suppressed, result)
             if recorded and settings.after != "keep":
-                box.remove(item, move_to)
-                result.removed += 1
+                if box.remove(item, move_to):
+                    result.removed += 1
+                else:
+                    result.kept_here = True
             if progress is not None:
                 progress(result)
     except IMAP_ERRORS as exc:
@@ -122,6 +126,28 @@ def read_bounces(campaign: Campaign, journal: Journal, password: str | None,
         except IMAP_ERRORS:
             pass
     return result
+
+
+def _read_one(box: ReportBox, item: Item, campaign: Campaign, journal: Journal,
+              index: _Index, suppressed: _Suppressions, result: BounceReport) -> bool:
+    """Fetch and record one message, unless it was found not understood before (by its
+    lasting mark) or is too large to be a report; True when it may go."""
+    if item.mark and journal.report_seen(item.mark):
+        result.unknown += 1
+        result.unknown_before += 1
+        return False
+    if item.size > MAX_MESSAGE_BYTES:
+        result.unknown += 1
+        result.lines.append(f"not read: message {item.number} has {item.size} bytes, more "
+                            f"than the {MAX_MESSAGE_BYTES // (1024 * 1024)} MB a report may "
+                            "have")
+        return False
+    report = read_report(box.fetch(item))
+    recorded = _handle(report, campaign, journal, index, suppressed, result)
+    if report.kind == "unknown" and item.mark and not recorded:
+        with journal.batch():  # remembered where it lies: the next reading skips it
+            journal.record_report(item.mark, "unknown", None)
+    return recorded
 
 
 def _handle(report: Report, campaign: Campaign, journal: Journal, index: _Index,
@@ -144,8 +170,9 @@ def _handle(report: Report, campaign: Campaign, journal: Journal, index: _Index,
         result.autoreplies += 1
         return True
     envelope, primary = index.envelope(key), index.primary(key)
-    findings = [f for f in report.findings if address_key(f.address) in envelope]
-    strangers = [f.address for f in report.findings if f not in findings]
+    named = [_as_sent(f, envelope) for f in report.findings]
+    findings = [f for f in named if address_key(f.address) in envelope]
+    strangers = [f.address for f in named if f not in findings]
     if not findings:
         result.skipped += 1
         result.lines.append(f"skipped: the report names {', '.join(strangers) or 'no one'}, "
@@ -184,6 +211,15 @@ def _handle(report: Report, campaign: Campaign, journal: Journal, index: _Index,
                 result.hard += 1
         journal.record_report(report.report_id, report.kind, key)
     return True
+
+
+def _as_sent(finding: Finding, envelope: set[str]) -> Finding:
+    """The finding under the address the message went to: a report of a forwarded
+    address names it as Final-Recipient, and the address mailed as Original-Recipient."""
+    if (address_key(finding.address) not in envelope and finding.original
+            and address_key(finding.original) in envelope):
+        return replace(finding, address=finding.original)
+    return finding
 
 
 def _match(report: Report, index: _Index, verp: bool) -> str | None:

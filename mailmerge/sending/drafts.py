@@ -5,7 +5,8 @@ client and send it from there. Each message is APPENDed with the flags \\Draft a
 to ``imap.drafts``. Its Message-ID is made from the campaign and the row's recipient key
 (``mm-draft.<key>.<content>@domain``), so running again finds the draft a row already
 has: an unchanged one is left alone, a changed one is replaced with ``replace`` (the new
-draft is stored before the old one is deleted, so a failure never loses one). Bcc is
+draft is stored before the old one is deleted, so a failure never loses one; a server
+without UIDPLUS cannot delete one message alone, and replacing is refused there). Bcc is
 kept as a header field, which the mail client sends to and removes. Drafts are not
 DKIM-signed (the client makes the message anew when it sends it). Nothing is sent, and
 no journal is touched.
@@ -122,19 +123,20 @@ class _Drafts:
         if status != "OK":
             raise imaplib.IMAP4.error(f"APPEND refused: {reply!r}")
 
+    def can_replace(self) -> bool:
+        """Whether an old draft can be deleted alone: UID EXPUNGE (RFC 4315, UIDPLUS). A
+        plain EXPUNGE would also remove every other message marked deleted in the folder,
+        the user's own drafts among them."""
+        return self.mailbox.capable("UIDPLUS")
+
     def delete(self, uids: list[bytes]) -> None:
-        """Delete these messages: only them with UID EXPUNGE (RFC 4315), which most
-        servers have."""
+        """Delete these messages, and only them (see :meth:`can_replace`)."""
         imap = self.mailbox.session()
-        uid_set = b",".join(uids).decode()
-        imap.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)")
-        status, data = imap.capability()  # after login: the greeting's list may be shorter
-        if status == "OK" and b"UIDPLUS" in b" ".join(d for d in data if isinstance(d, bytes)):
-            status, reply = imap.xatom("UID", "EXPUNGE", uid_set)  # imaplib's uid() lacks it
-        else:  # without UIDPLUS, EXPUNGE also removes what else is marked deleted here
-            status, reply = imap.expunge()
+        status, reply = imap.uid("STORE", b",".join(uids).decode(), "+FLAGS.SILENT",
+                                 r"(\Deleted)")
         if status != "OK":
             raise imaplib.IMAP4.error(f"the old draft could not be deleted: {reply!r}")
+        self.mailbox.expunge_uids(uids)
 
     def close(self) -> None:
         self.mailbox.close()
@@ -173,6 +175,15 @@ def save_drafts(campaign: Campaign, password: str | None, *, limit: int | None =
             if there and not replace:
                 report.changed.append(outcome.row)
                 continue
+            if there and not drafts.can_replace():
+                raise SendError(
+                    f"the IMAP server at {campaign.imap.host} cannot delete one message "
+                    "alone (it lacks UIDPLUS), so the old draft of row "
+                    f"{outcome.row} is not replaced: a plain EXPUNGE would also remove "
+                    "every other message marked deleted in "
+                    f"{campaign.imap.drafts!r}",
+                    hint="delete the old drafts of the changed rows in your mail client "
+                         "and run again without --replace (the drafts stored so far stay)")
             drafts.store(draft_bytes(built.data, built.rendered, built.smtputf8))
             if there:
                 drafts.delete([uid for uid, _ in there])

@@ -5,7 +5,8 @@ transaction that records the message as sent; a saver thread APPENDs them (flag 
 and removes them from the spool. So a kill at any moment neither loses a copy nor saves
 one twice (a copy left in the spool by a dead run is looked up by Message-ID before it
 is appended again). A copy that cannot be saved is reported and kept for the next run;
-it never holds up sending.
+it never holds up sending. Once the server is found unreachable or broken (a reply too
+slow or too large), the run tries no further copy: each would wait as long again.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from ..campaign import Imap
 from .journal import Journal
-from .mailbox import IMAP_ERRORS, Mailbox
+from .mailbox import IMAP_ERRORS, Mailbox, WireError
 
 
 @dataclass
@@ -51,15 +52,24 @@ class Saver:
         self._thread.join()
         return self.report
 
+    def _not_saved(self, journal: Journal, key: str, error: str) -> None:
+        journal.spool_error(key, error)
+        self.report.failed += 1
+        self.report.last_error = error
+
     def _run(self) -> None:
         mailbox = Mailbox(self.settings, self.password)
         folder = self.settings.folder
         journal = Journal(self.journal_path)
+        given_up = ""  # the server is unreachable or broken: each try would wait again
         try:
             while (item := self.keys.get()) is not None:
                 check, key = item.startswith("?"), item.lstrip("?")
                 spooled = journal.spooled(key)
                 if spooled is None:
+                    continue
+                if given_up:
+                    self._not_saved(journal, key, given_up)
                     continue
                 message_id, data = spooled
                 try:
@@ -69,10 +79,10 @@ class Saver:
                     self.report.saved += 1
                 except IMAP_ERRORS as exc:
                     error = re.sub(r"\s+", " ", str(exc) or type(exc).__name__)[:200]
-                    journal.spool_error(key, error)
-                    self.report.failed += 1
-                    self.report.last_error = error
+                    self._not_saved(journal, key, error)
                     mailbox.close()
+                    if isinstance(exc, (WireError, OSError)):  # not a refusal of this copy
+                        given_up = error
         finally:
             mailbox.close()
             journal.close()

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from ..campaign import Imap
-from ..errors import JournalError, SendError
+from ..errors import ConfigError, JournalError, SendError
 from .journal import Journal, Record
 from .mailbox import IMAP_ERRORS, Mailbox
 
@@ -85,30 +85,57 @@ def look_up(journal: Journal, imap: Imap, password: str | None,
     return settled
 
 
-def settle_by_hand(journal: Journal, which: Iterable[str], verdict: Verdict) -> Settled:
-    """Settle uncertain recipients named by sheet row number or key: ``sent`` (they got
-    the message) or ``resend`` (the next send sends it again, same Message-ID).
+def choose(journal: Journal, verdicts: Mapping[Verdict, Iterable[str]]
+           ) -> dict[str, tuple[Record, Verdict]]:
+    """Each uncertain recipient the names pick, with its verdict: by sheet row number or
+    key, or ``all`` (every uncertain recipient no other verdict names). Pure reading.
 
-    ``all`` names every uncertain recipient (none is fine). Raises JournalError, changing
-    nothing, when another name matches no uncertain recipient.
+    Raises JournalError when a name matches no uncertain recipient, ConfigError when one
+    recipient gets both verdicts or ``all`` is given to both.
     """
     uncertain = list(journal.records("sending"))
-    chosen: dict[str, Record] = {}
-    for name in which:
-        matches = uncertain if name == "all" else [
-            r for r in uncertain if r.key == name or (name.isdigit() and r.row == int(name))]
-        if not matches and name != "all":
-            known = journal.get(name) or next(
-                (r for r in journal.records() if name.isdigit() and r.row == int(name)), None)
-            state = f" (it is {known.state})" if known is not None else ""
-            raise JournalError(f"{name!r} is not an uncertain recipient{state}",
-                               path=journal.path,
-                               hint="name uncertain recipients by sheet row or key; "
-                                    "`mailmerge resolve` lists them")
-        chosen.update((r.key, r) for r in matches)
+    alls = [verdict for verdict, given in verdicts.items() if "all" in given]
+    if len(alls) > 1:
+        raise ConfigError("`all` cannot be both --sent and --resend",
+                          hint="give `all` to one of them, and name the others by row")
+    chosen: dict[str, tuple[Record, Verdict]] = {}
+    for verdict, given in verdicts.items():
+        for name in given:
+            if name == "all":
+                continue
+            for record in _matching(journal, uncertain, name):
+                if chosen.get(record.key, (record, verdict))[1] != verdict:
+                    raise ConfigError(f"row {record.row} ({record.key}) cannot be both "
+                                      "--sent and --resend", hint="name each recipient once")
+                chosen[record.key] = (record, verdict)
+    for verdict in alls:
+        for record in uncertain:
+            chosen.setdefault(record.key, (record, verdict))
+    return chosen
+
+
+def _matching(journal: Journal, uncertain: list[Record], name: str) -> list[Record]:
+    """The uncertain recipients ``name`` picks. Raises JournalError when none."""
+    matches = [r for r in uncertain
+               if r.key == name or (name.isdigit() and r.row == int(name))]
+    if not matches:
+        known = journal.get(name) or next(
+            (r for r in journal.records() if name.isdigit() and r.row == int(name)), None)
+        state = f" (it is {known.state})" if known is not None else ""
+        raise JournalError(f"{name!r} is not an uncertain recipient{state}",
+                           path=journal.path,
+                           hint="name uncertain recipients by sheet row or key; "
+                                "`mailmerge resolve` lists them")
+    return matches
+
+
+def settle_by_hand(journal: Journal, chosen: Mapping[str, tuple[Record, Verdict]]
+                   ) -> Settled:
+    """Record the verdicts :func:`choose` made, all in one transaction: ``sent`` (they
+    got the message) or ``resend`` (the next send sends it again, same Message-ID)."""
     settled = Settled()
     with journal.batch():
-        for record in chosen.values():
+        for record, verdict in chosen.values():
             if verdict == "sent":
                 journal.mark(record.key, "sent", "settled by hand: delivered", remaining=[],
                              settled="hand")
