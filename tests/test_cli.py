@@ -455,9 +455,10 @@ def test_ctrl_c_exits_130_not_the_code_of_bad_rows(basic, command: str) -> None:
             os.path.realpath(fd) == sheet for fd in _listed(fds)):
         time.sleep(0.01)
     assert process.poll() is None, process.communicate()
+    status = Path(f"/proc/{process.pid}/status").read_text()
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=30)
-    assert process.returncode == 130, (out, err)
+    assert process.returncode == 130, (out, err, status)
     assert "Interrupted." in err and "Aborted!" not in err
 
 
