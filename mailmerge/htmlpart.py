@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import html as html_module
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from .assets import AssetProblem
 
@@ -129,3 +130,56 @@ def html_to_text(html: str) -> str:
     text = get_text(html, ParserConfig(display_links=True))
     lines = [line.rstrip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+# A tag's start as the standard's tokenizer reads it, an end tag too (its attributes, if
+# any, as _ATTRIBUTE reads them)
+_OPEN_OR_CLOSE_TAG = re.compile(r"</?[a-zA-Z][^\t\n\f\r />]*+")
+
+
+class ValueInTag(NamedTuple):
+    """A value that stands inside a tag outside a quoted attribute value: the value's span
+    and the tag's."""
+
+    start: int
+    end: int
+    tag_start: int
+    tag_end: int
+
+
+def value_outside_quotes(markup: str, values: Sequence[tuple[int, int]]
+                         ) -> ValueInTag | None:
+    """The first of ``values`` (spans of ``markup``, in order) that stands inside a tag
+    where a value could add attributes: the tag's name, an attribute's name, an unquoted
+    attribute value. Escaping keeps a value data only in text and in quoted values.
+    Each tag is read once, so the scan is linear in ``markup``."""
+    first = 0
+    at = markup.find("<")
+    while at >= 0 and first < len(values):
+        if markup.startswith("<!--", at):
+            closed = markup.find("-->", at + 4)
+            at = markup.find("<", len(markup) if closed < 0 else closed + 3)
+            continue
+        tag = _OPEN_OR_CLOSE_TAG.match(markup, at)
+        if tag is None:
+            at = markup.find("<", at + 1)
+            continue
+        safe: list[tuple[int, int]] = []
+        end = tag.end()
+        while end < len(markup) and markup[end] != ">":
+            attribute = _ATTRIBUTE.match(markup, end)
+            if attribute is None or attribute.end() == end:
+                end += 1
+                continue
+            safe.extend(attribute.span(group) for group in (2, 3)  # the quoted values
+                        if attribute.group(group) is not None)
+            end = attribute.end()
+        while first < len(values) and values[first][0] < at:
+            first += 1  # in the text before this tag
+        for start, stop in values[first:]:
+            if start >= end:
+                break
+            if not any(low <= start and stop <= high for low, high in safe):
+                return ValueInTag(start, stop, at, end + 1)
+        at = markup.find("<", end)
+    return None

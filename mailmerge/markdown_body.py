@@ -25,6 +25,7 @@ import re
 from typing import TYPE_CHECKING
 
 from .assets import AssetProblem
+from .htmlpart import value_outside_quotes
 
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
@@ -38,12 +39,6 @@ if TYPE_CHECKING:
 # every NUL of the source into U+FFFD, so no other can be in the HTML).
 _OPEN_AUTOLINK = re.compile(r"\x00([^\x00]*)\x00")
 _ANGLED = re.compile(r"<([^<>\x00-\x20]*)>")
-# HTML as the standard's tokenizer reads a tag: its name, then attributes whose value is
-# quoted only when a quote comes first (see htmlpart)
-_TAG_START = re.compile(r"</?[a-zA-Z][^\t\n\f\r />]*")
-_ATTRIBUTE = re.compile(
-    r"""[\t\n\f\r /]*(?:[^\t\n\f\r />][^\t\n\f\r /=>]*)"""
-    r"""(?:[\t\n\f\r ]*=[\t\n\f\r ]*(?:"([^"]*)"?|'([^']*)'?|[^\t\n\f\r >]*))?""")
 
 
 class RawHtmlProblem(AssetProblem):
@@ -115,39 +110,14 @@ def _paragraph(block: Token, state: StateCore) -> list[Token]:
 def _refuse_in_tags(markup: str, placeholders: Placeholders) -> None:
     """Raises RawHtmlProblem when a placeholder of ``markup`` stands inside a tag outside
     a quoted attribute value (its name, an attribute's name, an unquoted value)."""
-    values, first_value = placeholders.positions(markup), 0
-    at = markup.find("<")
-    while at >= 0 and first_value < len(values):
-        if markup.startswith("<!--", at):
-            closed = markup.find("-->", at + 4)
-            at = markup.find("<", len(markup) if closed < 0 else closed + 3)
-            continue
-        tag = _TAG_START.match(markup, at)
-        if tag is None:
-            at = markup.find("<", at + 1)
-            continue
-        safe: list[tuple[int, int]] = []
-        end = tag.end()
-        while end < len(markup) and markup[end] != ">":
-            attribute = _ATTRIBUTE.match(markup, end)
-            if attribute is None or attribute.end() == end:
-                end += 1
-                continue
-            safe.extend(attribute.span(group) for group in (1, 2)
-                        if attribute.group(group) is not None)
-            end = attribute.end()
-        while first_value < len(values) and values[first_value].start() < at:
-            first_value += 1  # in the text before this tag
-        for value in values[first_value:]:
-            if value.start() >= end:
-                break
-            if not any(start <= value.start() and value.end() <= last for start, last in safe):
-                texts, _ = placeholders.split(markup[at:end + 1])
-                raise RawHtmlProblem(
-                    f"a value stands inside the HTML tag {'{{ … }}'.join(texts)[:80]!r} "
-                    "outside a quoted attribute value, where a cell could add attributes: "
-                    'write it in quotes (href="{{ url }}"), or as Markdown')
-        at = markup.find("<", end)
+    values = [value.span() for value in placeholders.positions(markup)]
+    found = value_outside_quotes(markup, values)
+    if found is not None:
+        texts, _ = placeholders.split(markup[found.tag_start:found.tag_end])
+        raise RawHtmlProblem(
+            f"a value stands inside the HTML tag {'{{ … }}'.join(texts)[:80]!r} "
+            "outside a quoted attribute value, where a cell could add attributes: "
+            'write it in quotes (href="{{ url }}"), or as Markdown')
 
 
 def fill_autolinks(body: str, placeholders: Placeholders, md: MarkdownIt) -> str:

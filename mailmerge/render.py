@@ -62,7 +62,7 @@ from .cell_source import URL_UNSAFE, column_of, longest_value, source_value
 from .errors import CellError, ConfigError, MailmergeError, RowError, RowErrors, TemplateError
 from .fill import fill, fill_pieces, row_context
 from .flatten import flatten
-from .htmlpart import html_to_text, refuse_script_links
+from .htmlpart import html_to_text, refuse_script_links, value_outside_quotes
 from .markdown_body import fill_autolinks, make_converter
 from .notices import Notice
 from .pageinline import PageInliner
@@ -360,6 +360,32 @@ def _template_frame(exc: BaseException, filenames: Collection[str]) -> tuple[str
     return found
 
 
+_JINJA_OTHER = re.compile(r"\{#.*?#\}|\{%.*?%\}", re.S)  # comments and statements
+_JINJA_VALUE = re.compile(r"\{\{.*?\}\}", re.S)
+
+
+def _unquoted_values(path: Path) -> list[Notice]:
+    """A warning for each ``{{ }}`` of the HTML template at ``path`` that stands inside a tag
+    outside a quoted attribute value: autoescaping keeps a value data in text and in
+    quoted values only, so a cell there could add attributes (``x onclick=...``)."""
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []  # said where the template is loaded
+    markup = _JINJA_OTHER.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), source)
+    values = [m.span() for m in _JINJA_VALUE.finditer(markup)]
+    notices: list[Notice] = []
+    while values and (found := value_outside_quotes(markup, values)) is not None:
+        line = source.count("\n", 0, found.start) + 1
+        tag = " ".join(source[found.tag_start:found.tag_end].split())
+        notices.append(Notice.warning(
+            f"{path}, line {line}: {source[found.start:found.end]} stands inside the tag "
+            f"{tag[:80]!r} outside quotes, where a cell could add attributes: write the "
+            'value in quotes (href="{{ url }}")'))
+        values = [span for span in values if span[0] >= found.tag_end]
+    return notices
+
+
 def _scanned(html: str, resolve: Callable[[str], Part]) -> tuple[str, list[Part]]:
     """A whole page looked through: refused for a script link, its images embedded."""
     refuse_script_links(html)
@@ -445,6 +471,9 @@ class Renderer:
         self.inline_each = False  # the template inlined once, then found to differ on a row
         self._verified = 0
         self.pages: PageInliner | None = None  # inlining once for each shape of page
+        for template in (campaign.html_template, campaign.layout_template):
+            if template is not None:
+                self.notices.extend(_unquoted_values(template))
         if self.html is not None:
             self._prepare_css()
 

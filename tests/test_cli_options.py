@@ -176,3 +176,25 @@ def test_strict_fails_on_a_campaign_wide_warning(basic) -> None:
     result = run("check", str(c.folder / "campaign.yaml"))
     assert result.exit_code == 0 and "`smtp.host` smtp.example.org is a placeholder" in result.output
     assert run("check", str(c.folder / "campaign.yaml"), "--strict").exit_code == 1
+
+
+@pytest.mark.parametrize("html", ['<p>x</p>\n<a href={{ name }}>x</a>', '<p>x</p>\n<td {{ name }}>x</td>',
+                                  '<p>x</p>\n<img alt="a" src=x title={{ name }}>'])
+def test_a_value_outside_quotes_in_a_tag_is_a_warning(basic, html: str) -> None:
+    """Autoescaping keeps a cell data in text and quoted values only: unquoted, a cell of
+    `x onmouseover=...` adds an attribute."""
+    c = basic(html=html, rows=[["email", "name"], ["a@x.org", "x onmouseover=alert(1)"]])
+    result = run("check", _path(c))
+    assert result.exit_code == 0, result.output
+    assert "mail.html, line 2: {{ name }} stands inside the tag" in result.output
+    assert "write the value in quotes" in result.output
+    assert run("check", _path(c), "--strict").exit_code == 1
+
+
+def test_values_in_text_quoted_values_and_statements_in_tags_are_no_warning(basic) -> None:
+    html = ('<a {% if name %}class="b"{% endif %} href="https://x.example/{{ name }}" '
+            "title='{{ name }}'>{{ name }}</a>{# <b {{ name }}> #}<!-- <i {{ name }}> -->")
+    c = basic(html=html)
+    result = run("check", _path(c), "--strict")
+    assert result.exit_code == 0, result.output
+    assert "outside quotes" not in result.output
