@@ -322,8 +322,10 @@ class Journal:
         return list(self.db.execute("SELECT * FROM recipients WHERE seen_run < ? ORDER BY row",
                                     (run,)))
 
-    def next_due(self) -> float | None:
-        cur = self.db.execute("SELECT MIN(next_attempt) FROM recipients WHERE state = 'deferred'")
+    def next_due(self, run: int) -> float | None:
+        """When the first deferred recipient seen in the sheet during ``run`` is due."""
+        cur = self.db.execute("SELECT MIN(next_attempt) FROM recipients WHERE state = "
+                              "'deferred' AND seen_run = ?", (run,))
         cur.row_factory = None
         due: float | None = cur.fetchone()[0]
         return due

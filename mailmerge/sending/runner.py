@@ -155,7 +155,8 @@ class Runner:
                  events: Callable[[Event], None], clock: Callable[[], float],
                  sleep: Callable[[float], None], imap_password: str | None = None) -> None:
         """``run`` is this run's number in the journal (records seen in the sheet during
-        it are the ones to send); ``limit`` caps the messages started."""
+        it are the ones to send); ``limit`` caps the recipients started (a retry of one
+        started in this run is no new one)."""
         self.campaign, self.journal, self.run_number = campaign, journal, run
         self.limit, self.resend_uncertain = limit, resend_uncertain
         self.smtp = campaign.smtp
@@ -169,7 +170,7 @@ class Runner:
         self.results: queue.Queue[_Result] = queue.Queue()
         self.report = SendReport()
         self.in_flight = 0
-        self.started = 0
+        self.tried: set[str] = set()  # keys this run has started a message for
         self.connect_failures = 0
         self.stop = threading.Event()
         self.write_lock = threading.Lock()  # around every journal transaction of this run
@@ -313,15 +314,26 @@ class Runner:
             while self.in_flight:  # their deferrals decide when to retry
                 self._pull(None)
                 self._handle_ready()
-            due = self.journal.next_due()
+            due = self._next_due()
             if due is None or due > deadline:
                 break
             wait = due - self.clock()
             if wait > 0:
                 self.events(Event("retry-wait", 0, "", f"{wait:.0f}"))
                 self._drain(until=self.clock() + wait)
-            self._pass(self._jobs(functools.partial(_deferred_due, now=self.clock())))
+            if not self._pass(self._jobs(functools.partial(_deferred_due, now=self.clock()))):
+                break  # nothing it could retry after all: never go round without sending
         self._finish(workers)
+
+    def _next_due(self) -> float | None:
+        """When the next deferred recipient this run may retry is due: one in this run's
+        sheet (not removed, not left out by `where`), and within --limit (a recipient this
+        run has tried counts once, however often it is retried)."""
+        if self.limit is not None and len(self.tried) >= self.limit:
+            records = (self.journal.get(key) for key in self.tried)
+            return min((r.next_attempt for r in records
+                        if r is not None and r.state == "deferred"), default=None)
+        return self.journal.next_due(self.run_number)
 
     @contextlib.contextmanager
     def _ctrl_c_stops(self) -> Iterator[None]:
@@ -395,17 +407,20 @@ class Runner:
                 return
             self._handle_ready()
 
-    def _pass(self, jobs: Iterator[_Job]) -> None:
-        """Go through the sheet once, sending the jobs of :meth:`_jobs`."""
+    def _pass(self, jobs: Iterator[_Job]) -> int:
+        """Go through the sheet once, sending the jobs of :meth:`_jobs`; how many started."""
+        started = 0
         for job in jobs:
             if self._stopping():
                 continue
-            self.started += 1
+            self.tried.add(job.key)
+            started += 1
             self._put(job)
             self.in_flight += 1
             self._drain()
             if self._stopping():
                 break
+        return started
 
     def _jobs(self, select: Callable[[Record], bool], fork: bool = False
               ) -> Generator[_Job, None, None]:
@@ -435,7 +450,8 @@ class Runner:
             return True
 
         def want(rendered: Rendered) -> bool:
-            return (limit is None or self.started < limit) and pick(self.journal, rendered)
+            return ((limit is None or len(self.tried) < limit or rendered.key in self.tried)
+                    and pick(self.journal, rendered))
 
         def message_id(rendered: Rendered) -> str | None:
             return records[rendered.key].message_id

@@ -1,0 +1,88 @@
+"""Everyday sending as a new user meets it: a greylisted recipient in a daily batch, a
+campaign changed before anyone got anything, a wrong port, invalid rows fixed later, the
+server's queue ID, a SIGTERM from a scheduler. Real server, real processes, real signals."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import SMTP_BLOCK, CampaignDir
+from .smtpserver import Server
+from .test_send import PEOPLE, journal_rows, make, run, send
+
+
+def send_process(c: CampaignDir, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`mailmerge send` in its own process; a run that never ends fails the test here
+    (and is killed) instead of hanging the suite."""
+    command = [sys.executable, "-m", "mailmerge", "send", str(c.folder / "campaign.yaml"),
+               "--yes", "-q", *extra]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"send never ended: {exc.stdout!r} {exc.stderr!r}") from None
+
+
+# --- item: `--limit N` with a deferred recipient -----------------------------------------------
+
+def test_a_deferred_recipient_within_the_limit_is_retried_and_the_run_ends(basic) -> None:
+    server = Server()
+    try:
+        server.handler.rcpt_rule = (lambda a, n: "451 4.7.1 Greylisted, try later"
+                                    if a == "p0@example.org" else None)
+        c = make(basic, server, retries=2)
+        done = send_process(c, "--limit", "2")
+    finally:
+        server.stop()
+    assert done.returncode == 1, done.stdout + done.stderr
+    states = {key: row[:2] for key, row in journal_rows(c).items()}
+    # retried within the retry settings (its retries are no new messages beyond the limit)
+    assert states["p0@example.org"] == ("failed", 3)
+    assert states["p1@example.org"] == ("sent", 1)
+    assert [states[f"p{i}@example.org"][0] for i in (2, 3, 4)] == ["pending"] * 3
+    assert server.handler.rcpt_seen["p0@example.org"] == 3
+    assert server.handler.by_recipient() == {"p1@example.org": 1}
+
+
+def test_a_limit_reached_by_other_rows_leaves_an_earlier_deferral_for_later(basic) -> None:
+    server = Server()
+    try:
+        server.handler.rcpt_rule = lambda a, n: "451 later" if a == "p0@example.org" and n == 1 else None
+        c = make(basic, server, retry_delay=3600)
+        assert send_process(c).returncode == 1  # p0 deferred for an hour
+        db = sqlite3.connect(c.folder / "test.journal.sqlite")
+        with db:  # its hour is over
+            db.execute("UPDATE recipients SET next_attempt = 1 WHERE key = 'p0@example.org'")
+        db.close()
+        c.csv([PEOPLE[0], ["new1@example.org", "N"], ["new2@example.org", "N"], *PEOPLE[1:]])
+        done = send_process(c, "--limit", "1")  # the first new row takes the one message
+    finally:
+        server.stop()
+    assert done.returncode == 1, done.stdout + done.stderr
+    states = {key: row[0] for key, row in journal_rows(c).items()}
+    assert (states["new1@example.org"], states["new2@example.org"],
+            states["p0@example.org"]) == ("sent", "pending", "deferred")
+
+
+def test_a_deferred_recipient_no_longer_in_the_sheet_is_not_waited_for(basic) -> None:
+    server = Server()
+    try:
+        server.handler.rcpt_rule = lambda a, n: "451 later" if a == "p4@example.org" else None
+        c = make(basic, server, retry_delay=3600)
+        assert send_process(c).returncode == 1
+        db = sqlite3.connect(c.folder / "test.journal.sqlite")
+        with db:  # due now, but the row is gone from the sheet: nothing to retry
+            db.execute("UPDATE recipients SET next_attempt = 1 WHERE key = 'p4@example.org'")
+        db.close()
+        c.csv(PEOPLE[:5])
+        done = send_process(c)
+        c.csv(PEOPLE)
+        filtered = send_process(c, "--where", "email != 'p4@example.org'")
+    finally:
+        server.stop()
+    assert done.returncode == 1, done.stdout + done.stderr  # one is still deferred
+    assert filtered.returncode == 1, filtered.stdout + filtered.stderr
+    assert journal_rows(c)["p4@example.org"][0] == "deferred"
+    assert "p4@example.org" not in server.handler.by_recipient()
