@@ -86,3 +86,40 @@ def test_a_deferred_recipient_no_longer_in_the_sheet_is_not_waited_for(basic) ->
     assert filtered.returncode == 1, filtered.stdout + filtered.stderr
     assert journal_rows(c)["p4@example.org"][0] == "deferred"
     assert "p4@example.org" not in server.handler.by_recipient()
+
+
+# --- item: the server's reply is kept -------------------------------------------------------
+
+def test_the_servers_final_reply_with_its_queue_id_is_kept_and_shown(basic, tmp_path) -> None:
+    server = Server()
+    try:
+        server.handler.data_rule = lambda env, i: f"250 2.0.0 Ok: queued as 4Bx{i}Q7"
+        c = make(basic, server, rows=PEOPLE[:3])
+        assert send(c).exit_code == 0
+    finally:
+        server.stop()
+    assert journal_rows(c)["p0@example.org"][:3] == ("sent", 1, "250 2.0.0 Ok: queued as 4Bx0Q7")
+    result = run("status", str(c.folder / "campaign.yaml"), "--csv", str(tmp_path / "s.csv"))
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "s.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[2].startswith("3,p1@example.org,sent,1,250 2.0.0 Ok: queued as 4Bx1Q7,<")
+
+
+def test_a_servers_reply_is_kept_as_one_bounded_line_without_control_characters(basic) -> None:
+    hostile = ("250-2.0.0 Ok: queued as 4BxQ7\r\n250 \x1b]0;owned\x07\x1b[2J" + "x" * 5000)
+    server = Server()
+    try:
+        server.handler.data_rule = lambda env, i: hostile
+        server.handler.rcpt_rule = (lambda a, n: "550-5.1.1 no\r\n550 5.1.1 \x1b[31mgone\u202e"
+                                    if a == "p1@example.org" else None)
+        c = make(basic, server, rows=PEOPLE[:3])
+        result = send(c)
+    finally:
+        server.stop()
+    assert result.exit_code == 1, result.output
+    reply = journal_rows(c)["p0@example.org"][2]
+    assert reply.startswith("250 2.0.0 Ok: queued as 4BxQ7 ]0;owned [2Jxxx")
+    assert len(reply) <= 304 and reply.endswith("x…")
+    assert reply.isprintable()
+    assert journal_rows(c)["p1@example.org"][2] == "p1@example.org: 550 5.1.1 no 5.1.1 [31mgone"
+    assert "\x1b" not in result.output

@@ -182,7 +182,7 @@ def test_partial_rcpt_refusal_is_recorded(basic, smtp_server) -> None:
     assert result.exit_code == 0, result.output
     assert [r.rcpt_tos for r in smtp_server.handler.received] == [["p0@example.org"], ["p1@example.org"]]
     state, _, reply, _ = journal_rows(c)["p0@example.org"]
-    assert state == "sent" and reply == "250 accepted; gone@example.org: 550 5.1.1 unknown"
+    assert state == "sent" and reply == "250 2.0.0 Message accepted; gone@example.org: 550 5.1.1 unknown"
 
 
 def test_partial_deferral_retries_only_the_deferred_address(basic, smtp_server) -> None:
@@ -357,7 +357,7 @@ def test_status_csv(basic, smtp_server, tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert lines[0] == ("row,key,state,attempts,last_reply,message_id,time,settled,"
                         "status_code,diagnostic,soft_bounces")
-    assert lines[1].startswith("2,p0@example.org,sent,1,250 accepted,<")
+    assert lines[1].startswith("2,p0@example.org,sent,1,250 2.0.0 Message accepted,<")
     assert lines[1].endswith(",reply,,,0")  # settled by the server's reply; no bounce
 
 
@@ -523,7 +523,7 @@ def test_a_refused_to_address_fails_the_row_though_its_copies_went_out(basic, sm
         ["boss@example.org"], ["p1@example.org", "boss@example.org"]]
     state, _, reply, _ = journal_rows(c)["p0@example.org"]
     assert state == "failed"
-    assert reply == ("250 accepted; p0@example.org: 550 5.1.1 unknown (not delivered to "
+    assert reply == ("250 2.0.0 Message accepted; p0@example.org: 550 5.1.1 unknown (not delivered to "
                      "p0@example.org; copies accepted for boss@example.org)")
     assert journal_rows(c)["p1@example.org"][0] == "sent"
 

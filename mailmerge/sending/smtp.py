@@ -54,11 +54,14 @@ class Delivery:
     unknown: dict[str, Reply] = field(default_factory=dict)
     reconnect: bool = False  # the connection was lost or closed by the server (421)
     unreachable: bool = False  # no session could be had: nothing of it was sent
+    # the server's reply to the message's final dot when it accepted it: its queue ID is
+    # what the server's operator asks for
+    reply: Reply | None = None
 
     def summary(self) -> str:
         parts = []
         if self.accepted:
-            parts.append("250 accepted")
+            parts.append(str(self.reply or Reply(250, "accepted")))
         parts += [f"{addr}: {reply}" for addr, reply in
                   {**self.deferred, **self.refused, **self.unknown}.items()]
         return "; ".join(parts)
@@ -379,7 +382,9 @@ class SmtpConnection:
             self._send_text(smtp, body)
             code, text = self._final_reply(smtp)
         reply = Reply(code, text)
-        if code != 250:
+        if code == 250:
+            delivery.reply = reply
+        else:
             accepted, delivery.accepted = delivery.accepted, []
             self._all(delivery, accepted, reply)
             if code == 421:
@@ -593,8 +598,14 @@ def _reply(reply: tuple[int, bytes | str]) -> tuple[int, str]:
     return reply[0], _text(reply[1])
 
 
+MAX_REPLY_TEXT = 300  # characters of a server's reply kept (journal, status, messages)
+
+
 def _text(value: bytes | str) -> str:
+    """A server's reply text as it may be kept and shown: the server is not ours to trust,
+    so one line, no control characters (a terminal would obey them), bounded."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return " ".join(value.split())
+    text = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    return text if len(text) <= MAX_REPLY_TEXT else text[:MAX_REPLY_TEXT - 1] + "…"
 
