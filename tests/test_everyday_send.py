@@ -123,3 +123,115 @@ def test_a_servers_reply_is_kept_as_one_bounded_line_without_control_characters(
     assert reply.isprintable()
     assert journal_rows(c)["p1@example.org"][2] == "p1@example.org: 550 5.1.1 no 5.1.1 [31mgone"
     assert "\x1b" not in result.output
+
+
+# --- item: a server that cannot be reached ---------------------------------------------------
+
+def closed_port() -> int:
+    from .smtpserver import free_port
+
+    return free_port()  # nothing listens on it: the connection is refused
+
+
+def test_a_closed_port_stops_the_run_at_once_naming_host_and_port(basic) -> None:
+    port = closed_port()
+    c = basic(SMTP_BLOCK.format(port=port) + "  concurrency: 3\n", rows=PEOPLE)
+    done = send_process(c)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == (
+        f"Error: stopped: 127.0.0.1:{port} refused the connection: no mail server listens "
+        "there; check `smtp.host` and `smtp.port` (587 for `starttls`, 465 for `ssl`, 25 "
+        "for a relay); nothing was sent, run send again once it is right\n")
+    assert "cannot connect" not in done.stdout + done.stderr  # no line per row
+    # nothing was tried: no attempt counted, every recipient still pending
+    assert {row[:3] for row in journal_rows(c).values()} == {("pending", 0, "")}
+
+
+def test_an_unknown_host_name_stops_the_run_at_once(basic) -> None:
+    block = SMTP_BLOCK.format(port=25).replace("127.0.0.1", "no-such-host.invalid")
+    c = basic(block, rows=PEOPLE)
+    done = send_process(c)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("Error: stopped: the server name 'no-such-host.invalid' "
+                                  "cannot be found (")
+    assert done.stderr.count("\n") == 1
+    assert {row[0] for row in journal_rows(c).values()} == {"pending"}
+
+
+def test_tls_spoken_to_a_plain_port_stops_the_run_at_once(basic) -> None:
+    server = Server()
+    try:
+        block = SMTP_BLOCK.format(port=server.port).replace("security: none", "security: ssl")
+        c = basic(block, rows=PEOPLE)
+        done = send_process(c)
+    finally:
+        server.stop()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"Error: stopped: TLS with 127.0.0.1:{server.port} failed (")
+    assert "check that `smtp.security` matches `smtp.port`" in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert {row[:2] for row in journal_rows(c).values()} == {("pending", 0)}
+
+
+def test_a_test_send_to_a_closed_port_is_one_error_line(basic) -> None:
+    port = closed_port()
+    c = basic(SMTP_BLOCK.format(port=port), rows=PEOPLE)
+    result = run("send", str(c.folder / "campaign.yaml"), "--to", "me@example.org")
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"Error: 127.0.0.1:{port} refused the connection: no mail server listens there; "
+        "check `smtp.host` and `smtp.port` (587 for `starttls`, 465 for `ssl`, 25 for a "
+        "relay)\n")
+
+
+def test_plain_smtp_spoken_to_an_implicit_tls_port_stops_the_run_at_once(basic) -> None:
+    import trustme
+
+    from .test_send_tls import server_context
+
+    server = Server(tls=server_context(trustme.CA()), implicit_tls=True)
+    try:  # the server waits for TLS, the client for a greeting
+        block = SMTP_BLOCK.format(port=server.port).replace("timeout: 5", "timeout: 0.2")
+        c = basic(block.replace("security: none", "security: starttls"), rows=PEOPLE)
+        done = send_process(c)
+    finally:
+        server.stop()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == (
+        f"Error: stopped: 127.0.0.1:{server.port} did not greet within 0.2 s; "
+        "check `smtp.port` and `smtp.security`: a port of implicit TLS (465) says nothing "
+        "until TLS begins, so it needs `security: ssl`; nothing was sent, run send again "
+        "once it is right\n")
+    assert {row[:2] for row in journal_rows(c).values()} == {("pending", 0)}
+
+
+def test_a_busy_server_is_retried_and_given_up_on_naming_host_and_port(basic) -> None:
+    """421 at the greeting is the server's word that it is busy for now: retried, then
+    the run stops, with host and port said once."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.sendall(b"421 4.3.2 busy, try later\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    c = basic(SMTP_BLOCK.format(port=port), rows=PEOPLE)
+    try:
+        done = send_process(c)
+    finally:
+        listener.close()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr == (
+        f"Error: stopped: gave up after 5 failed connections in a row (127.0.0.1:{port} "
+        "refused the session: 421 4.3.2 busy, try later); check `smtp.host`, `smtp.port` "
+        "and `smtp.security`, then run send again to resume\n")
+    assert {row[0] for row in journal_rows(c).values()} <= {"deferred", "pending"}

@@ -22,7 +22,7 @@ from ..pipeline import Outcome, Report, Warned, duplicate_error, iter_messages
 from .journal import Journal, Record, SenderLock, default_journal_path, format_time
 from .runner import Event, Runner, SendReport
 from .settle import Settled, Verdict, look_up
-from .smtp import Delivery, SmtpConnection, token_source
+from .smtp import Delivery, SmtpConnection, Unreachable, token_source
 
 
 @dataclass(frozen=True)
@@ -267,6 +267,12 @@ def send_test(campaign: Campaign, address: str, password: str | None, *,
                 break
             if rows is not None and len(results) >= len(rows):
                 break
+    except OSError as exc:  # no session: the same one Error line as `send` gives
+        smtp = campaign.smtp
+        where = f"{smtp.host}:{smtp.effective_port}"
+        raise SendError(str(exc) if where in str(exc) else f"no session with {where}: {exc}",
+                        hint=exc.hint if isinstance(exc, Unreachable) else
+                        "check `smtp.host`, `smtp.port` and `smtp.security`") from exc
     finally:
         connection.close()
     return results

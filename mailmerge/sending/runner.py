@@ -34,7 +34,7 @@ from .journal import GroupCommits, Journal, Record, State
 from .pacing import RateLimiter, backoff
 from .sentcopy import Saver, SaveReport
 from .settle import Settled
-from .smtp import Delivery, Envelope, Reply, SmtpConnection, token_source
+from .smtp import Delivery, Envelope, Reply, SmtpConnection, Unreachable, token_source
 
 MAX_CONNECT_FAILURES = 5
 # how often a wait for retries looks whether Ctrl-C asked the run to stop
@@ -144,6 +144,7 @@ class _Result:
     handled: bool = False
     recorded: bool = False  # `sent` is in the journal already (written by the worker)
     crashed: bool = False  # the error was not the server's answer (see Runner._attempt)
+    unsent: bool = False  # no session was had and the job was not marked: left as it was
     text_sent: bool = False  # ... and the message text had begun to go out
 
 
@@ -172,6 +173,7 @@ class Runner:
         self.in_flight = 0
         self.tried: set[str] = set()  # keys this run has started a message for
         self.connect_failures = 0
+        self.connected = threading.Event()  # a session of this run has been opened
         self.stop = threading.Event()
         self.write_lock = threading.Lock()  # around every journal transaction of this run
         self.marks = GroupCommits(journal.path, self.write_lock)
@@ -206,6 +208,11 @@ class Runner:
         try:
             if not job.primed:
                 self.limiter.wait()
+                try:
+                    connection.connect()
+                except (SendError, OSError) as exc:
+                    return self._not_connected(job, exc, connection)
+                self.connected.set()
                 self._mark_sending(job)
             try:
                 sending = True
@@ -218,11 +225,8 @@ class Runner:
                     result.recorded = True
             except SendError as exc:
                 result = _Result(job, error=exc)
-            except OSError as exc:  # could not connect at all
-                result = _Result(job, delivery=Delivery(
-                    deferred={a: Reply(0, f"cannot connect to {self.smtp.host}: {exc}")
-                              for a in job.recipients}, reconnect=True, unreachable=True))
-                connection.drop()
+            except OSError as exc:  # the session was lost, and no new one could be had
+                result = self._not_connected(job, exc, connection)
             if not job.marked:  # ended before its text went out: the attempt still counts
                 self._mark_sending(job)
             return result
@@ -234,6 +238,25 @@ class Runner:
                                    "bug or a server mailmerge does not understand")
             return _Result(job, error=error, crashed=True,
                            text_sent=sending and connection.text_sent)
+
+    def _not_connected(self, job: _Job, exc: SendError | OSError,
+                       connection: SmtpConnection) -> _Result:
+        """No session for ``job``: nothing of it was sent. Before any session of this run
+        worked, a refused connection, an unknown host or a failed TLS is the settings,
+        not a passing fault: the run stops at once and says so once. Later (a server
+        restarting, a connection limit), it is deferred and retried (MAX_CONNECT_FAILURES)."""
+        connection.drop()
+        if isinstance(exc, SendError):
+            return _Result(job, error=exc, unsent=not job.marked)
+        if isinstance(exc, Unreachable) and not self.connected.is_set():
+            return _Result(job, error=SendError(str(exc), hint=exc.hint + "; nothing was sent, "
+                                                "run send again once it is right"),
+                           unsent=not job.marked)
+        where = f"{self.smtp.host}:{self.smtp.effective_port}"
+        text = str(exc) if where in str(exc) else f"no session with {where}: {exc}"
+        return _Result(job, delivery=Delivery(
+            deferred={a: Reply(0, text) for a in job.recipients},
+            reconnect=True, unreachable=True))
 
     def _worker(self) -> None:
         connection = SmtpConnection(self.smtp, self.password, self.tokens)
@@ -513,7 +536,7 @@ class Runner:
         self.in_flight -= 1
         job = result.job
         if result.error is not None:
-            if result.text_sent:  # it may have been delivered: uncertain (`sending`)
+            if result.text_sent or result.unsent:  # uncertain (`sending`), or untouched
                 pass
             elif result.crashed:  # nothing of it went out
                 self.journal.mark(job.key, "pending", f"not sent: {result.error.message}",
