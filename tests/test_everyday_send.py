@@ -4,10 +4,11 @@ server's queue ID, a SIGTERM from a scheduler. Real server, real processes, real
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 
 from .conftest import SMTP_BLOCK, CampaignDir
 from .smtpserver import Server
@@ -23,6 +24,20 @@ def send_process(c: CampaignDir, *extra: str) -> subprocess.CompletedProcess[str
         return subprocess.run(command, capture_output=True, text=True, timeout=120)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"send never ended: {exc.stdout!r} {exc.stderr!r}") from None
+
+
+def finish(process: subprocess.Popen, group: bool = False) -> str:
+    """Its output once it ends; one that never ends is killed and fails the test."""
+    try:
+        output, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
+        output, _ = process.communicate()
+        raise AssertionError(f"send never ended: {output!r}") from None
+    return output.decode() if isinstance(output, bytes) else output
 
 
 # --- item: `--limit N` with a deferred recipient -----------------------------------------------
@@ -235,3 +250,93 @@ def test_a_busy_server_is_retried_and_given_up_on_naming_host_and_port(basic) ->
         "refused the session: 421 4.3.2 busy, try later); check `smtp.host`, `smtp.port` "
         "and `smtp.security`, then run send again to resume\n")
     assert {row[0] for row in journal_rows(c).values()} <= {"deferred", "pending"}
+
+
+# --- item: SIGTERM ends `send` as Ctrl-C does ---------------------------------------------------
+
+def test_sigterm_finishes_in_flight_says_how_to_resume_and_resumes(basic) -> None:
+
+    from .test_resume import journal_states, start_send, wait_for
+
+    server = Server()
+    server.handler.data_delay = 0.005
+    people = [["email", "name"], *[[f"t{i}@example.org", "T"] for i in range(100)]]
+    c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
+    try:
+        process = start_send(c.folder / "campaign.yaml")
+        wait_for(server, 10)  # sending is under way
+        process.send_signal(signal.SIGTERM)
+        output = finish(process)
+        assert process.returncode == 143, output
+        assert ("Stopped by SIGTERM. Run the same command again to resume (mailmerge send "
+                f"{c.folder / 'campaign.yaml'}).") in output
+        assert "this run    in all" in output  # the summary of what was done
+        states = journal_states(c)
+        assert "sending" not in states.values()  # what was with the server was finished
+        assert sum(1 for s in states.values() if s == "sent") == len(server.handler.received)
+        again = start_send(c.folder / "campaign.yaml")
+        output = finish(again)
+        assert again.returncode == 0, output
+    finally:
+        server.stop()
+    assert server.handler.by_recipient() == {f"t{i}@example.org": 1 for i in range(100)}
+
+
+def test_sigterm_before_sending_begins_says_how_to_resume(basic) -> None:
+    """A SIGTERM while the rows are checked (here: while the password is asked for on
+    a terminal that never answers) ends as Ctrl-C does, with nothing sent."""
+    import pty
+    import select
+
+    server = Server()
+    c = make(basic, server, extra="", username="news")
+    leader, follower = pty.openpty()
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "MAILMERGE_SMTP_PASSWORD"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailmerge", "send", str(c.folder / "campaign.yaml"),
+             "--yes"], stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=env)
+        assert process.stdout is not None
+        asked = b""
+        while b"Password for news" not in asked:  # the question is out: nothing was sent
+            ready, _, _ = select.select([process.stdout], [], [], 60)
+            chunk = os.read(process.stdout.fileno(), 1024) if ready else b""
+            assert chunk, asked  # ended, or a guard against a hang
+            asked += chunk
+        process.send_signal(signal.SIGTERM)
+        output = finish(process)
+    finally:
+        os.close(leader)
+        os.close(follower)
+        server.stop()
+    assert process.returncode == 143, output
+    assert (asked.decode() + output).endswith(
+        "Stopped by SIGTERM. Run the same command again to resume (mailmerge send "
+        f"{c.folder / 'campaign.yaml'}).\n")
+    assert server.handler.received == []
+
+
+def test_sigterm_to_the_whole_process_group_ends_as_cleanly(basic) -> None:
+    """A service manager ends every process of the job: the render worker too."""
+
+    from .test_resume import journal_states, wait_for
+
+    server = Server()
+    server.handler.data_delay = 0.005
+    people = [["email", "name"], *[[f"g{i}@example.org", "G"] for i in range(3000)]]
+    c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailmerge", "send", str(c.folder / "campaign.yaml"),
+             "--yes", "-q"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
+        wait_for(server, 10)
+        os.killpg(process.pid, signal.SIGTERM)
+        output = finish(process, group=True)
+    finally:
+        server.stop()
+    assert process.returncode == 143, output
+    assert "Stopped by SIGTERM. Run the same command again to resume" in output
+    assert "Error" not in output and "Traceback" not in output
+    assert "sending" not in journal_states(c).values()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -143,6 +146,55 @@ def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
     return show
 
 
+EXIT_TERMINATED = 128 + 15  # SIGTERM, as a shell reports a process it ended
+
+
+class _Terminated(BaseException):
+    """SIGTERM, where no run is under way to stop cleanly (the run has its own handler).
+    No KeyboardInterrupt: click's prompts would make that an "Aborted!" with exit code 1."""
+
+
+def _stopped(campaign: str | Path, terminated: bool) -> NoReturn:
+    """The line that ends a `send` stopped by Ctrl-C or SIGTERM, and its exit code."""
+    click.echo(f"{'Stopped by SIGTERM' if terminated else 'Interrupted'}. Run the same "
+               f"command again to resume (mailmerge send {campaign}).", err=True)
+    sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
+
+def _resumable(command: Callable[..., None]) -> Callable[..., None]:
+    """``command``, ended by SIGTERM as by Ctrl-C: with the line that says how to resume
+    and exit code 143 (130 for Ctrl-C), whatever it was doing (checking the rows, asking,
+    sending). The journal is consistent at every step, so nothing more is needed."""
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> None:
+        owner = os.getpid()
+
+        def terminate(signum: int, frame: object) -> None:
+            if os.getpid() != owner:  # a render worker forked from it ends as by default
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (its pool stops it so)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            raise _Terminated
+
+        if kwargs.get("dry_run") or kwargs.get("test_to"):  # nothing to resume
+            command(**kwargs)
+            return
+        here = threading.current_thread() is threading.main_thread()
+        handles = here and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+        previous = signal.signal(signal.SIGTERM, terminate) if handles else None
+        try:
+            command(**kwargs)
+        except (KeyboardInterrupt, click.Abort, _Terminated) as exc:  # Abort: Ctrl-C at a prompt
+            click.echo("", err=True)
+            _stopped(kwargs["campaign"], isinstance(exc, _Terminated))
+        finally:
+            if handles:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return run
+
+
 @cli.command()
 @click.argument("campaign", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending "
@@ -167,6 +219,7 @@ def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
 @_LIMIT
 @_WHERE
 @_QUIET
+@_resumable
 def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tuple[int, ...],
          skip_invalid: bool, allow_changes: bool, restart: bool, resend_uncertain: bool,
          out: str | None, limit: int | None, where: str | None, quiet: bool) -> None:
@@ -187,7 +240,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
 
     Exit codes: 0 every recipient settled, 1 some failed in this run, are
     deferred, uncertain or invalid, 2 configuration or server set-up error, 130
-    interrupted (run again to resume).
+    interrupted by Ctrl-C, 143 stopped by SIGTERM (both: run again to resume).
 
     \b
     Example:
@@ -275,9 +328,7 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
         click.echo(f"Error: stopped: {report.stopped}", err=True)
         sys.exit(EXIT_CONFIG)
     if report.interrupted:
-        click.echo(f"Interrupted. Run the same command again to resume "
-                   f"(mailmerge send {campaign.path}).", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _stopped(campaign.path, report.terminated)
     waiting = counts.get("deferred", 0) + counts.get("pending", 0)
     if waiting:
         click.echo(f"{_n(waiting, 'recipient')} {'is' if waiting == 1 else 'are'} still "

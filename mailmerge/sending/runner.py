@@ -66,7 +66,8 @@ class SendReport:
     sent: int = 0
     deferred: int = 0
     failed: int = 0
-    interrupted: bool = False
+    interrupted: bool = False  # by Ctrl-C or SIGTERM: stopped cleanly, to be resumed
+    terminated: bool = False  # ... and it was SIGTERM (a scheduler, `kill`, a shutdown)
     counts: dict[State, int] = field(default_factory=dict)
     uncertain: list[Record] = field(default_factory=list)
     problems: list[Outcome] = field(default_factory=list)
@@ -360,17 +361,16 @@ class Runner:
 
     @contextlib.contextmanager
     def _ctrl_c_stops(self) -> Iterator[None]:
-        """The first Ctrl-C asks the run to stop: what the workers hold is finished and
-        recorded, the rest waits for the next run. A second one raises KeyboardInterrupt,
-        which abandons what is in flight (uncertain in the journal).
+        """The first Ctrl-C or SIGTERM asks the run to stop: what the workers hold is
+        finished and recorded, the rest waits for the next run. A second one raises
+        KeyboardInterrupt, which abandons what is in flight (uncertain in the journal).
 
         A KeyboardInterrupt raised wherever this thread happened to be could leave a
         queue's lock held (a `with` is not atomic against it); finishing then waited on
         that lock for ever. Only the main thread can set a handler; elsewhere, Ctrl-C
-        stays a KeyboardInterrupt. A process that ignores Ctrl-C (started in the
-        background by a script) goes on ignoring it."""
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):  # e.g. `send &`
+        stays a KeyboardInterrupt. A signal the process ignores (Ctrl-C in a job a script
+        started in the background) goes on being ignored."""
+        if threading.current_thread() is not threading.main_thread():
             yield
             return
 
@@ -378,14 +378,20 @@ class Runner:
             if self.report.interrupted:
                 raise KeyboardInterrupt
             self.report.interrupted = True
+            self.report.terminated = signum == signal.SIGTERM
             self.stop.set()
 
-        previous = signal.signal(signal.SIGINT, interrupted)
+        previous = {number: signal.signal(number, interrupted)
+                    for number in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(number) is not signal.SIG_IGN}  # e.g. `send &`
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous if previous is not None
-                          else signal.default_int_handler)
+            for number, handler in previous.items():
+                if handler is None:  # set outside Python: Python's own default
+                    handler = (signal.default_int_handler if number == signal.SIGINT
+                               else signal.SIG_DFL)
+                signal.signal(number, handler)
 
     def _stopping(self) -> bool:
         return self.stop.is_set() or self.report.stopped is not None
@@ -434,8 +440,8 @@ class Runner:
         """Go through the sheet once, sending the jobs of :meth:`_jobs`; how many started."""
         started = 0
         for job in jobs:
-            if self._stopping():
-                continue
+            if self._stopping():  # the rest is not rendered: its render process may be gone
+                break
             self.tried.add(job.key)
             started += 1
             self._put(job)
@@ -490,7 +496,9 @@ class Runner:
                                   always_fork=True) if fork else
                     iter_messages(self.campaign, want=want, message_id=message_id))
         for outcome in outcomes:
-            if outcome.built is None or self._stopping():
+            if self._stopping():
+                return
+            if outcome.built is None:
                 continue
             if fork and not want(outcome.built.rendered):
                 continue
