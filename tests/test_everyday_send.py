@@ -340,3 +340,45 @@ def test_sigterm_to_the_whole_process_group_ends_as_cleanly(basic) -> None:
     assert "Stopped by SIGTERM. Run the same command again to resume" in output
     assert "Error" not in output and "Traceback" not in output
     assert "sending" not in journal_states(c).values()
+
+
+# --- item: --skip-invalid ----------------------------------------------------------------------
+
+def test_invalid_rows_fixed_later_leave_no_ghost_failure(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, rows=[*PEOPLE[:3], ["bad@", "X"]])
+    result = send(c, "--skip-invalid")
+    assert result.exit_code == 1, result.output  # some rows had problems
+    assert journal_rows(c)["row 4"][:3] == ("failed", 0, "invalid: `to`: 'bad@' is not a valid "
+                                            "email address (There must be something after "
+                                            "the @-sign.)")
+    c.csv([*PEOPLE[:3], ["fixed@example.org", "X"]])
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert smtp_server.handler.by_recipient()["fixed@example.org"] == 1
+    states = {key: row[0] for key, row in journal_rows(c).items()}
+    assert states == {"p0@example.org": "sent", "p1@example.org": "sent",
+                      "fixed@example.org": "sent"}
+    status = run("status", str(c.folder / "campaign.yaml"))
+    assert "failed 0" in status.output and "Failed:" not in status.output
+
+
+def test_a_run_that_records_invalid_rows_and_sends_nothing_says_so(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, rows=PEOPLE[:3])
+    assert send(c).exit_code == 0
+    c.csv([*PEOPLE[:3], ["bad@", "X"]])  # a new row, and it is wrong
+    result = send(c, "--skip-invalid")
+    assert "Nothing to send." in result.output
+    assert result.exit_code == 1, result.output
+
+
+def test_an_invalid_row_with_a_key_column_is_recorded_under_its_key(basic, smtp_server) -> None:
+    rows = [["id", "email", "name"], ["a1", "p0@example.org", "A"], ["b2", "bad@", "B"]]
+    c = make(basic, smtp_server, extra="recipients: {path: people.csv, key: id}\n", rows=rows)
+    result = send(c, "--skip-invalid")
+    assert result.exit_code == 1, result.output
+    assert journal_rows(c)["b2"][0] == "failed"
+    c.csv([rows[0], rows[1], ["b2", "fixed@example.org", "B"]])
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert {key: row[0] for key, row in journal_rows(c).items()} == {"a1": "sent", "b2": "sent"}
+    assert smtp_server.handler.by_recipient()["fixed@example.org"] == 1

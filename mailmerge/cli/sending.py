@@ -277,7 +277,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, row: tupl
             click.echo("Nothing to send.")
             if plan.uncertain:
                 _how_to_settle(loaded, plan.uncertain)
-            sys.exit(EXIT_DATA if plan.uncertain else EXIT_OK)
+            sys.exit(EXIT_DATA if plan.uncertain or plan.problems else EXIT_OK)
         if plan.waiting_copies:
             click.echo(f"  {_n(plan.waiting_copies, 'copy', 'copies')} "
                        f"wait{'s' if plan.waiting_copies == 1 else ''} to be saved in the Sent "

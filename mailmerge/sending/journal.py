@@ -35,7 +35,8 @@ from ..safecsv import csv_safe
 State = Literal["pending", "sending", "sent", "deferred", "failed", "skipped", "bounced",
                 "complained"]
 STATES: tuple[State, ...] = get_args(State)
-Settled = Literal["reply", "lookup", "hand"]
+# invalid: a row with problems, recorded as failed by --skip-invalid until it is fixed
+Settled = Literal["reply", "lookup", "hand", "invalid"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -218,6 +219,21 @@ class Journal:
         """One transaction; ``keep_on_error`` commits what was written before an exception
         (each write is whole on its own) instead of rolling it back."""
         return _Batch(self.db, self.path, keep_on_error)
+
+    def judge_invalid_again(self, invalid: set[str], run: int) -> None:
+        """Rows recorded as invalid in an earlier run and not invalid in ``run`` (the keys
+        in ``invalid`` are): one now in the sheet and valid is to be sent; one under its
+        row number (`row N`, no key was known) or gone from the sheet is forgotten."""
+        for record in list(self.db.execute("SELECT * FROM recipients WHERE settled = "
+                                           "'invalid'")):
+            if record.key in invalid:
+                continue
+            if record.attempts:  # tried before it turned invalid: retried as deferred
+                self.mark(record.key, "deferred", record.last_reply)
+            elif record.seen_run == run:  # a valid row has the key now (`row N`: none has)
+                self.mark(record.key, "pending", "")
+            else:
+                self.db.execute("DELETE FROM recipients WHERE key = ?", (record.key,))
 
     def mark_sending(self, key: str, message_id: str, content_hash: str, envelope: list[str],
                      remaining: list[str], return_path: str = "") -> None:

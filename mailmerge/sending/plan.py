@@ -228,12 +228,31 @@ def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptio
                 problems.append(Outcome(rendered.row, errors=(duplicate_error(
                     campaign, rendered.key, rendered.row, before.row),)))
         if options.skip_invalid:
-            for outcome in problems:
-                key = f"row {outcome.row}"
-                journal.see(key, outcome.row, run)
-                journal.mark(key, "failed", "invalid: " + "; ".join(
-                    e.message for e in outcome.errors))
+            _record_invalid(journal, run, problems)
+        elif not problems:
+            journal.judge_invalid_again(set(), run)
     return problems
+
+
+def _record_invalid(journal: Journal, run: int, problems: list[Outcome]) -> None:
+    """Record the invalid rows as failed, under their key where it is known (a key
+    column), else as `row N`; those of earlier runs that are valid now (fixed) are sent,
+    and those gone are forgotten: no failure outlives its row's fix."""
+    invalid: set[str] = set()
+    for outcome in problems:
+        key = outcome.key or f"row {outcome.row}"
+        before = journal.get(key)
+        if before is not None and before.seen_run == run:  # another row's key: a duplicate
+            key = f"row {outcome.row}"
+            before = journal.get(key)
+        journal.see(key, outcome.row, run)
+        if (before is not None and before.state not in ("pending", "deferred")
+                and before.settled != "invalid"):
+            continue  # sent, uncertain, failed by the server ...: that stays what it was
+        journal.mark(key, "failed", "invalid: " + "; ".join(
+            e.message for e in outcome.errors), settled="invalid")
+        invalid.add(key)
+    journal.judge_invalid_again(invalid, run)
 
 
 def send_test(campaign: Campaign, address: str, password: str | None, *,
