@@ -40,6 +40,20 @@ def finish(process: subprocess.Popen, group: bool = False) -> str:
     return output.decode() if isinstance(output, bytes) else output
 
 
+def read_until(process: subprocess.Popen, text: bytes) -> bytes:
+    """What ``process`` wrote up to and with ``text`` (a guard fails a silent one)."""
+    import select
+
+    assert process.stdout is not None
+    seen = b""
+    while text not in seen:
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        chunk = os.read(process.stdout.fileno(), 1024) if ready else b""
+        assert chunk, seen  # ended, or a guard against a hang
+        seen += chunk
+    return seen
+
+
 # --- item: `--limit N` with a deferred recipient -----------------------------------------------
 
 def test_a_deferred_recipient_within_the_limit_is_retried_and_the_run_ends(basic) -> None:
@@ -286,7 +300,6 @@ def test_sigterm_before_sending_begins_says_how_to_resume(basic) -> None:
     """A SIGTERM while the rows are checked (here: while the password is asked for on
     a terminal that never answers) ends as Ctrl-C does, with nothing sent."""
     import pty
-    import select
 
     server = Server()
     c = make(basic, server, extra="", username="news")
@@ -297,13 +310,7 @@ def test_sigterm_before_sending_begins_says_how_to_resume(basic) -> None:
             [sys.executable, "-m", "mailmerge", "send", str(c.folder / "campaign.yaml"),
              "--yes"], stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             env=env)
-        assert process.stdout is not None
-        asked = b""
-        while b"Password for news" not in asked:  # the question is out: nothing was sent
-            ready, _, _ = select.select([process.stdout], [], [], 60)
-            chunk = os.read(process.stdout.fileno(), 1024) if ready else b""
-            assert chunk, asked  # ended, or a guard against a hang
-            asked += chunk
+        asked = read_until(process, b"Password for news")  # the question is out
         process.send_signal(signal.SIGTERM)
         output = finish(process)
     finally:
@@ -382,3 +389,138 @@ def test_an_invalid_row_with_a_key_column_is_recorded_under_its_key(basic, smtp_
     assert result.exit_code == 0, result.output
     assert {key: row[0] for key, row in journal_rows(c).items()} == {"a1": "sent", "b2": "sent"}
     assert smtp_server.handler.by_recipient()["fixed@example.org"] == 1
+
+
+# --- item: what counts as a change --------------------------------------------------------------
+
+CHANGED = "changed since this journal began"
+
+
+def test_a_change_before_anyone_got_anything_needs_no_allow_changes(basic, smtp_server) -> None:
+    from .smtpserver import free_port
+
+    c = make(basic, smtp_server, rows=PEOPLE[:3])
+    wrong = (c.folder / "campaign.yaml").read_text().replace(
+        f"port: {smtp_server.port}", f"port: {free_port()}")
+    right = (c.folder / "campaign.yaml").read_text()
+    (c.folder / "campaign.yaml").write_text(wrong)
+    assert send(c).exit_code == 2  # a wrong port: nobody was sent anything
+    (c.root / "templates" / "mail.html").write_text("<p>Better {{ name }}</p>")
+    (c.folder / "campaign.yaml").write_text(right)
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert "Better Person 0" in smtp_server.handler.received[0].content.decode()
+
+
+def test_a_declined_confirmation_is_no_version_sent(basic, smtp_server) -> None:
+    import pty
+
+    c = make(basic, smtp_server, rows=PEOPLE[:3])
+    leader, follower = pty.openpty()
+    try:  # on a terminal, the question is asked, and answered no
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailmerge", "send", str(c.folder / "campaign.yaml")],
+            stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        read_until(process, b"Send now?")
+        os.write(leader, b"n\n")
+        finish(process)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert process.returncode == 1 and smtp_server.handler.received == []
+    (c.root / "templates" / "mail.html").write_text("<p>Better {{ name }}</p>")
+    result = send(c)
+    assert result.exit_code == 0, result.output
+
+
+def test_delivery_settings_are_no_change_to_the_messages(basic, smtp_server) -> None:
+    c = make(basic, smtp_server)
+    assert send(c, "--limit", "2").exit_code == 1
+    text = (c.folder / "campaign.yaml").read_text()
+    (c.folder / "campaign.yaml").write_text(
+        text.replace("  timeout: 5\n", "  timeout: 7\n  concurrency: 2\n  rate: 100/second\n")
+        + "# a comment\nwhere: \"name != 'nobody'\"\n")
+    result = send(c)
+    assert result.exit_code == 0, result.output
+    assert len(smtp_server.handler.received) == 5
+
+
+def included(c: CampaignDir) -> None:
+    c.file("templates/mail.html", '{% extends "layout.html" %}{% block body %}'
+                                  '{% include "part.html" %}{% endblock %}')
+    c.file("templates/layout.html", '<html><head><link rel="stylesheet" href="style.css">'
+                                    '</head><body>{% block body %}{% endblock %}'
+                                    '<img src="logo.png" alt="logo"></body></html>')
+    c.file("templates/part.html", '{% import "macros.html" as m %}<p>{{ m.hi(name) }}</p>')
+    c.file("templates/macros.html", "{% macro hi(name) %}Hi {{ name }}{% endmacro %}")
+    c.file("templates/style.css", "p { color: #123456; }")
+    c.file("templates/logo.png", _PNG)
+    c.file("campaign/terms.txt", "terms, version 1")
+
+
+_PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                     "1f15c4890000000d49444154789c6360f8ffff3f0005fe02fe0dc7e6"
+                     "d00000000049454e44ae426082")
+
+
+def test_every_file_a_message_is_made_from_counts_as_a_change(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, extra="attachments: [terms.txt]\n")
+    included(c)
+    assert send(c, "--limit", "1").exit_code == 1
+    edits = {"templates/part.html": "<p>Hello {{ name }}</p>",  # {% include %}
+             "templates/macros.html": "{% macro hi(name) %}Hey {{ name }}{% endmacro %}",
+             "templates/layout.html": "<html><body>{% block body %}{% endblock %}</body></html>",
+             "templates/style.css": "p { color: #654321; }",  # linked, inlined
+             "templates/logo.png": _PNG + b"\0",  # embedded
+             "campaign/terms.txt": "terms, version 2"}  # attached
+    for name, text in edits.items():
+        before = (c.root / name).read_bytes()
+        c.file(name, text)
+        result = send(c, "--limit", "1")
+        assert result.exit_code == 2 and CHANGED in result.output, (name, result.output)
+        assert "1 recipient got the earlier version" in result.output
+        c.file(name, before)
+    assert send(c, "--limit", "1").exit_code == 1  # as it was: the same version
+
+
+def test_a_template_named_by_an_expression_counts_its_folder_not_the_data(basic,
+                                                                         smtp_server) -> None:
+    """A name known only when rendering: every file of the templates' folder counts,
+    but not the sheet, the journal or the campaign file's delivery settings there."""
+    c = make(basic, smtp_server, rows=[["email", "name", "part"],
+                                       *[[f"p{i}@example.org", "P", "part.html"] for i in range(3)]])
+    c.file("templates/mail.html", "{% include part %}")
+    c.file("templates/part.html", "<p>Hi {{ name }}</p>")
+    text = (c.folder / "campaign.yaml").read_text()
+    (c.folder / "campaign.yaml").write_text(  # everything in one folder
+        text.replace("../templates/", "").replace("recipients: people.csv",
+                                                  "recipients: people.csv\n"))
+    for name in ("mail.html", "part.html"):
+        (c.folder / name).write_bytes((c.root / "templates" / name).read_bytes())
+    assert send(c, "--limit", "1").exit_code == 1
+    c.csv([["email", "name", "part"],
+           *[[f"p{i}@example.org", "P", "part.html"] for i in range(4)]])  # a row more
+    assert send(c, "--limit", "1").exit_code == 1  # journal and sheet changed: no change
+    (c.folder / "part.html").write_text("<p>Hello {{ name }}</p>")
+    result = send(c)
+    assert result.exit_code == 2 and CHANGED in result.output, result.output
+
+
+def test_a_journal_begun_by_an_earlier_version_resumes_without_allow_changes(
+        basic, smtp_server) -> None:
+    c = make(basic, smtp_server)
+    assert send(c, "--limit", "2").exit_code == 1
+    db = sqlite3.connect(c.folder / "test.journal.sqlite")
+    with db:  # as an earlier version left it: its own fingerprint, of the files
+        import hashlib
+        digest = hashlib.sha256()
+        for path in (c.folder / "campaign.yaml", c.root / "templates" / "mail.html"):
+            digest.update(path.read_bytes() + b"\0")
+        db.execute("DELETE FROM meta WHERE name = 'version'")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprint', ?)", (digest.hexdigest(),))
+    db.close()
+    assert send(c, "--limit", "1").exit_code == 1  # unchanged since: resumes
+    (c.root / "templates" / "mail.html").write_text("<p>New {{ name }}</p>")
+    result = send(c)
+    assert result.exit_code == 2 and CHANGED in result.output, result.output
+    assert "3 recipients got the earlier version" in result.output

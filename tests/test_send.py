@@ -285,7 +285,7 @@ def test_changed_templates_need_allow_changes(basic, smtp_server) -> None:
     (c.root / "templates" / "mail.html").write_text("<p>New {{ name }}</p>")
     result = send(c)
     assert result.exit_code == 2
-    assert "the campaign file or its templates changed since this journal began" in result.output
+    assert "the campaign file or the files its messages are made from changed since this journal began" in result.output
     assert "--allow-changes" in result.output
     assert send(c, "--allow-changes").exit_code == 0
     assert len(smtp_server.handler.received) == 5

@@ -165,6 +165,19 @@ class Journal:
         self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) "
                         "DO UPDATE SET value = excluded.value", (name, value))
 
+    def delivered(self) -> int:
+        """Recipients who were sent something: sent (bounced or complained since), uncertain,
+        or with copies of the message accepted (recorded by :meth:`note_delivery`)."""
+        cur = self.db.execute("SELECT COUNT(*) FROM recipients WHERE state IN ('sent', "
+                              "'sending', 'bounced', 'complained')")
+        cur.row_factory = None
+        count: int = cur.fetchone()[0]
+        return count + int(self.meta("partly delivered") or 0)
+
+    def note_delivery(self) -> None:
+        """A message went to some of its recipients, not to its row's own (a Cc copy)."""
+        self.set_meta("partly delivered", str(int(self.meta("partly delivered") or 0) + 1))
+
     def begin_run(self) -> int:
         run = int(self.meta("runs") or 0) + 1
         self.set_meta("runs", str(run))

@@ -564,6 +564,8 @@ class Runner:
         self.connect_failures = self.connect_failures + 1 if delivery.unreachable else 0
         summary = delivery.summary()
         verdict = _verdict(job, delivery)
+        if delivery.accepted and verdict != "sent":  # copies went: the version is out
+            self.journal.note_delivery()
         if verdict == "uncertain":  # stays `sending`: settled by a lookup or by hand
             self.journal.mark(job.key, "sending", summary,
                               remaining=[*delivery.unknown, *delivery.deferred])
