@@ -524,3 +524,26 @@ def test_a_journal_begun_by_an_earlier_version_resumes_without_allow_changes(
     result = send(c)
     assert result.exit_code == 2 and CHANGED in result.output, result.output
     assert "3 recipients got the earlier version" in result.output
+
+
+def test_ctrl_c_at_the_confirmation_says_how_to_resume(basic, smtp_server) -> None:
+    """click makes a Ctrl-C at a prompt an "Aborted!" with exit code 1, the code of
+    rows with problems; it is an interruption like any other."""
+    import pty
+
+    c = make(basic, smtp_server, rows=PEOPLE[:3])
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mailmerge", "send", str(c.folder / "campaign.yaml")],
+            stdin=follower, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        read_until(process, b"Send now?")
+        process.send_signal(signal.SIGINT)
+        output = finish(process)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert process.returncode == 130, output
+    assert output.endswith("Interrupted. Run the same command again to resume (mailmerge send "
+                           f"{c.folder / 'campaign.yaml'}).\n")
+    assert smtp_server.handler.received == []
