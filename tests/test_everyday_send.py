@@ -547,3 +547,28 @@ def test_ctrl_c_at_the_confirmation_says_how_to_resume(basic, smtp_server) -> No
     assert output.endswith("Interrupted. Run the same command again to resume (mailmerge send "
                            f"{c.folder / 'campaign.yaml'}).\n")
     assert smtp_server.handler.received == []
+
+
+def test_invalid_rows_an_earlier_version_recorded_are_judged_again(basic, smtp_server) -> None:
+    c = make(basic, smtp_server, rows=PEOPLE[:3])
+    assert send(c).exit_code == 0
+    db = sqlite3.connect(c.folder / "test.journal.sqlite")
+    with db:  # a ghost as the earlier version left it
+        db.execute("INSERT INTO recipients (key, row, state, last_reply, created, updated, "
+                   "seen_run) VALUES ('row 4', 4, 'failed', 'invalid: `to`: ...', 0, 0, 1)")
+    db.close()
+    c.csv([*PEOPLE[:3], ["fixed@example.org", "X"]])
+    assert send(c).exit_code == 0
+    assert sorted(journal_rows(c)) == ["fixed@example.org", "p0@example.org", "p1@example.org"]
+
+
+def test_a_refused_login_is_said_once_whatever_the_connections(basic) -> None:
+    server = Server(users={"news": "right"})
+    try:
+        c = make(basic, server, username="news", concurrency=3)
+        result = send(c, env={"MAILMERGE_SMTP_PASSWORD": "wrong"})
+    finally:
+        server.stop()
+    assert result.exit_code == 2, result.output
+    assert result.output.count("refused the login") == 1, result.output
+    assert {row[:2] for row in journal_rows(c).values()} == {("pending", 0)}

@@ -237,8 +237,10 @@ class Journal:
         """Rows recorded as invalid in an earlier run and not invalid in ``run`` (the keys
         in ``invalid`` are): one now in the sheet and valid is to be sent; one under its
         row number (`row N`, no key was known) or gone from the sheet is forgotten."""
-        for record in list(self.db.execute("SELECT * FROM recipients WHERE settled = "
-                                           "'invalid'")):
+        # (an earlier version recorded them unsettled, under `row N`)
+        for record in list(self.db.execute(
+                "SELECT * FROM recipients WHERE settled = 'invalid' OR (settled = '' AND "
+                "state = 'failed' AND attempts = 0 AND last_reply LIKE 'invalid: %')")):
             if record.key in invalid:
                 continue
             if record.attempts:  # tried before it turned invalid: retried as deferred
