@@ -3,8 +3,9 @@
 The transport knows nothing of campaigns or journals: it is handed an envelope and bytes
 and says, for every recipient, whether the server accepted, deferred (4xx, or the
 connection was lost before the final reply) or refused (5xx) it. Problems that make
-going on pointless (authentication, certificates, policy refusals of the sender) raise
-:class:`SendError` and stop the campaign.
+going on pointless (authentication, certificates, TLS, policy refusals of the sender)
+raise :class:`SendError` and stop the campaign; a session that cannot be had raises
+:class:`Unreachable`, which names host and port and says what to check.
 """
 
 from __future__ import annotations
