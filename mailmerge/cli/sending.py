@@ -329,7 +329,7 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
         sys.exit(EXIT_CONFIG)
     if report.interrupted:
         _stopped(campaign.path, report.terminated)
-    waiting = counts.get("deferred", 0) + counts.get("pending", 0)
+    waiting = report.waiting  # of the sheet's: one removed from it is left alone
     if waiting:
         click.echo(f"{_n(waiting, 'recipient')} {'is' if waiting == 1 else 'are'} still "
                    "waiting (deferred by the server or beyond --limit); run the same command "

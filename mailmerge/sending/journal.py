@@ -342,8 +342,12 @@ class Journal:
             yield from self.db.execute("SELECT * FROM recipients WHERE state = ? ORDER BY row",
                                        (state,))
 
-    def counts(self) -> dict[State, int]:
-        cur = self.db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state")
+    def counts(self, run: int | None = None) -> dict[State, int]:
+        """Recipients per state; with ``run``, only those in the sheet during that run."""
+        cur = (self.db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state")
+               if run is None else
+               self.db.execute("SELECT state, COUNT(*) FROM recipients WHERE seen_run = ? "
+                               "GROUP BY state", (run,)))
         cur.row_factory = None
         found = dict(cur.fetchall())
         return {state: found.get(state, 0) for state in STATES}

@@ -150,6 +150,7 @@ class SendPlan:
         self.options, self.problems = options, problems
         self.uncertain, self.removed = uncertain, removed
         self.counts = journal.counts()
+        self.in_sheet = journal.counts(run)  # of the recipients in the sheet (and `where`)
         self.skipped = 0  # rows left out by the `where:` filter or suppressed
         self.warnings: list[Warned] = []  # pre-flight findings, grouped (see preflight)
         # copies for the Sent folder that an earlier run could not save
@@ -171,9 +172,9 @@ class SendPlan:
     @property
     def to_send(self) -> int:
         """Messages this run sends at most (uncertain ones that a lookup finds are not)."""
-        count = self.counts["pending"] + self.counts["deferred"]
+        count = self.in_sheet["pending"] + self.in_sheet["deferred"]
         if self.options.resend_uncertain or self.looks_up:
-            count += self.counts["sending"]
+            count += self.in_sheet["sending"]
         return min(count, self.options.limit) if self.options.limit else count
 
     @property
@@ -234,6 +235,8 @@ class SendPlan:
                 settled.resend += later.resend
         report.settled = settled
         report.counts = self.journal.counts()
+        left = self.journal.counts(self.run_number)
+        report.waiting = left["pending"] + left["deferred"]
         report.uncertain = list(self.journal.records("sending"))
         report.problems = self.problems
         return report

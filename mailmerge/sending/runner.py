@@ -69,6 +69,7 @@ class SendReport:
     interrupted: bool = False  # by Ctrl-C or SIGTERM: stopped cleanly, to be resumed
     terminated: bool = False  # ... and it was SIGTERM (a scheduler, `kill`, a shutdown)
     counts: dict[State, int] = field(default_factory=dict)
+    waiting: int = 0  # pending or deferred, of the recipients in this run's sheet
     uncertain: list[Record] = field(default_factory=list)
     problems: list[Outcome] = field(default_factory=list)
     stopped: SendError | None = None
