@@ -157,6 +157,14 @@ class Report:
             self.problems.append(outcome)
 
 
+def _named_key(renderer: Renderer, row: Row) -> str | None:
+    """The row's key where the campaign names a key column and the row fills it: known
+    even when the row is invalid (an address key is not: the address is what failed)."""
+    column = renderer.campaign.recipients.key
+    value = row.values.get(column) if column else None
+    return str(value) if value not in (None, "") else None
+
+
 def process_row(renderer: Renderer, row: Row, *, build: bool = True,
                 want: Callable[[Rendered], bool] | None = None,
                 message_id: Callable[[Rendered], str | None] | None = None,
@@ -171,7 +179,7 @@ def process_row(renderer: Renderer, row: Row, *, build: bool = True,
             return Outcome(row.number, skip="where")
         rendered = renderer.render(row)
     except RowErrors as exc:
-        return Outcome(row.number, errors=tuple(exc.errors))
+        return Outcome(row.number, errors=tuple(exc.errors), key=_named_key(renderer, row))
     if isinstance(rendered, Suppressed):
         return Outcome(row.number, skip="suppressed", key=rendered.key)
     if want is not None and not want(rendered):

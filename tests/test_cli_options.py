@@ -198,3 +198,25 @@ def test_values_in_text_quoted_values_and_statements_in_tags_are_no_warning(basi
     result = run("check", _path(c), "--strict")
     assert result.exit_code == 0, result.output
     assert "outside quotes" not in result.output
+
+
+EMPTY = [(["send", "--yes", "--to", ""], "--to is empty"),
+         (["send", "--yes", "--to", "", "--row", "2"], "--to is empty"),
+         (["send", "--yes", "--where", ""], "--where is empty"),
+         (["send", "--yes", "--where", "   "], "--where is empty"),
+         (["send", "--dry-run", "--out", ""], "--out is empty"),
+         (["status", "--csv", ""], "--csv is empty"),
+         (["preview", "--where", ""], "--where is empty")]
+
+
+@pytest.mark.parametrize(("args", "said"), EMPTY, ids=[" ".join(map(repr, a)) for a, _ in EMPTY])
+def test_an_empty_value_is_refused_not_taken_for_no_option(campaign: CampaignDir,
+                                                           server: Server, args: list[str],
+                                                           said: str) -> None:
+    """`--to "$ME"` with $ME unset must not become the real send."""
+    command, *options = args
+    result = run(command, _path(campaign), *options)
+    assert result.exit_code == 2, result.output
+    assert said in result.output and "shell variable" in result.output
+    assert server.handler.received == []
+    assert not (campaign.folder / "test.journal.sqlite").exists()

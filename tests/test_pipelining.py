@@ -262,7 +262,7 @@ def test_a_final_reply_that_is_not_one_leaves_the_message_uncertain(
     delivery = send_once(server)
     # the text went out and the server said something that is no reply: never "delivered"
     assert delivery.accepted == [] and delivery.deferred == {} and delivery.refused == {}
-    assert str(delivery.unknown["p1@example.org"]) == f"0 no reply to the text: protocol error: {problem}"
+    assert str(delivery.unknown["p1@example.org"]) == f"no reply to the text: protocol error: {problem}"
     assert delivery.reconnect
 
 

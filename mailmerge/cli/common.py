@@ -222,7 +222,17 @@ def _flag(ctx: click.Context, name: str) -> str:
 
 
 def check_rules(ctx: click.Context) -> None:
-    """The usage error for the first option given without (or with) what it needs."""
+    """The usage error for the first option given empty, or without (or with) what it
+    needs. An empty value is most often a shell variable that is not set: `--to "$ME"`
+    must not become a real send, nor `--where "$FILTER"` a send to every row."""
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        values = value if isinstance(value, tuple) else (value,)
+        if isinstance(param, click.Option) and any(
+                isinstance(v, str) and not v.strip() for v in values):
+            raise click.UsageError(f"{_flag(ctx, param.name or '')} is empty: give it a "
+                                   "value, or leave the option out (is a shell variable "
+                                   "not set?)", ctx)
     for option, others, needs, why in getattr(ctx.command.callback, "mailmerge_rules", ()):
         if not _given(ctx, option):
             continue

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 
@@ -146,6 +149,55 @@ def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
     return show
 
 
+EXIT_TERMINATED = 128 + 15  # SIGTERM, as a shell reports a process it ended
+
+
+class _Terminated(BaseException):
+    """SIGTERM, where no run is under way to stop cleanly (the run has its own handler).
+    No KeyboardInterrupt: click's prompts would make that an "Aborted!" with exit code 1."""
+
+
+def _stopped(campaign: str | Path, terminated: bool) -> NoReturn:
+    """The line that ends a `send` stopped by Ctrl-C or SIGTERM, and its exit code."""
+    click.echo(f"{'Stopped by SIGTERM' if terminated else 'Interrupted'}. Run the same "
+               f"command again to resume (mailmerge send {campaign}).", err=True)
+    sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
+
+def _resumable(command: Callable[..., None]) -> Callable[..., None]:
+    """``command``, ended by SIGTERM as by Ctrl-C: with the line that says how to resume
+    and exit code 143 (130 for Ctrl-C), whatever it was doing (checking the rows, asking,
+    sending). The journal is consistent at every step, so nothing more is needed."""
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> None:
+        owner = os.getpid()
+
+        def terminate(signum: int, frame: object) -> None:
+            if os.getpid() != owner:  # a render worker forked from it ends as by default
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (its pool stops it so)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            raise _Terminated
+
+        if kwargs.get("dry_run") or kwargs.get("test_to") is not None:  # nothing to resume
+            command(**kwargs)
+            return
+        here = threading.current_thread() is threading.main_thread()
+        handles = here and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN
+        previous = signal.signal(signal.SIGTERM, terminate) if handles else None
+        try:
+            command(**kwargs)
+        except (KeyboardInterrupt, click.Abort, _Terminated) as exc:  # Abort: Ctrl-C at a prompt
+            click.echo("", err=True)
+            _stopped(kwargs["campaign"], isinstance(exc, _Terminated))
+        finally:
+            if handles:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+    return run
+
+
 @cli.command()
 @click.argument("campaign", type=click.Path())
 @click.option("--dry-run", is_flag=True, help="Write .eml files instead of sending "
@@ -177,6 +229,7 @@ def _send_events(quiet: bool, total: int) -> Callable[[Event], None]:
           why="a test send (--to) goes to one address and leaves the journal alone")
 @not_with("dry_run", "skip_invalid", "allow_changes", "restart", "resend_uncertain",
           why="a dry run sends nothing and leaves the journal alone")
+@_resumable
 def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, rows: tuple[int, ...],
          skip_invalid: bool, allow_changes: bool, restart: bool, resend_uncertain: bool,
          out: str | None, limit: int | None, where: str | None, quiet: bool) -> None:
@@ -200,7 +253,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, rows: tup
 
     Exit codes: 0 every recipient settled, 1 some failed in this run, are
     deferred, uncertain or invalid, 2 configuration or server set-up error, 130
-    interrupted (run again to resume).
+    interrupted by Ctrl-C, 143 stopped by SIGTERM (both: run again to resume).
 
     \b
     Example:
@@ -215,7 +268,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, rows: tup
         _preview(campaign, out, limit, quiet, where, rows=rows)
         return
     loaded = _load(campaign, where)
-    if test_to:
+    if test_to is not None:
         _send_test(loaded, test_to, set(rows) or None, limit or 1)
         return
     loaded = with_rows(loaded, rows)
@@ -240,7 +293,7 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, rows: tup
             click.echo("Nothing to send.")
             if plan.uncertain:
                 _how_to_settle(loaded, plan.uncertain)
-            sys.exit(EXIT_DATA if plan.uncertain else EXIT_OK)
+            sys.exit(EXIT_DATA if plan.uncertain or plan.problems else EXIT_OK)
         if plan.waiting_copies:
             click.echo(f"  {_n(plan.waiting_copies, 'copy', 'copies')} "
                        f"wait{'s' if plan.waiting_copies == 1 else ''} to be saved in the Sent "
@@ -292,10 +345,8 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
         click.echo(f"Error: stopped: {report.stopped}", err=True)
         sys.exit(EXIT_CONFIG)
     if report.interrupted:
-        click.echo(f"Interrupted. Run the same command again to resume "
-                   f"(mailmerge send {campaign.path}).", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    waiting = counts.get("deferred", 0) + counts.get("pending", 0)
+        _stopped(campaign.path, report.terminated)
+    waiting = report.waiting  # of the sheet's: one removed from it is left alone
     if waiting:
         click.echo(f"{_n(waiting, 'recipient')} {'is' if waiting == 1 else 'are'} still "
                    "waiting (deferred by the server or beyond --limit); run the same command "

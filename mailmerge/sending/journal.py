@@ -35,7 +35,8 @@ from ..safecsv import csv_safe
 State = Literal["pending", "sending", "sent", "deferred", "failed", "skipped", "bounced",
                 "complained"]
 STATES: tuple[State, ...] = get_args(State)
-Settled = Literal["reply", "lookup", "hand"]
+# invalid: a row with problems, recorded as failed by --skip-invalid until it is fixed
+Settled = Literal["reply", "lookup", "hand", "invalid"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -164,6 +165,19 @@ class Journal:
         self.db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) "
                         "DO UPDATE SET value = excluded.value", (name, value))
 
+    def delivered(self) -> int:
+        """Recipients who were sent something: sent (bounced or complained since), uncertain,
+        or with copies of the message accepted (recorded by :meth:`note_delivery`)."""
+        cur = self.db.execute("SELECT COUNT(*) FROM recipients WHERE state IN ('sent', "
+                              "'sending', 'bounced', 'complained')")
+        cur.row_factory = None
+        count: int = cur.fetchone()[0]
+        return count + int(self.meta("partly delivered") or 0)
+
+    def note_delivery(self) -> None:
+        """A message went to some of its recipients, not to its row's own (a Cc copy)."""
+        self.set_meta("partly delivered", str(int(self.meta("partly delivered") or 0) + 1))
+
     def begin_run(self) -> int:
         run = int(self.meta("runs") or 0) + 1
         self.set_meta("runs", str(run))
@@ -218,6 +232,23 @@ class Journal:
         """One transaction; ``keep_on_error`` commits what was written before an exception
         (each write is whole on its own) instead of rolling it back."""
         return _Batch(self.db, self.path, keep_on_error)
+
+    def judge_invalid_again(self, invalid: set[str], run: int) -> None:
+        """Rows recorded as invalid in an earlier run and not invalid in ``run`` (the keys
+        in ``invalid`` are): one now in the sheet and valid is to be sent; one under its
+        row number (`row N`, no key was known) or gone from the sheet is forgotten."""
+        # (an earlier version recorded them unsettled, under `row N`)
+        for record in list(self.db.execute(
+                "SELECT * FROM recipients WHERE settled = 'invalid' OR (settled = '' AND "
+                "state = 'failed' AND attempts = 0 AND last_reply LIKE 'invalid: %')")):
+            if record.key in invalid:
+                continue
+            if record.attempts:  # tried before it turned invalid: retried as deferred
+                self.mark(record.key, "deferred", record.last_reply)
+            elif record.seen_run == run:  # a valid row has the key now (`row N`: none has)
+                self.mark(record.key, "pending", "")
+            else:
+                self.db.execute("DELETE FROM recipients WHERE key = ?", (record.key,))
 
     def mark_sending(self, key: str, message_id: str, content_hash: str, envelope: list[str],
                      remaining: list[str], return_path: str = "") -> None:
@@ -311,8 +342,12 @@ class Journal:
             yield from self.db.execute("SELECT * FROM recipients WHERE state = ? ORDER BY row",
                                        (state,))
 
-    def counts(self) -> dict[State, int]:
-        cur = self.db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state")
+    def counts(self, run: int | None = None) -> dict[State, int]:
+        """Recipients per state; with ``run``, only those in the sheet during that run."""
+        cur = (self.db.execute("SELECT state, COUNT(*) FROM recipients GROUP BY state")
+               if run is None else
+               self.db.execute("SELECT state, COUNT(*) FROM recipients WHERE seen_run = ? "
+                               "GROUP BY state", (run,)))
         cur.row_factory = None
         found = dict(cur.fetchall())
         return {state: found.get(state, 0) for state in STATES}
@@ -322,8 +357,10 @@ class Journal:
         return list(self.db.execute("SELECT * FROM recipients WHERE seen_run < ? ORDER BY row",
                                     (run,)))
 
-    def next_due(self) -> float | None:
-        cur = self.db.execute("SELECT MIN(next_attempt) FROM recipients WHERE state = 'deferred'")
+    def next_due(self, run: int) -> float | None:
+        """When the first deferred recipient seen in the sheet during ``run`` is due."""
+        cur = self.db.execute("SELECT MIN(next_attempt) FROM recipients WHERE state = "
+                              "'deferred' AND seen_run = ?", (run,))
         cur.row_factory = None
         due: float | None = cur.fetchone()[0]
         return due

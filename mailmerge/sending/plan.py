@@ -8,13 +8,20 @@ bad, unless ``skip_invalid``); the returned :class:`SendPlan` says what will hap
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
+import jinja2
+import jinja2.meta
+import yaml
+
 from ..addresses import AddressProblem, address_key, make_address
+from ..assets import AssetProblem, is_local_src, resolve_attachments
 from ..campaign import Campaign
 from ..errors import JournalError, MailmergeError, SendError
 from ..parallel import default_jobs
@@ -22,7 +29,7 @@ from ..pipeline import Outcome, Report, Warned, duplicate_error, iter_messages
 from .journal import Journal, Record, SenderLock, default_journal_path, format_time
 from .runner import Event, Runner, SendReport
 from .settle import Settled, Verdict, look_up
-from .smtp import Delivery, SmtpConnection, token_source
+from .smtp import Delivery, SmtpConnection, Unreachable, token_source
 
 
 @dataclass(frozen=True)
@@ -34,8 +41,31 @@ class SendOptions:
     resend_uncertain: bool = False
 
 
+# Settings that change how, where and to whom messages go, never a message itself.
+_DELIVERY_ONLY = frozenset({"smtp", "imap", "bounces", "journal", "where", "suppress"})
+# a local file a template links (<img src>, <link href>, url() in CSS, a Markdown image)
+_LINKED = re.compile(r"""(?:\b(?:src|href)\s*=\s*["']|url\(\s*["']?|\]\()([^"')\s{}]+)""",
+                     re.I)
+
+
 def fingerprint(campaign: Campaign) -> str:
-    """A hash of the campaign file and its templates: a journal belongs to one version."""
+    """A hash of what the messages are made from: the campaign file's settings except
+    those of delivery alone (`smtp`, `imap`, ...; its comments and layout neither), the
+    templates with what they include, import or extend, the local files they link (CSS,
+    images) and the attachments the campaign file names. The sheet is data, not counted."""
+    digest = hashlib.sha256()
+    settings = yaml.safe_load(campaign.path.read_text(encoding="utf-8")) or {}
+    kept = {k: v for k, v in settings.items() if k not in _DELIVERY_ONLY}
+    digest.update(json.dumps(kept, sort_keys=True, default=str).encode("utf-8") + b"\0")
+    for path in sorted(_message_files(campaign)):
+        digest.update(f"{_relative(path, campaign.folder)}\0".encode("utf-8", "surrogatepass"))
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _file_fingerprint(campaign: Campaign) -> str:
+    """How journals begun by earlier versions fingerprinted the campaign (compared once,
+    then replaced by :func:`fingerprint`)."""
     digest = hashlib.sha256()
     for path in (campaign.path, campaign.html_template, campaign.text_template,
                  campaign.markdown_template, campaign.layout_template):
@@ -43,6 +73,67 @@ def fingerprint(campaign: Campaign) -> str:
             digest.update(path.read_bytes())
             digest.update(b"\0")
     return digest.hexdigest()
+
+
+def _message_files(campaign: Campaign) -> set[Path]:
+    """The local files the messages are made from (see :func:`fingerprint`)."""
+    named = [t.resolve() for t in (campaign.html_template, campaign.text_template,
+                                   campaign.markdown_template, campaign.layout_template)
+             if t is not None]
+    folders = list(dict.fromkeys(t.parent for t in named))
+    found: set[Path] = set()
+    todo = [(path, True) for path in named]  # (file, is a template)
+    while todo:
+        path, template = todo.pop()
+        if path in found or not path.is_file():
+            continue
+        found.add(path)
+        if not template and path.suffix.lower() != ".css":
+            continue  # an image: nothing in it links further
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for link in _LINKED.findall(text):  # a stylesheet, an image ...
+            if is_local_src(link):
+                todo.extend(((base / link).resolve(), False)
+                            for base in (path.parent, campaign.folder))
+        names = _referenced(text) if template else []
+        if names is None:  # a name only known when rendering: the folders' every file
+            found |= {p for folder in folders for p in folder.rglob("*")
+                      if p.is_file() and not _data(campaign, p)
+                      and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+            continue
+        todo.extend(((folder / name).resolve(), True) for name in names for folder in folders)
+    for pattern in campaign.attachments:
+        if "{" not in pattern:  # a templated one is the sheet's data
+            try:
+                found.update(p.resolve() for p in resolve_attachments(campaign.folder, pattern))
+            except AssetProblem:
+                pass  # the rows' check reports it
+    return found
+
+
+def _data(campaign: Campaign, path: Path) -> bool:
+    """A file beside the templates that is no part of a message: the campaign file, the
+    sheet, a suppression list, the journal (and its -wal, lock, kept copies), a preview."""
+    journal = str(journal_path(campaign).resolve())
+    others = {p.resolve() for p in (campaign.path, campaign.recipients.path, *campaign.suppress)}
+    return path in others or str(path).startswith(journal) or path.suffix == ".eml"
+
+
+def _referenced(source: str) -> list[str] | None:
+    """The templates ``source`` includes, imports or extends; None when a name is an
+    expression (or the source does not parse: the rows' check reports that)."""
+    try:
+        names = list(jinja2.meta.find_referenced_templates(jinja2.Environment().parse(source)))
+    except jinja2.TemplateError:
+        return None
+    return None if None in names else [name for name in names if name is not None]
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return path.name
 
 
 def journal_path(campaign: Campaign) -> Path:
@@ -59,6 +150,7 @@ class SendPlan:
         self.options, self.problems = options, problems
         self.uncertain, self.removed = uncertain, removed
         self.counts = journal.counts()
+        self.in_sheet = journal.counts(run)  # of the recipients in the sheet (and `where`)
         self.skipped = 0  # rows left out by the `where:` filter or suppressed
         self.warnings: list[Warned] = []  # pre-flight findings, grouped (see preflight)
         # copies for the Sent folder that an earlier run could not save
@@ -80,9 +172,9 @@ class SendPlan:
     @property
     def to_send(self) -> int:
         """Messages this run sends at most (uncertain ones that a lookup finds are not)."""
-        count = self.counts["pending"] + self.counts["deferred"]
+        count = self.in_sheet["pending"] + self.in_sheet["deferred"]
         if self.options.resend_uncertain or self.looks_up:
-            count += self.counts["sending"]
+            count += self.in_sheet["sending"]
         return min(count, self.options.limit) if self.options.limit else count
 
     @property
@@ -143,6 +235,8 @@ class SendPlan:
                 settled.resend += later.resend
         report.settled = settled
         report.counts = self.journal.counts()
+        left = self.journal.counts(self.run_number)
+        report.waiting = left["pending"] + left["deferred"]
         report.uncertain = list(self.journal.records("sending"))
         report.problems = self.problems
         return report
@@ -171,18 +265,7 @@ def _prepare(campaign: Campaign, options: SendOptions, path: Path,
                 old.rename(f"{path}.{stamp}{suffix}")
     journal = Journal(path)
     try:
-        current = fingerprint(campaign)
-        known = journal.meta("fingerprint")
-        if (known is not None and known != current and any(journal.counts().values())
-                and not options.allow_changes):
-            began = journal.meta("began")
-            raise JournalError(
-                "the campaign file or its templates changed since this journal began"
-                + (f" ({began})" if began else ""), path=path,
-                hint="recipients already sent got the old version; re-run with "
-                     "--allow-changes to send the rest with the new one, or --restart to "
-                     "begin a new journal (the old one is kept)")
-        journal.set_meta("fingerprint", current)
+        _check_version(campaign, journal, options)
         if campaign.recipients.key is None:  # keyed by address: one mailbox, one key
             journal.fold_keys(address_key)
         if journal.meta("began") is None:
@@ -200,6 +283,27 @@ def _prepare(campaign: Campaign, options: SendOptions, path: Path,
     plan.skipped = len(skipped)
     plan.warnings = list(warnings.warnings.values())
     return plan
+
+
+def _check_version(campaign: Campaign, journal: Journal, options: SendOptions) -> None:
+    """Refuse to send a changed campaign on where recipients got the earlier version
+    (unless ``allow_changes``); until someone was sent something, a change is no change.
+    Raises JournalError."""
+    current = fingerprint(campaign)
+    known = journal.meta("version")
+    if known is None and journal.meta("fingerprint") is not None:  # an earlier version's
+        known = (current if journal.meta("fingerprint") == _file_fingerprint(campaign)
+                 else "changed")
+    got = journal.delivered()
+    if known is not None and known != current and got and not options.allow_changes:
+        began = journal.meta("began")
+        raise JournalError(
+            "the campaign file or the files its messages are made from changed since this "
+            "journal began" + (f" ({began})" if began else ""), path=journal.path,
+            hint=f"{got} recipient{'s' if got != 1 else ''} got the earlier version; re-run "
+                 "with --allow-changes to send the rest the new one, or --restart to begin "
+                 "a new journal (the old one is kept)")
+    journal.set_meta("version", current)
 
 
 def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptions,
@@ -228,12 +332,31 @@ def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptio
                 problems.append(Outcome(rendered.row, errors=(duplicate_error(
                     campaign, rendered.key, rendered.row, before.row),)))
         if options.skip_invalid:
-            for outcome in problems:
-                key = f"row {outcome.row}"
-                journal.see(key, outcome.row, run)
-                journal.mark(key, "failed", "invalid: " + "; ".join(
-                    e.message for e in outcome.errors))
+            _record_invalid(journal, run, problems)
+        elif not problems:
+            journal.judge_invalid_again(set(), run)
     return problems
+
+
+def _record_invalid(journal: Journal, run: int, problems: list[Outcome]) -> None:
+    """Record the invalid rows as failed, under their key where it is known (a key
+    column), else as `row N`; those of earlier runs that are valid now (fixed) are sent,
+    and those gone are forgotten: no failure outlives its row's fix."""
+    invalid: set[str] = set()
+    for outcome in problems:
+        key = outcome.key or f"row {outcome.row}"
+        before = journal.get(key)
+        if before is not None and before.seen_run == run:  # another row's key: a duplicate
+            key = f"row {outcome.row}"
+            before = journal.get(key)
+        journal.see(key, outcome.row, run)
+        if (before is not None and before.state not in ("pending", "deferred")
+                and before.settled != "invalid"):
+            continue  # sent, uncertain, failed by the server ...: that stays what it was
+        journal.mark(key, "failed", "invalid: " + "; ".join(
+            e.message for e in outcome.errors), settled="invalid")
+        invalid.add(key)
+    journal.judge_invalid_again(invalid, run)
 
 
 def send_test(campaign: Campaign, address: str, password: str | None, *,
@@ -267,6 +390,12 @@ def send_test(campaign: Campaign, address: str, password: str | None, *,
                 break
             if rows is not None and len(results) >= len(rows):
                 break
+    except OSError as exc:  # no session: the same one Error line as `send` gives
+        smtp = campaign.smtp
+        where = f"{smtp.host}:{smtp.effective_port}"
+        raise SendError(str(exc) if where in str(exc) else f"no session with {where}: {exc}",
+                        hint=exc.hint if isinstance(exc, Unreachable) else
+                        "check `smtp.host`, `smtp.port` and `smtp.security`") from exc
     finally:
         connection.close()
     return results

@@ -34,7 +34,7 @@ from .journal import GroupCommits, Journal, Record, State
 from .pacing import RateLimiter, backoff
 from .sentcopy import Saver, SaveReport
 from .settle import Settled
-from .smtp import Delivery, Envelope, Reply, SmtpConnection, token_source
+from .smtp import Delivery, Envelope, Reply, SmtpConnection, Unreachable, token_source
 
 MAX_CONNECT_FAILURES = 5
 # how often a wait for retries looks whether Ctrl-C asked the run to stop
@@ -66,8 +66,10 @@ class SendReport:
     sent: int = 0
     deferred: int = 0
     failed: int = 0
-    interrupted: bool = False
+    interrupted: bool = False  # by Ctrl-C or SIGTERM: stopped cleanly, to be resumed
+    terminated: bool = False  # ... and it was SIGTERM (a scheduler, `kill`, a shutdown)
     counts: dict[State, int] = field(default_factory=dict)
+    waiting: int = 0  # pending or deferred, of the recipients in this run's sheet
     uncertain: list[Record] = field(default_factory=list)
     problems: list[Outcome] = field(default_factory=list)
     stopped: SendError | None = None
@@ -144,6 +146,7 @@ class _Result:
     handled: bool = False
     recorded: bool = False  # `sent` is in the journal already (written by the worker)
     crashed: bool = False  # the error was not the server's answer (see Runner._attempt)
+    unsent: bool = False  # no session was had and the job was not marked: left as it was
     text_sent: bool = False  # ... and the message text had begun to go out
 
 
@@ -155,7 +158,8 @@ class Runner:
                  events: Callable[[Event], None], clock: Callable[[], float],
                  sleep: Callable[[float], None], imap_password: str | None = None) -> None:
         """``run`` is this run's number in the journal (records seen in the sheet during
-        it are the ones to send); ``limit`` caps the messages started."""
+        it are the ones to send); ``limit`` caps the recipients started (a retry of one
+        started in this run is no new one)."""
         self.campaign, self.journal, self.run_number = campaign, journal, run
         self.limit, self.resend_uncertain = limit, resend_uncertain
         self.smtp = campaign.smtp
@@ -169,8 +173,9 @@ class Runner:
         self.results: queue.Queue[_Result] = queue.Queue()
         self.report = SendReport()
         self.in_flight = 0
-        self.started = 0
+        self.tried: set[str] = set()  # keys this run has started a message for
         self.connect_failures = 0
+        self.connected = threading.Event()  # a session of this run has been opened
         self.stop = threading.Event()
         self.write_lock = threading.Lock()  # around every journal transaction of this run
         self.marks = GroupCommits(journal.path, self.write_lock)
@@ -205,6 +210,11 @@ class Runner:
         try:
             if not job.primed:
                 self.limiter.wait()
+                try:
+                    connection.connect()
+                except (SendError, OSError) as exc:
+                    return self._not_connected(job, exc, connection)
+                self.connected.set()
                 self._mark_sending(job)
             try:
                 sending = True
@@ -217,11 +227,8 @@ class Runner:
                     result.recorded = True
             except SendError as exc:
                 result = _Result(job, error=exc)
-            except OSError as exc:  # could not connect at all
-                result = _Result(job, delivery=Delivery(
-                    deferred={a: Reply(0, f"cannot connect to {self.smtp.host}: {exc}")
-                              for a in job.recipients}, reconnect=True, unreachable=True))
-                connection.drop()
+            except OSError as exc:  # the session was lost, and no new one could be had
+                result = self._not_connected(job, exc, connection)
             if not job.marked:  # ended before its text went out: the attempt still counts
                 self._mark_sending(job)
             return result
@@ -233,6 +240,25 @@ class Runner:
                                    "bug or a server mailmerge does not understand")
             return _Result(job, error=error, crashed=True,
                            text_sent=sending and connection.text_sent)
+
+    def _not_connected(self, job: _Job, exc: SendError | OSError,
+                       connection: SmtpConnection) -> _Result:
+        """No session for ``job``: nothing of it was sent. Before any session of this run
+        worked, a refused connection, an unknown host or a failed TLS is the settings,
+        not a passing fault: the run stops at once and says so once. Later (a server
+        restarting, a connection limit), it is deferred and retried (MAX_CONNECT_FAILURES)."""
+        connection.drop()
+        if isinstance(exc, SendError):
+            return _Result(job, error=exc, unsent=not job.marked)
+        if isinstance(exc, Unreachable) and not self.connected.is_set():
+            return _Result(job, error=SendError(str(exc), hint=exc.hint + "; nothing was sent, "
+                                                "run send again once it is right"),
+                           unsent=not job.marked)
+        where = f"{self.smtp.host}:{self.smtp.effective_port}"
+        text = str(exc) if where in str(exc) else f"no session with {where}: {exc}"
+        return _Result(job, delivery=Delivery(
+            deferred={a: Reply(0, text) for a in job.recipients},
+            reconnect=True, unreachable=True))
 
     def _worker(self) -> None:
         connection = SmtpConnection(self.smtp, self.password, self.tokens)
@@ -313,29 +339,39 @@ class Runner:
             while self.in_flight:  # their deferrals decide when to retry
                 self._pull(None)
                 self._handle_ready()
-            due = self.journal.next_due()
+            due = self._next_due()
             if due is None or due > deadline:
                 break
             wait = due - self.clock()
             if wait > 0:
                 self.events(Event("retry-wait", 0, "", f"{wait:.0f}"))
                 self._drain(until=self.clock() + wait)
-            self._pass(self._jobs(functools.partial(_deferred_due, now=self.clock())))
+            if not self._pass(self._jobs(functools.partial(_deferred_due, now=self.clock()))):
+                break  # nothing it could retry after all: never go round without sending
         self._finish(workers)
+
+    def _next_due(self) -> float | None:
+        """When the next deferred recipient this run may retry is due: one in this run's
+        sheet (not removed, not left out by `where`), and within --limit (a recipient this
+        run has tried counts once, however often it is retried)."""
+        if self.limit is not None and len(self.tried) >= self.limit:
+            records = (self.journal.get(key) for key in self.tried)
+            return min((r.next_attempt for r in records
+                        if r is not None and r.state == "deferred"), default=None)
+        return self.journal.next_due(self.run_number)
 
     @contextlib.contextmanager
     def _ctrl_c_stops(self) -> Iterator[None]:
-        """The first Ctrl-C asks the run to stop: what the workers hold is finished and
-        recorded, the rest waits for the next run. A second one raises KeyboardInterrupt,
-        which abandons what is in flight (uncertain in the journal).
+        """The first Ctrl-C or SIGTERM asks the run to stop: what the workers hold is
+        finished and recorded, the rest waits for the next run. A second one raises
+        KeyboardInterrupt, which abandons what is in flight (uncertain in the journal).
 
         A KeyboardInterrupt raised wherever this thread happened to be could leave a
         queue's lock held (a `with` is not atomic against it); finishing then waited on
         that lock for ever. Only the main thread can set a handler; elsewhere, Ctrl-C
-        stays a KeyboardInterrupt. A process that ignores Ctrl-C (started in the
-        background by a script) goes on ignoring it."""
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):  # e.g. `send &`
+        stays a KeyboardInterrupt. A signal the process ignores (Ctrl-C in a job a script
+        started in the background) goes on being ignored."""
+        if threading.current_thread() is not threading.main_thread():
             yield
             return
 
@@ -343,14 +379,20 @@ class Runner:
             if self.report.interrupted:
                 raise KeyboardInterrupt
             self.report.interrupted = True
+            self.report.terminated = signum == signal.SIGTERM
             self.stop.set()
 
-        previous = signal.signal(signal.SIGINT, interrupted)
+        previous = {number: signal.signal(number, interrupted)
+                    for number in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(number) is not signal.SIG_IGN}  # e.g. `send &`
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous if previous is not None
-                          else signal.default_int_handler)
+            for number, handler in previous.items():
+                if handler is None:  # set outside Python: Python's own default
+                    handler = (signal.default_int_handler if number == signal.SIGINT
+                               else signal.SIG_DFL)
+                signal.signal(number, handler)
 
     def _stopping(self) -> bool:
         return self.stop.is_set() or self.report.stopped is not None
@@ -395,17 +437,20 @@ class Runner:
                 return
             self._handle_ready()
 
-    def _pass(self, jobs: Iterator[_Job]) -> None:
-        """Go through the sheet once, sending the jobs of :meth:`_jobs`."""
+    def _pass(self, jobs: Iterator[_Job]) -> int:
+        """Go through the sheet once, sending the jobs of :meth:`_jobs`; how many started."""
+        started = 0
         for job in jobs:
-            if self._stopping():
-                continue
-            self.started += 1
+            if self._stopping():  # the rest is not rendered: its render process may be gone
+                break
+            self.tried.add(job.key)
+            started += 1
             self._put(job)
             self.in_flight += 1
             self._drain()
             if self._stopping():
                 break
+        return started
 
     def _jobs(self, select: Callable[[Record], bool], fork: bool = False
               ) -> Generator[_Job, None, None]:
@@ -435,7 +480,8 @@ class Runner:
             return True
 
         def want(rendered: Rendered) -> bool:
-            return (limit is None or self.started < limit) and pick(self.journal, rendered)
+            return ((limit is None or len(self.tried) < limit or rendered.key in self.tried)
+                    and pick(self.journal, rendered))
 
         def message_id(rendered: Rendered) -> str | None:
             return records[rendered.key].message_id
@@ -451,7 +497,9 @@ class Runner:
                                   always_fork=True) if fork else
                     iter_messages(self.campaign, want=want, message_id=message_id))
         for outcome in outcomes:
-            if outcome.built is None or self._stopping():
+            if self._stopping():
+                return
+            if outcome.built is None:
                 continue
             if fork and not want(outcome.built.rendered):
                 continue
@@ -497,7 +545,7 @@ class Runner:
         self.in_flight -= 1
         job = result.job
         if result.error is not None:
-            if result.text_sent:  # it may have been delivered: uncertain (`sending`)
+            if result.text_sent or result.unsent:  # uncertain (`sending`), or untouched
                 pass
             elif result.crashed:  # nothing of it went out
                 self.journal.mark(job.key, "pending", f"not sent: {result.error.message}",
@@ -517,6 +565,8 @@ class Runner:
         self.connect_failures = self.connect_failures + 1 if delivery.unreachable else 0
         summary = delivery.summary()
         verdict = _verdict(job, delivery)
+        if delivery.accepted and verdict != "sent":  # copies went: the version is out
+            self.journal.note_delivery()
         if verdict == "uncertain":  # stays `sending`: settled by a lookup or by hand
             self.journal.mark(job.key, "sending", summary,
                               remaining=[*delivery.unknown, *delivery.deferred])

@@ -3,8 +3,9 @@
 The transport knows nothing of campaigns or journals: it is handed an envelope and bytes
 and says, for every recipient, whether the server accepted, deferred (4xx, or the
 connection was lost before the final reply) or refused (5xx) it. Problems that make
-going on pointless (authentication, certificates, policy refusals of the sender) raise
-:class:`SendError` and stop the campaign.
+going on pointless (authentication, certificates, TLS, policy refusals of the sender)
+raise :class:`SendError` and stop the campaign; a session that cannot be had raises
+:class:`Unreachable`, which names host and port and says what to check.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ class Reply:
     text: str
 
     def __str__(self) -> str:
-        return f"{self.code} {self.text}".strip()
+        """The reply as the server gave it; code 0 (no reply: a connection lost, a
+        protocol error) is no code a server gave, and is left out."""
+        return f"{self.code} {self.text}".strip() if self.code else self.text
 
     @property
     def temporary(self) -> bool:
@@ -54,11 +57,16 @@ class Delivery:
     unknown: dict[str, Reply] = field(default_factory=dict)
     reconnect: bool = False  # the connection was lost or closed by the server (421)
     unreachable: bool = False  # no session could be had: nothing of it was sent
+    # the server's reply to the message's final dot when it accepted it: its queue ID is
+    # what the server's operator asks for
+    reply: Reply | None = None
 
     def summary(self) -> str:
+        if self.unreachable and self.deferred:  # one reason for all: said once
+            return str(next(iter(self.deferred.values())))
         parts = []
         if self.accepted:
-            parts.append("250 accepted")
+            parts.append(str(self.reply or Reply(250, "accepted")))
         parts += [f"{addr}: {reply}" for addr, reply in
                   {**self.deferred, **self.refused, **self.unknown}.items()]
         return "; ".join(parts)
@@ -74,6 +82,16 @@ OPEN_DEADLINE_FACTOR = 4  # greeting, EHLO, STARTTLS and AUTH together: 4 x `tim
 
 # The next transaction on a connection: sender, recipients, message, SMTPUTF8 needed.
 Envelope = tuple[str, list[str], bytes, bool]
+
+
+class Unreachable(ConnectionError):
+    """No session could be had with the server (nothing of any message was sent): the
+    connection was refused, the host name is unknown, the server did not answer or
+    refused the session. ``str()`` names host and port; ``hint`` says what to check."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class SmtpConnection:
@@ -148,11 +166,16 @@ class SmtpConnection:
                 else:
                     smtp = _watched(smtplib.SMTP, sockets.append, 2 * deadline)(
                         s.host, s.effective_port, timeout=s.timeout)
-            except OSError:
+            except OSError as exc:
                 if expired.is_set():
-                    raise ConnectionError(f"{where} did not finish its greeting within "
-                                          f"{deadline:g} s") from None
-                raise
+                    raise Unreachable(f"{where} did not finish its greeting within "
+                                      f"{deadline:g} s", hint=_SILENT) from None
+                if isinstance(exc.__cause__, TimeoutError):  # no greeting at all
+                    raise Unreachable(f"{where} did not greet within {s.timeout:g} s",
+                                      hint=_SILENT) from exc
+                if isinstance(exc, ssl.SSLError | smtplib.SMTPException):
+                    raise  # a TLS failure, or the server's own answer: each handled below
+                raise _unreachable(s.host, where, s.timeout, exc) from exc
             try:
                 # Each write is a whole group of commands, or the message: no reason to let
                 # Nagle's algorithm hold one back for the server's (delayed) ACK.
@@ -171,14 +194,19 @@ class SmtpConnection:
             except BaseException:
                 smtp.close()
                 if expired.is_set():
-                    raise ConnectionError(f"{where} did not finish opening the session (its "
-                                          f"greeting, EHLO, TLS and login) within "
-                                          f"{deadline:g} s") from None
+                    raise Unreachable(f"{where} did not finish opening the session (its "
+                                      f"greeting, EHLO, TLS and login) within {deadline:g} s",
+                                      hint=_SILENT) from None
                 raise
         except ssl.SSLCertVerificationError as exc:
             raise SendError(f"the TLS certificate of {where} could not be verified "
                             f"({exc.verify_message})",
                             hint="for a private CA, set `smtp.ca_file` to its certificate") from exc
+        except ssl.SSLError as exc:  # e.g. TLS spoken to a port that expects plain SMTP
+            raise SendError(f"TLS with {where} failed ({exc.reason or exc})",
+                            hint="`smtp.security: ssl` is implicit TLS (usually port 465), "
+                                 "`starttls` begins plain and then asks for TLS (587); check "
+                                 "that `smtp.security` matches `smtp.port`") from exc
         except smtplib.SMTPAuthenticationError as exc:
             reply = Reply(exc.smtp_code, _text(exc.smtp_error))
             secret = ("the token from `smtp.token_command` (fetched twice)"
@@ -191,14 +219,24 @@ class SmtpConnection:
                             hint="remove `smtp.username`, or use STARTTLS/SSL "
                                  "(servers offer AUTH only over TLS)") from exc
         except smtplib.SMTPConnectError as exc:
-            raise ConnectionError(f"{where} refused the session: {exc.smtp_code} "
-                                  f"{_text(exc.smtp_error)}") from exc
+            refusal = Reply(exc.smtp_code, _text(exc.smtp_error))
+            if refusal.temporary:  # busy for now (421): worth another try
+                raise ConnectionError(f"{where} refused the session: {refusal}") from exc
+            raise Unreachable(f"{where} refused the session ({refusal})",
+                              hint="the server does not take mail from here; check "
+                                   "`smtp.host` and `smtp.port`") from exc
         finally:
             watchdog.cancel()
         smtp.reply_deadline = deadline  # type: ignore[attr-defined]  # a _StrictReplies
         self._smtp = smtp
         self._primed = None
         return smtp
+
+    def connect(self) -> None:
+        """Open the session now unless one is open. Raises as :meth:`open`."""
+        if self._smtp is None:
+            self.open()
+            self._clean = True  # a new session: no transaction to reset
 
     def close(self) -> None:
         if self._primed is not None:  # the server waits for a message: QUIT would be one
@@ -379,7 +417,9 @@ class SmtpConnection:
             self._send_text(smtp, body)
             code, text = self._final_reply(smtp)
         reply = Reply(code, text)
-        if code != 250:
+        if code == 250:
+            delivery.reply = reply
+        else:
             accepted, delivery.accepted = delivery.accepted, []
             self._all(delivery, accepted, reply)
             if code == 421:
@@ -542,6 +582,28 @@ def _watched(base: type[S], watch: Callable[[socket.socket], None],
     return Watched
 
 
+_SILENT = ("check `smtp.port` and `smtp.security`: a port of implicit TLS (465) says "
+           "nothing until TLS begins, so it needs `security: ssl`")
+
+
+def _unreachable(host: str, where: str, timeout: float, exc: OSError) -> Unreachable:
+    """What a failed connection to ``where`` means, in words, and what to check."""
+    check = "check `smtp.host` and `smtp.port`"
+    if isinstance(exc, socket.gaierror):
+        return Unreachable(f"the server name {host!r} cannot be found ({exc.strerror})",
+                           hint=f"{check}, and the network or DNS of this machine")
+    if isinstance(exc, ConnectionRefusedError):
+        return Unreachable(f"{where} refused the connection: no mail server listens there",
+                           hint=f"{check} (587 for `starttls`, 465 for `ssl`, 25 for a "
+                                "relay)")
+    if isinstance(exc, TimeoutError):
+        return Unreachable(f"{where} did not answer within {timeout:g} s",
+                           hint=f"{check}; a firewall may drop the connection (many networks "
+                                "block port 25)")
+    return Unreachable(f"cannot connect to {where}: {exc.strerror or exc}",
+                       hint=f"{check}, and the network of this machine")
+
+
 def _hang_up(sockets: list[socket.socket], expired: threading.Event) -> None:
     """The opening took too long: end the session, which ends the read waiting in it."""
     expired.set()
@@ -593,8 +655,14 @@ def _reply(reply: tuple[int, bytes | str]) -> tuple[int, str]:
     return reply[0], _text(reply[1])
 
 
+MAX_REPLY_TEXT = 300  # characters of a server's reply kept (journal, status, messages)
+
+
 def _text(value: bytes | str) -> str:
+    """A server's reply text as it may be kept and shown: the server is not ours to trust,
+    so one line, no control characters (a terminal would obey them), bounded."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return " ".join(value.split())
+    text = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    return text if len(text) <= MAX_REPLY_TEXT else text[:MAX_REPLY_TEXT - 1] + "…"
 
