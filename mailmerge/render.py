@@ -113,6 +113,22 @@ class _Undefined(jinja2.StrictUndefined):
         super().__init__(hint, obj, name, exc)
 
 
+class _BadCellValue(_Undefined):
+    """A cell with no usable value (see :meth:`Renderer.context`): it fails wherever a
+    template uses it, also inside the whole row (``{{ row }}``, ``row.values()``,
+    ``row|tojson``), where it would otherwise show as the word "Undefined"."""
+
+    __slots__ = ()
+    __repr__ = jinja2.StrictUndefined._fail_with_undefined_error
+
+
+def _json_default(value: Any) -> Any:
+    """``|tojson`` of what JSON has no form for: a bad cell fails as itself."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+    raise TypeError(f"{type(value).__name__} values have no JSON form")
+
+
 @dataclass(frozen=True)
 class Suppressed:
     """A row whose recipient is on a suppression list: it is not to be mailed."""
@@ -335,6 +351,7 @@ def make_environment(search_path: list[Path], named: frozenset[str] = frozenset(
         auto_reload=False,
     )
     env.globals["lipsum"] = _lipsum
+    env.policies["json.dumps_kwargs"] = {"sort_keys": True, "default": _json_default}
     return env
 
 
@@ -606,7 +623,7 @@ class Renderer:
         ``|default`` and ``is defined`` see it as missing)."""
         if row.bad:
             return row_context(self.env.globals, {**row.values, **{
-                column: _Undefined(describe_bad_cell(cell)[0], name=column,
+                column: _BadCellValue(describe_bad_cell(cell)[0], name=column,
                                    exc=partial(BadCellUsed, column=column,  # type: ignore[arg-type]
                                                cell=cell))
                 for column, cell in row.bad.items()}})

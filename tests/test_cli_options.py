@@ -220,3 +220,17 @@ def test_an_empty_value_is_refused_not_taken_for_no_option(campaign: CampaignDir
     assert said in result.output and "shell variable" in result.output
     assert server.handler.received == []
     assert not (campaign.folder / "test.journal.sqlite").exists()
+
+
+@pytest.mark.parametrize("use", ["{{ row }}", "{{ row|pprint }}", "{{ row.values()|list }}",
+                                 "{{ row|dictsort }}", "{{ row|tojson }}",
+                                 "{% for k, v in row.items() %}{{ v }}{% endfor %}"])
+def test_a_bad_cell_used_through_the_whole_row_fails_its_row(basic, use: str) -> None:
+    """A formula not calculated never shows as the word "Undefined", however it is used."""
+    c = basic("recipients: people.xlsx\n", html=f"<p>{use}</p>",
+              rows=[["email", "name"], ["a@x.org", "A"]])
+    c.xlsx([["email", "name", "total"], ["a@x.org", "A", 5], ["b@x.org", "B", "=C2*2"]])
+    result = run("check", _path(c))
+    assert result.exit_code == 1, result.output
+    assert "row 3, column 'total' (cell C3): the cell holds a formula" in result.output
+    assert "Problems in 1 of 2 rows" in result.output
