@@ -458,8 +458,14 @@ class Renderer:
         logins = [("smtp", campaign.smtp.username), *(
             (key, box.username) for key, box in (("imap", campaign.imap),
                                                  ("bounces", campaign.bounces)) if box)]
+        for key, box in (("imap", campaign.imap), ("bounces", campaign.bounces)):
+            if box is not None and placeholder_name(box.host):
+                self.notices.append(Notice.warning(
+                    f"`{key}.host` {box.host} is a placeholder: put in the IMAP or POP3 "
+                    "server of your mail provider"))
         for key, username in logins:
-            if username and placeholder_user(username):
+            at = (username or "").rpartition("@")
+            if username and (placeholder_user(username) or (at[1] and placeholder_name(at[2]))):
                 self.notices.append(Notice.warning(
                     f"`{key}.username` {username} is a placeholder: put in your login name "
                     "at your mail provider before you send"))

@@ -127,7 +127,12 @@ def test_status_before_the_first_send_says_nothing_was_sent(campaign: CampaignDi
     assert "nothing sent yet" in result.output
     result = run("status", _path(campaign), "--csv", "-")
     assert result.exit_code == 0
-    assert result.stdout == ""  # no lines, and no words where a script reads CSV
+    # the header line alone: an empty report a CSV reader reads, and no words in it
+    assert result.stdout.splitlines() == ["row,key,state,attempts,last_reply,message_id,time,"
+                                          "settled,status_code,diagnostic,soft_bounces"]
+    result = run("resolve", _path(campaign))
+    assert result.exit_code == 0, result.output
+    assert "nothing was sent yet" in result.output
 
 
 def test_status_csv_on_stdout_is_csv_alone(campaign: CampaignDir) -> None:
@@ -234,3 +239,43 @@ def test_a_bad_cell_used_through_the_whole_row_fails_its_row(basic, use: str) ->
     assert result.exit_code == 1, result.output
     assert "row 3, column 'total' (cell C3): the cell holds a formula" in result.output
     assert "Problems in 1 of 2 rows" in result.output
+
+
+@pytest.mark.parametrize("own", ["campaign.yaml", "people.csv", "../templates/mail.html"])
+def test_status_csv_never_replaces_a_file_of_the_campaign(campaign: CampaignDir,
+                                                          own: str) -> None:
+    before = (campaign.folder / own).read_bytes()
+    result = run("status", _path(campaign), "--csv", str(campaign.folder / own))
+    assert result.exit_code == 2, result.output
+    assert "is a file of the campaign itself" in result.output
+    assert (campaign.folder / own).read_bytes() == before
+
+
+def test_a_send_narrowed_by_row_says_the_other_rows_wait(campaign: CampaignDir) -> None:
+    result = run("send", _path(campaign), "--yes", "--row", "3")
+    assert result.exit_code == 0, result.output
+    assert "Only the rows --row chose were sent; the others are not recorded" in result.output
+
+
+def test_send_says_a_campaign_wide_warning_before_it_asks(basic, server: Server) -> None:
+    c = basic(SMTP_BLOCK.format(port=server.port)
+              + "bounces: {host: imap.example.org, username: you@example.org}\n",
+              rows=PEOPLE[:2])
+    result = run("send", _path(c), "--yes")
+    assert result.exit_code == 0, result.output
+    said = result.output.index("Warning: `bounces.host` imap.example.org is a placeholder")
+    assert said < result.output.index("sent ")
+    assert "Warning: `bounces.username` you@example.org is a placeholder" in result.output
+
+
+@pytest.mark.parametrize("args", [["preview", "--row", "2", "--print", "--eml"],
+                                  ["status", "--csv", "-"], ["check"]])
+def test_output_to_a_full_disk_is_one_error_line(campaign: CampaignDir, args: list[str]) -> None:
+    command, *options = args
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run([sys.executable, "-m", "mailmerge", command, _path(campaign),
+                               *options], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Error: cannot write the output: No space left on device" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -7,7 +7,9 @@ Exit codes: 0 success, 1 problems in the data (some rows), 2 usage or configurat
 from __future__ import annotations
 
 import atexit
+import errno
 import gc
+import os
 import sys
 import time
 from pathlib import Path
@@ -362,4 +364,27 @@ def main() -> None:
     # objects in reference cycles miss their __del__ then, which Python never promises at
     # exit anyway; every file mailmerge writes is closed by `with`, not by collection.
     atexit.register(gc.freeze)
-    cli(prog_name="mailmerge")
+    try:
+        cli(prog_name="mailmerge")
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_FULL:
+            raise  # a bug: its traceback says where
+        _output_failed(exc)
+    try:
+        sys.stdout.flush()  # what is still buffered, here rather than at exit, unreported
+    except OSError as exc:
+        _output_failed(exc)
+
+
+# What writing to standard output meets when it goes to a full disk or a dead device
+_OUTPUT_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO}
+
+
+def _output_failed(exc: OSError) -> None:
+    """One Error line (on stderr) for output that could not be written, exit code 2."""
+    try:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more goes to the full one
+        click.echo(f"Error: cannot write the output: {exc.strerror or exc}; make room on the "
+                   "disk it goes to, or send it elsewhere", err=True)
+    finally:
+        os._exit(2)

@@ -288,6 +288,8 @@ def send(campaign: str, dry_run: bool, yes: bool, test_to: str | None, rows: tup
                 sys.exit(EXIT_DATA)
         _describe_plan(plan)
         if plan.to_send:
+            for notice in plan.notices:
+                click.echo(str(notice))
             _print_warnings(plan.warnings)
         if plan.to_send == 0 and not plan.waiting_copies:
             click.echo("Nothing to send.")
@@ -327,6 +329,12 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
     click.echo(f"{'':14}{'this run':>10}{'in all':>10}")
     for label, this_run, total in rows:
         click.echo(f"{label:14}{'' if this_run is None else this_run:>10}{total:>10}")
+    narrowed = [o for o, given in (("--row", campaign.rows), ("--where", campaign.where_option))
+                if given]
+    if narrowed:
+        click.echo(f"Only the rows {' and '.join(narrowed)} chose were sent; the others are "
+                   f"not recorded (\"in all\" counts none of them), and `mailmerge send "
+                   f"{campaign.path}` without {' and '.join(narrowed)} sends them.")
     settled = report.settled
     if settled is not None and (settled.sent or settled.resend):
         click.echo(f"Uncertain recipients looked up: {len(settled.sent)} found (sent), "
@@ -405,6 +413,8 @@ def status(campaign: str, csv_path: str | None) -> None:
     from ..sending import journal_path
     loaded = _load(campaign)
     path = journal_path(loaded)
+    if csv_path and csv_path != "-":
+        _refuse_own_file(loaded, Path(csv_path), path)
     # with the CSV on stdout, the summary goes to stderr: stdout is the CSV alone
     say = _echo_to(err=csv_path == "-")
     if not path.exists():
@@ -417,6 +427,18 @@ def status(campaign: str, csv_path: str | None) -> None:
         _show_status(loaded, path, csv_path, say)
     except MailmergeError as exc:
         _fail(exc)
+
+
+def _refuse_own_file(campaign: Campaign, target: Path, journal: Path) -> None:
+    """The one Error line when ``target`` is a file the campaign is made of (the campaign
+    file, its sheet, a template, a suppression list, the journal): --csv would replace it."""
+    own = [campaign.path, campaign.recipients.path, journal, *campaign.suppress, *(
+        t for t in (campaign.html_template, campaign.text_template,
+                    campaign.markdown_template, campaign.layout_template) if t is not None)]
+    resolved = target.resolve()
+    if any(resolved == path.resolve() for path in own):
+        _fail(ConfigError(f"--csv {target} is a file of the campaign itself, which the report "
+                          "would replace", hint="give --csv a new file, e.g. report.csv"))
 
 
 def _echo_to(err: bool) -> Callable[[str], None]:
@@ -453,11 +475,17 @@ def _show_status(loaded: Campaign, path: Path, csv_path: str | None,
 
 def _write_status_csv(journal: Journal | None, csv_path: str,
                       say: Callable[[str], None]) -> None:
-    """The journal's lines as CSV into ``csv_path`` ('-': stdout); no journal: no lines,
-    so that a script reads an empty report rather than an error."""
+    """The journal's lines as CSV into ``csv_path`` ('-': stdout); no journal: the header
+    line alone, so that a script reads an empty report rather than an error."""
+    import csv
+
+    from ..sending import CSV_COLUMNS
 
     def write(handle: TextIO) -> int:
-        return journal.write_csv(handle) if journal is not None else 0
+        if journal is not None:
+            return journal.write_csv(handle)
+        csv.writer(handle).writerow(CSV_COLUMNS)
+        return 0
 
     if csv_path == "-":
         write(sys.stdout)
@@ -639,8 +667,11 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
       mailmerge resolve campaigns/newsletter.yaml --sent 4,17 --resend 23
       mailmerge resolve campaigns/newsletter.yaml --lookup
     """
-    from ..sending import choose, look_up, names, settle_by_hand
+    from ..sending import choose, journal_path, look_up, names, settle_by_hand
     loaded = _load(campaign)
+    if not (sent or resend or lookup) and not journal_path(loaded).exists():
+        click.echo("No recipient is uncertain: nothing was sent yet.")
+        sys.exit(EXIT_OK)
     path = _existing_journal(loaded)
     imap = loaded.imap
     if lookup and (imap is None or not imap.lookup):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from .bounces import BounceReport, read_bounces
 from .drafts import DraftReport, save_drafts
-from .journal import Journal, Record, SenderLock, State
+from .journal import CSV_COLUMNS, Journal, Record, SenderLock, State
 from .plan import SendOptions, SendPlan, journal_path, prepare_send, send_test
 from .runner import Event, SendReport
 from .settle import Settled, Verdict, choose, look_up, names, settle_by_hand
 from .smtp import Delivery
 
 __all__ = [
+    "CSV_COLUMNS",
     "BounceReport",
     "Delivery",
     "DraftReport",

@@ -110,6 +110,10 @@ class Record:
         return [a for a in self.remaining.split(" ") if a]
 
 
+# The columns of `status --csv`, one line per recipient
+CSV_COLUMNS = ("row", "key", "state", "attempts", "last_reply", "message_id", "time",
+               "settled", "status_code", "diagnostic", "soft_bounces")
+
 class Journal:
     """The journal file of one campaign. Use as a context manager. Its methods raise
     JournalError for any trouble with the file (see :func:`_guarded`)."""
@@ -366,9 +370,9 @@ class Journal:
         return due
 
     def write_csv(self, handle: IO[str]) -> int:
+        """One line per recipient under the header line (:data:`CSV_COLUMNS`); how many."""
         writer = csv.writer(handle)
-        writer.writerow(["row", "key", "state", "attempts", "last_reply", "message_id",
-                         "time", "settled", "status_code", "diagnostic", "soft_bounces"])
+        writer.writerow(CSV_COLUMNS)
         count = 0
         for record in self.records():
             writer.writerow([csv_safe(v) for v in (

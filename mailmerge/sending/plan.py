@@ -24,6 +24,7 @@ from ..addresses import AddressProblem, address_key, make_address
 from ..assets import AssetProblem, is_local_src, resolve_attachments
 from ..campaign import Campaign
 from ..errors import JournalError, MailmergeError, SendError
+from ..notices import Notice
 from ..parallel import default_jobs
 from ..pipeline import Outcome, Report, Warned, duplicate_error, iter_messages
 from .journal import Journal, Record, SenderLock, default_journal_path, format_time
@@ -153,6 +154,7 @@ class SendPlan:
         self.in_sheet = journal.counts(run)  # of the recipients in the sheet (and `where`)
         self.skipped = 0  # rows left out by the `where:` filter or suppressed
         self.warnings: list[Warned] = []  # pre-flight findings, grouped (see preflight)
+        self.notices: list[Notice] = []  # campaign-wide findings (a placeholder SMTP host)
         # copies for the Sent folder that an earlier run could not save
         self.waiting_copies = (len(journal.spool_keys())
                                if campaign.imap and campaign.imap.copy else 0)
@@ -282,6 +284,7 @@ def _prepare(campaign: Campaign, options: SendOptions, path: Path,
     plan = SendPlan(campaign, journal, run, options, problems, uncertain, removed, lock)
     plan.skipped = len(skipped)
     plan.warnings = list(warnings.warnings.values())
+    plan.notices = list(dict.fromkeys(warnings.notices))  # each said once
     return plan
 
 
@@ -312,7 +315,8 @@ def _validate(campaign: Campaign, journal: Journal, run: int, options: SendOptio
     and the pre-flight findings in ``warnings``."""
     problems: list[Outcome] = []
     with journal.batch():
-        for outcome in iter_messages(campaign, build=False, jobs=default_jobs(), inspect=True):
+        for outcome in iter_messages(campaign, build=False, jobs=default_jobs(), inspect=True,
+                                     notices=warnings.notices):
             warnings.note_warnings(outcome)
             if outcome.skip == "suppressed" and outcome.key is not None:
                 record = journal.see(outcome.key, outcome.row, run)
