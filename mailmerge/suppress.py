@@ -37,6 +37,10 @@ def load_suppressions(paths: Iterable[Path]) -> frozenset[str]:
                 else:
                     found.update(address_key(line.split("#")[0]) for line in handle
                                  if "@" in line.split("#")[0])
+        except IsADirectoryError:
+            raise ConfigError(f"the suppression list {path} is a folder, not a file",
+                              hint="name a text file in `suppress:`: a CSV with an `email` "
+                                   "column, or one address per line") from None
         except FileNotFoundError:
             raise ConfigError(f"the suppression list {path} does not exist",
                               hint="`suppress:` paths are relative to the campaign file") from None

@@ -85,6 +85,11 @@ class Reader:
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
             required: bool = False) -> Any:
         if key not in self.data or self.data[key] is None:
+            if required and key in self.data:
+                raise self.error(key, f"`{self.prefix}{key}` has no value (YAML reads an empty "
+                                      "value, `null` and `~` as none)",
+                                 f'give it one; a value that is one of those words goes in '
+                                 f'quotes: {key}: "null"')
             if required:
                 raise self.error(None, f"missing required key `{self.prefix}{key}`",
                                  f"add `{key}:` to the campaign file")
@@ -100,8 +105,12 @@ class Reader:
             names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             wanted = {"str": "a text", "int": "a whole number", "float": "a number",
                       "dict": "a mapping", "list": "a list"}.get(names, names)
+            texts = str in kind if isinstance(kind, tuple) else kind is str
+            quote = texts and isinstance(value, (bool, int, float))
             raise self.error(key, f"`{self.prefix}{key}` must be {wanted}, "
-                                  f"not {type(value).__name__} {value!r}")
+                                  f"not {type(value).__name__} {value!r}",
+                             'YAML reads yes, no, on, off, true, false and numbers as such: '
+                             f'put the text in quotes ({key}: "yes")' if quote else None)
         return value
 
     def sub(self, key: str) -> Reader | None:

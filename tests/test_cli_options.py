@@ -279,3 +279,19 @@ def test_output_to_a_full_disk_is_one_error_line(campaign: CampaignDir, args: li
     assert done.returncode == 2, done.stderr
     assert "Error: cannot write the output: No space left on device" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    ("name: yes", '`name` must be a text, not bool True; YAML reads yes, no, on, off, true, '
+                  'false and numbers as such: put the text in quotes (name: "yes")'),
+    ("name: null", "`name` has no value (YAML reads an empty value, `null` and `~` as none)"),
+    ("journal: ../templates", "the journal"),
+    ("suppress: ../templates", "the suppression list"),
+])
+def test_a_wrong_value_is_blamed_for_what_it_is(basic, line: str, said: str) -> None:
+    c = basic(line + "\n")
+    result = run("send", _path(c), "--yes")
+    assert result.exit_code == 2, result.output
+    assert said in result.output
+    if "templates" in line:
+        assert "is a folder, not a file" in result.output

@@ -123,6 +123,10 @@ class Journal:
         ``read_only``: only read (``status``), which works on a read-only file or folder."""
         self.path = path
         self._clock = time.time
+        if path.is_dir():
+            raise JournalError(f"the journal {path} is a folder, not a file",
+                               hint="name a file for `journal:`, e.g. newsletter.journal.sqlite "
+                                    "(it is made on the first send)")
         try:
             if read_only:
                 self.db = _open_read_only(path)
