@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import configparser
 import email.parser
+import glob
 import io
 import os
 import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.errors import MissingHeaderBodySeparatorDefect
 from email.message import Message
@@ -35,6 +36,7 @@ from .errors import ConfigError
 TEMPLATE, DATABASE, CONFIG = ("mailmerge_template.txt", "mailmerge_database.csv",
                               "mailmerge_server.conf")
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+_OPENER = re.compile(r"\{(?=[{%#])")  # a "{" that would start Jinja markup
 # A Markdown image: "![", its text up to the first "]", then "(" and its destination
 _MD_MARK = re.compile(r"!\[|\]")
 _MD_TARGET = re.compile(r"\(([^)\s]+)")
@@ -77,6 +79,29 @@ def _q(text: str) -> str:
     value (a file name, a header, a folder named `yes`) can end it or start a key."""
     return yaml.safe_dump(text, default_style='"', allow_unicode=True,
                           width=float("inf")).rstrip("\n")
+
+
+def _literal(text: str) -> str:
+    """``text`` as the campaign's attachment entry reads it back: its glob characters
+    (``*``, ``?``, ``[``) match themselves, and a ``{{``, ``{%`` or ``{#`` in it is not
+    taken for Jinja."""
+    return _OPENER.sub("{{ '{' }}", glob.escape(text))
+
+
+def _attachment_entry(entry: str) -> str:
+    """A classic ATTACHMENT value as an entry of `attachments:`: its Jinja kept, the rest
+    of it literal, so that `[DRAFT] report.pdf` attaches that file and not `T report.pdf`."""
+    return _join_literals(entry, _literal, lambda jinja: jinja)
+
+
+def _join_literals(entry: str, literal: Callable[[str], str],
+                   jinja: Callable[[str], str]) -> str:
+    """``entry`` with its Jinja parts and the text around them each made over."""
+    parts, done = [], 0
+    for found in _JINJA.finditer(entry):
+        parts += [literal(entry[done:found.start()]), jinja(found.group())]
+        done = found.end()
+    return "".join([*parts, literal(entry[done:])])
 
 
 def _placeholder(value: str) -> str | None:
@@ -314,7 +339,7 @@ def convert(template_text: str, config_text: str | None, *, name: str, sheet: st
             attachments.append(value)
     if attachments:
         lines.append("attachments:")
-        lines += [f"  - {_q(a)}" for a in attachments]
+        lines += [f"  - {_q(_attachment_entry(a))}" for a in attachments]
     _headers(message, fields, template_name, lines, todo)
     lines += ["# The classic tool sends one-to-one mail. For a newsletter, remove this line",
               "# and add `unsubscribe:` (see the README).",
@@ -340,9 +365,10 @@ def convert(template_text: str, config_text: str | None, *, name: str, sheet: st
 def _matches(folder: Path, entry: str) -> Iterator[Path]:
     """The files an ATTACHMENT entry names in the classic folder (a templated part of the
     path matches any name), never outside it."""
-    pattern = _JINJA.sub("*", entry)
+    pattern = _join_literals(entry, glob.escape, lambda _: "*")
     root = folder.resolve()
-    for path in sorted(folder.glob(pattern)) if pattern != entry else [folder / entry]:
+    templated = _JINJA.search(entry) is not None
+    for path in sorted(folder.glob(pattern)) if templated else [folder / entry]:
         real = path.resolve()
         if real.is_file() and real.is_relative_to(root):
             yield path

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import glob
 import os
 import re
 import shutil
@@ -254,7 +255,7 @@ def test_the_classic_samples_placeholders_are_to_dos(tmp_path: Path) -> None:
 def test_an_attachment_name_stays_one_value(attachment: str) -> None:
     converted = convert(f"TO: {{{{email}}}}\nFROM: a@example.org\nSUBJECT: s\n"
                         f"ATTACHMENT: {attachment}\n\nHi\n", None, name="x", sheet="p.csv")
-    assert yaml.safe_load(converted.campaign)["attachments"] == [attachment]
+    assert yaml.safe_load(converted.campaign)["attachments"] == [glob.escape(attachment)]
 
 
 def test_file_names_in_the_comment_cannot_add_keys() -> None:
@@ -354,3 +355,30 @@ def test_a_template_of_unclosed_images_converts_in_linear_time() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, cwd=Path(__file__).resolve().parent.parent)
     assert done.stdout == "['a.png']\n", done.stderr
+
+
+def test_a_literal_attachment_name_is_not_read_as_a_glob_or_jinja(tmp_path: Path) -> None:
+    """`[DRAFT]` in a file name was a character class once imported: the import's own check
+    found no file, and a file `T report.pdf` would have been attached instead; a `{{` in a
+    name would have been rendered as Jinja."""
+    classic = tmp_path / "classic"
+    shutil.copytree(CASES / "attachments", classic)
+    names = ["[DRAFT] report.pdf", "odd {{ name.txt", "what? *.txt", "{{number}} [v2].txt"]
+    decoys = ["T report.pdf", "what_ x.txt", "17 2.txt", "1 v.txt"]
+    for name in names[:3] + decoys + ["17 [v2].txt", "1 [v2].txt"]:
+        (classic / name).write_text(f"this is {name}")
+    template = classic / "mailmerge_template.txt"
+    text = template.read_text()
+    template.write_text(text.replace("ATTACHMENT: attachment_1.txt\n", "".join(
+        f"ATTACHMENT: {name}\n" for name in names)))
+    result = CliRunner().invoke(cli, ["import", str(classic), str(tmp_path / "new")],
+                                catch_exceptions=False)
+    assert "Checked: 2 rows, 2 messages ok." in result.output, result.output
+    assert not any((tmp_path / "new" / decoy).exists() for decoy in decoys)
+    for outcome in iter_messages(load_campaign(tmp_path / "new" / "campaign.yaml")):
+        assert outcome.built is not None
+        message = parse(outcome.built.data)
+        got = sorted(name for name, _ in attachments(message))
+        number = "17" if "myself" in str(message["To"]) else "1"
+        assert got == sorted([*names[:3], f"{number} [v2].txt", "attachment_2.pdf",
+                              f"attachment_{number}.txt"])
