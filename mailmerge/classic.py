@@ -51,6 +51,10 @@ _DROPPED = {"content-type", "mime-version", "content-transfer-encoding", "date",
 _SECURITY = {"SSL/TLS": "ssl", "STARTTLS": "starttls", "NEVER": "none"}
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 TOKEN_VARIABLE = "MAILMERGE_SMTP_TOKEN"
+# The folder an import writes into before it is renamed: .NAME.PID.RANDOM.importing
+_WORK_SUFFIX = ".importing"
+_WORK_FOLDER = re.compile(r"\..+\.([1-9][0-9]{0,9})\.[a-z0-9_]{8}\.importing", re.S)
+_OLD_WORK_FOLDER = re.compile(r"\..+\.[a-z0-9_]{8}\.importing", re.S)
 
 
 @dataclass
@@ -433,8 +437,9 @@ def import_classic(source: Path, target: Path, *, template: Path | None = None,
                                   f"{found}): put your own recipients in it")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".importing",
-                                         dir=target.parent))
+            converted.notes += _remove_leftovers(target.parent)
+            work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.",
+                                         suffix=_WORK_SUFFIX, dir=target.parent))
         except OSError as exc:
             raise ConfigError(f"cannot write into {target.parent}: {exc.strerror or exc}",
                               hint="choose a folder you may write in") from exc
@@ -449,6 +454,38 @@ def import_classic(source: Path, target: Path, *, template: Path | None = None,
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
     return Imported([target / path for path in written], converted.todo, converted.notes)
+
+
+def _remove_leftovers(folder: Path) -> list[str]:
+    """Remove the work folders that imports killed before their end (SIGKILL, a power
+    cut) left in ``folder``: those whose process no longer runs. A note for each one
+    whose owner is unknown (an import of an older version)."""
+    notes = []
+    with os.scandir(folder) as entries:
+        found = [entry for entry in entries if entry.name.startswith(".")
+                 and entry.name.endswith(_WORK_SUFFIX) and entry.is_dir(follow_symlinks=False)]
+    for entry in found:
+        owner = _WORK_FOLDER.fullmatch(entry.name)
+        if owner is None:
+            if _OLD_WORK_FOLDER.fullmatch(entry.name):
+                notes.append(f"{entry.path} looks like what an interrupted import left: "
+                             "remove it if no import is running")
+        elif not _runs(int(owner.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+    return notes
+
+
+def _runs(pid: int) -> bool:
+    """Whether a process ``pid`` runs (or may: one of another user)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -382,3 +382,25 @@ def test_a_literal_attachment_name_is_not_read_as_a_glob_or_jinja(tmp_path: Path
         number = "17" if "myself" in str(message["To"]) else "1"
         assert got == sorted([*names[:3], f"{number} [v2].txt", "attachment_2.pdf",
                               f"attachment_{number}.txt"])
+
+
+def test_an_import_removes_what_a_killed_import_left(tmp_path: Path) -> None:
+    """SIGKILL during an import left its hidden work folder beside the target for ever;
+    the next import removes those whose process is gone, and keeps one whose runs."""
+    code = ("import os, signal, sys, tempfile; from pathlib import Path;"
+            "import mailmerge.classic as c; target = Path(sys.argv[1]);"
+            "c.shutil.copyfileobj = lambda *a: os.kill(os.getpid(), signal.SIGKILL);"
+            "c.import_classic(Path(sys.argv[2]), target)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "new"),
+                           str(CASES / "html")], capture_output=True, check=False)
+    assert done.returncode == -9, done.stderr
+    left, = (p.name for p in tmp_path.iterdir())
+    assert left.startswith(".new.") and left.endswith(".importing")
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                          stdin=subprocess.PIPE) as running:
+        busy = tmp_path / f".other.{running.pid}.abcd1234.importing"
+        busy.mkdir()
+        import_classic(CASES / "html", tmp_path / "new")
+        assert running.stdin is not None
+        running.stdin.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [busy.name, "new"]
