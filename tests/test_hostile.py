@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from mailmerge import MailmergeError
 from mailmerge import sheet as sheet_module
 from mailmerge.cli import cli
 
@@ -484,3 +485,69 @@ def test_a_cell_of_an_equals_sign_and_many_spaces_is_checked_at_once(basic) -> N
                            str(c.folder / "campaign.yaml")], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def _spamassassin_printing(tmp_path: Path, monkeypatch, code: str) -> None:
+    """A program called spamassassin, first on PATH, that reads its input and runs
+    ``code`` (with sys imported)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    program = folder / "spamassassin"
+    program.write_text(f"#!{sys.executable}\nimport sys\nsys.stdin.buffer.read()\n{code}\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_spamassassins_output_is_kept_up_to_a_limit(basic, tmp_path: Path,
+                                                    monkeypatch) -> None:
+    """Its output was read whole: 1.5 GB printed before a verdict took 2.97 GB."""
+    import tracemalloc
+
+    from mailmerge.spamcheck import spam_score
+    c = basic()
+    _spamassassin_printing(tmp_path, monkeypatch,
+                           "for _ in range(48): sys.stdout.buffer.write(b'x' * 2**20)\n"
+                           f"sys.stdout.write({_VERDICT!r})")
+    tracemalloc.start()
+    try:
+        with pytest.raises(MailmergeError) as info:
+            spam_score(b"Subject: x\r\n\r\nx\r\n")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, peak  # 48 MB were printed
+    assert str(info.value).startswith(
+        "SpamAssassin gave no verdict in the first 1 MB of its output, which went on")
+    result = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml"), "--spam"])
+    assert result.exit_code == 2 and "in the first 1 MB of its output" in result.output
+
+
+def test_a_spamassassin_score_with_a_decimal_comma_is_read(tmp_path: Path,
+                                                           monkeypatch) -> None:
+    """`score=1,5` (a locale with a decimal comma) was read as 1.0."""
+    from mailmerge.spamcheck import spam_score
+    report = ("X-Spam-Status: No, score=1,5 required=5,0 tests=ODD_RULE autolearn=no\n\n"
+              "Content analysis details:   (1,5 points, 5,0 required)\n\n"
+              " pts rule name              description\n"
+              "---- ---------------------- ------------------\n"
+              " 1,5 ODD_RULE               odd\n\n")
+    _spamassassin_printing(tmp_path, monkeypatch, f"sys.stdout.write({report!r})")
+    score = spam_score(b"Subject: x\r\n\r\nx\r\n")
+    assert (score.score, score.required) == (1.5, 5.0)
+    assert [(r.name, r.points) for r in score.rules] == [("ODD_RULE", 1.5)]
+
+
+def test_the_rules_after_a_long_message_are_still_read(tmp_path: Path, monkeypatch) -> None:
+    """SpamAssassin's report follows the message it echoes, which may be megabytes: the
+    end of its output is kept as well as its start."""
+    from mailmerge.spamcheck import spam_score
+    report = ("\nContent analysis details:   (0.3 points, 5.0 required)\n\n"
+              " pts rule name              description\n"
+              "---- ---------------------- ------------------\n"
+              " 0.3 ODD_RULE               odd\n\n")
+    _spamassassin_printing(tmp_path, monkeypatch,
+                           f"sys.stdout.write({_VERDICT!r} + '\\n')\n"
+                           "for _ in range(3): sys.stdout.buffer.write(b'x' * 2**20 + b'\\n')\n"
+                           f"sys.stdout.write({report!r})")
+    score = spam_score(b"Subject: x\r\n\r\nx\r\n")
+    assert (score.score, [r.name for r in score.rules]) == (0.3, ["ODD_RULE"])
