@@ -551,3 +551,22 @@ def test_the_rules_after_a_long_message_are_still_read(tmp_path: Path, monkeypat
                            f"sys.stdout.write({report!r})")
     score = spam_score(b"Subject: x\r\n\r\nx\r\n")
     assert (score.score, [r.name for r in score.rules]) == (0.3, ["ODD_RULE"])
+
+
+def test_a_run_keeps_the_first_rows_of_each_problem_and_counts_the_rest(basic) -> None:
+    """Every duplicate row was kept to the end of the run: 1.2 million rows sharing 1,000
+    addresses took 1.3 GB. Now the first rows of each problem are kept, and counted all."""
+    from mailmerge import load_campaign
+    from mailmerge.pipeline import check_campaign
+    rows = [["email", "name"]] + [[f"p{i % 7}@example.org", "A"] for i in range(3000)]
+    c = basic(rows=rows)
+    report = check_campaign(load_campaign(c.folder / "campaign.yaml"))
+    assert report.failed_rows == 2993
+    assert len(report.problems) == 7 * 10  # the first 10 rows of each of the 7 problems
+    result = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml")])
+    assert result.exit_code == 1
+    assert "Problems in 2993 of 3000 rows:" in result.output, result.output
+    assert ("recipient key 'p0@example.org' is also on row 2; each recipient must appear "
+            "once; remove the duplicate row (addresses are compared without regard to case; "
+            "name a unique column with `recipients: {key: ...}` to tell them apart) "
+            "[rows 9, 16, 23, 30, 37, 44, 51, 58, 65, 72, ... (428 rows)]") in result.output
