@@ -141,8 +141,7 @@ class ProblemRows(list[Outcome]):
 
     def add(self, outcome: Outcome) -> None:
         keep = counted = False
-        for error in outcome.errors:
-            kind = problem_kind(error)
+        for kind in dict.fromkeys(map(problem_kind, outcome.errors)):  # once a row
             rows = self.kinds.get(kind)
             if rows is None:
                 if len(self.kinds) >= self.KINDS_KEPT:

@@ -570,3 +570,15 @@ def test_a_run_keeps_the_first_rows_of_each_problem_and_counts_the_rest(basic) -
             "once; remove the duplicate row (addresses are compared without regard to case; "
             "name a unique column with `recipients: {key: ...}` to tell them apart) "
             "[rows 9, 16, 23, 30, 37, 44, 51, 58, 65, 72, ... (428 rows)]") in result.output
+
+
+@pytest.mark.parametrize("error", ["Err:502", "Err:504", "#ERROR!"])
+def test_check_refuses_libreoffice_and_google_sheets_errors_in_csv(basic, error: str) -> None:
+    """LibreOffice's Err:502 and Google Sheets' #ERROR!, exported into a CSV cell, went out
+    as text and check said ok."""
+    c = basic(rows=[["email", "name"], ["a@x.org", error]])
+    result = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml")])
+    assert result.exit_code == 1, result.output
+    assert (f"row 2, column 'name' (cell B2): the cell holds {error}, a spreadsheet's "
+            "formula error exported as text") in result.output
+    assert "[rows" not in result.output  # used by the subject and the body: one row, once

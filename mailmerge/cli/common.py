@@ -115,7 +115,10 @@ def _print_problems(problems: list[Outcome], most: int | None = None) -> None:
     for outcome in problems:
         for error in outcome.errors:
             sig = problem_kind(error)
-            groups.setdefault(sig, []).append(error.row or outcome.row)
+            rows = groups.setdefault(sig, [])
+            row = error.row or outcome.row
+            if not rows or rows[-1] != row:  # the same problem twice in a row is one
+                rows.append(row)
             errors.setdefault(sig, error)
     for index, (sig, rows) in enumerate(groups.items()):
         if most is not None and index == most:
