@@ -51,6 +51,7 @@ _DROPPED = {"content-type", "mime-version", "content-transfer-encoding", "date",
 _SECURITY = {"SSL/TLS": "ssl", "STARTTLS": "starttls", "NEVER": "none"}
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 TOKEN_VARIABLE = "MAILMERGE_SMTP_TOKEN"
+MAX_TEXT_FILE = 16 * 1024 * 1024  # a template or a server configuration
 # The folder an import writes into before it is renamed: .NAME.PID.RANDOM.importing
 _WORK_SUFFIX = ".importing"
 _WORK_FOLDER = re.compile(r"\..+\.([1-9][0-9]{0,9})\.[a-z0-9_]{8}\.importing", re.S)
@@ -405,9 +406,15 @@ def _nonblocking(path: str, flags: int) -> int:
 
 
 def _read(path: Path, what: str) -> str:
+    """The text of a template or config file, read up to MAX_TEXT_FILE: no more is held."""
     with _open_regular(path, what) as handle:
         try:
-            return handle.read().decode("utf-8-sig")
+            data = handle.read(MAX_TEXT_FILE + 1)
+            if len(data) > MAX_TEXT_FILE:
+                raise ConfigError(f"the classic {what} {path} is larger than "
+                                  f"{MAX_TEXT_FILE // 1024**2} MB; it holds text of a few KB",
+                                  hint=f"give the {what} itself")
+            return data.decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the classic {what} {path}: {exc}",
                               hint="it must be UTF-8 text") from exc

@@ -404,3 +404,25 @@ def test_an_import_removes_what_a_killed_import_left(tmp_path: Path) -> None:
         assert running.stdin is not None
         running.stdin.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [busy.name, "new"]
+
+
+@pytest.mark.parametrize("which", ["mailmerge_template.txt", "mailmerge_server.conf"])
+def test_a_huge_template_or_config_is_refused_without_reading_it_whole(
+        tmp_path: Path, which: str) -> None:
+    """The template and the configuration were read whole, however large."""
+    classic = tmp_path / "classic"
+    shutil.copytree(CASES / "html", classic)
+    with open(classic / which, "ab") as handle:
+        handle.writelines(b"#" * 2**20 + b"\n" for _ in range(40))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as info:
+            import_classic(classic, tmp_path / "new")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    what = "template" if "template" in which else "config"
+    assert str(info.value).startswith(
+        f"the classic {what} file {classic / which} is larger than 16 MB")
+    assert peak < 24 * 2**20, peak  # 40 MB were there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classic"]
