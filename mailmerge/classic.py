@@ -409,7 +409,9 @@ def _read(path: Path, what: str) -> str:
     """The text of a template or config file, read up to MAX_TEXT_FILE: no more is held."""
     with _open_regular(path, what) as handle:
         try:
-            data = handle.read(MAX_TEXT_FILE + 1)
+            data = bytearray()  # in blocks: read(n) would take n bytes at once
+            while (block := handle.read(64 * 1024)) and len(data) <= MAX_TEXT_FILE:
+                data += block
             if len(data) > MAX_TEXT_FILE:
                 raise ConfigError(f"the classic {what} {path} is larger than "
                                   f"{MAX_TEXT_FILE // 1024**2} MB; it holds text of a few KB",
