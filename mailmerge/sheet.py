@@ -324,7 +324,10 @@ def _decoded_lines(handle: IO[bytes], encoding: str, limit: int) -> Iterator[str
     (old Mac line ends, or mixed endings) ends one too.
     """
     decoder = codecs.getincrementaldecoder(encoding)()
-    for raw in _bounded(handle.readline, limit):
+    readline, size = handle.readline, limit + 1  # as _bounded, without its generator
+    while raw := readline(size):
+        if len(raw) > limit and raw[-1:] != b"\n":
+            raise LineTooLong
         text = decoder.decode(raw)
         if "\r" in text.rstrip("\r\n"):
             yield from (piece for piece in _LONE_CR.split(text) if piece)
