@@ -426,3 +426,23 @@ def test_a_huge_template_or_config_is_refused_without_reading_it_whole(
         f"the classic {what} file {classic / which} is larger than 16 MB")
     assert peak < 20 * 2**20, peak  # 40 MB were there
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classic"]
+
+
+def test_an_import_whose_database_has_a_huge_line_says_where(tmp_path: Path) -> None:
+    """The import's check read a 200 MB line whole (617 MB) before refusing it."""
+    classic = tmp_path / "classic"
+    shutil.copytree(CASES / "html", classic)
+    with open(classic / "mailmerge_database.csv", "ab") as handle:
+        handle.writelines(b"x" * 2**20 for _ in range(20))
+    tracemalloc.start()
+    try:
+        result = CliRunner().invoke(cli, ["import", str(classic), str(tmp_path / "new")],
+                                    catch_exceptions=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    rows = len((classic / "mailmerge_database.csv").read_bytes().splitlines())
+    assert result.exit_code == 1, result.output
+    assert (f"  {tmp_path / 'new' / 'mailmerge_database.csv'}, row {rows}: a line is longer "
+            "than 16 MB") in result.output
+    assert peak < 40 * 2**20, peak
