@@ -582,3 +582,21 @@ def test_check_refuses_libreoffice_and_google_sheets_errors_in_csv(basic, error:
     assert (f"row 2, column 'name' (cell B2): the cell holds {error}, a spreadsheet's "
             "formula error exported as text") in result.output
     assert "[rows" not in result.output  # used by the subject and the body: one row, once
+
+
+def test_rows_of_problems_past_those_kept_are_counted_and_said(monkeypatch, capsys) -> None:
+    """Past the first problems kept, rows are still counted, and the listing says so."""
+    from mailmerge.cli.common import _print_problems
+    from mailmerge.errors import RowError
+    from mailmerge.pipeline import Outcome, ProblemRows, Report
+    monkeypatch.setattr(ProblemRows, "KINDS_KEPT", 2)
+    monkeypatch.setattr(ProblemRows, "ROWS_KEPT", 2)
+    report = Report()
+    for row in range(2, 12):
+        report.count(Outcome(row, errors=(RowError(f"problem {row % 4}", row=row),)))
+    assert (report.failed_rows, len(report.problems)) == (10, 4)
+    _print_problems(report.problems)
+    assert capsys.readouterr().out == (
+        "  problem 2 [rows 2, 6, ... (3 rows)]\n"
+        "  problem 3 [rows 3, 7, ... (3 rows)]\n"
+        "  ... and 4 rows with other problems (the first 2 problems are listed)\n")
