@@ -127,14 +127,15 @@ def _run(command: list[str], data: bytes) -> _Run:
             timer.cancel()
     if expired.is_set():
         raise subprocess.TimeoutExpired(command, SPAM_TIMEOUT)
-    return _Run(status, head, tail, errors[0][0] if errors else b"", cut)
+    err_head, err_tail, _ = errors[0] if errors else (b"", b"", False)
+    return _Run(status, head, tail, err_head + err_tail, cut)  # the error's last line counts
 
 
 def _feed(stream: IO[bytes], data: bytes) -> None:
     try:
         stream.write(data)
         stream.close()
-    except (BrokenPipeError, ValueError, OSError):
+    except (OSError, ValueError):  # a broken pipe, or a pipe closed when it was stopped
         pass  # it ended without reading all: what it printed says why
 
 

@@ -600,3 +600,24 @@ def test_rows_of_problems_past_those_kept_are_counted_and_said(monkeypatch, caps
         "  problem 2 [rows 2, 6, ... (3 rows)]\n"
         "  problem 3 [rows 3, 7, ... (3 rows)]\n"
         "  ... and 4 rows with other problems (the first 2 problems are listed)\n")
+
+
+def test_spamassassins_errors_are_kept_up_to_a_limit_with_their_last_line(
+        tmp_path: Path, monkeypatch) -> None:
+    """Its standard error was read whole too; its last line is what the error shows."""
+    import tracemalloc
+
+    from mailmerge.spamcheck import spam_score
+    _spamassassin_printing(tmp_path, monkeypatch,
+                           "for _ in range(8): sys.stderr.buffer.write(b'x' * 2**20)\n"
+                           "sys.stderr.write('\\nthe real reason\\n'); sys.exit(3)")
+    tracemalloc.start()
+    try:
+        with pytest.raises(MailmergeError) as info:
+            spam_score(b"Subject: x\r\n\r\nx\r\n")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(info.value).startswith(
+        "SpamAssassin gave no verdict (exit status 3): the real reason"), str(info.value)
+    assert peak < 4 * 2**20, peak
