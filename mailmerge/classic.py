@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import configparser
 import email.parser
+import glob
 import io
 import os
 import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.errors import MissingHeaderBodySeparatorDefect
 from email.message import Message
@@ -35,6 +36,7 @@ from .errors import ConfigError
 TEMPLATE, DATABASE, CONFIG = ("mailmerge_template.txt", "mailmerge_database.csv",
                               "mailmerge_server.conf")
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
+_OPENER = re.compile(r"\{(?=[{%#])")  # a "{" that would start Jinja markup
 # A Markdown image: "![", its text up to the first "]", then "(" and its destination
 _MD_MARK = re.compile(r"!\[|\]")
 _MD_TARGET = re.compile(r"\(([^)\s]+)")
@@ -49,6 +51,11 @@ _DROPPED = {"content-type", "mime-version", "content-transfer-encoding", "date",
 _SECURITY = {"SSL/TLS": "ssl", "STARTTLS": "starttls", "NEVER": "none"}
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 TOKEN_VARIABLE = "MAILMERGE_SMTP_TOKEN"
+MAX_TEXT_FILE = 16 * 1024 * 1024  # a template or a server configuration
+# The folder an import writes into before it is renamed: .NAME.PID.RANDOM.importing
+_WORK_SUFFIX = ".importing"
+_WORK_FOLDER = re.compile(r"\..+\.([1-9][0-9]{0,9})\.[a-z0-9_]{8}\.importing", re.S)
+_OLD_WORK_FOLDER = re.compile(r"\..+\.[a-z0-9_]{8}\.importing", re.S)
 
 
 @dataclass
@@ -77,6 +84,29 @@ def _q(text: str) -> str:
     value (a file name, a header, a folder named `yes`) can end it or start a key."""
     return yaml.safe_dump(text, default_style='"', allow_unicode=True,
                           width=float("inf")).rstrip("\n")
+
+
+def _literal(text: str) -> str:
+    """``text`` as the campaign's attachment entry reads it back: its glob characters
+    (``*``, ``?``, ``[``) match themselves, and a ``{{``, ``{%`` or ``{#`` in it is not
+    taken for Jinja."""
+    return _OPENER.sub("{{ '{' }}", glob.escape(text))
+
+
+def _attachment_entry(entry: str) -> str:
+    """A classic ATTACHMENT value as an entry of `attachments:`: its Jinja kept, the rest
+    of it literal, so that `[DRAFT] report.pdf` attaches that file and not `T report.pdf`."""
+    return _join_literals(entry, _literal, lambda jinja: jinja)
+
+
+def _join_literals(entry: str, literal: Callable[[str], str],
+                   jinja: Callable[[str], str]) -> str:
+    """``entry`` with its Jinja parts and the text around them each made over."""
+    parts, done = [], 0
+    for found in _JINJA.finditer(entry):
+        parts += [literal(entry[done:found.start()]), jinja(found.group())]
+        done = found.end()
+    return "".join([*parts, literal(entry[done:])])
 
 
 def _placeholder(value: str) -> str | None:
@@ -314,7 +344,7 @@ def convert(template_text: str, config_text: str | None, *, name: str, sheet: st
             attachments.append(value)
     if attachments:
         lines.append("attachments:")
-        lines += [f"  - {_q(a)}" for a in attachments]
+        lines += [f"  - {_q(_attachment_entry(a))}" for a in attachments]
     _headers(message, fields, template_name, lines, todo)
     lines += ["# The classic tool sends one-to-one mail. For a newsletter, remove this line",
               "# and add `unsubscribe:` (see the README).",
@@ -340,9 +370,10 @@ def convert(template_text: str, config_text: str | None, *, name: str, sheet: st
 def _matches(folder: Path, entry: str) -> Iterator[Path]:
     """The files an ATTACHMENT entry names in the classic folder (a templated part of the
     path matches any name), never outside it."""
-    pattern = _JINJA.sub("*", entry)
+    pattern = _join_literals(entry, glob.escape, lambda _: "*")
     root = folder.resolve()
-    for path in sorted(folder.glob(pattern)) if pattern != entry else [folder / entry]:
+    templated = _JINJA.search(entry) is not None
+    for path in sorted(folder.glob(pattern)) if templated else [folder / entry]:
         real = path.resolve()
         if real.is_file() and real.is_relative_to(root):
             yield path
@@ -375,9 +406,17 @@ def _nonblocking(path: str, flags: int) -> int:
 
 
 def _read(path: Path, what: str) -> str:
+    """The text of a template or config file, read up to MAX_TEXT_FILE: no more is held."""
     with _open_regular(path, what) as handle:
         try:
-            return handle.read().decode("utf-8-sig")
+            data = bytearray()  # in blocks: read(n) would take n bytes at once
+            while (block := handle.read(64 * 1024)) and len(data) <= MAX_TEXT_FILE:
+                data += block
+            if len(data) > MAX_TEXT_FILE:
+                raise ConfigError(f"the classic {what} {path} is larger than "
+                                  f"{MAX_TEXT_FILE // 1024**2} MB; it holds text of a few KB",
+                                  hint=f"give the {what} itself")
+            return data.decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the classic {what} {path}: {exc}",
                               hint="it must be UTF-8 text") from exc
@@ -407,8 +446,9 @@ def import_classic(source: Path, target: Path, *, template: Path | None = None,
                                   f"{found}): put your own recipients in it")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".importing",
-                                         dir=target.parent))
+            converted.notes += _remove_leftovers(target.parent)
+            work = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.",
+                                         suffix=_WORK_SUFFIX, dir=target.parent))
         except OSError as exc:
             raise ConfigError(f"cannot write into {target.parent}: {exc.strerror or exc}",
                               hint="choose a folder you may write in") from exc
@@ -423,6 +463,38 @@ def import_classic(source: Path, target: Path, *, template: Path | None = None,
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
     return Imported([target / path for path in written], converted.todo, converted.notes)
+
+
+def _remove_leftovers(folder: Path) -> list[str]:
+    """Remove the work folders that imports killed before their end (SIGKILL, a power
+    cut) left in ``folder``: those whose process no longer runs. A note for each one
+    whose owner is unknown (an import of an older version)."""
+    notes = []
+    with os.scandir(folder) as entries:
+        found = [entry for entry in entries if entry.name.startswith(".")
+                 and entry.name.endswith(_WORK_SUFFIX) and entry.is_dir(follow_symlinks=False)]
+    for entry in found:
+        owner = _WORK_FOLDER.fullmatch(entry.name)
+        if owner is None:
+            if _OLD_WORK_FOLDER.fullmatch(entry.name):
+                notes.append(f"{entry.path} looks like what an interrupted import left: "
+                             "remove it if no import is running")
+        elif not _runs(int(owner.group(1))):
+            shutil.rmtree(entry.path, ignore_errors=True)
+    return notes
+
+
+def _runs(pid: int) -> bool:
+    """Whether a process ``pid`` runs (or may: one of another user)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -117,6 +117,46 @@ class Warned:
         return f"{label} {rows}: {finding.text}{examples}{amount}; {finding.hint}"
 
 
+ProblemKind = tuple[object, ...]
+
+
+def problem_kind(error: MailmergeError) -> ProblemKind:
+    """What makes two rows' problems the same problem: all but the row."""
+    return (type(error), str(error.path), error.line, error.column, error.message, error.hint)
+
+
+class ProblemRows(list[Outcome]):
+    """The rows with problems, in bounded memory: the first ROWS_KEPT rows of each problem
+    (of the first KINDS_KEPT problems), and how many rows each had. A sheet of a million
+    rows that repeat a thousand addresses kept a million outcomes (1.3 GB)."""
+
+    ROWS_KEPT = 10
+    KINDS_KEPT = 1000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds: dict[ProblemKind, int] = {}  # rows by problem, the first KINDS_KEPT
+        self.unlisted = 0  # rows with problems not kept in the list
+        self.uncounted = 0  # rows all of whose problems are past the first KINDS_KEPT
+
+    def add(self, outcome: Outcome) -> None:
+        keep = counted = False
+        for kind in dict.fromkeys(map(problem_kind, outcome.errors)):  # once a row
+            rows = self.kinds.get(kind)
+            if rows is None:
+                if len(self.kinds) >= self.KINDS_KEPT:
+                    continue
+                rows = 0
+            self.kinds[kind] = rows + 1
+            counted = True
+            keep = keep or rows < self.ROWS_KEPT
+        if keep:
+            self.append(outcome)
+        else:
+            self.unlisted += 1
+            self.uncounted += not counted
+
+
 @dataclass
 class Report:
     """Counts and problems of a whole run, for the summary and the exit code."""
@@ -125,7 +165,8 @@ class Report:
     messages: int = 0
     skipped: int = 0
     suppressed: int = 0
-    problems: list[Outcome] = field(default_factory=list)
+    # the rows with problems: a ProblemRows (bounded) when ``count`` fills it
+    problems: list[Outcome] = field(default_factory=ProblemRows)
     notices: list[Notice] = field(default_factory=list)
     folder: Path | None = None
     # pre-flight findings by what they say, in the order first found
@@ -133,7 +174,8 @@ class Report:
 
     @property
     def failed_rows(self) -> int:
-        return len(self.problems)
+        unlisted = self.problems.unlisted if isinstance(self.problems, ProblemRows) else 0
+        return len(self.problems) + unlisted
 
     def note_warnings(self, outcome: Outcome) -> None:
         """Add the row's pre-flight findings to their groups."""
@@ -153,6 +195,8 @@ class Report:
             self.suppressed += 1
         elif outcome.skipped:
             self.skipped += 1
+        elif isinstance(self.problems, ProblemRows):
+            self.problems.add(outcome)
         else:
             self.problems.append(outcome)
 

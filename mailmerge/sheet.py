@@ -13,7 +13,7 @@ import io
 import re
 import unicodedata
 import zipfile
-from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
@@ -37,8 +37,18 @@ CSV_CELL_LIMIT = 16 * 1024 * 1024
 EXCEL_ERRORS = frozenset({
     "#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA",
     "#SPILL!", "#CALC!", "#FIELD!", "#BLOCKED!", "#CONNECT!", "#BUSY!", "#UNKNOWN!",
-    "#EXTERNAL!", "#PYTHON!"})
-_ERROR_TEXT = re.compile("#(?:" + "|".join(re.escape(e[1:]) for e in sorted(EXCEL_ERRORS)) + ")")
+    "#EXTERNAL!", "#PYTHON!",
+    "#ERROR!"})  # Google Sheets' own; its others are Excel's
+# LibreOffice exports most of its errors as Err: and a 3-digit code (Err:502, Err:504)
+_CODED_ERROR = re.compile(r"Err:\d{3}")
+_ERROR_TEXT = re.compile("#(?:" + "|".join(re.escape(e[1:]) for e in sorted(EXCEL_ERRORS))
+                         + r")|Err:\d{3}")
+
+
+def is_exported_error(cell: str) -> bool:
+    """Whether a CSV cell is, whole, a spreadsheet's formula error exported as text."""
+    return cell in EXCEL_ERRORS or (cell[:4] == "Err:" and _CODED_ERROR.fullmatch(cell)
+                                    is not None)
 
 
 @dataclass(frozen=True)
@@ -271,10 +281,10 @@ def _may_hold_an_error(text: str) -> bool:
 
 def _exported_errors(number: int, record: list[str]) -> list[Any]:
     """A CSV row whose cells that hold a spreadsheet's error (#N/A ...) are BadCells."""
-    if not any(cell in EXCEL_ERRORS for cell in record):
+    if not any(map(is_exported_error, record)):
         return record
     return FlaggedRow(BadCell(f"{_letter(index)}{number}", "exported", cell)
-                      if cell in EXCEL_ERRORS else cell for index, cell in enumerate(record))
+                      if is_exported_error(cell) else cell for index, cell in enumerate(record))
 
 
 # --- CSV -----------------------------------------------------------------------------------
@@ -294,14 +304,30 @@ def _detect_delimiter(sample: str) -> str:
     return best if counts[best] else ","
 
 
-def _decoded_lines(handle: IO[bytes], encoding: str) -> Iterator[str]:
+class LineTooLong(Exception):
+    """A line of a CSV file longer than a cell may be: raised before it is read whole."""
+
+
+def _bounded(readline: Callable[[int], Any], limit: int) -> Iterator[Any]:
+    """The lines ``readline`` gives, each read with a size limit: a longer line raises
+    LineTooLong once ``limit`` of it is read, never read whole (a file of one 1 GB line)."""
+    while line := readline(limit + 1):
+        if len(line) > limit and line[-1:] not in ("\n", b"\n"):
+            raise LineTooLong
+        yield line
+
+
+def _decoded_lines(handle: IO[bytes], encoding: str, limit: int) -> Iterator[str]:
     """Decode line by line, so that a bad byte is reported at its own row.
 
     Every encoding handled here is ASCII-compatible, so b"\\n" always ends a line; a lone CR
     (old Mac line ends, or mixed endings) ends one too.
     """
     decoder = codecs.getincrementaldecoder(encoding)()
-    for raw in handle:
+    readline, size = handle.readline, limit + 1  # as _bounded, without its generator
+    while raw := readline(size):
+        if len(raw) > limit and raw[-1:] != b"\n":
+            raise LineTooLong
         text = decoder.decode(raw)
         if "\r" in text.rstrip("\r\n"):
             yield from (piece for piece in _LONE_CR.split(text) if piece)
@@ -328,10 +354,12 @@ def _open_csv(recipients: Recipients) -> Sheet:
     if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
         encoding = "utf-8-sig"  # same thing, but a BOM is not part of the first column name
     lines: Iterator[str]
+    opened: IO[Any] = handle  # what to close: the text wrapper, if any, closes the file
     if codecs.lookup(encoding).name.startswith(("utf-16", "utf-32")):
-        lines = io.TextIOWrapper(handle, encoding=encoding, newline="")
+        opened = io.TextIOWrapper(handle, encoding=encoding, newline="")
+        lines = _bounded(opened.readline, CSV_CELL_LIMIT)
     else:
-        lines = _decoded_lines(handle, encoding)
+        lines = _decoded_lines(handle, encoding, CSV_CELL_LIMIT)
 
     def decode_error(exc: UnicodeDecodeError, number: int) -> SheetError:
         return SheetError(
@@ -353,6 +381,12 @@ def _open_csv(recipients: Recipients) -> Sheet:
             return None
         except UnicodeDecodeError as exc:
             raise decode_error(exc, number + 1) from exc
+        except LineTooLong:
+            raise SheetError(f"a line is longer than {CSV_CELL_LIMIT // 1024**2} MB, more than "
+                             "a cell may hold; the rest of the file was not read", path=path,
+                             row=number + 1,
+                             hint="a sheet whose file is a single line has the wrong line "
+                                  "ends, or is not a CSV file: export it again as CSV") from None
         except csv.Error as exc:
             raise SheetError(f"malformed CSV: {exc}", path=path, row=number + 1,
                              hint="check the quotes in this row: a cell that holds the "
@@ -372,7 +406,7 @@ def _open_csv(recipients: Recipients) -> Sheet:
             raise _empty_header(path, number)
         columns = _header(path, number, record)
     except SheetError:
-        handle.close()
+        opened.close()
         raise
 
     def rows() -> Iterator[Row]:
@@ -380,10 +414,10 @@ def _open_csv(recipients: Recipients) -> Sheet:
         try:
             while (record := next_record()) is not None:
                 joined = "".join(record)
-                # every error ends in ! but #N/A, #NAME? and #GETTING_DATA: tests in C rule
-                # out most rows with a # (a link's #fragment) before the pattern looks
-                if "#" in joined and ("!" in joined or "#N" in joined or "#G" in joined) \
-                        and _may_hold_an_error(joined):
+                # every error ends in ! but #N/A, #NAME?, #GETTING_DATA and Err:502: tests
+                # in C rule out most rows with a # (a link's #fragment) before the pattern
+                if (("#" in joined and ("!" in joined or "#N" in joined or "#G" in joined))
+                        or "Err:" in joined) and _may_hold_an_error(joined):
                     record = _exported_errors(number, record)
                 elif _is_usual(record, width, named) and "\x00" not in joined:
                     yield _usual_row(number, columns, record, record)
@@ -392,9 +426,9 @@ def _open_csv(recipients: Recipients) -> Sheet:
                 if row is not None:
                     yield row
         finally:
-            handle.close()
+            opened.close()
 
-    return Sheet(path, columns, rows(), handle)
+    return Sheet(path, columns, rows(), opened)
 
 
 # --- XLSX ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import glob
 import os
 import re
 import shutil
@@ -254,7 +255,7 @@ def test_the_classic_samples_placeholders_are_to_dos(tmp_path: Path) -> None:
 def test_an_attachment_name_stays_one_value(attachment: str) -> None:
     converted = convert(f"TO: {{{{email}}}}\nFROM: a@example.org\nSUBJECT: s\n"
                         f"ATTACHMENT: {attachment}\n\nHi\n", None, name="x", sheet="p.csv")
-    assert yaml.safe_load(converted.campaign)["attachments"] == [attachment]
+    assert yaml.safe_load(converted.campaign)["attachments"] == [glob.escape(attachment)]
 
 
 def test_file_names_in_the_comment_cannot_add_keys() -> None:
@@ -354,3 +355,94 @@ def test_a_template_of_unclosed_images_converts_in_linear_time() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, cwd=Path(__file__).resolve().parent.parent)
     assert done.stdout == "['a.png']\n", done.stderr
+
+
+def test_a_literal_attachment_name_is_not_read_as_a_glob_or_jinja(tmp_path: Path) -> None:
+    """`[DRAFT]` in a file name was a character class once imported: the import's own check
+    found no file, and a file `T report.pdf` would have been attached instead; a `{{` in a
+    name would have been rendered as Jinja."""
+    classic = tmp_path / "classic"
+    shutil.copytree(CASES / "attachments", classic)
+    names = ["[DRAFT] report.pdf", "odd {{ name.txt", "what? *.txt", "{{number}} [v2].txt"]
+    decoys = ["T report.pdf", "what_ x.txt", "17 2.txt", "1 v.txt"]
+    for name in names[:3] + decoys + ["17 [v2].txt", "1 [v2].txt"]:
+        (classic / name).write_text(f"this is {name}")
+    template = classic / "mailmerge_template.txt"
+    text = template.read_text()
+    template.write_text(text.replace("ATTACHMENT: attachment_1.txt\n", "".join(
+        f"ATTACHMENT: {name}\n" for name in names)))
+    result = CliRunner().invoke(cli, ["import", str(classic), str(tmp_path / "new")],
+                                catch_exceptions=False)
+    assert "Checked: 2 rows, 2 messages ok." in result.output, result.output
+    assert not any((tmp_path / "new" / decoy).exists() for decoy in decoys)
+    for outcome in iter_messages(load_campaign(tmp_path / "new" / "campaign.yaml")):
+        assert outcome.built is not None
+        message = parse(outcome.built.data)
+        got = sorted(name for name, _ in attachments(message))
+        number = "17" if "myself" in str(message["To"]) else "1"
+        assert got == sorted([*names[:3], f"{number} [v2].txt", "attachment_2.pdf",
+                              f"attachment_{number}.txt"])
+
+
+def test_an_import_removes_what_a_killed_import_left(tmp_path: Path) -> None:
+    """SIGKILL during an import left its hidden work folder beside the target for ever;
+    the next import removes those whose process is gone, and keeps one whose runs."""
+    code = ("import os, signal, sys, tempfile; from pathlib import Path;"
+            "import mailmerge.classic as c; target = Path(sys.argv[1]);"
+            "c.shutil.copyfileobj = lambda *a: os.kill(os.getpid(), signal.SIGKILL);"
+            "c.import_classic(Path(sys.argv[2]), target)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "new"),
+                           str(CASES / "html")], capture_output=True, check=False)
+    assert done.returncode == -9, done.stderr
+    left, = (p.name for p in tmp_path.iterdir())
+    assert left.startswith(".new.") and left.endswith(".importing")
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                          stdin=subprocess.PIPE) as running:
+        busy = tmp_path / f".other.{running.pid}.abcd1234.importing"
+        busy.mkdir()
+        import_classic(CASES / "html", tmp_path / "new")
+        assert running.stdin is not None
+        running.stdin.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [busy.name, "new"]
+
+
+@pytest.mark.parametrize("which", ["mailmerge_template.txt", "mailmerge_server.conf"])
+def test_a_huge_template_or_config_is_refused_without_reading_it_whole(
+        tmp_path: Path, which: str) -> None:
+    """The template and the configuration were read whole, however large."""
+    classic = tmp_path / "classic"
+    shutil.copytree(CASES / "html", classic)
+    with open(classic / which, "ab") as handle:
+        handle.writelines(b"#" * 2**20 + b"\n" for _ in range(40))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as info:
+            import_classic(classic, tmp_path / "new")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    what = "template" if "template" in which else "config"
+    assert str(info.value).startswith(
+        f"the classic {what} file {classic / which} is larger than 16 MB")
+    assert peak < 20 * 2**20, peak  # 40 MB were there
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classic"]
+
+
+def test_an_import_whose_database_has_a_huge_line_says_where(tmp_path: Path) -> None:
+    """The import's check read a 200 MB line whole (617 MB) before refusing it."""
+    classic = tmp_path / "classic"
+    shutil.copytree(CASES / "html", classic)
+    with open(classic / "mailmerge_database.csv", "ab") as handle:
+        handle.writelines(b"x" * 2**20 for _ in range(20))
+    tracemalloc.start()
+    try:
+        result = CliRunner().invoke(cli, ["import", str(classic), str(tmp_path / "new")],
+                                    catch_exceptions=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    rows = len((classic / "mailmerge_database.csv").read_bytes().splitlines())
+    assert result.exit_code == 1, result.output
+    assert (f"  {tmp_path / 'new' / 'mailmerge_database.csv'}, row {rows}: a line is longer "
+            "than 16 MB") in result.output
+    assert peak < 40 * 2**20, peak

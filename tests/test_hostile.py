@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from mailmerge import MailmergeError
 from mailmerge import sheet as sheet_module
 from mailmerge.cli import cli
 
@@ -484,3 +485,139 @@ def test_a_cell_of_an_equals_sign_and_many_spaces_is_checked_at_once(basic) -> N
                            str(c.folder / "campaign.yaml")], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+
+def _spamassassin_printing(tmp_path: Path, monkeypatch, code: str) -> None:
+    """A program called spamassassin, first on PATH, that reads its input and runs
+    ``code`` (with sys imported)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    program = folder / "spamassassin"
+    program.write_text(f"#!{sys.executable}\nimport sys\nsys.stdin.buffer.read()\n{code}\n")
+    program.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_spamassassins_output_is_kept_up_to_a_limit(basic, tmp_path: Path,
+                                                    monkeypatch) -> None:
+    """Its output was read whole: 1.5 GB printed before a verdict took 2.97 GB."""
+    import tracemalloc
+
+    from mailmerge.spamcheck import spam_score
+    c = basic()
+    _spamassassin_printing(tmp_path, monkeypatch,
+                           "for _ in range(48): sys.stdout.buffer.write(b'x' * 2**20)\n"
+                           f"sys.stdout.write({_VERDICT!r})")
+    tracemalloc.start()
+    try:
+        with pytest.raises(MailmergeError) as info:
+            spam_score(b"Subject: x\r\n\r\nx\r\n")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, peak  # 48 MB were printed
+    assert str(info.value).startswith(
+        "SpamAssassin gave no verdict in the first 1 MB of its output, which went on")
+    result = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml"), "--spam"])
+    assert result.exit_code == 2 and "in the first 1 MB of its output" in result.output
+
+
+def test_a_spamassassin_score_with_a_decimal_comma_is_read(tmp_path: Path,
+                                                           monkeypatch) -> None:
+    """`score=1,5` (a locale with a decimal comma) was read as 1.0."""
+    from mailmerge.spamcheck import spam_score
+    report = ("X-Spam-Status: No, score=1,5 required=5,0 tests=ODD_RULE autolearn=no\n\n"
+              "Content analysis details:   (1,5 points, 5,0 required)\n\n"
+              " pts rule name              description\n"
+              "---- ---------------------- ------------------\n"
+              " 1,5 ODD_RULE               odd\n\n")
+    _spamassassin_printing(tmp_path, monkeypatch, f"sys.stdout.write({report!r})")
+    score = spam_score(b"Subject: x\r\n\r\nx\r\n")
+    assert (score.score, score.required) == (1.5, 5.0)
+    assert [(r.name, r.points) for r in score.rules] == [("ODD_RULE", 1.5)]
+
+
+def test_the_rules_after_a_long_message_are_still_read(tmp_path: Path, monkeypatch) -> None:
+    """SpamAssassin's report follows the message it echoes, which may be megabytes: the
+    end of its output is kept as well as its start."""
+    from mailmerge.spamcheck import spam_score
+    report = ("\nContent analysis details:   (0.3 points, 5.0 required)\n\n"
+              " pts rule name              description\n"
+              "---- ---------------------- ------------------\n"
+              " 0.3 ODD_RULE               odd\n\n")
+    _spamassassin_printing(tmp_path, monkeypatch,
+                           f"sys.stdout.write({_VERDICT!r} + '\\n')\n"
+                           "for _ in range(3): sys.stdout.buffer.write(b'x' * 2**20 + b'\\n')\n"
+                           f"sys.stdout.write({report!r})")
+    score = spam_score(b"Subject: x\r\n\r\nx\r\n")
+    assert (score.score, [r.name for r in score.rules]) == (0.3, ["ODD_RULE"])
+
+
+def test_a_run_keeps_the_first_rows_of_each_problem_and_counts_the_rest(basic) -> None:
+    """Every duplicate row was kept to the end of the run: 1.2 million rows sharing 1,000
+    addresses took 1.3 GB. Now the first rows of each problem are kept, and counted all."""
+    from mailmerge import load_campaign
+    from mailmerge.pipeline import check_campaign
+    rows = [["email", "name"]] + [[f"p{i % 7}@example.org", "A"] for i in range(3000)]
+    c = basic(rows=rows)
+    report = check_campaign(load_campaign(c.folder / "campaign.yaml"))
+    assert report.failed_rows == 2993
+    assert len(report.problems) == 7 * 10  # the first 10 rows of each of the 7 problems
+    result = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml")])
+    assert result.exit_code == 1
+    assert "Problems in 2993 of 3000 rows:" in result.output, result.output
+    assert ("recipient key 'p0@example.org' is also on row 2; each recipient must appear "
+            "once; remove the duplicate row (addresses are compared without regard to case; "
+            "name a unique column with `recipients: {key: ...}` to tell them apart) "
+            "[rows 9, 16, 23, 30, 37, 44, 51, 58, 65, 72, ... (428 rows)]") in result.output
+
+
+@pytest.mark.parametrize("error", ["Err:502", "Err:504", "#ERROR!"])
+def test_check_refuses_libreoffice_and_google_sheets_errors_in_csv(basic, error: str) -> None:
+    """LibreOffice's Err:502 and Google Sheets' #ERROR!, exported into a CSV cell, went out
+    as text and check said ok."""
+    c = basic(rows=[["email", "name"], ["a@x.org", error]])
+    result = CliRunner().invoke(cli, ["check", str(c.folder / "campaign.yaml")])
+    assert result.exit_code == 1, result.output
+    assert (f"row 2, column 'name' (cell B2): the cell holds {error}, a spreadsheet's "
+            "formula error exported as text") in result.output
+    assert "[rows" not in result.output  # used by the subject and the body: one row, once
+
+
+def test_rows_of_problems_past_those_kept_are_counted_and_said(monkeypatch, capsys) -> None:
+    """Past the first problems kept, rows are still counted, and the listing says so."""
+    from mailmerge.cli.common import _print_problems
+    from mailmerge.errors import RowError
+    from mailmerge.pipeline import Outcome, ProblemRows, Report
+    monkeypatch.setattr(ProblemRows, "KINDS_KEPT", 2)
+    monkeypatch.setattr(ProblemRows, "ROWS_KEPT", 2)
+    report = Report()
+    for row in range(2, 12):
+        report.count(Outcome(row, errors=(RowError(f"problem {row % 4}", row=row),)))
+    assert (report.failed_rows, len(report.problems)) == (10, 4)
+    _print_problems(report.problems)
+    assert capsys.readouterr().out == (
+        "  problem 2 [rows 2, 6, ... (3 rows)]\n"
+        "  problem 3 [rows 3, 7, ... (3 rows)]\n"
+        "  ... and 4 rows with other problems (the first 2 problems are listed)\n")
+
+
+def test_spamassassins_errors_are_kept_up_to_a_limit_with_their_last_line(
+        tmp_path: Path, monkeypatch) -> None:
+    """Its standard error was read whole too; its last line is what the error shows."""
+    import tracemalloc
+
+    from mailmerge.spamcheck import spam_score
+    _spamassassin_printing(tmp_path, monkeypatch,
+                           "for _ in range(8): sys.stderr.buffer.write(b'x' * 2**20)\n"
+                           "sys.stderr.write('\\nthe real reason\\n'); sys.exit(3)")
+    tracemalloc.start()
+    try:
+        with pytest.raises(MailmergeError) as info:
+            spam_score(b"Subject: x\r\n\r\nx\r\n")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(info.value).startswith(
+        "SpamAssassin gave no verdict (exit status 3): the real reason"), str(info.value)
+    assert peak < 4 * 2**20, peak

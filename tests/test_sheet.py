@@ -321,3 +321,42 @@ def test_each_kind_of_bad_cell_says_what_it_is_and_how_to_fix_it() -> None:
         "type the date in again, or format the cell as a number")
     assert describe_bad_cell(BadCell("B2", "error", "#SPILL!"))[0] == (
         "the cell holds the error #SPILL! that its formula gives")
+
+
+def test_csv_cells_holding_libreoffice_and_google_sheets_errors_are_bad_cells(
+        tmp_path: Path) -> None:
+    """LibreOffice exports an error as Err:502 (or its #NAME? ...), Google Sheets as #ERROR!:
+    both went out as text."""
+    path = write_csv(tmp_path / "p.csv", [["email", "a", "b", "c"],
+                                          ["a@x.org", "Err:502", "#ERROR!", "Err:504"],
+                                          ["b@x.org", "Err:5021", "Err:50", "see Err:502"]])
+    with open_sheet(Recipients(path=path)) as sheet:
+        rows = [(r.number, r.bad) for r in sheet]
+    assert rows == [(2, {"a": BadCell("B2", "exported", "Err:502"),
+                         "b": BadCell("C2", "exported", "#ERROR!"),
+                         "c": BadCell("D2", "exported", "Err:504")}),
+                    (3, None)]
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+def test_a_csv_line_longer_than_a_cell_may_be_is_never_read_whole(
+        tmp_path: Path, encoding: str) -> None:
+    """A line of 64 MB was read whole (and decoded) before the csv module found its
+    field too long: memory grew with the longest line of the file."""
+    import tracemalloc
+
+    from mailmerge.sheet import CSV_CELL_LIMIT
+
+    path = tmp_path / "p.csv"
+    with open(path, "w", encoding=encoding, newline="") as handle:
+        handle.write("email,name\r\na@x.org,A\r\nb@x.org,")
+        handle.writelines("x" * 1024**2 for _ in range(64))
+        handle.write("\r\n")
+    tracemalloc.start()
+    try:
+        message = error_of(path, encoding=encoding)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert message.startswith(f"{path}, row 3: a line is longer than 16 MB"), message
+    assert peak < 2.5 * CSV_CELL_LIMIT * (4 if encoding == "utf-16" else 1), peak

@@ -14,7 +14,7 @@ import click
 from ..campaign import Campaign, load_campaign, with_where
 from ..errors import ConfigError, MailmergeError
 from ..parallel import default_jobs
-from ..pipeline import Outcome, Report, Warned
+from ..pipeline import Outcome, ProblemKind, ProblemRows, Report, Warned, problem_kind
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,27 +108,35 @@ def _ranges(rows: list[int]) -> str:
 
 def _print_problems(problems: list[Outcome], most: int | None = None) -> None:
     """Every problem once (or the first ``most``); the same problem on many rows is one line
-    naming the rows."""
-    groups: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
-    errors: dict[tuple[Any, ...], MailmergeError] = {}
+    naming the rows (the first ones kept, and how many there are: see ProblemRows)."""
+    groups: OrderedDict[ProblemKind, list[int]] = OrderedDict()
+    errors: dict[ProblemKind, MailmergeError] = {}
+    kinds = problems.kinds if isinstance(problems, ProblemRows) else {}
     for outcome in problems:
         for error in outcome.errors:
-            sig = (type(error), str(error.path), error.line, error.column, error.message,
-                   error.hint)
-            groups.setdefault(sig, []).append(error.row or outcome.row)
+            sig = problem_kind(error)
+            rows = groups.setdefault(sig, [])
+            row = error.row or outcome.row
+            if not rows or rows[-1] != row:  # the same problem twice in a row is one
+                rows.append(row)
             errors.setdefault(sig, error)
     for index, (sig, rows) in enumerate(groups.items()):
         if most is not None and index == most:
             click.echo(f"  ... and {len(groups) - most} more; `mailmerge check` lists them all")
             break
         error = errors[sig]
-        if len(rows) == 1:
+        total = kinds.get(sig, len(rows))
+        if total == 1:
             click.echo(f"  {error}")
             continue
+        more = f", ... ({total} rows)" if total > len(rows) else ""
         row_saved = error.row
         error.row = None
-        click.echo(f"  {error} [rows {_ranges(rows)}]")
+        click.echo(f"  {error} [rows {_ranges(rows)}{more}]")
         error.row = row_saved
+    if isinstance(problems, ProblemRows) and problems.uncounted and most is None:
+        click.echo(f"  ... and {_n(problems.uncounted, 'row')} with other problems (the "
+                   f"first {ProblemRows.KINDS_KEPT} problems are listed)")
 
 
 def _progress(quiet: bool) -> Callable[[Outcome], None] | None:
