@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import difflib
+import glob
 import itertools
 import math
 import os
@@ -381,6 +382,17 @@ _JINJA_OTHER = re.compile(r"\{#.*?#\}|\{%.*?%\}", re.S)  # comments and statemen
 _JINJA_VALUE = re.compile(r"\{\{.*?\}\}", re.S)
 
 
+def _own_glob(entry: str) -> bool:
+    """Whether an `attachments` entry is a pattern by its own text (outside its values)."""
+    return glob.has_magic(_JINJA_VALUE.sub("", _JINJA_OTHER.sub("", entry)))
+
+
+def _literal_in_glob(value: Any) -> str:
+    """A value filled into an attachment path, with the characters a glob reads as a
+    pattern (``*``, ``?``, ``[``) made literal; the path's own text keeps its globs."""
+    return glob.escape(str(value))
+
+
 def _unquoted_values(path: Path) -> list[Notice]:
     """A warning for each ``{{ }}`` of the HTML template at ``path`` that stands inside a tag
     outside a quoted attribute value: autoescaping keeps a value data in text and in
@@ -444,7 +456,12 @@ class Renderer:
         self.subject = self._compile("subject", campaign.subject)
         self.headers = [(name, self._compile("headers", value))
                         for name, value in campaign.headers]
-        self.attachments = [self._compile("attachments", a) for a in campaign.attachments]
+        # a value in an attachment path is a file name, never a pattern: a cell of "*"
+        # would attach every invoice in the folder to one recipient
+        attach_env = self.env.overlay(finalize=_literal_in_glob)
+        self.attachments = [
+            (self._compile("attachments", a, attach_env), True) if _own_glob(a) else
+            (self._compile("attachments", a), False) for a in campaign.attachments]
         self.unsubscribe = [self._compile("unsubscribe", u) for u in campaign.unsubscribe]
         if not campaign.unsubscribe and not campaign.transactional:
             self.notices.append(Notice.warning(
@@ -507,9 +524,10 @@ class Renderer:
                              path=self.campaign.path, line=self.campaign.line_of(key),
                              hint=syntax_hint(exc.message or "", self.env))
 
-    def _compile(self, key: str, source: str) -> jinja2.Template:
+    def _compile(self, key: str, source: str, env: jinja2.Environment | None = None
+                 ) -> jinja2.Template:
         try:
-            return self.env.from_string(source)
+            return (env or self.env).from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise self._syntax_error(key, exc) from exc
 
@@ -708,8 +726,9 @@ class Renderer:
         else:
             text = attempt("text", lambda: html_to_text(html) if html else None, None)
         files: list[Path] = []
-        for tpl in self.attachments:
-            files += attempt("attachments", partial(self._render_attachment, tpl, ctx), [])
+        for tpl, pattern in self.attachments:
+            files += attempt("attachments", partial(self._render_attachment, tpl, pattern, ctx),
+                             [])
         attachments: list[Part] = attempt("attachments", partial(self._read_attachments, files),
                                           []) if files else []
 
@@ -891,12 +910,16 @@ class Renderer:
             part = self._images.put(src, self.files.part(path, cid_domain=CID_DOMAIN))
         return part
 
-    def _render_attachment(self, template: jinja2.Template, ctx: dict[str, Any]
-                           ) -> list[Path]:
+    def _render_attachment(self, template: jinja2.Template, pattern: bool,
+                           ctx: dict[str, Any]) -> list[Path]:
+        """The files of one `attachments` entry: a path, or a glob where the entry's own
+        text holds one (its values are names even then, see _literal_in_glob)."""
         value = fill(template, ctx).strip()
         if not value:
             return []
         try:
+            if not pattern:
+                return [resolve_inside(self.campaign.folder, value, "attachment")]
             return resolve_attachments(self.campaign.folder, value)
         except AssetProblem as exc:
             raise AssetProblem(str(exc)) from None

@@ -295,3 +295,20 @@ def test_a_wrong_value_is_blamed_for_what_it_is(basic, line: str, said: str) -> 
     assert said in result.output
     if "templates" in line:
         assert "is a folder, not a file" in result.output
+
+
+def test_a_cell_in_an_attachment_path_is_a_name_never_a_pattern(basic, tmp_path: Path) -> None:
+    """A cell of "*" must not attach every invoice in the folder to one recipient; the
+    path's own text keeps its patterns."""
+    c = basic('attachments: ["inv/{{ id }}.pdf", "notes/{{ id }}-*.txt"]\n',
+              rows=[["email", "name", "id"], ["a@x.org", "A", "1"], ["b@x.org", "B", "*"],
+                    ["c@x.org", "C", "[12]"]])
+    for name in ("inv/1.pdf", "inv/2.pdf", "notes/1-a.txt", "notes/1-b.txt", "notes/2-a.txt"):
+        c.file(f"campaign/{name}", b"%PDF-1.4 " + name.encode())  # beside campaign.yaml
+    out = tmp_path / "dry"
+    result = run("preview", _path(c), "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert "Problems in 2 of 3 rows" in result.output
+    (first,) = sorted(out.glob("*.eml"))
+    names = sorted(part.get_filename() for part in parse(first.read_bytes()).iter_attachments())
+    assert names == ["1-a.txt", "1-b.txt", "1.pdf"]

@@ -102,7 +102,10 @@ def cases() -> list[Case]:
              error="points outside"),
         Case("attach-directory", cells={"file": "docs"}, yaml=_ATTACH,
              setup=lambda c: (c.folder / "docs").mkdir(), error="is not a regular file"),
-        Case("attach-glob-thousands", cells={"file": "many/*"}, yaml=_ATTACH,
+        # a cell is a file name, never a pattern: "*" would attach every file there
+        Case("attach-glob-from-a-cell", cells={"file": "many/*"}, yaml=_ATTACH,
+             setup=_many_files, error=r"the attachment 'many/\*' does not exist"),
+        Case("attach-glob-thousands", cells={"file": "many"}, yaml="attachments: ['{{ file }}/*']\n",
              setup=_many_files, error="matches more than 100 files"),
         # HTML from cells
         Case("html-script", cells={"name": "<script>alert(1)</script>"},

@@ -249,11 +249,12 @@ def test_fallback_to_inlining_every_message_still_styles(basic) -> None:
 
 # --- attachments -------------------------------------------------------------------------
 
-def attach_campaign(cdir: CampaignDir, cells: list[str]) -> CampaignDir:
+def attach_campaign(cdir: CampaignDir, cells: list[str], entry: str = "{{ file }}"
+                    ) -> CampaignDir:
     cdir.file("templates/mail.txt", "x\n")
     cdir.csv([["email", "file"], *[[f"p{i}@x.org", cell] for i, cell in enumerate(cells)]])
     cdir.yaml("name: t\nfrom: n@acme.example\nsubject: Hi\nrecipients: people.csv\n"
-              "templates: {text: ../templates/mail.txt}\nattachments: ['{{ file }}']\n")
+              f"templates: {{text: ../templates/mail.txt}}\nattachments: ['{entry}']\n")
     return cdir
 
 
@@ -287,12 +288,17 @@ def test_attachment_globs(cdir: CampaignDir) -> None:
     for i in range(101):
         cdir.file(f"campaign/many/{i}.pdf", b"x")
     cdir.file("outside.pdf", b"x")
-    c = attach_campaign(cdir, ["docs/*.pdf", "nothing/*.pdf", "many/*.pdf", "../*.pdf"])
+    # the pattern is the entry's own text; the cells fill in names
+    c = attach_campaign(cdir, ["docs", "nothing", "many", "..", "d*"], "{{ file }}/*.pdf")
     outcomes = c.outcomes()
     assert [a.filename for a in outcomes[0].built.rendered.attachments] == ["a.pdf", "b.pdf"]
     assert "matches no file" in str(outcomes[1].errors[0])
     assert "matches more than 100 files; make it narrower" in str(outcomes[2].errors[0])
     assert "points outside" in str(outcomes[3].errors[0])
+    assert "matches no file" in str(outcomes[4].errors[0])  # "d*" is a name, not a pattern
+    # a cell that holds a pattern names a file of that name: never several files
+    c = attach_campaign(cdir, ["docs/*.pdf", "docs/[ab].pdf"])
+    assert all("does not exist" in str(o.errors[0]) for o in c.outcomes())
 
 
 def test_attachments_over_the_cap_are_refused_before_they_are_read(cdir: CampaignDir) -> None:
