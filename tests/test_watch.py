@@ -316,3 +316,33 @@ def test_a_render_changes_nothing_it_watches(cdir: CampaignDir) -> None:
         assert preview.changed()
     finally:
         preview.stop()
+
+
+@pytest.mark.parametrize("path", [
+    "/list/00000.js", "/list/00000.%6As", "/list/00000.%6a%73", "/list/00000%2ejs",
+    "/list/00000%2Ejs", "/list/00000.js/.", "/list/00000.js/", "/list/./00000.js",
+    "/list//00000.js", "//list/00000.js", "/list/00000.JS", "/LIST/00000.js",
+    "/parts/00002.j%73", "/parts/00002.js?x=1", "/parts/00002.js#x", "/%70arts/00002.js",
+    "/parts/../parts/00002.js", "/x/../list/00000.js", "/list/%2e%2e/list/00000.js",
+    "/list%2f00000.js", "/list%2F00000.js", "/list\\00000.js", "/list/00000.js%00",
+    "/list/00000.js%00.json", "/list/00000%00.json", "/list/%00", "/list/", "/parts",
+])
+def test_the_data_scripts_are_not_served_under_any_spelling_of_their_path(live, path) -> None:
+    """The handler decodes and normalises the path before it opens the file: the refusal
+    is decided on that path, not on the one written in the request."""
+    server = live()
+    for method in ("GET", "HEAD"):
+        status, headers, body = _ask(server.port, path, f"127.0.0.1:{server.port}",
+                                     method=method)
+        assert status == 404, (path, method, status, headers["Content-Type"])
+        assert b"a@x.org" not in body
+
+
+@pytest.mark.parametrize("path", ["/list/00000%2ejson", "/list/00000.%6Ason",
+                                  "/list/./00000.json", "//list/00000.json",
+                                  "/x/../list/00000.json", "/list/00000.json?v=2"])
+def test_the_json_data_is_found_by_the_path_the_file_system_sees(live, path) -> None:
+    server = live()
+    status, headers, body = _ask(server.port, path, f"127.0.0.1:{server.port}")
+    assert status == 200 and headers["Content-Type"] == "application/json", path
+    assert [entry["to"] for entry in json.loads(body)] == ["a@x.org", "b@x.org", "c@x.org"]

@@ -31,7 +31,6 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 from ..campaign import MAX_CAMPAIGN_FILE, Campaign, load_campaign, parse_campaign, with_where
 from ..errors import ConfigError, MailmergeError
@@ -45,6 +44,7 @@ POLL_SECONDS = 0.25
 MAX_WATCHED = 5000  # files and folders in the template folders; the rest is not watched
 HOST = "127.0.0.1"
 _DATA = re.compile(r"/(list|parts)/(\d{5,})\.json")  # a gallery data file, as JSON
+_SCRIPT_DATA = re.compile(r"\.js\Z|\A/(list|parts)(/|\Z)", re.I)  # served as JSON only
 _SCRIPTS = {"script", "worker", "sharedworker", "serviceworker", "audioworklet",
             "paintworklet", "xslt"}  # Sec-Fetch-Dest of a request that would run what it gets
 
@@ -102,12 +102,15 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         return True
 
     def _serve(self, head: bool) -> None:
-        path = urlsplit(self.path).path
+        # decided on the path as the file system sees it (decoded and normalised by the
+        # handler itself), not as written: `/list/00000.%6As` is `list/00000.js`
+        local = self.translate_path(self.path)
+        path = "/" + os.path.relpath(local, self.directory).replace(os.sep, "/")
         data = _DATA.fullmatch(path)
         if data is not None:
             self._send_json(data[1], data[2], head)
-        elif path.endswith(".js"):  # the file:// gallery's data: never run by a server's page
-            self.send_error(404)
+        elif "\0" in local or _SCRIPT_DATA.search(path):
+            self.send_error(404)  # the file:// gallery's data: never run by a server's page
         elif head:
             super().do_HEAD()
         else:
