@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -32,12 +32,16 @@ from .diskmemo import DiskMemo, default_folder, key_of
 
 T = TypeVar("T")
 
-_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
-_STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
+# The tags and blocks below are found with a start, then its end searched from there (see
+# _style_spans, _jinja_spans): a lazy `.*?` over the page is retried at every start and
+# takes time growing with the square of a page of many unclosed starts.
+_JINJA_OPEN = re.compile(r"\{[{%#]")
+_JINJA_CLOSE = {"{{": "}}", "{%": "%}", "{#": "#}"}
+_STYLE_OPEN = re.compile(r"<style\b", re.I)
+_STYLE_CLOSE = re.compile(r"</style\s*>", re.I)
 _STRUCTURAL = re.compile(r":(nth-|first-|last-|only-|empty)|[+~]", re.I)
 _REFERENCES = re.compile(r"\{%-?\s*(extends|include|import|from)\b")
 _DOCTYPE = re.compile(r"^\s*(<!doctype[^>]*>)", re.I)
-_ATTR_BEFORE = re.compile(r"""([\w:-]+)\s*=\s*(["'])[^"']*$""")
 # Rows on which inlining a template or a page once is compared with inlining the message.
 VERIFY_ROWS = 3
 
@@ -276,13 +280,41 @@ def inline_in_place(prefix: str, tags: tuple[str, ...], markup: str,
     return text[start + len(_BEGIN):stop]
 
 
+def _style_spans(html: str) -> Iterator[tuple[int, int]]:
+    """Where the contents of the `<style ...>...</style >` blocks are, in linear time: an
+    end not found from one start is not found from any later one."""
+    at = 0
+    while (start := _STYLE_OPEN.search(html, at)) is not None:
+        inside = html.find(">", start.end()) + 1
+        end = _STYLE_CLOSE.search(html, inside) if inside else None
+        if end is None:
+            return
+        yield inside, end.start()
+        at = end.end()
+
+
+def _jinja_spans(source: str) -> Iterator[tuple[int, int]]:
+    """Where the ``{{ }}``, ``{% %}`` and ``{# #}`` are, in linear time: a kind whose end
+    is not found from one start is not looked for again."""
+    at, unclosed = 0, set()
+    while (start := _JINJA_OPEN.search(source, at)) is not None:
+        kind = start.group()
+        end = -1 if kind in unclosed else source.find(_JINJA_CLOSE[kind], start.end())
+        if end < 0:
+            unclosed.add(kind)
+            at = start.start() + 1
+            continue
+        yield start.start(), end + 2
+        at = end + 2
+
+
 def needs_inlining(html: str) -> bool:
-    return bool(_STYLE_BLOCK.search(html))
+    return next(_style_spans(html), None) is not None
 
 
 def style_blocks(html: str) -> list[str]:
     """The contents of the `<style>` blocks."""
-    return _STYLE_BLOCK.findall(html)
+    return [html[start:end] for start, end in _style_spans(html)]
 
 
 def uses_other_templates(source: str) -> bool:
@@ -296,12 +328,32 @@ def value_in_tag(before: str, read: tuple[str, ...] = ("class", "id")) -> str | 
     start = before.rfind("<")
     if start <= before.rfind(">"):
         return None
-    attr = _ATTR_BEFORE.search(before, start)
-    if attr is None:
+    name = _open_attribute(before, start)
+    if name is None:
         return "a {{ value }} stands inside a tag, outside an attribute value"
-    if attr.group(1).lower() in read:
-        return f"a {attr.group(1).lower()} attribute is computed by Jinja"
+    if name.lower() in read:
+        return f"a {name.lower()} attribute is computed by Jinja"
     return None
+
+
+def _open_attribute(before: str, start: int) -> str | None:
+    """The name of the attribute whose quoted value ``before`` ends inside (``name="...``,
+    the last quote after ``start`` opening it), or None; read backwards from that quote."""
+    at = max(before.rfind('"', start), before.rfind("'", start)) - 1
+    at = _back_over(before, at, start, str.isspace)
+    if at < start or before[at] != "=":
+        return None
+    end = _back_over(before, at - 1, start, str.isspace)
+    at = _back_over(before, end, start, lambda c: c.isalnum() or c in "_:-")
+    return before[at + 1:end + 1] or None
+
+
+def _back_over(text: str, at: int, start: int, kind: Callable[[str], bool]) -> int:
+    """The index before the run of ``kind`` characters that ends at ``at`` (not before
+    ``start``)."""
+    while at >= start and kind(text[at]):
+        at -= 1
+    return at
 
 
 @dataclass(frozen=True)
@@ -324,19 +376,19 @@ def inline_template_once(source: str) -> Prepared:
         return Prepared(None, "the template outputs unescaped HTML (|safe), which may need styles")
     if uses_other_templates(source):
         return Prepared(None, "the template extends or includes other templates")
-    for block in _STYLE_BLOCK.finditer(source):
-        if _JINJA.search(block.group(1)):
+    for block in style_blocks(source):
+        if next(_jinja_spans(block), None) is not None:
             return Prepared(None, "a <style> block contains Jinja syntax")
-        if _STRUCTURAL.search(block.group(1)) and "{%" in source:
+        if _STRUCTURAL.search(block) and "{%" in source:
             return Prepared(None, "the CSS uses structural selectors (:nth-child, +, ~ ...) "
                                   "and the template has loops or conditions")
     originals: list[str] = []
     pieces: list[str] = []
     last = 0
-    for match in _JINJA.finditer(source):
-        before = source[last:match.start()]
+    for start, end in _jinja_spans(source):
+        before = source[last:start]
         pieces.append(before)
-        text = match.group(0)
+        text = source[start:end]
         context = "".join(pieces)
         index = len(originals)
         originals.append(text)
@@ -353,7 +405,7 @@ def inline_template_once(source: str) -> Prepared:
                 pieces.append(f"mmjv{index}x")  # <title> holds text only, not a comment
             else:
                 pieces.append(f"<!--mmjs{index}-->")
-        last = match.end()
+        last = end
     pieces.append(source[last:])
     protected = "".join(pieces)
     inlined = _inline_kept(protected)

@@ -1,0 +1,80 @@
+"""Scans over a whole page or template take time in proportion to its size.
+
+Each linear scan is compared with the regular expression it replaced (kept here as the
+reference) on many random strings built of the pieces that matter, and run on inputs
+crafted for the old expression (a lazy `.*?` or a greedy run retried at every start,
+which took time growing with the square of the size) in a process of its own, stopped
+after a generous time: a regular expression holds the interpreter while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from mailmerge import css
+
+EXAMPLES = int(os.environ.get("MAILMERGE_PROPERTY_EXAMPLES", 300))
+
+# the expressions the scans replaced
+OLD_STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
+OLD_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
+OLD_ATTR_BEFORE = re.compile(r"""([\w:-]+)\s*=\s*(["'])[^"']*$""")
+
+PIECES = ["<style", "<STYLE", "<\u017ftyle", "<style>", "<stylex>", "</style", "</style>",
+          "</style \n>", "</STYLE>", "</style x>", "</styles>", "<", ">", "{{", "}}", "{%",
+          "%}", "{#", "#}", "{", "}", "%", "#", "a", "B", "1", "_", ":", "-", " ", "\n",
+          "\t", "\x1c", "\u00a0", "\u3000", "é", "²", "٣", "=", '"', "'", "class", "id"]
+texts = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(texts)
+@example("<style a>b</style ><style>{{ c }}</STYLE\t><style>")
+@example("<style>{{ a }} {% b %}}} {# c")
+def test_the_style_blocks_are_those_the_old_expression_found(text: str) -> None:
+    assert css.style_blocks(text) == OLD_STYLE_BLOCK.findall(text)
+    assert css.needs_inlining(text) == bool(OLD_STYLE_BLOCK.search(text))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(texts)
+@example("{{ a }}{% b {# c #} %}{{ {{ d }}{#")
+def test_the_jinja_spans_are_those_the_old_expression_found(text: str) -> None:
+    assert list(css._jinja_spans(text)) == [m.span() for m in OLD_JINJA.finditer(text)]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(texts, st.integers(0, 3))
+@example('<a b:c-d_é² = "x', 0)
+@example("<a class='x\" id=\"", 0)
+def test_the_open_attribute_is_the_one_the_old_expression_found(text: str, extra: int
+                                                                 ) -> None:
+    for start in {0, max(text.rfind("<"), 0), min(extra, len(text))}:
+        old = OLD_ATTR_BEFORE.search(text, start)
+        assert css._open_attribute(text, start) == (old and old.group(1)), start
+
+
+CRAFTED = ["<style>" * 40_000, "<style " * 100_000, "<style>" + "</style " * 60_000,
+           "{{" * 40_000, "{%" * 40_000, "<p>" + "{#" * 40_000]
+
+
+def test_crafted_pages_are_scanned_in_linear_time() -> None:
+    """In a process of its own, stopped after 30 s (the old scans took minutes)."""
+    code = ("from tests.test_linear_scans import CRAFTED;"
+            "from mailmerge import css;"
+            "assert not any(css.needs_inlining(p) or css.style_blocks(p) for p in CRAFTED);"
+            "assert css.style_blocks(CRAFTED[0] + '</style>') == ['<style>' * 39_999];"
+            "assert all(css.inline_template_once(p + ' ' + p).source for p in CRAFTED[3:]);"
+            "assert css.value_in_tag('<' + 'a' * 100_000) is not None;"
+            "assert css.value_in_tag('<a ' + 'b' * 100_000 + '=\"') is None;"
+            "print('scanned')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout == "scanned\n", done.stderr
