@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import threading
 import time
@@ -346,3 +348,49 @@ def test_the_json_data_is_found_by_the_path_the_file_system_sees(live, path) -> 
     status, headers, body = _ask(server.port, path, f"127.0.0.1:{server.port}")
     assert status == 200 and headers["Content-Type"] == "application/json", path
     assert [entry["to"] for entry in json.loads(body)] == ["a@x.org", "b@x.org", "c@x.org"]
+
+
+@pytest.mark.parametrize(("relative", "text", "seen"), [
+    ("templates/layouts/base.html", "<p>{% block body %}{% endblock %} new layout</p>",
+     b"new layout"),
+    ("templates/junk/f59.txt", "junk changed", b"junk changed"),
+    ("templates/junk/later.html", "written later", b"written later"),
+    ("templates/macros/m.html", "{% macro sign() %}signed again{% endmacro %}",
+     b"signed again"),
+    ("templates/macros/f.html", "{% macro sign() %}from again{% endmacro %}", b"from again"),
+    ("templates/pics/logo.png", b"\x89PNG two", b"\x89PNG two"),
+], ids=["extends", "include", "include-missing", "import", "from-import", "image"])
+def test_past_the_limit_what_the_templates_extend_include_import_and_show_is_watched(
+        live, basic, monkeypatch, relative: str, text: str | bytes, seen: bytes) -> None:
+    """Folders of many files before them: the layout extended from a subfolder, a file
+    included from a big folder, macro files imported, an image the layout shows, and an
+    include not yet written are watched first, outside the limit."""
+    from mailmerge.preview import watch
+
+    monkeypatch.setattr(watch, "MAX_WATCHED", 40)
+    c = basic(html='{% extends "layouts/base.html" %}{% block body %}{{ name }} '
+                   '{% include "junk/f59.txt" %} {% include "junk/later.html" ignore missing %}'
+                   '{% endblock %}',
+              rows=[["email", "name"], ["a@x.org", "A"]])
+    for folder in ("assets", "junk"):
+        for i in range(60):
+            c.file(f"templates/{folder}/f{i:02d}.txt", f"{folder} {i}")
+    c.file("templates/layouts/base.html",
+           '{% import "macros/m.html" as m %}{% from "macros/f.html" import sign %}'
+           '<p>{% block body %}{% endblock %} {{ m.sign() }} {{ sign() }}'
+           '<img src="pics/logo.png" alt=""></p>')
+    c.file("templates/macros/m.html", "{% macro sign() %}signed{% endmacro %}")
+    c.file("templates/macros/f.html", "{% macro sign() %}from{% endmacro %}")
+    c.file("templates/pics/logo.png", b"\x89PNG one")
+    server = live(c)
+    assert server.preview.capped and server.first.error is None
+    c.file(relative, text)
+    _until(lambda: server.state() == {"version": 2, "error": None})
+    message = email.message_from_bytes((server.preview.out / "00002-a@x.org.eml").read_bytes(),
+                                       policy=email.policy.default)
+    html = message.get_body(("html",))
+    assert html is not None
+    images = [part.get_content() for part in message.walk()
+              if part.get_content_maintype() == "image"]
+    assert seen in html.get_content().encode() or images == [seen]
+

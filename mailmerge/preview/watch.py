@@ -6,10 +6,10 @@ number, bumped after each render, and the error of the last one: the page asks f
 a few times a second, reloads itself (keeping the selected message, the part shown and
 the scroll positions) when the version moves on, and shows an error over the messages
 it has instead of losing them. The files watched are the campaign file, the sheet, the
-suppression lists and the templates, then the folders and files in the templates' folders
-(images and included templates too, up to MAX_WATCHED); they are polled, which needs
-nothing from the platform. A file that is gone stays watched until it is back, and an
-output folder that is deleted is written again.
+suppression lists, the templates and those they extend, include and import, and the local
+images they show; then the folders and files in the templates' folders (up to
+MAX_WATCHED); they are polled, which needs nothing from the platform. A file that is gone
+stays watched until it is back, and an output folder that is deleted is written again.
 
 The server answers only its own page (see :class:`_Handler`): the sheet's recipients are
 in what it serves.
@@ -18,6 +18,7 @@ in what it serves.
 from __future__ import annotations
 
 import contextlib
+import html
 import http.server
 import json
 import os
@@ -31,11 +32,17 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import unquote
 
+import jinja2
+from jinja2 import meta
+
+from ..assets import img_srcs, is_local_src
 from ..campaign import MAX_CAMPAIGN_FILE, Campaign, load_campaign, parse_campaign, with_where
 from ..errors import ConfigError, MailmergeError
 from ..localfiles import read_bytes
 from ..pipeline import Report, iter_messages
+from ..render import make_environment
 from . import default_output_folder, preview_campaign
 from .folder import WATCH_FILE
 from .gallery import list_json, parts_json
@@ -155,12 +162,52 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _templates(campaign: Campaign) -> list[Path]:
+    return [t for t in (campaign.html_template, campaign.text_template,
+                        campaign.markdown_template, campaign.layout_template) if t is not None]
+
+
 def _named(campaign: Campaign) -> list[Path]:
     """The files the campaign names, which every render reads."""
-    templates = (campaign.html_template, campaign.text_template, campaign.markdown_template,
-                 campaign.layout_template)
-    return [campaign.path, campaign.recipients.path, *campaign.suppress,
-            *(t for t in templates if t is not None)]
+    return [campaign.path, campaign.recipients.path, *campaign.suppress, *_templates(campaign)]
+
+
+def _used(campaign: Campaign) -> list[Path]:
+    """The templates the campaign's templates extend, include and import (found in their
+    sources, as the render's loader finds them; where one is missing, each place it would be
+    looked for), and the local images they show: every render reads them, wherever they
+    stand in the templates' folders."""
+    named = _templates(campaign)
+    search = list(dict.fromkeys(t.parent for t in named))
+    env = make_environment(search, frozenset(t.name for t in named))
+    assert env.loader is not None
+    queue, seen, used = deque(t.name for t in named), set(), list[Path]()
+    while queue and len(used) < MAX_WATCHED:
+        name = queue.popleft()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            source, filename, _ = env.loader.get_source(env, name)
+            found = meta.find_referenced_templates(env.parse(source))
+        except jinja2.TemplateNotFound:
+            if ".." not in name.split("/"):
+                used += [folder / name for folder in search]
+            continue
+        except (jinja2.TemplateError, OSError, UnicodeDecodeError):
+            continue  # the render says what is wrong with it
+        used += [Path(filename)] if filename else []
+        used += _images(source, (campaign.html_template or campaign.markdown_template or
+                                 named[0]).parent)
+        queue.extend(n for n in found if n is not None)
+    return used
+
+
+def _images(source: str, folder: Path) -> list[Path]:
+    """The local images a template's source shows by a src written out (not computed)."""
+    srcs = (unquote(html.unescape(found.src).strip()) for found in img_srcs(source))
+    return [folder / src for src in srcs
+            if is_local_src(src) and "{" not in src and "\0" not in src]
 
 
 def _named_in(path: Path) -> list[Path]:
@@ -199,13 +246,13 @@ def _tree(folders: list[Path], out: Path) -> Iterator[Path]:
 
 
 def _files(campaign: Campaign, out: Path) -> tuple[list[Path], bool]:
-    """The files whose change makes a new preview: those the campaign names, then the
-    templates' folders up to MAX_WATCHED; and whether the folders held more."""
-    templates = (campaign.html_template, campaign.text_template, campaign.markdown_template,
-                 campaign.layout_template)
-    folders = list(dict.fromkeys(t.parent for t in templates if t is not None))
+    """The files whose change makes a new preview: those the campaign names and those its
+    templates use, always; then the templates' folders up to MAX_WATCHED; and whether the
+    folders held more."""
+    folders = list(dict.fromkeys(t.parent for t in _templates(campaign)))
     tree = list(islice(_tree(folders, out.resolve()), MAX_WATCHED + 1))
-    return [*_named(campaign), *tree[:MAX_WATCHED]], len(tree) > MAX_WATCHED
+    return ([*_named(campaign), *_used(campaign), *tree[:MAX_WATCHED]],
+            len(tree) > MAX_WATCHED)
 
 
 Stamp = tuple[tuple[str, int, int, int], ...]
