@@ -394,3 +394,16 @@ def test_past_the_limit_what_the_templates_extend_include_import_and_show_is_wat
               if part.get_content_maintype() == "image"]
     assert seen in html.get_content().encode() or images == [seen]
 
+
+def test_an_output_replaced_by_a_file_is_written_again_once_the_file_is_gone(
+        live) -> None:
+    import shutil
+
+    server = live()
+    out = server.preview.out
+    shutil.rmtree(out)
+    out.write_text("not a folder")
+    _until(lambda: server.preview.version == 1 and not server.preview._told)
+    out.unlink()
+    _until(lambda: server.state() == {"version": 2, "error": None})
+    assert (out / "00002-a@x.org.eml").is_file()

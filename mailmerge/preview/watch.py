@@ -9,7 +9,8 @@ it has instead of losing them. The files watched are the campaign file, the shee
 suppression lists, the templates and those they extend, include and import, and the local
 images they show; then the folders and files in the templates' folders (up to
 MAX_WATCHED); they are polled, which needs nothing from the platform. A file that is gone
-stays watched until it is back, and an output folder that is deleted is written again.
+stays watched until it is back, and an output folder that is deleted (or replaced by a
+file, then removed) is written again.
 
 The server answers only its own page (see :class:`_Handler`): the sheet's recipients are
 in what it serves.
@@ -287,6 +288,7 @@ class LivePreview:
         self.capped = False  # the templates' folders hold more than MAX_WATCHED
         self._stamp: Stamp = ()
         self._told = False  # watch.json was written: its going means the folder went
+        self._unwritable: Stamp | None = None  # the output as it was when it could not be
         self._stopped = threading.Event()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._port = port
@@ -346,14 +348,14 @@ class LivePreview:
             partial_file.write_text(json.dumps(state), encoding="utf-8")
             os.replace(partial_file, self.out / WATCH_FILE)
         except OSError as exc:
-            self._told = False
+            self._told, self._unwritable = False, _stamp([self.out])
             if rendering.error is None:
                 rendering.error = str(ConfigError(
                     f"cannot write the live preview into {self.out}: {exc.strerror or exc}",
                     hint="make that folder writable again (or stop and choose another "
                          "--out); the next change renders again"))
             return
-        self._told = True
+        self._told, self._unwritable = True, None
 
     def _watch(self, files: list[Path]) -> None:
         """Watch ``files`` from their state now: a change during the render renders again."""
@@ -361,10 +363,12 @@ class LivePreview:
         self.files, self._stamp = files, _stamp(files)
 
     def changed(self) -> bool:
-        """Whether a watched file changed since the last render began, or the output
-        folder (its watch.json) was deleted since it was written."""
+        """Whether a watched file changed since the last render began, the output folder
+        (its watch.json) was deleted since it was written, or the output that could not be
+        written (a file in its place, say) changed."""
         lost = self._told and not (self.out / WATCH_FILE).is_file()
-        return lost or _stamp(self.files) != self._stamp
+        freed = self._unwritable is not None and _stamp([self.out]) != self._unwritable
+        return lost or freed or _stamp(self.files) != self._stamp
 
     def run(self, on_render: Callable[[Rendering], None]) -> None:
         """After :meth:`start`: render again after every change, until :meth:`stop`."""
