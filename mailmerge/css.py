@@ -325,27 +325,50 @@ def value_in_tag(before: str, read: tuple[str, ...] = ("class", "id")) -> str | 
     """Why a value standing right after ``before`` (the page or source up to it) may change
     what the inliner does, or None: in text it cannot; inside a tag it must stand in a
     quoted attribute value that selectors do not read (``read``)."""
-    start = before.rfind("<")
-    if start <= before.rfind(">"):
-        return None
-    name = _open_attribute(before, start)
-    if name is None:
-        return "a {{ value }} stands inside a tag, outside an attribute value"
-    if name.lower() in read:
-        return f"a {name.lower()} attribute is computed by Jinja"
-    return None
+    return TagReader(before).value_at(len(before), read)
 
 
-def _open_attribute(before: str, start: int) -> str | None:
-    """The name of the attribute whose quoted value ``before`` ends inside (``name="...``,
-    the last quote after ``start`` opening it), or None; read backwards from that quote."""
-    at = max(before.rfind('"', start), before.rfind("'", start)) - 1
-    at = _back_over(before, at, start, str.isspace)
-    if at < start or before[at] != "=":
+class TagReader:
+    """:func:`value_in_tag` for values standing at increasing places of one text, in time
+    linear in its length: what was read before a place is kept, not read again."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._done = 0  # read up to here
+        self._lt = self._gt = self._quote = -1  # the last "<", ">" and quote read
+        self._name: tuple[tuple[int, int], str | None] = ((-1, -1), None)
+
+    def value_at(self, end: int, read: tuple[str, ...] = ("class", "id")) -> str | None:
+        """:func:`value_in_tag` of ``text[:end]``; ``end`` no less than the last one."""
+        text, done = self.text, self._done
+        self._lt = max(self._lt, text.rfind("<", done, end))
+        self._gt = max(self._gt, text.rfind(">", done, end))
+        self._quote = max(self._quote, text.rfind('"', done, end), text.rfind("'", done, end))
+        self._done = end
+        if self._lt <= self._gt:
+            return None
+        key = (self._lt, self._quote)  # a tag's values in the same quotes: read once
+        if self._name[0] != key:
+            self._name = (key, _open_attribute(text, self._lt, self._quote))
+        name = self._name[1]
+        if name is None:
+            return "a {{ value }} stands inside a tag, outside an attribute value"
+        if name.lower() in read:
+            return f"a {name.lower()} attribute is computed by Jinja"
         return None
-    end = _back_over(before, at - 1, start, str.isspace)
-    at = _back_over(before, end, start, lambda c: c.isalnum() or c in "_:-")
-    return before[at + 1:end + 1] or None
+
+
+def _open_attribute(text: str, start: int, quote: int) -> str | None:
+    """The name of the attribute whose value the ``quote`` at ``quote`` (the last one, after
+    ``start``) opens (``name="``), or None; read backwards from that quote."""
+    if quote < start:
+        return None
+    at = _back_over(text, quote - 1, start, str.isspace)
+    if at < start or text[at] != "=":
+        return None
+    end = _back_over(text, at - 1, start, str.isspace)
+    at = _back_over(text, end, start, lambda c: c.isalnum() or c in "_:-")
+    return text[at + 1:end + 1] or None
 
 
 def _back_over(text: str, at: int, start: int, kind: Callable[[str], bool]) -> int:
@@ -362,6 +385,56 @@ class Prepared:
 
     source: str | None
     reason: str | None = None
+
+
+class _Context:
+    """What a template protected so far ends in, kept as its pieces are added (joining them
+    at every Jinja tag took time growing with the square of their number): the text since
+    its last ">", whose "<" opens the tag it ends inside, and whether it ends in a
+    <title>. Neither "<title" nor "</title" can stand across two pieces."""
+
+    def __init__(self) -> None:
+        self.tag = ""
+        self.in_title = False
+
+    def add(self, piece: str) -> None:
+        closed = piece.rfind(">")
+        self.tag = piece[closed + 1:] if closed >= 0 else self.tag + piece
+        lowered = piece.lower()
+        opened, ended = lowered.rfind("<title"), lowered.rfind("</title")
+        if opened >= 0 or ended >= 0:
+            self.in_title = opened > ended
+
+
+def protect_jinja(source: str) -> tuple[str, list[str]] | str:
+    """The template source with its Jinja syntax stood aside as placeholders the inliner
+    leaves alone, and what each stands for; or why it cannot be."""
+    originals: list[str] = []
+    pieces: list[str] = []
+    last = 0
+    context = _Context()
+    for start, end in _jinja_spans(source):
+        context.add(source[last:start])
+        pieces.append(source[last:start])
+        text = source[start:end]
+        index = len(originals)
+        originals.append(text)
+        if text.startswith("{{"):
+            problem = value_in_tag(context.tag)
+            if problem is not None:
+                return problem
+            pieces.append(f"mmjv{index}x")
+        else:
+            if "<" in context.tag:
+                return "a {% %} statement stands inside a tag"
+            if context.in_title:
+                pieces.append(f"mmjv{index}x")  # <title> holds text only, not a comment
+            else:
+                pieces.append(f"<!--mmjs{index}-->")
+        context.add(pieces[-1])
+        last = end
+    pieces.append(source[last:])
+    return "".join(pieces), originals
 
 
 @functools.lru_cache(maxsize=8)
@@ -382,32 +455,10 @@ def inline_template_once(source: str) -> Prepared:
         if _STRUCTURAL.search(block) and "{%" in source:
             return Prepared(None, "the CSS uses structural selectors (:nth-child, +, ~ ...) "
                                   "and the template has loops or conditions")
-    originals: list[str] = []
-    pieces: list[str] = []
-    last = 0
-    for start, end in _jinja_spans(source):
-        before = source[last:start]
-        pieces.append(before)
-        text = source[start:end]
-        context = "".join(pieces)
-        index = len(originals)
-        originals.append(text)
-        if text.startswith("{{"):
-            problem = value_in_tag(context)
-            if problem is not None:
-                return Prepared(None, problem)
-            pieces.append(f"mmjv{index}x")
-        else:
-            if context.rfind("<") > context.rfind(">"):
-                return Prepared(None, "a {% %} statement stands inside a tag")
-            lowered = context.lower()
-            if lowered.rfind("<title") > lowered.rfind("</title"):
-                pieces.append(f"mmjv{index}x")  # <title> holds text only, not a comment
-            else:
-                pieces.append(f"<!--mmjs{index}-->")
-        last = end
-    pieces.append(source[last:])
-    protected = "".join(pieces)
+    made = protect_jinja(source)
+    if isinstance(made, str):
+        return Prepared(None, made)
+    protected, originals = made
     inlined = _inline_kept(protected)
 
     def restore(match: re.Match[str]) -> str:

@@ -35,12 +35,12 @@ from typing import Any, NamedTuple
 from .assets import CACHE_BYTES, Part, SizedCache
 from .css import (
     VERIFY_ROWS,
+    TagReader,
     agrees,
     inline_css,
     inline_in_place,
     needs_inlining,
     style_blocks,
-    value_in_tag,
 )
 from .notices import Notice
 from .pagescan import MAX_SHAPES, Page, PageScanner, picker
@@ -394,8 +394,9 @@ def _unsafe(page: str, placeholders: Placeholders) -> str | None:
         return "a <style> block holds a value"
     read = _READ + tuple(name.lower() for block in blocks
                          for name in _ATTRIBUTE_SELECTOR.findall(block))
+    tags = TagReader(page)  # not page[:start] at every value: linear in the page
     for match in placeholders.positions(page):
-        why = value_in_tag(page[:match.start()], read)
+        why = tags.value_at(match.start(), read)
         if why is not None:
             return why.replace("{{ }} expression", "value")
     return None

@@ -50,19 +50,78 @@ def test_the_jinja_spans_are_those_the_old_expression_found(text: str) -> None:
     assert list(css._jinja_spans(text)) == [m.span() for m in OLD_JINJA.finditer(text)]
 
 
+def old_value_in_tag(before: str, read: tuple[str, ...]) -> str | None:
+    start = before.rfind("<")
+    if start <= before.rfind(">"):
+        return None
+    attr = OLD_ATTR_BEFORE.search(before, start)
+    if attr is None:
+        return "a {{ value }} stands inside a tag, outside an attribute value"
+    if attr.group(1).lower() in read:
+        return f"a {attr.group(1).lower()} attribute is computed by Jinja"
+    return None
+
+
+def old_protect_jinja(source: str) -> tuple[str, list[str]] | str:
+    """The protection as it was: the pieces joined again at every Jinja tag."""
+    originals: list[str] = []
+    pieces: list[str] = []
+    last = 0
+    for match in OLD_JINJA.finditer(source):
+        pieces.append(source[last:match.start()])
+        text = match.group(0)
+        context = "".join(pieces)
+        index = len(originals)
+        originals.append(text)
+        if text.startswith("{{"):
+            problem = old_value_in_tag(context, ("class", "id"))
+            if problem is not None:
+                return problem
+            pieces.append(f"mmjv{index}x")
+        else:
+            if context.rfind("<") > context.rfind(">"):
+                return "a {% %} statement stands inside a tag"
+            lowered = context.lower()
+            if lowered.rfind("<title") > lowered.rfind("</title"):
+                pieces.append(f"mmjv{index}x")
+            else:
+                pieces.append(f"<!--mmjs{index}-->")
+        last = match.end()
+    pieces.append(source[last:])
+    return "".join(pieces), originals
+
+
 @settings(max_examples=EXAMPLES, deadline=None)
-@given(texts, st.integers(0, 3))
-@example('<a b:c-d_é² = "x', 0)
-@example("<a class='x\" id=\"", 0)
-def test_the_open_attribute_is_the_one_the_old_expression_found(text: str, extra: int
-                                                                 ) -> None:
-    for start in {0, max(text.rfind("<"), 0), min(extra, len(text))}:
-        old = OLD_ATTR_BEFORE.search(text, start)
-        assert css._open_attribute(text, start) == (old and old.group(1)), start
+@given(texts, st.lists(st.integers(0, 400), max_size=8))
+@example('<a b:c-d_é² = "x', [16])
+@example("<a class='x\" id=\"", [3, 12, 17, 17])
+@example('<a title="{{ x }} {{ y }}"> <b class="{{ z }}', [10, 18, 40])
+def test_a_tag_reader_says_what_value_in_tag_said_of_each_place(text: str,
+                                                                 ends: list[int]) -> None:
+    read = ("class", "id", "b")
+    reader = css.TagReader(text)
+    for end in sorted({min(end, len(text)) for end in ends}):
+        assert reader.value_at(end, read) == old_value_in_tag(text[:end], read), end
+    assert css.value_in_tag(text) == old_value_in_tag(text, ("class", "id"))
+
+
+TEMPLATE_PIECES = [*PIECES, "{{ a }}", "{% if b %}", "{% endif %}", "<title>", "</title>",
+                   "<TITLE x>", "</title >", "<p class=", '<a title="', "<img alt='", "{# c #}",
+                   "<!--", "-->"]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.sampled_from(TEMPLATE_PIECES), max_size=30).map("".join))
+@example('<title>{% if a %}x{% endif %}</title><p title="{{ a }}">{% if b %}')
+@example('<p class="{{ a }}">')
+def test_jinja_is_protected_as_before(source: str) -> None:
+    assert css.protect_jinja(source) == old_protect_jinja(source)
 
 
 CRAFTED = ["<style>" * 40_000, "<style " * 100_000, "<style>" + "</style " * 60_000,
-           "{{" * 40_000, "{%" * 40_000, "<p>" + "{#" * 40_000]
+           "{{" * 40_000, "{%" * 40_000, "<p>" + "{#" * 40_000,
+           "<p>{{ a }}</p>" * 20_000, "<title>" + "{% if a %}{% endif %}" * 20_000,
+           '<p title="' + "{{ a }} " * 20_000 + '">']
 
 
 def test_crafted_pages_are_scanned_in_linear_time() -> None:
