@@ -19,6 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailmerge import css
+from mailmerge.pageinline import split_tags
 
 EXAMPLES = int(os.environ.get("MAILMERGE_PROPERTY_EXAMPLES", 300))
 
@@ -137,3 +138,28 @@ def test_crafted_pages_are_scanned_in_linear_time() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, cwd=Path(__file__).resolve().parent.parent)
     assert done.stdout == "scanned\n", done.stderr
+
+
+OLD_TAG_OR_TEXT = re.compile(r"""(<(?:[^>"']|"[^"]*"|'[^']*')*>)""")
+MARKUP_PIECES = ["<", ">", '"', "'", "<b>", "</b>", '<a href="x>y">', "a", " ", "\n", "<<",
+                 "=", "é"]
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.lists(st.sampled_from(MARKUP_PIECES), max_size=40).map("".join))
+@example("<a \"<b>\" '")
+@example("<a '\"' <b \"'\"> \" <c>")
+def test_markup_is_split_into_tags_as_the_old_expression_split_it(markup: str) -> None:
+    assert split_tags(markup) == OLD_TAG_OR_TEXT.split(markup)
+
+
+def test_crafted_markup_is_split_in_linear_time() -> None:
+    """Unclosed tags and quotes, which each start of the old expression read to the end."""
+    code = ("from mailmerge.pageinline import split_tags;"
+            "pieces = ['<' * 60_000, '<a \"' * 30_000, \"<a '\" * 30_000, '<a \"<' * 30_000,"
+            "          '<a \"\\'' * 30_000 + '>'];"
+            "assert [len(split_tags(p)) for p in pieces] == [1, 1, 1, 1, 3];"
+            "print('split')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout == "split\n", done.stderr
