@@ -407,3 +407,25 @@ def test_an_output_replaced_by_a_file_is_written_again_once_the_file_is_gone(
     out.unlink()
     _until(lambda: server.state() == {"version": 2, "error": None})
     assert (out / "00002-a@x.org.eml").is_file()
+
+
+def test_past_the_limit_an_image_a_markdown_template_shows_is_watched(
+        live, cdir: CampaignDir, monkeypatch) -> None:
+    from mailmerge.preview import watch
+
+    monkeypatch.setattr(watch, "MAX_WATCHED", 40)
+    for i in range(60):
+        cdir.file(f"templates/assets/f{i:02d}.txt", "")
+    cdir.file("templates/mail.md", "Hello {{ name }}\n\n![logo](pics/logo.png)\n")
+    cdir.file("templates/pics/logo.png", b"\x89PNG one")
+    cdir.csv([["email", "name"], ["a@x.org", "A"]])
+    cdir.yaml("name: md\nfrom: a@example.org\nsubject: Hi\ntransactional: true\n"
+              "recipients: people.csv\ntemplates:\n  markdown: ../templates/mail.md\n")
+    server = live(cdir)
+    assert server.preview.capped and server.first.error is None
+    cdir.file("templates/pics/logo.png", b"\x89PNG two")
+    _until(lambda: server.state() == {"version": 2, "error": None})
+    message = email.message_from_bytes((server.preview.out / "00002-a@x.org.eml").read_bytes(),
+                                       policy=email.policy.default)
+    assert [part.get_content() for part in message.walk()
+            if part.get_content_maintype() == "image"] == [b"\x89PNG two"]

@@ -42,6 +42,7 @@ from ..assets import img_srcs, is_local_src
 from ..campaign import MAX_CAMPAIGN_FILE, Campaign, load_campaign, parse_campaign, with_where
 from ..errors import ConfigError, MailmergeError
 from ..localfiles import read_bytes
+from ..markdown_body import make_converter
 from ..pipeline import Report, iter_messages
 from ..render import make_environment
 from . import default_output_folder, preview_campaign
@@ -198,6 +199,10 @@ def _used(campaign: Campaign) -> list[Path]:
         except (jinja2.TemplateError, OSError, UnicodeDecodeError):
             continue  # the render says what is wrong with it
         used += [Path(filename)] if filename else []
+        markdown = campaign.markdown_template
+        if (markdown is not None and name == markdown.name) or name.endswith((".md",
+                                                                                ".markdown")):
+            source = make_converter().render(source)  # its images as the page will have them
         used += _images(source, (campaign.html_template or campaign.markdown_template or
                                  named[0]).parent)
         queue.extend(n for n in found if n is not None)
