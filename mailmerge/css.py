@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -32,12 +32,16 @@ from .diskmemo import DiskMemo, default_folder, key_of
 
 T = TypeVar("T")
 
-_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
-_STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.S | re.I)
+# The tags and blocks below are found with a start, then its end searched from there (see
+# _style_spans, _jinja_spans): a lazy `.*?` over the page is retried at every start and
+# takes time growing with the square of a page of many unclosed starts.
+_JINJA_OPEN = re.compile(r"\{[{%#]")
+_JINJA_CLOSE = {"{{": "}}", "{%": "%}", "{#": "#}"}
+_STYLE_OPEN = re.compile(r"<style\b", re.I)
+_STYLE_CLOSE = re.compile(r"</style\s*>", re.I)
 _STRUCTURAL = re.compile(r":(nth-|first-|last-|only-|empty)|[+~]", re.I)
 _REFERENCES = re.compile(r"\{%-?\s*(extends|include|import|from)\b")
 _DOCTYPE = re.compile(r"^\s*(<!doctype[^>]*>)", re.I)
-_ATTR_BEFORE = re.compile(r"""([\w:-]+)\s*=\s*(["'])[^"']*$""")
 # Rows on which inlining a template or a page once is compared with inlining the message.
 VERIFY_ROWS = 3
 
@@ -276,13 +280,41 @@ def inline_in_place(prefix: str, tags: tuple[str, ...], markup: str,
     return text[start + len(_BEGIN):stop]
 
 
+def _style_spans(html: str) -> Iterator[tuple[int, int]]:
+    """Where the contents of the `<style ...>...</style >` blocks are, in linear time: an
+    end not found from one start is not found from any later one."""
+    at = 0
+    while (start := _STYLE_OPEN.search(html, at)) is not None:
+        inside = html.find(">", start.end()) + 1
+        end = _STYLE_CLOSE.search(html, inside) if inside else None
+        if end is None:
+            return
+        yield inside, end.start()
+        at = end.end()
+
+
+def _jinja_spans(source: str) -> Iterator[tuple[int, int]]:
+    """Where the ``{{ }}``, ``{% %}`` and ``{# #}`` are, in linear time: a kind whose end
+    is not found from one start is not looked for again."""
+    at, unclosed = 0, set()
+    while (start := _JINJA_OPEN.search(source, at)) is not None:
+        kind = start.group()
+        end = -1 if kind in unclosed else source.find(_JINJA_CLOSE[kind], start.end())
+        if end < 0:
+            unclosed.add(kind)
+            at = start.start() + 1
+            continue
+        yield start.start(), end + 2
+        at = end + 2
+
+
 def needs_inlining(html: str) -> bool:
-    return bool(_STYLE_BLOCK.search(html))
+    return next(_style_spans(html), None) is not None
 
 
 def style_blocks(html: str) -> list[str]:
     """The contents of the `<style>` blocks."""
-    return _STYLE_BLOCK.findall(html)
+    return [html[start:end] for start, end in _style_spans(html)]
 
 
 def uses_other_templates(source: str) -> bool:
@@ -293,15 +325,58 @@ def value_in_tag(before: str, read: tuple[str, ...] = ("class", "id")) -> str | 
     """Why a value standing right after ``before`` (the page or source up to it) may change
     what the inliner does, or None: in text it cannot; inside a tag it must stand in a
     quoted attribute value that selectors do not read (``read``)."""
-    start = before.rfind("<")
-    if start <= before.rfind(">"):
+    return TagReader(before).value_at(len(before), read)
+
+
+class TagReader:
+    """:func:`value_in_tag` for values standing at increasing places of one text, in time
+    linear in its length: what was read before a place is kept, not read again."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._done = 0  # read up to here
+        self._lt = self._gt = self._quote = -1  # the last "<", ">" and quote read
+        self._name: tuple[tuple[int, int], str | None] = ((-1, -1), None)
+
+    def value_at(self, end: int, read: tuple[str, ...] = ("class", "id")) -> str | None:
+        """:func:`value_in_tag` of ``text[:end]``; ``end`` no less than the last one."""
+        text, done = self.text, self._done
+        self._lt = max(self._lt, text.rfind("<", done, end))
+        self._gt = max(self._gt, text.rfind(">", done, end))
+        self._quote = max(self._quote, text.rfind('"', done, end), text.rfind("'", done, end))
+        self._done = end
+        if self._lt <= self._gt:
+            return None
+        key = (self._lt, self._quote)  # a tag's values in the same quotes: read once
+        if self._name[0] != key:
+            self._name = (key, _open_attribute(text, self._lt, self._quote))
+        name = self._name[1]
+        if name is None:
+            return "a {{ value }} stands inside a tag, outside an attribute value"
+        if name.lower() in read:
+            return f"a {name.lower()} attribute is computed by Jinja"
         return None
-    attr = _ATTR_BEFORE.search(before, start)
-    if attr is None:
-        return "a {{ value }} stands inside a tag, outside an attribute value"
-    if attr.group(1).lower() in read:
-        return f"a {attr.group(1).lower()} attribute is computed by Jinja"
-    return None
+
+
+def _open_attribute(text: str, start: int, quote: int) -> str | None:
+    """The name of the attribute whose value the ``quote`` at ``quote`` (the last one, after
+    ``start``) opens (``name="``), or None; read backwards from that quote."""
+    if quote < start:
+        return None
+    at = _back_over(text, quote - 1, start, str.isspace)
+    if at < start or text[at] != "=":
+        return None
+    end = _back_over(text, at - 1, start, str.isspace)
+    at = _back_over(text, end, start, lambda c: c.isalnum() or c in "_:-")
+    return text[at + 1:end + 1] or None
+
+
+def _back_over(text: str, at: int, start: int, kind: Callable[[str], bool]) -> int:
+    """The index before the run of ``kind`` characters that ends at ``at`` (not before
+    ``start``)."""
+    while at >= start and kind(text[at]):
+        at -= 1
+    return at
 
 
 @dataclass(frozen=True)
@@ -310,6 +385,56 @@ class Prepared:
 
     source: str | None
     reason: str | None = None
+
+
+class _Context:
+    """What a template protected so far ends in, kept as its pieces are added (joining them
+    at every Jinja tag took time growing with the square of their number): the text since
+    its last ">", whose "<" opens the tag it ends inside, and whether it ends in a
+    <title>. Neither "<title" nor "</title" can stand across two pieces."""
+
+    def __init__(self) -> None:
+        self.tag = ""
+        self.in_title = False
+
+    def add(self, piece: str) -> None:
+        closed = piece.rfind(">")
+        self.tag = piece[closed + 1:] if closed >= 0 else self.tag + piece
+        lowered = piece.lower()
+        opened, ended = lowered.rfind("<title"), lowered.rfind("</title")
+        if opened >= 0 or ended >= 0:
+            self.in_title = opened > ended
+
+
+def protect_jinja(source: str) -> tuple[str, list[str]] | str:
+    """The template source with its Jinja syntax stood aside as placeholders the inliner
+    leaves alone, and what each stands for; or why it cannot be."""
+    originals: list[str] = []
+    pieces: list[str] = []
+    last = 0
+    context = _Context()
+    for start, end in _jinja_spans(source):
+        context.add(source[last:start])
+        pieces.append(source[last:start])
+        text = source[start:end]
+        index = len(originals)
+        originals.append(text)
+        if text.startswith("{{"):
+            problem = value_in_tag(context.tag)
+            if problem is not None:
+                return problem
+            pieces.append(f"mmjv{index}x")
+        else:
+            if "<" in context.tag:
+                return "a {% %} statement stands inside a tag"
+            if context.in_title:
+                pieces.append(f"mmjv{index}x")  # <title> holds text only, not a comment
+            else:
+                pieces.append(f"<!--mmjs{index}-->")
+        context.add(pieces[-1])
+        last = end
+    pieces.append(source[last:])
+    return "".join(pieces), originals
 
 
 @functools.lru_cache(maxsize=8)
@@ -324,38 +449,16 @@ def inline_template_once(source: str) -> Prepared:
         return Prepared(None, "the template outputs unescaped HTML (|safe), which may need styles")
     if uses_other_templates(source):
         return Prepared(None, "the template extends or includes other templates")
-    for block in _STYLE_BLOCK.finditer(source):
-        if _JINJA.search(block.group(1)):
+    for block in style_blocks(source):
+        if next(_jinja_spans(block), None) is not None:
             return Prepared(None, "a <style> block contains Jinja syntax")
-        if _STRUCTURAL.search(block.group(1)) and "{%" in source:
+        if _STRUCTURAL.search(block) and "{%" in source:
             return Prepared(None, "the CSS uses structural selectors (:nth-child, +, ~ ...) "
                                   "and the template has loops or conditions")
-    originals: list[str] = []
-    pieces: list[str] = []
-    last = 0
-    for match in _JINJA.finditer(source):
-        before = source[last:match.start()]
-        pieces.append(before)
-        text = match.group(0)
-        context = "".join(pieces)
-        index = len(originals)
-        originals.append(text)
-        if text.startswith("{{"):
-            problem = value_in_tag(context)
-            if problem is not None:
-                return Prepared(None, problem)
-            pieces.append(f"mmjv{index}x")
-        else:
-            if context.rfind("<") > context.rfind(">"):
-                return Prepared(None, "a {% %} statement stands inside a tag")
-            lowered = context.lower()
-            if lowered.rfind("<title") > lowered.rfind("</title"):
-                pieces.append(f"mmjv{index}x")  # <title> holds text only, not a comment
-            else:
-                pieces.append(f"<!--mmjs{index}-->")
-        last = match.end()
-    pieces.append(source[last:])
-    protected = "".join(pieces)
+    made = protect_jinja(source)
+    if isinstance(made, str):
+        return Prepared(None, made)
+    protected, originals = made
     inlined = _inline_kept(protected)
 
     def restore(match: re.Match[str]) -> str:

@@ -29,18 +29,19 @@ from __future__ import annotations
 
 import html as html_escape
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from .assets import CACHE_BYTES, Part, SizedCache
 from .css import (
     VERIFY_ROWS,
+    TagReader,
     agrees,
     inline_css,
     inline_in_place,
     needs_inlining,
     style_blocks,
-    value_in_tag,
 )
 from .notices import Notice
 from .pagescan import MAX_SHAPES, Page, PageScanner, picker
@@ -62,7 +63,7 @@ _RAW_TEXT = {"script", "style", "textarea", "title", "xmp", "plaintext", "iframe
 _TAG = re.compile(r"<(/?)([A-Za-z][\w:-]*)")
 _VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param",
          "source", "track", "wbr"}
-_TAG_OR_TEXT = re.compile(r"""(<(?:[^>"']|"[^"]*"|'[^']*')*>)""")
+_TAG_END = re.compile(r"""[>"']""")  # what a tag's scan stops at, outside quoted values
 # a text the parser and the writer may not leave as written; and '"', so that no text put
 # back could end an attribute value, wherever the parser had put its placeholder
 _NOT_AS_WRITTEN = re.compile(r'[&<>"\r\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
@@ -196,7 +197,7 @@ class PageInliner:
         parser and the writer leave as they are (no entity, no ``>``, no control
         character; not only blanks, which the parser keeps or drops by what is around)
         and that hold no double quote."""
-        parts = _TAG_OR_TEXT.split(markup)
+        parts = split_tags(markup)
         texts = parts[0::2]
         plain = [i for i, text in enumerate(texts)
                  if text and not text.isspace() and not _NOT_AS_WRITTEN.search(text)]
@@ -317,6 +318,45 @@ def _with(key: tuple[str | None, ...], pieces: list[str], indices: list[int],
     return tuple(marked)
 
 
+def split_tags(markup: str) -> list[str]:
+    """``markup`` as text, tag, text, ..., text: a tag is a "<" up to the first ">" outside
+    its quoted values (what `re.split(r"(<(?:[^>"']|"[^"]*"|'[^']*')*>)")` gives), found in
+    linear time: where a tag's scan stands outside quotes at a ">" or quote, it goes on
+    the same for every tag that gets there, so that is worked out once."""
+    stops = [m.start() for m in _TAG_END.finditer(markup)]
+    known: dict[int, int] = {}  # a stop reached outside quotes: the tag's ">", or -1
+    parts, done = [], 0
+    start = markup.find("<")
+    while start >= 0:
+        end = _tag_end(markup, start + 1, stops, known)
+        if end < 0:
+            start = markup.find("<", start + 1)
+            continue
+        parts += [markup[done:start], markup[start:end + 1]]
+        done = end + 1
+        start = markup.find("<", done)
+    return [*parts, markup[done:]]
+
+
+def _tag_end(markup: str, at: int, stops: list[int], known: dict[int, int]) -> int:
+    """Where the tag whose scan stands outside quotes at ``at`` ends (its ">"), or -1."""
+    passed, end = [], -1
+    while (index := bisect_left(stops, at)) < len(stops):
+        stop = stops[index]
+        if stop in known:
+            end = known[stop]
+            break
+        passed.append(stop)
+        if markup[stop] == ">":
+            end = stop
+            break
+        at = markup.find(markup[stop], stop + 1) + 1  # past the closing quote
+        if at == 0:
+            break
+    known.update(dict.fromkeys(passed, end))
+    return end
+
+
 def _itself(piece: str) -> str:
     return piece
 
@@ -394,8 +434,9 @@ def _unsafe(page: str, placeholders: Placeholders) -> str | None:
         return "a <style> block holds a value"
     read = _READ + tuple(name.lower() for block in blocks
                          for name in _ATTRIBUTE_SELECTOR.findall(block))
+    tags = TagReader(page)  # not page[:start] at every value: linear in the page
     for match in placeholders.positions(page):
-        why = value_in_tag(page[:match.start()], read)
+        why = tags.value_at(match.start(), read)
         if why is not None:
             return why.replace("{{ }} expression", "value")
     return None

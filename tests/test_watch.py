@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import threading
 import time
@@ -316,3 +318,114 @@ def test_a_render_changes_nothing_it_watches(cdir: CampaignDir) -> None:
         assert preview.changed()
     finally:
         preview.stop()
+
+
+@pytest.mark.parametrize("path", [
+    "/list/00000.js", "/list/00000.%6As", "/list/00000.%6a%73", "/list/00000%2ejs",
+    "/list/00000%2Ejs", "/list/00000.js/.", "/list/00000.js/", "/list/./00000.js",
+    "/list//00000.js", "//list/00000.js", "/list/00000.JS", "/LIST/00000.js",
+    "/parts/00002.j%73", "/parts/00002.js?x=1", "/parts/00002.js#x", "/%70arts/00002.js",
+    "/parts/../parts/00002.js", "/x/../list/00000.js", "/list/%2e%2e/list/00000.js",
+    "/list%2f00000.js", "/list%2F00000.js", "/list\\00000.js", "/list/00000.js%00",
+    "/list/00000.js%00.json", "/list/00000%00.json", "/list/%00", "/list/", "/parts",
+])
+def test_the_data_scripts_are_not_served_under_any_spelling_of_their_path(live, path) -> None:
+    """The handler decodes and normalises the path before it opens the file: the refusal
+    is decided on that path, not on the one written in the request."""
+    server = live()
+    for method in ("GET", "HEAD"):
+        status, headers, body = _ask(server.port, path, f"127.0.0.1:{server.port}",
+                                     method=method)
+        assert status == 404, (path, method, status, headers["Content-Type"])
+        assert b"a@x.org" not in body
+
+
+@pytest.mark.parametrize("path", ["/list/00000%2ejson", "/list/00000.%6Ason",
+                                  "/list/./00000.json", "//list/00000.json",
+                                  "/x/../list/00000.json", "/list/00000.json?v=2"])
+def test_the_json_data_is_found_by_the_path_the_file_system_sees(live, path) -> None:
+    server = live()
+    status, headers, body = _ask(server.port, path, f"127.0.0.1:{server.port}")
+    assert status == 200 and headers["Content-Type"] == "application/json", path
+    assert [entry["to"] for entry in json.loads(body)] == ["a@x.org", "b@x.org", "c@x.org"]
+
+
+@pytest.mark.parametrize(("relative", "text", "seen"), [
+    ("templates/layouts/base.html", "<p>{% block body %}{% endblock %} new layout</p>",
+     b"new layout"),
+    ("templates/junk/f59.txt", "junk changed", b"junk changed"),
+    ("templates/junk/later.html", "written later", b"written later"),
+    ("templates/macros/m.html", "{% macro sign() %}signed again{% endmacro %}",
+     b"signed again"),
+    ("templates/macros/f.html", "{% macro sign() %}from again{% endmacro %}", b"from again"),
+    ("templates/pics/logo.png", b"\x89PNG two", b"\x89PNG two"),
+], ids=["extends", "include", "include-missing", "import", "from-import", "image"])
+def test_past_the_limit_what_the_templates_extend_include_import_and_show_is_watched(
+        live, basic, monkeypatch, relative: str, text: str | bytes, seen: bytes) -> None:
+    """Folders of many files before them: the layout extended from a subfolder, a file
+    included from a big folder, macro files imported, an image the layout shows, and an
+    include not yet written are watched first, outside the limit."""
+    from mailmerge.preview import watch
+
+    monkeypatch.setattr(watch, "MAX_WATCHED", 40)
+    c = basic(html='{% extends "layouts/base.html" %}{% block body %}{{ name }} '
+                   '{% include "junk/f59.txt" %} {% include "junk/later.html" ignore missing %}'
+                   '{% endblock %}',
+              rows=[["email", "name"], ["a@x.org", "A"]])
+    for folder in ("assets", "junk"):
+        for i in range(60):
+            c.file(f"templates/{folder}/f{i:02d}.txt", f"{folder} {i}")
+    c.file("templates/layouts/base.html",
+           '{% import "macros/m.html" as m %}{% from "macros/f.html" import sign %}'
+           '<p>{% block body %}{% endblock %} {{ m.sign() }} {{ sign() }}'
+           '<img src="pics/logo.png" alt=""></p>')
+    c.file("templates/macros/m.html", "{% macro sign() %}signed{% endmacro %}")
+    c.file("templates/macros/f.html", "{% macro sign() %}from{% endmacro %}")
+    c.file("templates/pics/logo.png", b"\x89PNG one")
+    server = live(c)
+    assert server.preview.capped and server.first.error is None
+    c.file(relative, text)
+    _until(lambda: server.state() == {"version": 2, "error": None})
+    message = email.message_from_bytes((server.preview.out / "00002-a@x.org.eml").read_bytes(),
+                                       policy=email.policy.default)
+    html = message.get_body(("html",))
+    assert html is not None
+    images = [part.get_content() for part in message.walk()
+              if part.get_content_maintype() == "image"]
+    assert seen in html.get_content().encode() or images == [seen]
+
+
+def test_an_output_replaced_by_a_file_is_written_again_once_the_file_is_gone(
+        live) -> None:
+    import shutil
+
+    server = live()
+    out = server.preview.out
+    shutil.rmtree(out)
+    out.write_text("not a folder")
+    _until(lambda: server.preview.version == 1 and not server.preview._told)
+    out.unlink()
+    _until(lambda: server.state() == {"version": 2, "error": None})
+    assert (out / "00002-a@x.org.eml").is_file()
+
+
+def test_past_the_limit_an_image_a_markdown_template_shows_is_watched(
+        live, cdir: CampaignDir, monkeypatch) -> None:
+    from mailmerge.preview import watch
+
+    monkeypatch.setattr(watch, "MAX_WATCHED", 40)
+    for i in range(60):
+        cdir.file(f"templates/assets/f{i:02d}.txt", "")
+    cdir.file("templates/mail.md", "Hello {{ name }}\n\n![logo](pics/logo.png)\n")
+    cdir.file("templates/pics/logo.png", b"\x89PNG one")
+    cdir.csv([["email", "name"], ["a@x.org", "A"]])
+    cdir.yaml("name: md\nfrom: a@example.org\nsubject: Hi\ntransactional: true\n"
+              "recipients: people.csv\ntemplates:\n  markdown: ../templates/mail.md\n")
+    server = live(cdir)
+    assert server.preview.capped and server.first.error is None
+    cdir.file("templates/pics/logo.png", b"\x89PNG two")
+    _until(lambda: server.state() == {"version": 2, "error": None})
+    message = email.message_from_bytes((server.preview.out / "00002-a@x.org.eml").read_bytes(),
+                                       policy=email.policy.default)
+    assert [part.get_content() for part in message.walk()
+            if part.get_content_maintype() == "image"] == [b"\x89PNG two"]

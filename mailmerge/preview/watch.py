@@ -6,10 +6,11 @@ number, bumped after each render, and the error of the last one: the page asks f
 a few times a second, reloads itself (keeping the selected message, the part shown and
 the scroll positions) when the version moves on, and shows an error over the messages
 it has instead of losing them. The files watched are the campaign file, the sheet, the
-suppression lists and the templates, then the folders and files in the templates' folders
-(images and included templates too, up to MAX_WATCHED); they are polled, which needs
-nothing from the platform. A file that is gone stays watched until it is back, and an
-output folder that is deleted is written again.
+suppression lists, the templates and those they extend, include and import, and the local
+images they show; then the folders and files in the templates' folders (up to
+MAX_WATCHED); they are polled, which needs nothing from the platform. A file that is gone
+stays watched until it is back, and an output folder that is deleted (or replaced by a
+file, then removed) is written again.
 
 The server answers only its own page (see :class:`_Handler`): the sheet's recipients are
 in what it serves.
@@ -18,6 +19,7 @@ in what it serves.
 from __future__ import annotations
 
 import contextlib
+import html
 import http.server
 import json
 import os
@@ -31,12 +33,18 @@ from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
+import jinja2
+from jinja2 import meta
+
+from ..assets import img_srcs, is_local_src
 from ..campaign import MAX_CAMPAIGN_FILE, Campaign, load_campaign, parse_campaign, with_where
 from ..errors import ConfigError, MailmergeError
 from ..localfiles import read_bytes
+from ..markdown_body import make_converter
 from ..pipeline import Report, iter_messages
+from ..render import make_environment
 from . import default_output_folder, preview_campaign
 from .folder import WATCH_FILE
 from .gallery import list_json, parts_json
@@ -45,6 +53,7 @@ POLL_SECONDS = 0.25
 MAX_WATCHED = 5000  # files and folders in the template folders; the rest is not watched
 HOST = "127.0.0.1"
 _DATA = re.compile(r"/(list|parts)/(\d{5,})\.json")  # a gallery data file, as JSON
+_SCRIPT_DATA = re.compile(r"\.js\Z|\A/(list|parts)(/|\Z)", re.I)  # served as JSON only
 _SCRIPTS = {"script", "worker", "sharedworker", "serviceworker", "audioworklet",
             "paintworklet", "xslt"}  # Sec-Fetch-Dest of a request that would run what it gets
 
@@ -102,12 +111,15 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         return True
 
     def _serve(self, head: bool) -> None:
-        path = urlsplit(self.path).path
+        # decided on the path as the file system sees it (decoded and normalised by the
+        # handler itself), not as written: `/list/00000.%6As` is `list/00000.js`
+        local = self.translate_path(self.path)
+        path = "/" + os.path.relpath(local, self.directory).replace(os.sep, "/")
         data = _DATA.fullmatch(path)
         if data is not None:
             self._send_json(data[1], data[2], head)
-        elif path.endswith(".js"):  # the file:// gallery's data: never run by a server's page
-            self.send_error(404)
+        elif "\0" in local or _SCRIPT_DATA.search(path):
+            self.send_error(404)  # the file:// gallery's data: never run by a server's page
         elif head:
             super().do_HEAD()
         else:
@@ -152,12 +164,56 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def _templates(campaign: Campaign) -> list[Path]:
+    return [t for t in (campaign.html_template, campaign.text_template,
+                        campaign.markdown_template, campaign.layout_template) if t is not None]
+
+
 def _named(campaign: Campaign) -> list[Path]:
     """The files the campaign names, which every render reads."""
-    templates = (campaign.html_template, campaign.text_template, campaign.markdown_template,
-                 campaign.layout_template)
-    return [campaign.path, campaign.recipients.path, *campaign.suppress,
-            *(t for t in templates if t is not None)]
+    return [campaign.path, campaign.recipients.path, *campaign.suppress, *_templates(campaign)]
+
+
+def _used(campaign: Campaign) -> list[Path]:
+    """The templates the campaign's templates extend, include and import (found in their
+    sources, as the render's loader finds them; where one is missing, each place it would be
+    looked for), and the local images they show: every render reads them, wherever they
+    stand in the templates' folders."""
+    named = _templates(campaign)
+    search = list(dict.fromkeys(t.parent for t in named))
+    env = make_environment(search, frozenset(t.name for t in named))
+    assert env.loader is not None
+    queue, seen, used = deque(t.name for t in named), set(), list[Path]()
+    while queue and len(used) < MAX_WATCHED:
+        name = queue.popleft()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            source, filename, _ = env.loader.get_source(env, name)
+            found = meta.find_referenced_templates(env.parse(source))
+        except jinja2.TemplateNotFound:
+            if ".." not in name.split("/"):
+                used += [folder / name for folder in search]
+            continue
+        except (jinja2.TemplateError, OSError, UnicodeDecodeError):
+            continue  # the render says what is wrong with it
+        used += [Path(filename)] if filename else []
+        markdown = campaign.markdown_template
+        if (markdown is not None and name == markdown.name) or name.endswith((".md",
+                                                                                ".markdown")):
+            source = make_converter().render(source)  # its images as the page will have them
+        used += _images(source, (campaign.html_template or campaign.markdown_template or
+                                 named[0]).parent)
+        queue.extend(n for n in found if n is not None)
+    return used
+
+
+def _images(source: str, folder: Path) -> list[Path]:
+    """The local images a template's source shows by a src written out (not computed)."""
+    srcs = (unquote(html.unescape(found.src).strip()) for found in img_srcs(source))
+    return [folder / src for src in srcs
+            if is_local_src(src) and "{" not in src and "\0" not in src]
 
 
 def _named_in(path: Path) -> list[Path]:
@@ -196,13 +252,13 @@ def _tree(folders: list[Path], out: Path) -> Iterator[Path]:
 
 
 def _files(campaign: Campaign, out: Path) -> tuple[list[Path], bool]:
-    """The files whose change makes a new preview: those the campaign names, then the
-    templates' folders up to MAX_WATCHED; and whether the folders held more."""
-    templates = (campaign.html_template, campaign.text_template, campaign.markdown_template,
-                 campaign.layout_template)
-    folders = list(dict.fromkeys(t.parent for t in templates if t is not None))
+    """The files whose change makes a new preview: those the campaign names and those its
+    templates use, always; then the templates' folders up to MAX_WATCHED; and whether the
+    folders held more."""
+    folders = list(dict.fromkeys(t.parent for t in _templates(campaign)))
     tree = list(islice(_tree(folders, out.resolve()), MAX_WATCHED + 1))
-    return [*_named(campaign), *tree[:MAX_WATCHED]], len(tree) > MAX_WATCHED
+    return ([*_named(campaign), *_used(campaign), *tree[:MAX_WATCHED]],
+            len(tree) > MAX_WATCHED)
 
 
 Stamp = tuple[tuple[str, int, int, int], ...]
@@ -237,6 +293,7 @@ class LivePreview:
         self.capped = False  # the templates' folders hold more than MAX_WATCHED
         self._stamp: Stamp = ()
         self._told = False  # watch.json was written: its going means the folder went
+        self._unwritable: Stamp | None = None  # the output as it was when it could not be
         self._stopped = threading.Event()
         self._server: http.server.ThreadingHTTPServer | None = None
         self._port = port
@@ -296,14 +353,14 @@ class LivePreview:
             partial_file.write_text(json.dumps(state), encoding="utf-8")
             os.replace(partial_file, self.out / WATCH_FILE)
         except OSError as exc:
-            self._told = False
+            self._told, self._unwritable = False, _stamp([self.out])
             if rendering.error is None:
                 rendering.error = str(ConfigError(
                     f"cannot write the live preview into {self.out}: {exc.strerror or exc}",
                     hint="make that folder writable again (or stop and choose another "
                          "--out); the next change renders again"))
             return
-        self._told = True
+        self._told, self._unwritable = True, None
 
     def _watch(self, files: list[Path]) -> None:
         """Watch ``files`` from their state now: a change during the render renders again."""
@@ -311,10 +368,12 @@ class LivePreview:
         self.files, self._stamp = files, _stamp(files)
 
     def changed(self) -> bool:
-        """Whether a watched file changed since the last render began, or the output
-        folder (its watch.json) was deleted since it was written."""
+        """Whether a watched file changed since the last render began, the output folder
+        (its watch.json) was deleted since it was written, or the output that could not be
+        written (a file in its place, say) changed."""
         lost = self._told and not (self.out / WATCH_FILE).is_file()
-        return lost or _stamp(self.files) != self._stamp
+        freed = self._unwritable is not None and _stamp([self.out]) != self._unwritable
+        return lost or freed or _stamp(self.files) != self._stamp
 
     def run(self, on_render: Callable[[Rendering], None]) -> None:
         """After :meth:`start`: render again after every change, until :meth:`stop`."""
