@@ -33,7 +33,7 @@ from .diskmemo import DiskMemo, default_folder, key_of
 T = TypeVar("T")
 
 # The tags and blocks below are found with a start, then its end searched from there (see
-# _style_spans, _jinja_spans): a lazy `.*?` over the page is retried at every start and
+# _style_spans, jinja_spans): a lazy `.*?` over the page is retried at every start and
 # takes time growing with the square of a page of many unclosed starts.
 _JINJA_OPEN = re.compile(r"\{[{%#]")
 _JINJA_CLOSE = {"{{": "}}", "{%": "%}", "{#": "#}"}
@@ -293,7 +293,7 @@ def _style_spans(html: str) -> Iterator[tuple[int, int]]:
         at = end.end()
 
 
-def _jinja_spans(source: str) -> Iterator[tuple[int, int]]:
+def jinja_spans(source: str) -> Iterator[tuple[int, int]]:
     """Where the ``{{ }}``, ``{% %}`` and ``{# #}`` are, in linear time: a kind whose end
     is not found from one start is not looked for again."""
     at, unclosed = 0, set()
@@ -413,7 +413,7 @@ def protect_jinja(source: str) -> tuple[str, list[str]] | str:
     pieces: list[str] = []
     last = 0
     context = _Context()
-    for start, end in _jinja_spans(source):
+    for start, end in jinja_spans(source):
         context.add(source[last:start])
         pieces.append(source[last:start])
         text = source[start:end]
@@ -450,7 +450,7 @@ def inline_template_once(source: str) -> Prepared:
     if uses_other_templates(source):
         return Prepared(None, "the template extends or includes other templates")
     for block in style_blocks(source):
-        if next(_jinja_spans(block), None) is not None:
+        if next(jinja_spans(block), None) is not None:
             return Prepared(None, "a <style> block contains Jinja syntax")
         if _STRUCTURAL.search(block) and "{%" in source:
             return Prepared(None, "the CSS uses structural selectors (:nth-child, +, ~ ...) "

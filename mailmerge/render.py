@@ -378,13 +378,15 @@ def _template_frame(exc: BaseException, filenames: Collection[str]) -> tuple[str
     return found
 
 
-_JINJA_OTHER = re.compile(r"\{#.*?#\}|\{%.*?%\}", re.S)  # comments and statements
-_JINJA_VALUE = re.compile(r"\{\{.*?\}\}", re.S)
 
 
 def _own_glob(entry: str) -> bool:
     """Whether an `attachments` entry is a pattern by its own text (outside its values)."""
-    return glob.has_magic(_JINJA_VALUE.sub("", _JINJA_OTHER.sub("", entry)))
+    own, at = [], 0
+    for start, end in css.jinja_spans(entry):
+        own.append(entry[at:start])
+        at = end
+    return glob.has_magic("".join(own) + entry[at:])
 
 
 def _literal_in_glob(value: Any) -> str:
@@ -401,8 +403,13 @@ def _unquoted_values(path: Path) -> list[Notice]:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return []  # said where the template is loaded
-    markup = _JINJA_OTHER.sub(lambda m: re.sub(r"[^\n]", " ", m.group()), source)
-    values = [m.span() for m in _JINJA_VALUE.finditer(markup)]
+    spans = list(css.jinja_spans(source))
+    values = [(start, end) for start, end in spans if source.startswith("{{", start)]
+    chars = list(source)  # statements and comments blanked, lines kept
+    for start, end in spans:
+        if not source.startswith("{{", start):
+            chars[start:end] = [c if c == "\n" else " " for c in source[start:end]]
+    markup = "".join(chars)
     notices: list[Notice] = []
     while values and (found := value_outside_quotes(markup, values)) is not None:
         line = source.count("\n", 0, found.start) + 1
