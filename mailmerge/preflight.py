@@ -36,7 +36,8 @@ _CACHE_LIMIT = 4096  # judged tags kept; most rows share all but a link or two
 
 _ATTR = re.compile(r"""([\w:-]+)\s*(?:=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+)))?""")
 _WORD = re.compile(r"[^\W\d_]{3,}")
-_TAGS_AND_STYLE = re.compile(r"<(style|script|head)\b.*?</\1\s*>|<[^>]+>", re.I | re.S)
+_HIDDEN_BLOCK = re.compile(r"<(style|script|head)\b", re.I)  # its text is not shown
+_BLOCK_END = {name: re.compile(rf"</{name}\s*>", re.I) for name in ("style", "script", "head")}
 # Hosts no reader can reach: a placeholder left in (see campaign.placeholder_name) or a
 # name or address of a local network.
 _LOCAL_SUFFIXES = (".local", ".lan", ".internal", ".home.arpa")
@@ -364,10 +365,40 @@ def _words(text: str) -> set[str]:
     return {w.lower() for w in _WORD.findall(text)}
 
 
+
+def shown_text(html: str) -> str:
+    """``html`` with each tag, and each style, script and head block, as one space: the
+    text a reader sees. In linear time: a block kind or a ">" not found from one place is
+    not looked for again (a lazy expression over the page retried at every "<" took time
+    growing with the square of the unclosed starts)."""
+    out: list[str] = []
+    at, unclosed, no_end = 0, set(), False
+    while (lt := html.find("<", at)) >= 0:
+        out.append(html[at:lt])
+        block = _HIDDEN_BLOCK.match(html, lt)
+        name = block.group(1).lower() if block else ""
+        if block and name not in unclosed:
+            end = _BLOCK_END[name].search(html, block.end())
+            if end is not None:
+                out.append(" ")
+                at = end.end()
+                continue
+            unclosed.add(name)
+        gt = -1 if no_end else html.find(">", lt + 1)
+        no_end = gt < 0
+        if gt > lt + 1:  # a tag holds one character at least: "<>" is text
+            out.append(" ")
+            at = gt + 1
+        else:
+            out.append("<")
+            at = lt + 1
+    out.append(html[at:])
+    return "".join(out)
+
 def _overlap(html: str, text: str) -> float | None:
     """The smaller share of one part's distinct words that the other part has too; None
     when a part has too few words to say."""
-    shown = _words(html_module.unescape(_TAGS_AND_STYLE.sub(" ", html)))
+    shown = _words(html_module.unescape(shown_text(html)))
     written = _words(text)
     if len(shown) < 10 or len(written) < 10:
         return None
