@@ -6,6 +6,7 @@ import csv
 import email
 import email.policy
 import os
+import signal
 import textwrap
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
@@ -20,6 +21,14 @@ HTML = """<!DOCTYPE html>
 <html lang="en"><head><title>Hello</title><style>p { color: #336699; }</style></head>
 <body><p>Hello {{ name }}</p></body></html>
 """
+
+
+# A shell starts a background job (`pytest ... &`) with SIGINT ignored; every process the
+# tests start would inherit that, and Python leaves an ignored SIGINT ignored, so the
+# Ctrl-C tests would signal processes that never hear it. Handled here, it is the default
+# again in each of them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
