@@ -504,20 +504,11 @@ def _spamassassin_printing(tmp_path: Path, monkeypatch, code: str) -> None:
 def test_spamassassins_output_is_kept_up_to_a_limit(basic, tmp_path: Path,
                                                     monkeypatch) -> None:
     """Its output was read whole: 1.5 GB printed before a verdict took 2.97 GB."""
-    import tracemalloc
-
-    from mailmerge.spamcheck import spam_score
     c = basic()
     _spamassassin_printing(tmp_path, monkeypatch,
                            "for _ in range(48): sys.stdout.buffer.write(b'x' * 2**20)\n"
                            f"sys.stdout.write({_VERDICT!r})")
-    tracemalloc.start()
-    try:
-        with pytest.raises(MailmergeError) as info:
-            spam_score(b"Subject: x\r\n\r\nx\r\n")
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    info, peak = _spam_error_and_peak()
     assert peak < 8 * 2**20, peak  # 48 MB were printed
     assert str(info.value).startswith(
         "SpamAssassin gave no verdict in the first 1 MB of its output, which went on")
@@ -608,12 +599,20 @@ def test_rows_of_problems_past_those_kept_are_counted_and_said(monkeypatch, caps
 def test_spamassassins_errors_are_kept_up_to_a_limit_with_their_last_line(
         tmp_path: Path, monkeypatch) -> None:
     """Its standard error was read whole too; its last line is what the error shows."""
-    import tracemalloc
-
-    from mailmerge.spamcheck import spam_score
     _spamassassin_printing(tmp_path, monkeypatch,
                            "for _ in range(8): sys.stderr.buffer.write(b'x' * 2**20)\n"
                            "sys.stderr.write('\\nthe real reason\\n'); sys.exit(3)")
+    info, peak = _spam_error_and_peak()
+    assert str(info.value).startswith(
+        "SpamAssassin gave no verdict (exit status 3): the real reason"), str(info.value)
+    assert peak < 4 * 2**20, peak
+
+
+def _spam_error_and_peak() -> tuple[pytest.ExceptionInfo[MailmergeError], int]:
+    """The error spam_score raises on a one-line message, and the memory it peaked at."""
+    import tracemalloc
+
+    from mailmerge.spamcheck import spam_score
     tracemalloc.start()
     try:
         with pytest.raises(MailmergeError) as info:
@@ -621,6 +620,4 @@ def test_spamassassins_errors_are_kept_up_to_a_limit_with_their_last_line(
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert str(info.value).startswith(
-        "SpamAssassin gave no verdict (exit status 3): the real reason"), str(info.value)
-    assert peak < 4 * 2**20, peak
+    return info, peak
