@@ -31,11 +31,11 @@ import yaml
 
 from .assets import img_srcs
 from .campaign import MAX_HEADER_NAME, RESERVED_HEADERS
+from .css import jinja_spans
 from .errors import ConfigError
 
 TEMPLATE, DATABASE, CONFIG = ("mailmerge_template.txt", "mailmerge_database.csv",
                               "mailmerge_server.conf")
-_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
 _OPENER = re.compile(r"\{(?=[{%#])")  # a "{" that would start Jinja markup
 # A Markdown image: "![", its text up to the first "]", then "(" and its destination
 _MD_MARK = re.compile(r"!\[|\]")
@@ -103,9 +103,9 @@ def _join_literals(entry: str, literal: Callable[[str], str],
                    jinja: Callable[[str], str]) -> str:
     """``entry`` with its Jinja parts and the text around them each made over."""
     parts, done = [], 0
-    for found in _JINJA.finditer(entry):
-        parts += [literal(entry[done:found.start()]), jinja(found.group())]
-        done = found.end()
+    for start, end in jinja_spans(entry):  # in linear time, however many "{{" it holds
+        parts += [literal(entry[done:start]), jinja(entry[start:end])]
+        done = end
     return "".join([*parts, literal(entry[done:])])
 
 
@@ -372,7 +372,7 @@ def _matches(folder: Path, entry: str) -> Iterator[Path]:
     path matches any name), never outside it."""
     pattern = _join_literals(entry, glob.escape, lambda _: "*")
     root = folder.resolve()
-    templated = _JINJA.search(entry) is not None
+    templated = next(jinja_spans(entry), None) is not None
     for path in sorted(folder.glob(pattern)) if templated else [folder / entry]:
         real = path.resolve()
         if real.is_file() and real.is_relative_to(root):

@@ -189,3 +189,15 @@ def test_the_text_a_page_shows_is_found_in_linear_time() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, cwd=Path(__file__).resolve().parent.parent)
     assert done.stdout == "scanned\n", done.stderr
+
+
+def test_a_classic_attachment_name_of_unclosed_braces_is_written_in_linear_time() -> None:
+    """The import split an ATTACHMENT name at its Jinja with a lazy expression. In a
+    process of its own, stopped after 30 s."""
+    code = ("from mailmerge.classic import _join_literals;"
+            "name = '{{' * 60_000;"
+            "assert _join_literals(name, str.upper, str.lower) == name;"
+            "print('scanned')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout == "scanned\n", done.stderr
