@@ -36,7 +36,8 @@ from typing import Literal
 ReportKind = Literal["bounce", "complaint", "autoreply", "unknown"]
 Severity = Literal["hard", "soft"]
 
-_STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# an RFC 3463 status code, never three numbers of an IP address or a version number
+_STATUS = re.compile(r"(?<![\w.])([245])\.(\d{1,3})\.(\d{1,3})(?!\w|\.\d)")
 # Neither pattern may backtrack over a long word: a local part holds no "@", and an
 # address starts where a word does (else each of a 70 KB word's letters starts a scan).
 _ANGLE_ID = re.compile(r"<[^<>\s@]+@[^<>\s]+>")

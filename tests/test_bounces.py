@@ -429,3 +429,12 @@ def test_every_readme_section_a_message_names_exists() -> None:
     for where, section in named:
         assert any(h == section or h.startswith(section + " ") for h in headings), (
             f"{where} names the README section {section!r}, which does not exist")
+
+
+@pytest.mark.parametrize("address", ["10.4.2.1", "1.2.3.4", "2001:db8::5.1.2.3"])
+def test_an_ip_address_in_a_bounce_is_never_taken_for_its_status(address: str) -> None:
+    """Exim names the host it tried ([1.2.3.4]) before the server's 550 5.1.1: its numbers
+    made a soft 2.3.4 of a hard bounce."""
+    report = read_report(sample("exim.txt").replace(b"192.0.2.7", address.encode()))
+    assert [(f.address, f.severity, f.status) for f in report.findings] == [
+        ("grace@example.com", "hard", "5.1.1")]
