@@ -312,3 +312,23 @@ def test_a_cell_in_an_attachment_path_is_a_name_never_a_pattern(basic, tmp_path:
     (first,) = sorted(out.glob("*.eml"))
     names = sorted(part.get_filename() for part in parse(first.read_bytes()).iter_attachments())
     assert names == ["1-a.txt", "1-b.txt", "1.pdf"]
+
+
+@pytest.mark.parametrize("option", ["--sent", "--resend"])
+def test_resolve_with_a_list_that_names_nobody_is_a_usage_error(campaign: CampaignDir,
+                                                                option: str) -> None:
+    assert run("send", _path(campaign), "--yes", "--row", "2").exit_code == 0
+    result = run("resolve", _path(campaign), option, ",")
+    assert result.exit_code == 2, result.output
+    assert f"{option} names no recipient" in result.output
+
+
+def test_a_row_run_names_the_rows_it_leaves_out_for_what_they_are(campaign: CampaignDir) -> None:
+    """After a whole run, `--row 3` leaves the others alone: they are not 'no longer in
+    the sheet'."""
+    assert run("send", _path(campaign), "--yes", "--row", "2").exit_code == 0
+    result = run("send", _path(campaign), "--yes", "--row", "3")
+    assert result.exit_code == 0, result.output
+    assert "1 recipient in the journal is outside the rows --row chose (left alone)" \
+        in result.output
+    assert "no longer in the sheet" not in result.output

@@ -185,7 +185,7 @@ def test_an_unknown_host_name_stops_the_run_at_once(basic) -> None:
     done = send_process(c)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.startswith("Error: stopped: the server name 'no-such-host.invalid' "
-                                  "cannot be found (")
+                                  "of no-such-host.invalid:25 cannot be found (")
     assert done.stderr.count("\n") == 1
     assert {row[0] for row in journal_rows(c).values()} == {"pending"}
 

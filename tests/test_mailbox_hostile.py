@@ -288,7 +288,7 @@ def test_resolve_lookup_against_a_dripping_server_ends_with_one_error(basic, smt
     assert done.exit_code == 2, done.output
     assert done.output.startswith(
         "Error: could not look up the uncertain recipients in the mailbox of news at "
-        f"127.0.0.1: the server sent no whole reply within {DEADLINE:g} s;")
+        f"127.0.0.1:{fake.port}: the server sent no whole reply within {DEADLINE:g} s;")
 
 
 # --- sizes that lie --------------------------------------------------------------------------

@@ -154,8 +154,9 @@ def test_an_unreadable_mailbox_leaves_them_uncertain_and_sends_nothing(basic, se
                  password="wrong" if wrong == "password" else "imap-secret")
     assert result.exit_code == 2, result.output
     assert ("Error: could not look up the uncertain recipients in the mailbox of news at "
-            "127.0.0.1: ") in result.output
-    assert ("; check `imap:` and its password; until the lookup works they stay uncertain "
+            "127.0.0.1:") in result.output
+    assert ("; check `imap:` (its host, port and security) and its password, as the reason "
+            "says; until the lookup works they stay uncertain "
             "(nothing is resent on a guess), or settle them by hand with `mailmerge "
             "resolve`") in result.output
     assert journal(c) == before and before["p1@example.org"][0] == "sending"

@@ -75,7 +75,8 @@ def _describe_plan(plan: SendPlan) -> None:
     campaign, counts = plan.campaign, plan.counts
     smtp = campaign.smtp
     click.echo(f"Campaign {campaign.name}: {plan.to_send} to send"
-               f" ({counts['sent']} already sent, {counts['failed']} failed earlier"
+               f" ({counts['sent']} already sent, {counts['failed']} failed"
+               + (" or invalid" if plan.options.skip_invalid else " earlier")
                + (f", {_n(plan.skipped, 'row')} skipped by `where` or suppressed" if plan.skipped
                   else "") + ").")
     click.echo(f"  Server: {smtp.host}:{smtp.effective_port} ({smtp.security}"
@@ -104,9 +105,13 @@ def _describe_plan(plan: SendPlan) -> None:
             click.echo(f"    row {record.row}: {record.key}")
     if plan.removed:
         one = len(plan.removed) == 1
+        narrowed = [o for o, given in (("--row", campaign.rows), ("--where",
+                                                                  campaign.where_option))
+                    if given]
+        why = (f"outside the rows {' and '.join(narrowed)} chose" if narrowed else f"no longer in the sheet or {'is' if one else 'are'} left out "
+                                "by `where`")
         click.echo(f"  {_n(len(plan.removed), 'recipient')} in the journal "
-                   f"{'is' if one else 'are'} no longer in the sheet or "
-                   f"{'is' if one else 'are'} left out by `where` (left alone): "
+                   f"{'is' if one else 'are'} {why} (left alone): "
                    + ", ".join(r.key for r in plan.removed[:5])
                    + (" ..." if len(plan.removed) > 5 else ""))
 
@@ -680,6 +685,11 @@ def resolve(campaign: str, sent: tuple[str, ...], resend: tuple[str, ...],
                           line=loaded.line_of("imap")))
     given: dict[Verdict, list[str]] = {"sent": names(",".join(sent)),
                                        "resend": names(",".join(resend))}
+    for option, values, named in (("--sent", sent, given["sent"]),
+                                  ("--resend", resend, given["resend"])):
+        if values and not named:  # `--sent ,`: not the same as leaving it out
+            raise click.UsageError(f"{option} names no recipient: give row numbers or keys, "
+                                   "comma-separated, or `all`")
     with _held_journal(path) as journal:
         try:  # every name checked before anything is recorded, then all in one step
             done = settle_by_hand(journal, choose(journal, given))

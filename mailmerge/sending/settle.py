@@ -76,8 +76,10 @@ def look_up(journal: Journal, imap: Imap, password: str | None,
                 sleep(max(0.0, min(POLL, due - now)))
     except IMAP_ERRORS as exc:
         raise SendError(f"could not look up the uncertain recipients in the mailbox of "
-                        f"{imap.username} at {imap.host}: {_reason(exc)}",
-                        hint="check `imap:` and its password; until the lookup works they "
+                        f"{imap.username} at {imap.host}:{imap.effective_port}: "
+                        f"{_reason(exc)}",
+                        hint="check `imap:` (its host, port and security) and its password, "
+                             "as the reason says; until the lookup works they "
                              "stay uncertain (nothing is resent on a guess), or settle "
                              "them by hand with `mailmerge resolve`") from exc
     finally:

@@ -590,7 +590,8 @@ def _unreachable(host: str, where: str, timeout: float, exc: OSError) -> Unreach
     """What a failed connection to ``where`` means, in words, and what to check."""
     check = "check `smtp.host` and `smtp.port`"
     if isinstance(exc, socket.gaierror):
-        return Unreachable(f"the server name {host!r} cannot be found ({exc.strerror})",
+        return Unreachable(f"the server name {host!r} of {where} cannot be found "
+                           f"({exc.strerror})",
                            hint=f"{check}, and the network or DNS of this machine")
     if isinstance(exc, ConnectionRefusedError):
         return Unreachable(f"{where} refused the connection: no mail server listens there",
