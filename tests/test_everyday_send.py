@@ -575,3 +575,35 @@ def test_a_refused_login_is_said_once_whatever_the_connections(basic) -> None:
     assert result.exit_code == 2, result.output
     assert result.output.count("refused the login") == 1, result.output
     assert {row[:2] for row in journal_rows(c).values()} == {("pending", 0)}
+
+
+def test_another_service_on_the_port_stops_the_run_at_once(basic) -> None:
+    """An IMAP server where the mail server was expected greets with '* OK': that is no
+    passing fault, and no recipient is deferred for it."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def greet() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            with client:
+                client.sendall(b"* OK IMAP4rev1 ready\r\n")
+                client.recv(1024)  # until the client hangs up
+
+    threading.Thread(target=greet, daemon=True).start()
+    try:
+        c = basic(SMTP_BLOCK.format(port=port), rows=PEOPLE)
+        done = send_process(c)
+    finally:
+        listener.close()
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"Error: stopped: 127.0.0.1:{port} answered, but not as a "
+                                  "mail server does (protocol error: the reply '* OK")
+    assert done.stderr.count("\n") == 1
+    assert {row[:2] for row in journal_rows(c).values()} == {("pending", 0)}

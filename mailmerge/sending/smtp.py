@@ -173,6 +173,11 @@ class SmtpConnection:
                 if isinstance(exc.__cause__, TimeoutError):  # no greeting at all
                     raise Unreachable(f"{where} did not greet within {s.timeout:g} s",
                                       hint=_SILENT) from exc
+                if isinstance(exc, ProtocolError):  # another service listens there
+                    raise Unreachable(f"{where} answered, but not as a mail server does "
+                                      f"({exc})", hint="check `smtp.host` and `smtp.port`: "
+                                      "another service (IMAP, POP3, a web server) listens "
+                                      "there") from exc
                 if isinstance(exc, ssl.SSLError | smtplib.SMTPException):
                     raise  # a TLS failure, or the server's own answer: each handled below
                 raise _unreachable(s.host, where, s.timeout, exc) from exc
