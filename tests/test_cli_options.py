@@ -91,6 +91,9 @@ REFUSED = [
     (["preview", "--print", "--out", "x"], "--print does not go with --out"),
     (["preview", "--print", "--open"], "--print does not go with --open"),
     (["preview", "--watch", "--jobs", "2"], "--watch does not go with --jobs"),
+    (["preview", "--watch", "--print"], "--watch does not go with --print"),
+    (["preview", "--watch", "--row", "2"], "--watch does not go with --row"),
+    (["preview", "--eml"], "--eml goes only with --print"),
 ]
 
 

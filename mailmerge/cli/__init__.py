@@ -144,7 +144,9 @@ def _spam(campaign: Campaign, rows: int) -> tuple[list[str], bool]:
 @only_with("port", "watch", why="only the live preview serves pages")
 @not_with("print_", "out", "open_", "limit", "jobs",
           why="--print prints the first row, or each --row, and writes no files")
-@not_with("watch", "jobs", why="the live preview renders in one process")
+@only_with("eml", "print_", why="it prints the exact bytes of the message --print shows")
+@not_with("watch", "print_", "rows", "jobs",
+          why="the live preview renders the first rows (--limit) in one process")
 def preview(campaign: str, out: str | None, limit: int | None, where: str | None,
             rows: tuple[int, ...], print_: bool, eml: bool, watch: bool, port: int,
             open_: bool, jobs: int | None, quiet: bool) -> None:
@@ -170,12 +172,7 @@ def preview(campaign: str, out: str | None, limit: int | None, where: str | None
       mailmerge preview campaigns/newsletter.yaml --row 3 --print --eml > row3.eml
       mailmerge preview campaigns/welcome.yaml --watch --open
     """
-    if eml and not print_:
-        raise click.UsageError("--eml goes with --print")
     if watch:
-        if print_ or rows:
-            raise click.UsageError("--watch shows the first rows (--limit); it does not go "
-                                   "with --print or --row")
         _watch(campaign, out, limit or WATCH_ROWS, where, port, open_)
         return
     if print_:
