@@ -191,6 +191,12 @@ class Campaign:
     def folder(self) -> Path:
         return self.path.parent
 
+    @property
+    def templates(self) -> list[Path]:
+        """The template files the campaign file names (HTML, text, Markdown, layout)."""
+        return [t for t in (self.html_template, self.text_template, self.markdown_template,
+                            self.layout_template) if t is not None]
+
     def line_of(self, key: str) -> int | None:
         return self.lines.get(key)
 

@@ -448,8 +448,7 @@ class Renderer:
             raise ConfigError(f"`recipients.key` names column {key!r}, which the sheet does not "
                               f"have", path=campaign.path, line=campaign.line_of("recipients"),
                               hint="its columns are: " + ", ".join(c for c in columns if c))
-        named = [t for t in (campaign.html_template, campaign.text_template,
-                             campaign.markdown_template, campaign.layout_template) if t]
+        named = campaign.templates
         self.env = make_environment(list(dict.fromkeys(t.parent for t in named)),
                                     frozenset(t.name for t in named))
         self.token_env = make_address_environment(self.env)

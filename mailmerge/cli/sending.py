@@ -105,9 +105,7 @@ def _describe_plan(plan: SendPlan) -> None:
             click.echo(f"    row {record.row}: {record.key}")
     if plan.removed:
         one = len(plan.removed) == 1
-        narrowed = [o for o, given in (("--row", campaign.rows), ("--where",
-                                                                  campaign.where_option))
-                    if given]
+        narrowed = _narrowed(campaign)
         why = (f"outside the rows {' and '.join(narrowed)} chose" if narrowed else f"no longer in the sheet or {'is' if one else 'are'} left out "
                                 "by `where`")
         click.echo(f"  {_n(len(plan.removed), 'recipient')} in the journal "
@@ -334,8 +332,7 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
     click.echo(f"{'':14}{'this run':>10}{'in all':>10}")
     for label, this_run, total in rows:
         click.echo(f"{label:14}{'' if this_run is None else this_run:>10}{total:>10}")
-    narrowed = [o for o, given in (("--row", campaign.rows), ("--where", campaign.where_option))
-                if given]
+    narrowed = _narrowed(campaign)
     if narrowed:
         click.echo(f"Only the rows {' and '.join(narrowed)} chose were sent; the others are "
                    f"not recorded (\"in all\" counts none of them), and `mailmerge send "
@@ -367,6 +364,12 @@ def _send_summary(report: SendReport, campaign: Campaign) -> None:
     # this run's failures: one from an earlier run does not fail every later send
     bad = report.failed or waiting or report.uncertain or report.problems
     sys.exit(EXIT_DATA if bad else EXIT_OK)
+
+
+def _narrowed(campaign: Campaign) -> list[str]:
+    """The options that narrowed this run to some rows, as typed."""
+    return [option for option, given in (("--row", campaign.rows),
+                                         ("--where", campaign.where_option)) if given]
 
 
 def _how_to_settle(campaign: Campaign, uncertain: list[Record],
@@ -437,9 +440,8 @@ def status(campaign: str, csv_path: str | None) -> None:
 def _refuse_own_file(campaign: Campaign, target: Path, journal: Path) -> None:
     """The one Error line when ``target`` is a file the campaign is made of (the campaign
     file, its sheet, a template, a suppression list, the journal): --csv would replace it."""
-    own = [campaign.path, campaign.recipients.path, journal, *campaign.suppress, *(
-        t for t in (campaign.html_template, campaign.text_template,
-                    campaign.markdown_template, campaign.layout_template) if t is not None)]
+    own = [campaign.path, campaign.recipients.path, journal, *campaign.suppress,
+           *campaign.templates]
     resolved = target.resolve()
     if any(resolved == path.resolve() for path in own):
         _fail(ConfigError(f"--csv {target} is a file of the campaign itself, which the report "

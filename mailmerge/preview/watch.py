@@ -164,14 +164,9 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _templates(campaign: Campaign) -> list[Path]:
-    return [t for t in (campaign.html_template, campaign.text_template,
-                        campaign.markdown_template, campaign.layout_template) if t is not None]
-
-
 def _named(campaign: Campaign) -> list[Path]:
     """The files the campaign names, which every render reads."""
-    return [campaign.path, campaign.recipients.path, *campaign.suppress, *_templates(campaign)]
+    return [campaign.path, campaign.recipients.path, *campaign.suppress, *campaign.templates]
 
 
 def _used(campaign: Campaign) -> list[Path]:
@@ -179,7 +174,7 @@ def _used(campaign: Campaign) -> list[Path]:
     sources, as the render's loader finds them; where one is missing, each place it would be
     looked for), and the local images they show: every render reads them, wherever they
     stand in the templates' folders."""
-    named = _templates(campaign)
+    named = campaign.templates
     search = list(dict.fromkeys(t.parent for t in named))
     env = make_environment(search, frozenset(t.name for t in named))
     assert env.loader is not None
@@ -255,7 +250,7 @@ def _files(campaign: Campaign, out: Path) -> tuple[list[Path], bool]:
     """The files whose change makes a new preview: those the campaign names and those its
     templates use, always; then the templates' folders up to MAX_WATCHED; and whether the
     folders held more."""
-    folders = list(dict.fromkeys(t.parent for t in _templates(campaign)))
+    folders = list(dict.fromkeys(t.parent for t in campaign.templates))
     tree = list(islice(_tree(folders, out.resolve()), MAX_WATCHED + 1))
     return ([*_named(campaign), *_used(campaign), *tree[:MAX_WATCHED]],
             len(tree) > MAX_WATCHED)

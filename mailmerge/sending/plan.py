@@ -68,19 +68,15 @@ def _file_fingerprint(campaign: Campaign) -> str:
     """How journals begun by earlier versions fingerprinted the campaign (compared once,
     then replaced by :func:`fingerprint`)."""
     digest = hashlib.sha256()
-    for path in (campaign.path, campaign.html_template, campaign.text_template,
-                 campaign.markdown_template, campaign.layout_template):
-        if path is not None:
-            digest.update(path.read_bytes())
-            digest.update(b"\0")
+    for path in (campaign.path, *campaign.templates):
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
     return digest.hexdigest()
 
 
 def _message_files(campaign: Campaign) -> set[Path]:
     """The local files the messages are made from (see :func:`fingerprint`)."""
-    named = [t.resolve() for t in (campaign.html_template, campaign.text_template,
-                                   campaign.markdown_template, campaign.layout_template)
-             if t is not None]
+    named = [t.resolve() for t in campaign.templates]
     folders = list(dict.fromkeys(t.parent for t in named))
     found: set[Path] = set()
     todo = [(path, True) for path in named]  # (file, is a template)
