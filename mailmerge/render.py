@@ -380,6 +380,26 @@ def _template_frame(exc: BaseException, filenames: Collection[str]) -> tuple[str
 
 
 
+def _placeholder_logins(campaign: Campaign) -> list[Notice]:
+    """A warning for each server host and login name of the campaign that is a
+    placeholder left in (smtp.example.org, YOUR_USERNAME_HERE, you@example.org)."""
+    found: list[Notice] = []
+    servers = [("smtp", campaign.smtp.host, campaign.smtp.username, "SMTP"), *(
+        (key, box.host, box.username, "IMAP or POP3")
+        for key, box in (("imap", campaign.imap), ("bounces", campaign.bounces)) if box)]
+    for key, host, username, kind in servers:
+        if placeholder_name(host):
+            found.append(Notice.warning(f"`{key}.host` {host} is a placeholder: put in the "
+                                        f"{kind} server of your mail provider"
+                                        + (" before you send" if key == "smtp" else "")))
+        at = (username or "").rpartition("@")
+        if username and (placeholder_user(username) or (at[1] and placeholder_name(at[2]))):
+            found.append(Notice.warning(f"`{key}.username` {username} is a placeholder: put "
+                                        "in your login name at your mail provider before "
+                                        "you send"))
+    return found
+
+
 def _own_glob(entry: str) -> bool:
     """Whether an `attachments` entry is a pattern by its own text (outside its values)."""
     own, at = [], 0
@@ -474,24 +494,7 @@ class Renderer:
                 "no `unsubscribe:` link: Gmail and Yahoo junk or refuse bulk mail without "
                 "one-click unsubscribe; add one, or set `transactional: true` for invoices, "
                 "receipts and other one-to-one mail"))
-        if placeholder_name(campaign.smtp.host):
-            self.notices.append(Notice.warning(
-                f"`smtp.host` {campaign.smtp.host} is a placeholder: put in the SMTP server "
-                "of your mail provider before you send"))
-        logins = [("smtp", campaign.smtp.username), *(
-            (key, box.username) for key, box in (("imap", campaign.imap),
-                                                 ("bounces", campaign.bounces)) if box)]
-        for key, box in (("imap", campaign.imap), ("bounces", campaign.bounces)):
-            if box is not None and placeholder_name(box.host):
-                self.notices.append(Notice.warning(
-                    f"`{key}.host` {box.host} is a placeholder: put in the IMAP or POP3 "
-                    "server of your mail provider"))
-        for key, username in logins:
-            at = (username or "").rpartition("@")
-            if username and (placeholder_user(username) or (at[1] and placeholder_name(at[2]))):
-                self.notices.append(Notice.warning(
-                    f"`{key}.username` {username} is a placeholder: put in your login name "
-                    "at your mail provider before you send"))
+        self.notices += _placeholder_logins(campaign)
         self.where = self._compile_where("where", campaign.where)
         self.where_option = self._compile_where("--where", campaign.where_option)
         lists = list(campaign.suppress)
