@@ -271,32 +271,7 @@ def test_a_busy_server_is_retried_and_given_up_on_naming_host_and_port(basic) ->
 
 # --- item: SIGTERM ends `send` as Ctrl-C does ---------------------------------------------------
 
-def test_sigterm_finishes_in_flight_says_how_to_resume_and_resumes(basic) -> None:
-
-    from .test_resume import journal_states, start_send, wait_for
-
-    server = Server()
-    server.handler.data_delay = 0.005
-    people = [["email", "name"], *[[f"t{i}@example.org", "T"] for i in range(100)]]
-    c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
-    try:
-        process = start_send(c.folder / "campaign.yaml")
-        wait_for(server, 10)  # sending is under way
-        process.send_signal(signal.SIGTERM)
-        output = finish(process)
-        assert process.returncode == 143, output
-        assert ("Stopped by SIGTERM. Run the same command again to resume (mailmerge send "
-                f"{c.folder / 'campaign.yaml'}).") in output
-        assert "this run    in all" in output  # the summary of what was done
-        states = journal_states(c)
-        assert "sending" not in states.values()  # what was with the server was finished
-        assert sum(1 for s in states.values() if s == "sent") == len(server.handler.received)
-        again = start_send(c.folder / "campaign.yaml")
-        output = finish(again)
-        assert again.returncode == 0, output
-    finally:
-        server.stop()
-    assert server.handler.by_recipient() == {f"t{i}@example.org": 1 for i in range(100)}
+# (the first SIGTERM during a run: test_resume.py, beside the first Ctrl-C)
 
 
 def test_sigterm_before_sending_begins_says_how_to_resume(basic) -> None:

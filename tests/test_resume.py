@@ -92,18 +92,26 @@ def test_kill_loop_twenty_times(basic) -> None:
                     seed=int(os.environ.get("MAILMERGE_STRESS_SEED", 1)))
 
 
-def test_ctrl_c_finishes_in_flight_and_resumes(basic) -> None:
+@pytest.mark.parametrize(("signum", "code", "said"),
+                         [(signal.SIGINT, 130, "Interrupted"),
+                          (signal.SIGTERM, 143, "Stopped by SIGTERM")], ids=["ctrl-c", "sigterm"])
+def test_the_first_signal_finishes_in_flight_and_resumes(basic, signum: int, code: int,
+                                                         said: str) -> None:
+    """Ctrl-C, or SIGTERM as a service manager sends it: what is with the server is
+    finished, the summary and the way to resume are said, and resuming sends the rest."""
     server = Server()
     server.handler.data_delay = 0.005
     people = [["email", "name"], *[[f"i{i}@example.org", "I"] for i in range(100)]]
     c = basic(SMTP_BLOCK.format(port=server.port), rows=people)
     try:
         process = start_send(c.folder / "campaign.yaml")
-        wait_for(server, 10)
-        process.send_signal(signal.SIGINT)
+        wait_for(server, 10)  # sending is under way
+        process.send_signal(signum)
         output, _ = process.communicate(timeout=30)
-        assert process.returncode == 130, output
-        assert "Interrupted. Run the same command again to resume" in output
+        assert process.returncode == code, output
+        assert (f"{said}. Run the same command again to resume (mailmerge send "
+                f"{c.folder / 'campaign.yaml'}).") in output
+        assert "this run    in all" in output  # the summary of what was done
         states = journal_states(c)
         assert "sending" not in states.values()  # in-flight messages were finished
         sent_before = sum(1 for s in states.values() if s == "sent")
