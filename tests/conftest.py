@@ -7,6 +7,8 @@ import email
 import email.policy
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
@@ -208,3 +210,11 @@ def dovecot():
     server = Dovecot()
     yield server
     server.stop()
+
+
+def scanned_alone(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run by Python in a process of its own from the project's folder, stopped
+    after 30 s: a regular expression holds the interpreter while it runs, so a scan that
+    takes time growing with the square of its input can only be stopped from outside."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parent.parent)

@@ -30,7 +30,7 @@ from mailmerge.campaign import Campaign
 from mailmerge.classic import convert, import_classic
 from mailmerge.cli import cli
 
-from .conftest import parse
+from .conftest import parse, scanned_alone
 
 CASES = Path(__file__).parent / "data" / "classic"
 NAMES = sorted(p.name for p in CASES.iterdir() if (p / "classic_output.txt").is_file())
@@ -352,8 +352,7 @@ def test_a_template_of_unclosed_images_converts_in_linear_time() -> None:
             "c = convert('TO: a@example.org\\nFROM: b@example.org\\nSUBJECT: s\\n"
             "ATTACHMENT: a.png\\n\\n' + body, None, name='x', sheet='p.csv');"
             "print(c.images)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    done = scanned_alone(code)
     assert done.stdout == "['a.png']\n", done.stderr
 
 

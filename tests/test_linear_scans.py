@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailmerge import css
 from mailmerge.pageinline import split_tags
+
+from .conftest import scanned_alone
 
 EXAMPLES = int(os.environ.get("MAILMERGE_PROPERTY_EXAMPLES", 300))
 
@@ -135,8 +134,7 @@ def test_crafted_pages_are_scanned_in_linear_time() -> None:
             "assert css.value_in_tag('<' + 'a' * 100_000) is not None;"
             "assert css.value_in_tag('<a ' + 'b' * 100_000 + '=\"') is None;"
             "print('scanned')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    done = scanned_alone(code)
     assert done.stdout == "scanned\n", done.stderr
 
 
@@ -160,8 +158,7 @@ def test_crafted_markup_is_split_in_linear_time() -> None:
             "          '<a \"\\'' * 30_000 + '>'];"
             "assert [len(split_tags(p)) for p in pieces] == [1, 1, 1, 1, 3];"
             "print('split')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    done = scanned_alone(code)
     assert done.stdout == "split\n", done.stderr
 
 
@@ -186,8 +183,7 @@ def test_the_text_a_page_shows_is_found_in_linear_time() -> None:
             "assert shown_text('<style>' * 60_000) == ' ' * 60_000;"
             "assert all(shown_text(p) == p for p in ('<' * 200_000, '<head x' * 40_000));"
             "print('scanned')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    done = scanned_alone(code)
     assert done.stdout == "scanned\n", done.stderr
 
 
@@ -198,6 +194,5 @@ def test_a_classic_attachment_name_of_unclosed_braces_is_written_in_linear_time(
             "name = '{{' * 60_000;"
             "assert _join_literals(name, str.upper, str.lower) == name;"
             "print('scanned')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    done = scanned_alone(code)
     assert done.stdout == "scanned\n", done.stderr

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,6 +29,8 @@ from mailmerge.pagescan import (
     template_text,
 )
 from mailmerge.render import make_environment
+
+from .conftest import scanned_alone
 
 EXAMPLES = int(os.environ.get("MAILMERGE_PROPERTY_EXAMPLES", 300))
 IMAGES = {"logo.png", "a b.png", "img"}
@@ -215,8 +215,7 @@ def test_unclosed_tags_are_scanned_in_linear_time() -> None:
             "from tests.test_pagescan import made_page;"
             "made_page('{{ a }}' + _UNCLOSED[0] + '{{ b }}' + _UNCLOSED[2]);"
             "print('scanned')")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    done = scanned_alone(code)
     assert done.stdout == "scanned\n", done.stderr
 
 
